@@ -1,0 +1,182 @@
+"""What the broker keeps durable, and the operations it asks the store to apply.
+
+The broker core is pure: it never touches SQLite. Whenever its durable state changes it emits
+``StoreOp`` values; the persistence layer applies them in order, grouped into transactions,
+and the server sends nothing that depends on them until they are committed (DESIGN §4).
+At start-up the store hands back a ``Snapshot`` and the broker rebuilds itself from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from gateway.mqtt.packets import NO_PROPERTIES, Properties, Will
+
+# Session Expiry Interval meaning "never expires" (MQTT 5 spec 3.1.2.11.2).
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An application message as the broker holds it, once per publish (not per subscriber).
+
+    ``properties`` are the publication properties to forward (no topic alias, no subscription
+    identifiers; those are per delivery). ``expires_at`` is absolute wall-clock time (seconds
+    since the epoch) so that expiry survives a restart.
+    """
+
+    msg_id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: Properties = NO_PROPERTIES
+    expires_at: float | None = None
+    origin_client_id: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    client_id: str
+    expiry_interval: int  # seconds; SESSION_NEVER_EXPIRES = never
+    protocol_version: int
+    username: str | None = None
+    # Wall-clock time of the last disconnect; None while connected. A session restored with
+    # None was connected when the broker stopped, so its will (if any) is due.
+    disconnected_at: float | None = None
+    will: Will | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    client_id: str
+    topic_filter: str  # as the client sent it, including any $share/<group>/ prefix
+    qos: int
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+    subscription_id: int | None = None
+
+
+class EntryState(Enum):
+    QUEUED = "queued"  # not yet sent on any connection
+    SENT = "sent"  # PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2)
+    RELEASED = "released"  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One outgoing message of one session, in delivery order (``seq`` is global, increasing)."""
+
+    client_id: str
+    seq: int
+    msg_id: int
+    qos: int  # delivery QoS: min(message QoS, subscription QoS)
+    state: EntryState = EntryState.QUEUED
+    packet_id: int | None = None
+    retain: bool = False  # RETAIN flag as delivered (retain-as-published)
+    subscription_ids: tuple[int, ...] = ()
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PutSession:
+    record: SessionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSession:
+    """Removes the session and everything it owns: subscriptions, queue entries, QoS 2 state."""
+
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutSubscription:
+    record: SubscriptionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSubscription:
+    client_id: str
+    topic_filter: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutMessage:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessage:
+    msg_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutQueueEntry:
+    """Insert or replace (client_id, seq)."""
+
+    entry: QueueEntry
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteQueueEntry:
+    client_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutInboundQos2:
+    """A QoS 2 PUBLISH from this client was accepted and PUBREC sent; until PUBREL the packet
+    id must not be delivered again (exactly once across reconnects and restarts)."""
+
+    client_id: str
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteInboundQos2:
+    client_id: str
+    packet_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutRetained:
+    message: Message  # keyed by message.topic; replaces any earlier one
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRetained:
+    topic: str
+
+
+StoreOp = (
+    PutSession
+    | DeleteSession
+    | PutSubscription
+    | DeleteSubscription
+    | PutMessage
+    | DeleteMessage
+    | PutQueueEntry
+    | DeleteQueueEntry
+    | PutInboundQos2
+    | DeleteInboundQos2
+    | PutRetained
+    | DeleteRetained
+)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Everything the store holds, as loaded at start-up."""
+
+    sessions: list[SessionRecord] = field(default_factory=list)
+    subscriptions: list[SubscriptionRecord] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    queue: list[QueueEntry] = field(default_factory=list)  # ordered by seq
+    inbound_qos2: list[tuple[str, int]] = field(default_factory=list)
+    retained: list[Message] = field(default_factory=list)
