@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -51,8 +51,6 @@ class BrokerSettings:
     queue_rules: tuple[QueueRule, ...] = ()
     max_retained_messages: int = 0  # 0 = unlimited
     sys_interval: float = 10.0  # seconds between $SYS updates; 0 = off
-    # Per-client-id minimum QoS 1 message expiry applied to 3.1.1 publishers: none by default.
-    extra: dict[str, str] = field(default_factory=dict)
 
     def queue_limits_for(self, client_id: str) -> QueueLimits:
         for rule in self.queue_rules:
