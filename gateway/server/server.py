@@ -1,0 +1,256 @@
+"""The asyncio shell around the pure broker: listeners, connections, durable commits, timers.
+
+The one rule this module enforces is DESIGN §4: the store operations a broker step produced
+are committed before any packet that step produced is written, because those packets may
+acknowledge (PUBACK/PUBREC) or deliver what the operations make durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from gateway.broker.core import Broker
+from gateway.broker.effects import ConnectionInfo, Effects, Identity, Send, SetKeepAlive
+from gateway.broker.records import StoreOp
+from gateway.mqtt.reason_codes import ReasonCode
+from gateway.server.connection import MQTTConnection
+
+log = logging.getLogger(__name__)
+
+
+class Committer(Protocol):
+    async def commit(self, ops: Sequence[StoreOp]) -> None: ...
+
+
+class Authenticates(Protocol):
+    async def authenticate(
+        self, username: str | None, password: bytes | None, info: ConnectionInfo
+    ) -> Identity: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    name: str
+    kind: str  # "tcp" | "tls" | "unix"
+    host: str = "127.0.0.1"
+    port: int = 0
+    path: str = ""
+    allow_anonymous: bool = True
+    ssl_context: ssl.SSLContext | None = None
+
+
+@dataclass(slots=True)
+class ServerStats:
+    connections_refused: int = 0
+    connect_timeouts: int = 0
+    keepalive_timeouts: int = 0
+    malformed_packets: int = 0
+    dropped_slow_consumer: int = 0
+    commit_failures: int = 0
+
+
+class Server:
+    def __init__(
+        self,
+        broker: Broker,
+        store: Committer,
+        authenticator: Authenticates,
+        listeners: Sequence[ListenerSpec],
+        *,
+        max_packet_size: int,
+        topic_alias_maximum: int,
+        connect_timeout: float = 10.0,
+        max_connections: int = 0,
+        tick_interval: float = 1.0,
+    ) -> None:
+        self.broker = broker
+        self.store = store
+        self.authenticator = authenticator
+        self.listener_specs = list(listeners)
+        self.max_packet_size = max_packet_size
+        self.topic_alias_maximum = topic_alias_maximum
+        self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
+        self.tick_interval = tick_interval
+        self.stats = ServerStats()
+        self.connections: dict[int, MQTTConnection] = {}
+        self.bound: list[tuple[ListenerSpec, str]] = []  # (spec, actual address)
+        self._servers: list[asyncio.Server] = []
+        self._next_conn_id = 0
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._commits: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for spec in self.listener_specs:
+            name, anon = spec.name, spec.allow_anonymous
+
+            def factory(name: str = name, anon: bool = anon) -> MQTTConnection:
+                return MQTTConnection(self, name, anon)
+
+            if spec.kind == "unix":
+                path = Path(spec.path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.is_socket():
+                    path.unlink()  # a stale socket left by a crash would make bind fail
+                srv = await loop.create_unix_server(factory, str(path))
+                os.chmod(path, 0o660)
+                self.bound.append((spec, str(path)))
+            else:
+                srv = await loop.create_server(
+                    factory,
+                    spec.host,
+                    spec.port,
+                    ssl=spec.ssl_context if spec.kind == "tls" else None,
+                    reuse_address=True,
+                    backlog=1024,
+                )
+                sock = srv.sockets[0].getsockname()
+                self.bound.append((spec, f"{sock[0]}:{sock[1]}"))
+            self._servers.append(srv)
+            log.info("listening on %s (%s)", self.bound[-1][1], spec.name)
+        self._housekeeping = loop.create_task(self._housekeep())
+
+    def port_of(self, listener_name: str) -> int:
+        """The bound TCP port of a listener (useful with port 0)."""
+        for spec, address in self.bound:
+            if spec.name == listener_name:
+                return int(address.rsplit(":", 1)[1])
+        raise KeyError(listener_name)
+
+    async def stop(self) -> None:
+        """Stop accepting, tell clients, commit what is pending, close connections."""
+        for srv in self._servers:
+            srv.close()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            try:
+                await self._housekeeping
+            except asyncio.CancelledError:
+                pass
+        self.broker.shutdown(time.time())
+        await self.apply_effects(self.broker.take_effects())
+        if self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
+        for conn in list(self.connections.values()):
+            conn.close()
+        for srv in self._servers:
+            await srv.wait_closed()
+        for spec, address in self.bound:
+            if spec.kind == "unix":
+                try:
+                    os.unlink(address)
+                except OSError:
+                    pass
+
+    # --- connections ------------------------------------------------------------------------
+
+    def next_conn_id(self) -> int:
+        self._next_conn_id += 1
+        return self._next_conn_id
+
+    def register(self, conn: MQTTConnection) -> bool:
+        if self.max_connections and len(self.connections) >= self.max_connections:
+            self.stats.connections_refused += 1
+            return False
+        self.connections[conn.conn_id] = conn
+        return True
+
+    def unregister(self, conn: MQTTConnection) -> bool:
+        return self.connections.pop(conn.conn_id, None) is not None
+
+    # --- effects ----------------------------------------------------------------------------
+
+    def flush_effects(self, origin: MQTTConnection | None = None) -> None:
+        """Perform what the broker asked for; wait for the store first if it must."""
+        effects = self.broker.take_effects()
+        if not effects.store:
+            if effects.actions:
+                self._perform(effects)
+            return
+        if origin is not None:
+            origin.mark_busy()
+        task = asyncio.get_running_loop().create_task(self._commit_then_perform(effects, origin))
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+
+    async def apply_effects(self, effects: Effects, origin: MQTTConnection | None = None) -> None:
+        if effects.store and not await self._commit(effects, origin):
+            return
+        self._perform(effects)
+
+    async def _commit_then_perform(self, effects: Effects, origin: MQTTConnection | None) -> None:
+        if await self._commit(effects, origin):
+            self._perform(effects)
+        if origin is not None:
+            origin.continue_after_wait()
+
+    async def _commit(self, effects: Effects, origin: MQTTConnection | None) -> bool:
+        try:
+            await self.store.commit(effects.store)
+            return True
+        except Exception:
+            # Nothing that depended on this commit may be acknowledged. The originating client
+            # is cut off so that it retransmits what it was not told is safe; deliveries to
+            # others still go out (at-least-once allows the duplicate this may cause).
+            self.stats.commit_failures += 1
+            log.exception("store commit failed; dropping the acknowledgements of this batch")
+            if origin is not None:
+                origin.abort()  # closed connections drop what is queued for them
+            self._perform(effects)
+            return False
+
+    def _perform(self, effects: Effects) -> None:
+        connections = self.connections
+        touched: dict[int, MQTTConnection] = {}
+        for action in effects.actions:
+            conn = connections.get(action.conn_id)
+            if conn is None:
+                continue
+            if action.__class__ is Send:
+                conn.queue(action.packet)  # type: ignore[union-attr]
+                touched[action.conn_id] = conn
+            elif isinstance(action, SetKeepAlive):
+                conn.set_keep_alive(action.seconds)
+            else:  # Close
+                conn.close()
+                touched.pop(action.conn_id, None)
+        for conn in touched.values():
+            conn.flush()
+
+    # --- timers -----------------------------------------------------------------------------
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            try:
+                self.housekeep_once()
+            except Exception:  # a bug here must not stop keep-alive checking for good
+                log.exception("housekeeping failed")
+
+    def housekeep_once(self) -> None:
+        now_mono = time.monotonic()
+        now = time.time()
+        for conn in list(self.connections.values()):
+            if conn.closed:
+                continue
+            if not conn.connected:
+                if now_mono - conn.opened_at > self.connect_timeout:
+                    self.stats.connect_timeouts += 1
+                    log.info("no CONNECT within %.0f s from %s", self.connect_timeout, conn.info)
+                    conn.abort()
+            elif conn.keep_alive and now_mono - conn.last_rx > 1.5 * conn.keep_alive:
+                self.stats.keepalive_timeouts += 1
+                self.broker.protocol_violation(conn.conn_id, ReasonCode.KEEP_ALIVE_TIMEOUT, now)
+        self.broker.tick(now)
+        self.flush_effects()
