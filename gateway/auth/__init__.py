@@ -1,0 +1,1 @@
+"""Authentication (password file) and authorisation (ACL) for the broker."""
