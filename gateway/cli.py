@@ -1,0 +1,167 @@
+"""The ``edge-gateway`` command: run, check-config, passwd."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from gateway.auth.passwords import (
+    PasswordFileError,
+    delete_user,
+    hash_password,
+    read_password_file,
+    set_user,
+    validate_username,
+)
+from gateway.config import ConfigError, GatewayConfig, describe_listeners, load_config
+
+PROG = "edge-gateway"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2  # also argparse's exit code for a bad command line
+
+
+class CliError(Exception):
+    """A failure to report on one line, without a traceback."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="A home gateway in one process: durable MQTT broker, device bridge, TUI.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the gateway")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.yaml"),
+        metavar="FILE",
+        help="configuration file (default: ./config.yaml)",
+    )
+
+    check = commands.add_parser(
+        "check-config", help="validate a configuration file and the files it names"
+    )
+    check.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.yaml"),
+        metavar="FILE",
+        help="configuration file (default: ./config.yaml)",
+    )
+
+    passwd = commands.add_parser(
+        "passwd",
+        help="add, change or delete a user in a password file",
+        description="Add USER to FILE (created if missing, mode 0600) or change their "
+        "password; with -D delete them. The password is asked twice on a terminal, or read "
+        "as one line from standard input otherwise (for scripts).",
+    )
+    passwd.add_argument("file", type=Path, metavar="FILE", help="password file")
+    passwd.add_argument("user", metavar="USER", help="user name")
+    passwd.add_argument("-D", dest="delete", action="store_true", help="delete USER")
+    return parser
+
+
+def _load(path: Path) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _cmd_run(config_path: Path) -> int:
+    cfg = _load(config_path)
+    # Imported here: the app pulls in the whole gateway, which the other commands do not need.
+    from gateway.app import run  # type: ignore[import-not-found, unused-ignore]
+
+    status: int = run(cfg, config_path=config_path)
+    return status
+
+
+def _cmd_check_config(config_path: Path, out: TextIO) -> int:
+    cfg = _load(config_path)
+    print(f"{config_path}: OK", file=out)
+    print("listeners:", file=out)
+    for line in describe_listeners(cfg):
+        print(f"  {line}", file=out)
+    store = cfg.persistence
+    if store.enabled:
+        print(f"store: {store.path} (synchronous={store.synchronous})", file=out)
+    else:
+        print("store: disabled (nothing survives a restart)", file=out)
+    auth = cfg.auth
+    if auth.password_file is not None:
+        count = len(read_password_file(auth.password_file))
+        print(f"password file: {auth.password_file} ({count} users)", file=out)
+    else:
+        print("password file: none", file=out)
+    acl = auth.acl
+    print(f"acl: {len(acl.rules)} rules, default {acl.default}", file=out)
+    return EXIT_OK
+
+
+def _read_new_password(user: str) -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"Password for {user}: ")
+        second = getpass.getpass("Reenter password: ")
+        if first != second:
+            raise CliError("passwords do not match")
+        password = first
+    else:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        password = password.removesuffix("\r")
+    if not password:
+        raise CliError("empty password")
+    return password
+
+
+def _cmd_passwd(path: Path, user: str, delete: bool, out: TextIO) -> int:
+    try:
+        validate_username(user)
+    except ValueError as exc:
+        raise CliError(f"bad user name {user!r}: {exc}") from None
+    try:
+        if delete:
+            if not delete_user(path, user):
+                raise CliError(f"{path}: no user {user!r}")
+            print(f"deleted user {user!r} from {path}", file=out)
+            return EXIT_OK
+        existed = path.exists() and user in read_password_file(path)
+        password = _read_new_password(user)
+        set_user(path, user, hash_password(password))
+    except PasswordFileError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}") from None
+    print(f"{'changed password of' if existed else 'added'} user {user!r} in {path}", file=out)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args.config)
+        if args.command == "check-config":
+            return _cmd_check_config(args.config, sys.stdout)
+        if args.command == "passwd":
+            return _cmd_passwd(args.file, args.user, args.delete, sys.stdout)
+    except CliError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if args.command in ("run", "check-config") else EXIT_FAILURE
+    except PasswordFileError as exc:
+        # check-config: the file changed between loading and listing.
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (KeyboardInterrupt, EOFError):
+        print(file=sys.stderr)
+        return 130
+    raise AssertionError(f"unhandled command {args.command!r}")

@@ -1,0 +1,850 @@
+"""config.yaml: loading, validation and the typed configuration values.
+
+Every key is optional; an absent key takes the default written in the shipped config.yaml.
+Anything we do not understand stops start-up with a ConfigError naming the file, the key
+path and what was expected: a gateway that silently ignores a misspelt ``allow_anonymous``
+is worse than one that refuses to start.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+
+from gateway.auth.acl import (
+    ACTIONS,
+    NOT_AUTHORIZED,
+    SUBACK_FAILURE_CODES,
+    Acl,
+    AclDefault,
+    AclRule,
+    topic_filter_problem,
+)
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.passwords import PasswordFileError, read_password_file
+from gateway.broker.access import AllowAll, Authorizer
+from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits, QueueRule
+
+_BROKER_DEFAULTS = BrokerSettings()
+_QUEUE_DEFAULTS = QueueLimits()
+
+LISTENER_TYPES = ("tcp", "tls", "unix")
+SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Longest path bind() accepts for an AF_UNIX socket on Linux (sun_path minus the NUL).
+_MAX_UNIX_PATH = 107
+_MAX_PACKET = 268_435_460  # 4-byte remaining length (268,435,455) plus the fixed header
+_U16 = 0xFFFF
+_U32 = 0xFFFFFFFF
+
+
+class ConfigError(Exception):
+    """A configuration problem, ready to show to a person as is."""
+
+    def __init__(self, file: str, key_path: str, message: str, line: int | None = None) -> None:
+        self.file = file
+        self.key_path = key_path
+        self.line = line
+        self.detail = message
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {key_path}: {message}" if key_path else f"{where}: {message}")
+
+
+# ---------------------------------------------------------------------------- values
+
+
+ListenerType = Literal["tcp", "tls", "unix"]
+
+# Relative paths (sockets, database, password file, certificates) are taken against the
+# working directory, like every command-line tool does.
+DEFAULT_SOCKET_PATH = Path("edge-gateway.sock")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """One listener. ``host``/``port`` are set for tcp and tls, ``path`` for unix, and the
+    certificate fields for tls only (the loader guarantees it)."""
+
+    type: ListenerType = "tcp"
+    name: str = "tcp:127.0.0.1:1883"
+    host: str | None = "127.0.0.1"
+    port: int | None = 1883  # 0 = any free port (tests)
+    path: Path | None = None
+    allow_anonymous: bool = True
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    cafile: Path | None = None
+    require_client_cert: bool = False
+
+
+DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
+    ListenerConfig(),
+    ListenerConfig(
+        type="unix",
+        name=f"unix:{DEFAULT_SOCKET_PATH}",
+        host=None,
+        port=None,
+        path=DEFAULT_SOCKET_PATH,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistenceConfig:
+    enabled: bool = True
+    path: Path = Path("edge-gateway.db")
+    synchronous: str = "full"  # SQLite PRAGMA synchronous: off | normal | full | extra
+    group_commit_ms: float = 2.0
+    max_size_mb: int = 0  # 0 = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_packet_size: int = _BROKER_DEFAULTS.max_packet_size
+    receive_maximum: int = _BROKER_DEFAULTS.receive_maximum
+    max_inflight_messages: int = _BROKER_DEFAULTS.max_inflight_out
+    max_keepalive: int = _BROKER_DEFAULTS.max_keepalive
+    max_session_expiry: int = _BROKER_DEFAULTS.max_session_expiry
+    v311_session_expiry: int = _BROKER_DEFAULTS.v311_session_expiry
+    topic_alias_maximum: int = _BROKER_DEFAULTS.topic_alias_maximum
+    connect_timeout: float = 10.0
+    max_connections: int = 0  # 0 = unlimited
+    max_retained_messages: int = _BROKER_DEFAULTS.max_retained_messages
+    queue: QueueLimits = _QUEUE_DEFAULTS
+    queue_rules: tuple[QueueRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AclConfig:
+    default: AclDefault = "allow"
+    rules: tuple[AclRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    password_file: Path | None = None
+    admin_users: tuple[str, ...] = ()
+    acl: AclConfig = AclConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    topic_prefix: str = "gw"
+    listeners: tuple[ListenerConfig, ...] = DEFAULT_LISTENERS
+    persistence: PersistenceConfig = PersistenceConfig()
+    limits: LimitsConfig = LimitsConfig()
+    auth: AuthConfig = AuthConfig()
+    sys_interval: float = 10.0
+    logging: LoggingConfig = LoggingConfig()
+
+    def broker_settings(self) -> BrokerSettings:
+        limits = self.limits
+        return BrokerSettings(
+            max_packet_size=limits.max_packet_size,
+            receive_maximum=limits.receive_maximum,
+            max_inflight_out=limits.max_inflight_messages,
+            max_keepalive=limits.max_keepalive,
+            max_session_expiry=limits.max_session_expiry,
+            v311_session_expiry=limits.v311_session_expiry,
+            topic_alias_maximum=limits.topic_alias_maximum,
+            default_queue=limits.queue,
+            queue_rules=limits.queue_rules,
+            max_retained_messages=limits.max_retained_messages,
+            sys_interval=self.sys_interval,
+        )
+
+    def build_authorizer(self) -> Authorizer:
+        acl = self.auth.acl
+        if not acl.rules and acl.default == "allow":
+            return AllowAll()
+        return Acl(acl.rules, acl.default, self.auth.admin_users)
+
+    def build_authenticator(self) -> Authenticator:
+        """Raises PasswordFileError if the password file became unreadable since loading."""
+        return Authenticator(self.auth.password_file, self.auth.admin_users)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def describe_listener(listener: ListenerConfig) -> str:
+    access = "anonymous allowed" if listener.allow_anonymous else "user name and password required"
+    if listener.type == "unix":
+        where = f"unix socket {listener.path}"
+    else:
+        where = f"{listener.type} {_host_port(listener.host or '', listener.port or 0)}"
+    if listener.require_client_cert:
+        access += ", client certificate required"
+    return f"{listener.name}: {where}, {access}"
+
+
+def describe_listeners(cfg: GatewayConfig) -> list[str]:
+    return [describe_listener(listener) for listener in cfg.listeners]
+
+
+# ---------------------------------------------------------------------------- reading
+
+_T = TypeVar("_T")
+_MISSING = object()
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+class _Source:
+    """The file being read: its name and the line of every key path, for messages."""
+
+    def __init__(self, name: str, lines: dict[str, int]) -> None:
+        self.name = name
+        self.lines = lines
+
+    def error(self, path: str, message: str) -> ConfigError:
+        return ConfigError(self.name, path, message, self.lines.get(path))
+
+
+class _Map:
+    """A mapping being read; records which keys were asked for so that the rest are errors."""
+
+    def __init__(self, src: _Source, path: str, raw: object) -> None:
+        self.src = src
+        self.path = path
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise src.error(path, f"expected a mapping of keys, got {_show(raw)}")
+        for key in raw:
+            if not isinstance(key, str):
+                raise src.error(path, f"keys must be strings, got {_show(key)}")
+        self.raw: dict[str, object] = raw
+        self.known: list[str] = []
+        # Keys that belong to a sibling variant (e.g. "path" on a tcp listener): named in the
+        # error so the reader sees why a real key is refused here.
+        self.elsewhere: dict[str, str] = {}
+
+    def key(self, key: str) -> str:
+        return _join(self.path, key)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return self.src.error(self.key(key), message)
+
+    def take(self, key: str) -> object:
+        self.known.append(key)
+        return self.raw.get(key, _MISSING)
+
+    def read(
+        self, key: str, default: _T, convert: Callable[[object], _T | None], expected: str
+    ) -> _T:
+        value = self.take(key)
+        if value is _MISSING:
+            return default
+        result = convert(value)
+        if result is None:
+            raise self.error(key, f"expected {expected}, got {_show(value)}")
+        return result
+
+    def integer(self, key: str, default: int, low: int, high: int | None = None) -> int:
+        expected = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
+
+        def convert(value: object) -> int | None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return None
+            if value < low or (high is not None and value > high):
+                return None
+            return value
+
+        return self.read(key, default, convert, expected)
+
+    def number(
+        self, key: str, default: float, low: float, high: float, *, low_open: bool = False
+    ) -> float:
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        expected = f"a number {bound} and <= {high:g}"
+
+        def convert(value: object) -> float | None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return None
+            number = float(value)
+            if number != number or number > high or number < low or (low_open and number == low):
+                return None
+            return number
+
+        return self.read(key, default, convert, expected)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        return self.read(
+            key, default, lambda v: v if isinstance(v, bool) else None, "true or false"
+        )
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        def convert(value: object) -> str | None:
+            # YAML 1.1 reads a bare off/on as a boolean; a choice named "off" means that.
+            if isinstance(value, bool):
+                value = "on" if value else "off"
+            if isinstance(value, str) and value.lower() in choices:
+                return value.lower()
+            return None
+
+        return self.read(key, default, convert, "one of " + ", ".join(choices))
+
+    def string(
+        self, key: str, default: str, check: Callable[[str], str | None] | None = None
+    ) -> str:
+        value = self.take(key)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a string, got {_show(value)}")
+        problem = check(value) if check else None
+        if problem:
+            raise self.error(key, f"{problem}, got {_show(value)}")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        value = self.take(key)
+        if value is _MISSING or value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"expected a non-empty string or null, got {_show(value)}")
+        return value
+
+    def file_path(self, key: str, default: Path) -> Path:
+        return Path(os.path.expanduser(self.string(key, str(default), _path_problem)))
+
+    def optional_path(self, key: str) -> Path | None:
+        value = self.optional_string(key)
+        if value is None:
+            return None
+        problem = _path_problem(value)
+        if problem:
+            raise self.error(key, f"{problem}, got {_show(value)}")
+        return Path(os.path.expanduser(value))
+
+    def mapping(self, key: str) -> _Map:
+        value = self.take(key)
+        return _Map(self.src, self.key(key), None if value is _MISSING else value)
+
+    def sequence(self, key: str) -> list[object] | None:
+        value = self.take(key)
+        if value is _MISSING:
+            return None
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list, got {_show(value)}")
+        return value
+
+    def items(self, key: str) -> Iterator[tuple[str, object]]:
+        values = self.sequence(key)
+        for index, item in enumerate(values or ()):
+            yield _join(self.key(key), index), item
+
+    def declare(self, keys: tuple[str, ...]) -> None:
+        """Check for unknown keys before reading: a misspelt key must be reported as such,
+        not through a cross-check that its default value then fails."""
+        self.known.extend(keys)
+        self.finish()
+
+    def finish(self) -> None:
+        for key in self.raw:
+            if key in self.known:
+                continue
+            if key in self.elsewhere:
+                raise self.error(key, self.elsewhere[key])
+            message = f"unknown key {key!r}"
+            close = difflib.get_close_matches(key, self.known, n=1, cutoff=0.6)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+            else:
+                message += f"; valid keys here: {', '.join(sorted(set(self.known)))}"
+            raise self.error(key, message)
+
+
+def _path_problem(value: str) -> str | None:
+    if not value:
+        return "expected a non-empty path"
+    if "\0" in value:
+        return "expected a path without NUL characters"
+    return None
+
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _host_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if _HOSTNAME.match(value):
+        return None
+    return "expected an IP address or host name (0.0.0.0 or :: for every interface)"
+
+
+def _topic_prefix_problem(value: str) -> str | None:
+    if not value or value.startswith("/") or value.endswith("/") or "//" in value:
+        return "expected one or more non-empty topic levels such as 'gw' or 'home/gw'"
+    if any(ch in value for ch in "+#\0"):
+        return "expected a topic prefix without wildcards"
+    if value.startswith("$"):
+        return "expected a topic prefix not starting with '$'"
+    return None
+
+
+def _glob_problem(value: str) -> str | None:
+    return None if value else "expected a non-empty pattern ('*' matches everything)"
+
+
+# ---------------------------------------------------------------------------- sections
+
+_LISTENER_KEYS = {
+    "tcp": ("type", "name", "host", "port", "allow_anonymous"),
+    "tls": (
+        "type",
+        "name",
+        "host",
+        "port",
+        "allow_anonymous",
+        "certfile",
+        "keyfile",
+        "cafile",
+        "require_client_cert",
+    ),
+    "unix": ("type", "name", "path", "allow_anonymous"),
+}
+
+
+def _read_listener(src: _Source, path: str, raw: object) -> ListenerConfig:
+    section = _Map(src, path, raw)
+    kind = section.choice("type", "tcp", LISTENER_TYPES)
+    for other, keys in _LISTENER_KEYS.items():
+        for key in keys:
+            if key not in _LISTENER_KEYS[kind] and key not in section.elsewhere:
+                section.elsewhere[key] = f"{key!r} applies to {other} listeners, not {kind}"
+    section.declare(_LISTENER_KEYS[kind])
+    name = section.optional_string("name")
+    listener: ListenerConfig
+    if kind == "unix":
+        sock_path = section.file_path("path", DEFAULT_SOCKET_PATH)
+        if len(os.fsencode(sock_path)) > _MAX_UNIX_PATH:
+            raise section.error("path", f"expected a socket path of at most {_MAX_UNIX_PATH} bytes")
+        listener = ListenerConfig(
+            type="unix",
+            name=name or f"unix:{sock_path}",
+            host=None,
+            port=None,
+            path=sock_path,
+            allow_anonymous=section.boolean("allow_anonymous", True),
+        )
+    else:
+        default_host = "127.0.0.1" if kind == "tcp" else "0.0.0.0"
+        host = section.string("host", default_host, _host_problem)
+        port = section.integer("port", 1883 if kind == "tcp" else 8883, 0, 65535)
+        # Anonymous access defaults to on only where nobody else can reach the port.
+        loopback = is_loopback_host(host)
+        allow_anonymous = section.boolean("allow_anonymous", loopback)
+        if allow_anonymous and not loopback:
+            raise section.error(
+                "allow_anonymous",
+                f"a listener on {host} can be reached from the network, so it must require "
+                "user names and passwords: set allow_anonymous: false and add users with "
+                "`edge-gateway passwd FILE USER` (anonymous access is only allowed on "
+                "loopback addresses: 127.0.0.0/8, ::1, localhost)",
+            )
+        listener = ListenerConfig(
+            type="tcp",
+            name=name or f"{kind}:{_host_port(host, port)}",
+            host=host,
+            port=port,
+            allow_anonymous=allow_anonymous,
+        )
+        if kind == "tls":
+            listener = _read_tls(section, listener)
+    section.finish()
+    return listener
+
+
+def _existing_file(section: _Map, key: str, value: Path) -> Path:
+    if not value.is_file():
+        raise section.error(key, f"expected an existing file, got '{value}' (not found)")
+    return value
+
+
+def _read_tls(section: _Map, base: ListenerConfig) -> ListenerConfig:
+    certfile = section.optional_path("certfile")
+    keyfile = section.optional_path("keyfile")
+    if certfile is None:
+        raise section.error("certfile", "a tls listener needs a certificate file (PEM)")
+    if keyfile is None:
+        raise section.error("keyfile", "a tls listener needs a private key file (PEM)")
+    _existing_file(section, "certfile", certfile)
+    _existing_file(section, "keyfile", keyfile)
+    cafile = section.optional_path("cafile")
+    if cafile is not None:
+        _existing_file(section, "cafile", cafile)
+    require_client_cert = section.boolean("require_client_cert", False)
+    if require_client_cert and cafile is None:
+        raise section.error(
+            "require_client_cert", "requiring client certificates needs a cafile to check them"
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as exc:
+        raise section.error("certfile", f"cannot load certificate and key: {exc}") from None
+    if cafile is not None:
+        try:
+            context.load_verify_locations(cafile)
+        except (ssl.SSLError, OSError) as exc:
+            raise section.error("cafile", f"cannot load CA certificates: {exc}") from None
+    return replace(
+        base,
+        type="tls",
+        certfile=certfile,
+        keyfile=keyfile,
+        cafile=cafile,
+        require_client_cert=require_client_cert,
+    )
+
+
+def _check_listener_clashes(src: _Source, listeners: list[ListenerConfig]) -> None:
+    names: dict[str, int] = {}
+    sockets: dict[Path, int] = {}
+    ports: list[tuple[int, str, int]] = []
+    for index, listener in enumerate(listeners):
+        path = f"listeners[{index}]"
+        if listener.name in names:
+            raise src.error(
+                f"{path}.name",
+                f"listener name {listener.name!r} is already used by "
+                f"listeners[{names[listener.name]}]",
+            )
+        names[listener.name] = index
+        if listener.path is not None:
+            resolved = Path(os.path.abspath(listener.path))
+            if resolved in sockets:
+                raise src.error(
+                    f"{path}.path", f"socket path already used by listeners[{sockets[resolved]}]"
+                )
+            sockets[resolved] = index
+            continue
+        if listener.host is None or not listener.port:
+            continue
+        for other_port, other_host, other_index in ports:
+            if other_port == listener.port and _hosts_overlap(other_host, listener.host):
+                raise src.error(
+                    f"{path}.port",
+                    f"port {listener.port} on {listener.host} is already used by "
+                    f"listeners[{other_index}] ({other_host})",
+                )
+        ports.append((listener.port, listener.host, index))
+
+
+def _hosts_overlap(first: str, second: str) -> bool:
+    """Could two listeners on these hosts and one port collide? Only distinct concrete
+    addresses (e.g. 127.0.0.1 and ::1, or two LAN addresses) can share a port."""
+    try:
+        a = ipaddress.ip_address(first)
+        b = ipaddress.ip_address(second)
+    except ValueError:
+        return True  # a host name may resolve to anything
+    return a == b or a.is_unspecified or b.is_unspecified
+
+
+def _read_persistence(section: _Map) -> PersistenceConfig:
+    defaults = PersistenceConfig()
+    result = PersistenceConfig(
+        enabled=section.boolean("enabled", defaults.enabled),
+        path=section.file_path("path", defaults.path),
+        synchronous=section.choice("synchronous", defaults.synchronous, SYNCHRONOUS_MODES),
+        group_commit_ms=section.number("group_commit_ms", defaults.group_commit_ms, 0, 1000),
+        max_size_mb=section.integer("max_size_mb", defaults.max_size_mb, 0),
+    )
+    section.finish()
+    return result
+
+
+def _read_queue(section: _Map, base: QueueLimits) -> QueueLimits:
+    overflow = section.choice("overflow", base.overflow.value, tuple(o.value for o in Overflow))
+    return QueueLimits(
+        max_messages=section.integer("max_messages", base.max_messages, 0),
+        max_bytes=section.integer("max_bytes", base.max_bytes, 0),
+        overflow=Overflow(overflow),
+        queue_qos0=section.boolean("queue_qos0", base.queue_qos0),
+    )
+
+
+def _read_limits(src: _Source, section: _Map) -> LimitsConfig:
+    d = LimitsConfig()
+    queue_section = section.mapping("queue")
+    queue = _read_queue(queue_section, d.queue)
+    queue_section.finish()
+    rules: list[QueueRule] = []
+    for path, raw in section.items("queue_rules"):
+        rule_section = _Map(src, path, raw)
+        pattern = rule_section.string("client_id", "*", _glob_problem)
+        # Unset fields inherit from limits.queue, so a rule names only what differs.
+        rules.append(QueueRule(pattern, _read_queue(rule_section, queue)))
+        rule_section.finish()
+    result = LimitsConfig(
+        max_packet_size=section.integer("max_packet_size", d.max_packet_size, 64, _MAX_PACKET),
+        receive_maximum=section.integer("receive_maximum", d.receive_maximum, 1, _U16),
+        max_inflight_messages=section.integer(
+            "max_inflight_messages", d.max_inflight_messages, 1, _U16
+        ),
+        max_keepalive=section.integer("max_keepalive", d.max_keepalive, 0, _U16),
+        max_session_expiry=section.integer("max_session_expiry", d.max_session_expiry, 0, _U32),
+        v311_session_expiry=section.integer("v311_session_expiry", d.v311_session_expiry, 0, _U32),
+        topic_alias_maximum=section.integer("topic_alias_maximum", d.topic_alias_maximum, 0, _U16),
+        connect_timeout=section.number(
+            "connect_timeout", d.connect_timeout, 0, 3600, low_open=True
+        ),
+        max_connections=section.integer("max_connections", d.max_connections, 0),
+        max_retained_messages=section.integer("max_retained_messages", d.max_retained_messages, 0),
+        queue=queue,
+        queue_rules=tuple(rules),
+    )
+    section.finish()
+    return result
+
+
+def _read_acl_rule(src: _Source, path: str, raw: object) -> AclRule:
+    section = _Map(src, path, raw)
+    user = section.string("user", "*", _glob_problem)
+    client_id = section.string("client_id", "*", _glob_problem)
+    topic = section.string("topic", "#", topic_filter_problem)
+    actions_raw = section.take("actions")
+    if actions_raw is _MISSING:
+        actions = frozenset(ACTIONS)
+    else:
+        items = [actions_raw] if isinstance(actions_raw, str) else actions_raw
+        expected = "a list of read, write, subscribe"
+        if not isinstance(items, list) or not items:
+            raise section.error("actions", f"expected {expected}, got {_show(actions_raw)}")
+        for item in items:
+            if item not in ACTIONS:
+                raise section.error("actions", f"expected {expected}, got {_show(item)} in it")
+        actions = frozenset(str(item) for item in items)
+    allow = section.boolean("allow", True)
+    value = section.take("reason_code")
+    reason_code = NOT_AUTHORIZED
+    if value is not _MISSING:
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value not in SUBACK_FAILURE_CODES
+        ):
+            codes = ", ".join(f"0x{code:02X}" for code in sorted(SUBACK_FAILURE_CODES))
+            raise section.error(
+                "reason_code", f"expected a SUBACK failure code ({codes}), got {_show(value)}"
+            )
+        reason_code = value
+    section.finish()
+    return AclRule(
+        user=user,
+        client_id=client_id,
+        topic=topic,
+        actions=actions,
+        allow=allow,
+        reason_code=reason_code,
+    )
+
+
+def _read_auth(src: _Source, section: _Map, listeners: list[ListenerConfig]) -> AuthConfig:
+    section.declare(("password_file", "admin_users", "acl"))
+    password_file = section.optional_path("password_file")
+    admins: list[str] = []
+    for path, item in section.items("admin_users"):
+        if not isinstance(item, str) or not item:
+            raise src.error(path, f"expected a user name, got {_show(item)}")
+        admins.append(item)
+    acl_section = section.mapping("acl")
+    default = acl_section.choice("default", "allow", ("allow", "deny"))
+    rules = [_read_acl_rule(src, path, raw) for path, raw in acl_section.items("rules")]
+    acl_section.finish()
+    section.finish()
+
+    users: dict[str, str] | None = None
+    if password_file is not None:
+        try:
+            users = read_password_file(password_file)
+        except PasswordFileError as exc:
+            raise section.error("password_file", str(exc)) from None
+    else:
+        for index, listener in enumerate(listeners):
+            if not listener.allow_anonymous:
+                raise section.error(
+                    "password_file",
+                    f"listeners[{index}] ({listener.name}) requires user names and passwords, "
+                    "so a password file is needed: create one with "
+                    "`edge-gateway passwd FILE USER` and set auth.password_file",
+                )
+    for index, admin in enumerate(admins):
+        if users is None:
+            raise section.error("admin_users", "admin users need auth.password_file to log in")
+        if admin not in users:
+            raise src.error(
+                _join(section.key("admin_users"), index),
+                f"user {admin!r} is not in {password_file}; add it with "
+                f"`edge-gateway passwd {password_file} {admin}`",
+            )
+    acl_default: AclDefault = "deny" if default == "deny" else "allow"
+    return AuthConfig(
+        password_file=password_file,
+        admin_users=tuple(admins),
+        acl=AclConfig(default=acl_default, rules=tuple(rules)),
+    )
+
+
+def _read_config(src: _Source, raw: object) -> GatewayConfig:
+    top = _Map(src, "", raw)
+    top.declare(
+        (
+            "topic_prefix",
+            "listeners",
+            "persistence",
+            "limits",
+            "auth",
+            "sys_interval",
+            "logging",
+        )
+    )
+    topic_prefix = top.string("topic_prefix", "gw", _topic_prefix_problem)
+    listener_values = top.sequence("listeners")
+    if listener_values is None:
+        listeners = list(DEFAULT_LISTENERS)
+    else:
+        if not listener_values:
+            raise src.error("listeners", "expected at least one listener")
+        listeners = [
+            _read_listener(src, f"listeners[{index}]", item)
+            for index, item in enumerate(listener_values)
+        ]
+    _check_listener_clashes(src, listeners)
+    persistence = _read_persistence(top.mapping("persistence"))
+    limits = _read_limits(src, top.mapping("limits"))
+    auth = _read_auth(src, top.mapping("auth"), listeners)
+    sys_interval = top.number("sys_interval", 10.0, 0, 86400)
+    logging_section = top.mapping("logging")
+    logging = LoggingConfig(level=logging_section.choice("level", "info", LOG_LEVELS))
+    logging_section.finish()
+    top.finish()
+    return GatewayConfig(
+        topic_prefix=topic_prefix,
+        listeners=tuple(listeners),
+        persistence=persistence,
+        limits=limits,
+        auth=auth,
+        sys_interval=sys_interval,
+        logging=logging,
+    )
+
+
+# ---------------------------------------------------------------------------- YAML
+
+
+def _record_lines(src: _Source, node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = str(key_node.value)
+            child = _join(path, key)
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                raise ConfigError(src.name, child, "key appears twice in the same mapping", line)
+            seen.add(key)
+            lines.setdefault(child, line)
+            _record_lines(src, value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = _join(path, index)
+            lines.setdefault(child, item.start_mark.line + 1)
+            _record_lines(src, item, child, lines)
+
+
+def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
+    """Parse and validate configuration text; ``source`` names it in error messages."""
+    lines: dict[str, int] = {}
+    src = _Source(source, lines)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _record_lines(src, node, "", lines)
+        data: object = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
+        if mark is None:
+            raise ConfigError(source, "", f"YAML syntax error: {problem}") from None
+        raise ConfigError(
+            source, "", f"YAML syntax error at column {mark.column + 1}: {problem}", mark.line + 1
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+    return _read_config(src, data)
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a config file. Raises ConfigError."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ConfigError(name, "", "config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(name, "", f"cannot read config file: {exc}") from None
+    return parse_config(text, name)
