@@ -683,8 +683,9 @@ def _read_acl_rule(src: _Source, path: str, raw: object) -> AclRule:
             or value not in SUBACK_FAILURE_CODES
         ):
             codes = ", ".join(f"0x{code:02X}" for code in sorted(SUBACK_FAILURE_CODES))
+            got = f"0x{value:02X}" if isinstance(value, int) else _show(value)
             raise section.error(
-                "reason_code", f"expected a SUBACK failure code ({codes}), got {_show(value)}"
+                "reason_code", f"expected a SUBACK failure code ({codes}), got {got}"
             )
         reason_code = value
     section.finish()

@@ -1,0 +1,447 @@
+"""config.yaml loading: defaults, the shipped file, and the messages for bad values."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.auth.acl import Acl, AclRule
+from gateway.auth.passwords import hash_password, write_password_file
+from gateway.broker.access import AllowAll
+from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits, QueueRule
+from gateway.config import (
+    DEFAULT_LISTENERS,
+    ConfigError,
+    GatewayConfig,
+    ListenerConfig,
+    describe_listeners,
+    is_loopback_host,
+    load_config,
+    parse_config,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def parse(text: str) -> GatewayConfig:
+    return parse_config(textwrap.dedent(text), "test.yaml")
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def passwords(in_tmp: Path) -> Path:
+    path = in_tmp / "users.pw"
+    write_password_file(path, {"alice": hash_password("a"), "bob": hash_password("b")})
+    return path
+
+
+def test_shipped_config_equals_defaults() -> None:
+    assert load_config(REPO / "config.yaml") == GatewayConfig()
+
+
+def test_empty_file_is_all_defaults() -> None:
+    assert parse("") == GatewayConfig()
+    assert parse("# nothing\n") == GatewayConfig()
+
+
+def test_defaults_are_what_the_issue_asks_for() -> None:
+    cfg = GatewayConfig()
+    tcp, unix = cfg.listeners
+    assert (tcp.type, tcp.host, tcp.port, tcp.allow_anonymous) == ("tcp", "127.0.0.1", 1883, True)
+    assert (unix.type, unix.path, unix.allow_anonymous) == ("unix", Path("edge-gateway.sock"), True)
+    assert cfg.persistence.synchronous == "full"
+    assert cfg.limits.queue == QueueLimits()
+    assert cfg.auth.acl.default == "allow"
+    assert cfg.topic_prefix == "gw"
+
+
+def test_shipped_config_mentions_every_key() -> None:
+    text = (REPO / "config.yaml").read_text()
+    for key in (
+        "topic_prefix", "listeners", "host", "port", "allow_anonymous", "certfile", "keyfile",
+        "cafile", "require_client_cert", "path", "persistence", "enabled", "synchronous",
+        "group_commit_ms", "max_size_mb", "max_packet_size", "receive_maximum",
+        "max_inflight_messages", "max_keepalive", "max_session_expiry", "v311_session_expiry",
+        "topic_alias_maximum", "connect_timeout", "max_connections", "max_retained_messages",
+        "max_messages", "max_bytes", "overflow", "queue_qos0", "queue_rules", "password_file",
+        "admin_users", "default", "rules", "user", "client_id", "topic", "actions", "allow",
+        "reason_code", "sys_interval", "level",
+    ):  # fmt: skip
+        assert f"{key}:" in text, key
+
+
+def test_broker_settings_mapping() -> None:
+    cfg = parse(
+        """
+        limits:
+          max_packet_size: 5000
+          receive_maximum: 7
+          max_inflight_messages: 3
+          max_keepalive: 60
+          max_session_expiry: 3600
+          v311_session_expiry: 600
+          topic_alias_maximum: 0
+          max_retained_messages: 50
+          queue: {max_messages: 5, max_bytes: 100, overflow: reject-new, queue_qos0: true}
+          queue_rules:
+            - {client_id: "sensor-*", max_messages: 1}
+        sys_interval: 0
+        """
+    )
+    settings = cfg.broker_settings()
+    base = QueueLimits(5, 100, Overflow.REJECT_NEW, True)
+    assert settings == BrokerSettings(
+        max_packet_size=5000,
+        receive_maximum=7,
+        max_inflight_out=3,
+        max_keepalive=60,
+        max_session_expiry=3600,
+        v311_session_expiry=600,
+        topic_alias_maximum=0,
+        max_retained_messages=50,
+        default_queue=base,
+        # The rule names only max_messages; the rest comes from limits.queue.
+        queue_rules=(QueueRule("sensor-*", QueueLimits(1, 100, Overflow.REJECT_NEW, True)),),
+        sys_interval=0.0,
+    )
+    assert settings.queue_limits_for("sensor-1").max_messages == 1
+    assert settings.queue_limits_for("other") == base
+    assert GatewayConfig().broker_settings() == BrokerSettings()
+
+
+def test_listeners_and_names(in_tmp: Path, passwords: Path) -> None:
+    cfg = parse(
+        """
+        listeners:
+          - {type: tcp, host: "::1", port: 1884}
+          - {type: tcp, host: 0.0.0.0, port: 1885, allow_anonymous: false, name: lan}
+          - {type: unix, path: run/gw.sock}
+        auth: {password_file: users.pw}
+        """
+    )
+    assert [listener.name for listener in cfg.listeners] == [
+        "tcp:[::1]:1884",
+        "lan",
+        "unix:run/gw.sock",
+    ]
+    assert cfg.listeners[1].allow_anonymous is False
+    assert cfg.listeners[2] == ListenerConfig(
+        type="unix", name="unix:run/gw.sock", host=None, port=None, path=Path("run/gw.sock")
+    )
+    assert describe_listeners(cfg) == [
+        "tcp:[::1]:1884: tcp [::1]:1884, anonymous allowed",
+        "lan: tcp 0.0.0.0:1885, user name and password required",
+        "unix:run/gw.sock: unix socket run/gw.sock, anonymous allowed",
+    ]
+
+
+def test_lan_listener_defaults_to_passwords(in_tmp: Path, passwords: Path) -> None:
+    cfg = parse(
+        """
+        listeners: [{host: 192.168.1.2, port: 1883}]
+        auth: {password_file: users.pw}
+        """
+    )
+    assert cfg.listeners[0].allow_anonymous is False
+
+
+def test_port_zero_and_same_port_on_distinct_addresses() -> None:
+    cfg = parse(
+        """
+        listeners:
+          - {host: 127.0.0.1, port: 0}
+          - {host: 127.0.0.2, port: 0, name: second}
+          - {host: "::1", port: 1883}
+          - {host: 127.0.0.1, port: 1883}
+        """
+    )
+    assert [listener.port for listener in cfg.listeners] == [0, 0, 1883, 1883]
+
+
+def test_yaml_off_means_synchronous_off() -> None:
+    assert parse("persistence: {synchronous: off}").persistence.synchronous == "off"
+    assert parse("persistence: {synchronous: NORMAL}").persistence.synchronous == "normal"
+
+
+def test_acl_rules_and_authorizer(in_tmp: Path, passwords: Path) -> None:
+    cfg = parse(
+        """
+        auth:
+          password_file: users.pw
+          admin_users: [alice]
+          acl:
+            default: deny
+            rules:
+              - {topic: "test/nosubscribe", actions: [subscribe], allow: false, reason_code: 0x80}
+              - {user: "bob", topic: "users/%u/#", actions: write}
+        """
+    )
+    rules = cfg.auth.acl.rules
+    assert rules[0] == AclRule(
+        topic="test/nosubscribe", actions=frozenset({"subscribe"}), allow=False, reason_code=0x80
+    )
+    assert rules[1].actions == frozenset({"write"}) and rules[1].reason_code == 0x87
+    authorizer = cfg.build_authorizer()
+    assert isinstance(authorizer, Acl)
+    assert authorizer.subscribe_refusal("bob", "c", "test/nosubscribe") == 0x80
+    assert authorizer.can_publish("bob", "c", "users/bob/x")
+    assert not authorizer.can_publish("bob", "c", "users/alice/x")
+    assert authorizer.can_publish("alice", "c", "anything")  # admin
+    assert isinstance(GatewayConfig().build_authorizer(), AllowAll)
+    authenticator = cfg.build_authenticator()
+    assert authenticator.users == {"alice", "bob"}
+
+
+def test_tls_listener(in_tmp: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not installed")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
+         "-out", "cert.pem", "-days", "1", "-subj", "/CN=localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    Path("users.pw").write_text(f"u:{hash_password('p')}\n")
+    cfg = parse(
+        """
+        listeners:
+          - {type: tls, certfile: cert.pem, keyfile: key.pem}
+        auth: {password_file: users.pw}
+        """
+    )
+    (tls,) = cfg.listeners
+    assert (tls.type, tls.name, tls.host, tls.port) == ("tls", "tls:0.0.0.0:8883", "0.0.0.0", 8883)
+    assert (tls.certfile, tls.keyfile, tls.allow_anonymous) == (
+        Path("cert.pem"),
+        Path("key.pem"),
+        False,
+    )
+    # A key that does not belong to the certificate is caught at load time.
+    Path("other.pem").write_text(Path("cert.pem").read_text())
+    with pytest.raises(ConfigError) as caught:
+        parse(
+            """
+            listeners: [{type: tls, certfile: cert.pem, keyfile: other.pem}]
+            auth: {password_file: users.pw}
+            """
+        )
+    assert caught.value.key_path == "listeners[0].certfile"
+
+
+# (config text, key path in the error, words the message must contain)
+BAD_CONFIGS = [
+    ("listeners:\n  - {port: abc}", "listeners[0].port", "expected an integer 0-65535, got 'abc'"),
+    (
+        "listeners:\n  - {type: unix}\n  - {port: 70000}",
+        "listeners[1].port",
+        "expected an integer 0-65535, got 70000",
+    ),
+    ("listeners:\n  - {port: true}", "listeners[0].port", "got true"),
+    ("listeners:\n  - {type: udp}", "listeners[0].type", "expected one of tcp, tls, unix"),
+    ("listeners:\n  - {host: 'not a host!'}", "listeners[0].host", "IP address or host name"),
+    (
+        "listeners:\n  - {host: 0.0.0.0, allow_anonymous: true}",
+        "listeners[0].allow_anonymous",
+        "must require user names and passwords",
+    ),
+    (
+        "listeners:\n  - {host: 0.0.0.0}",
+        "auth.password_file",
+        "a password file is needed",
+    ),
+    ("listeners:\n  - {type: unix, port: 1}", "listeners[0].port", "applies to tcp listeners"),
+    ("listeners:\n  - {type: tcp, path: x}", "listeners[0].path", "applies to unix listeners"),
+    ("listeners:\n  - {type: tls}", "listeners[0].certfile", "needs a certificate file"),
+    (
+        "listeners:\n  - {type: tls, certfile: nope.pem, keyfile: nope.key}",
+        "listeners[0].certfile",
+        "expected an existing file, got 'nope.pem'",
+    ),
+    ("listeners: []", "listeners", "at least one listener"),
+    ("listeners: {port: 1}", "listeners", "expected a list, got a mapping"),
+    ("listeners:\n  - 5", "listeners[0]", "expected a mapping of keys, got 5"),
+    (
+        "listeners:\n  - {port: 1883}\n  - {port: 1883, name: b}",
+        "listeners[1].port",
+        "port 1883 on 127.0.0.1 is already used by listeners[0]",
+    ),
+    (
+        "listeners:\n  - {port: 1883}\n  - {host: '::', port: 1883, allow_anonymous: false}",
+        "listeners[1].port",
+        "already used",
+    ),
+    (
+        "listeners:\n  - {port: 1883}\n  - {port: 1884, name: 'tcp:127.0.0.1:1883'}",
+        "listeners[1].name",
+        "already used",
+    ),
+    (
+        "listeners:\n  - {type: unix, path: a.sock}\n  - {type: unix, path: ./a.sock, name: b}",
+        "listeners[1].path",
+        "already used",
+    ),
+    (
+        f"listeners:\n  - {{type: unix, path: {'x' * 200}}}",
+        "listeners[0].path",
+        "at most 107 bytes",
+    ),
+    ("persistence: {synchronous: fast}", "persistence.synchronous", "off, normal, full, extra"),
+    ("persistence: {enabled: 1}", "persistence.enabled", "expected true or false, got 1"),
+    ("persistence: {group_commit_ms: -1}", "persistence.group_commit_ms", "got -1"),
+    ("persistence: {path: ''}", "persistence.path", "non-empty path"),
+    ("persistence: {path: 5}", "persistence.path", "expected a string, got 5"),
+    ("persistence: 3", "persistence", "expected a mapping of keys, got 3"),
+    ("limits: {receive_maximum: 0}", "limits.receive_maximum", "an integer 1-65535, got 0"),
+    ("limits: {max_packet_size: 1.5}", "limits.max_packet_size", "got 1.5"),
+    ("limits: {connect_timeout: 0}", "limits.connect_timeout", "a number > 0"),
+    ("limits: {max_connections: -1}", "limits.max_connections", "an integer >= 0, got -1"),
+    (
+        "limits: {queue: {overflow: drop-newest}}",
+        "limits.queue.overflow",
+        "one of drop-oldest, reject-new, got 'drop-newest'",
+    ),
+    (
+        "limits: {queue_rules: [{client_id: x, max_mesages: 3}]}",
+        "limits.queue_rules[0].max_mesages",
+        "did you mean 'max_messages'",
+    ),
+    ("limits: {queue_rules: [{client_id: ''}]}", "limits.queue_rules[0].client_id", "pattern"),
+    ("auth: {password_file: missing.pw}", "auth.password_file", "file not found"),
+    ("auth: {admin_users: [root]}", "auth.admin_users", "need auth.password_file"),
+    ("auth: {admin_users: [3]}", "auth.admin_users[0]", "expected a user name, got 3"),
+    ("auth: {acl: {default: maybe}}", "auth.acl.default", "one of allow, deny"),
+    ("auth: {acl: {rules: [{topic: 'a/#/b'}]}}", "auth.acl.rules[0].topic", "'#' must be"),
+    ("auth: {acl: {rules: [{topic: 'a+'}]}}", "auth.acl.rules[0].topic", "'+' must be"),
+    (
+        "auth: {acl: {rules: [{actions: [publish]}]}}",
+        "auth.acl.rules[0].actions",
+        "read, write, subscribe, got 'publish'",
+    ),
+    ("auth: {acl: {rules: [{actions: []}]}}", "auth.acl.rules[0].actions", "got a list"),
+    (
+        "auth: {acl: {rules: [{reason_code: 0x86}]}}",
+        "auth.acl.rules[0].reason_code",
+        "SUBACK failure code",
+    ),
+    ("auth: {acl: {rules: [{reason_code: [1]}]}}", "auth.acl.rules[0].reason_code", "a list"),
+    ("auth: {acl: {rules: [{allow: 'no'}]}}", "auth.acl.rules[0].allow", "true or false"),
+    ("topic_prefix: 'gw/#'", "topic_prefix", "without wildcards"),
+    ("topic_prefix: 'gw/'", "topic_prefix", "non-empty topic levels"),
+    ("topic_prefix: '$gw'", "topic_prefix", "not starting with '$'"),
+    ("sys_interval: fast", "sys_interval", "expected a number >= 0"),
+    ("logging: {level: loud}", "logging.level", "debug, info, warning, error, critical"),
+    ("listners: []", "listners", "unknown key 'listners' (did you mean 'listeners'?)"),
+    ("zzz: 1", "zzz", "unknown key 'zzz'; valid keys here: auth, limits"),
+    ("limits: {queue: {max_message: 1}}", "limits.queue.max_message", "'max_messages'"),
+    ("1: x", "", "keys must be strings"),
+    ("- a\n- b", "", "expected a mapping of keys, got a list"),
+    ("sys_interval: 1\nsys_interval: 2", "sys_interval", "appears twice"),
+]
+
+
+@pytest.mark.parametrize(("text", "key_path", "words"), BAD_CONFIGS)
+def test_bad_config(in_tmp: Path, text: str, key_path: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "bad.yaml")
+    error = caught.value
+    assert error.key_path == key_path
+    assert words in str(error)
+    assert str(error).startswith("bad.yaml")
+    if key_path:
+        assert f": {key_path}: " in str(error)
+
+
+def test_error_names_the_line() -> None:
+    text = "topic_prefix: gw\nlisteners:\n  - type: tcp\n    port: abc\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "config.yaml")
+    assert str(caught.value) == (
+        "config.yaml:4: listeners[0].port: expected an integer 0-65535, got 'abc'"
+    )
+
+
+def test_misspelt_key_is_reported_before_cross_checks() -> None:
+    # The misspelling leaves allow_anonymous at its LAN default; the typo must be what we
+    # hear about, not a complaint about the missing password file.
+    with pytest.raises(ConfigError) as caught:
+        parse("listeners: [{host: 0.0.0.0, alow_anonymous: false}]")
+    assert "did you mean 'allow_anonymous'" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse("listeners: [{host: 0.0.0.0, allow_anonymous: false}]\nauht: {}\n")
+    assert "did you mean 'auth'" in str(caught.value)
+
+
+def test_yaml_syntax_error_gives_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("listeners:\n  - type: tcp\n    port: [1883\nlogging: {}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:")
+    assert caught.value.line in (3, 4)
+    assert "YAML syntax error" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_bad_password_file_line(in_tmp: Path) -> None:
+    Path("users.pw").write_text("# users\nalice:$scrypt$bogus\n")
+    with pytest.raises(ConfigError) as caught:
+        parse("auth: {password_file: users.pw}")
+    assert caught.value.key_path == "auth.password_file"
+    assert "users.pw:2" in str(caught.value)
+
+
+def test_admin_must_be_in_password_file(passwords: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse("auth: {password_file: users.pw, admin_users: [alice, carol]}")
+    assert caught.value.key_path == "auth.admin_users[1]"
+    assert "edge-gateway passwd users.pw carol" in str(caught.value)
+
+
+def test_relative_paths_are_kept_relative(in_tmp: Path) -> None:
+    cfg = parse("persistence: {path: data/gw.db}")
+    assert cfg.persistence.path == Path("data/gw.db")
+    assert not cfg.persistence.path.is_absolute()
+
+
+def test_home_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = parse("persistence: {path: ~/gw.db}")
+    assert cfg.persistence.path == tmp_path / "gw.db"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("::ffff:127.0.0.1", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("gateway.local", False),
+    ],
+)
+def test_is_loopback_host(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+def test_default_listeners_constant() -> None:
+    assert GatewayConfig().listeners == DEFAULT_LISTENERS
+    assert os.fspath(DEFAULT_LISTENERS[1].path or "") == "edge-gateway.sock"
