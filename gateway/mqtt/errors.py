@@ -30,3 +30,5 @@ class PacketTooLarge(MQTTError):
 
 class UnsupportedProtocolVersion(MQTTError):
     reason_code = ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
+    # The protocol level byte the CONNECT carried, so the server can pick the CONNACK format.
+    protocol_level: int | None = None
