@@ -38,10 +38,13 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+USERS = {"alice": hash_password("a"), "bob": hash_password("b")}  # hashed once: scrypt is slow
+
+
 @pytest.fixture
 def passwords(in_tmp: Path) -> Path:
     path = in_tmp / "users.pw"
-    write_password_file(path, {"alice": hash_password("a"), "bob": hash_password("b")})
+    write_password_file(path, USERS)
     return path
 
 
