@@ -19,7 +19,7 @@ import hmac
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,7 +287,3 @@ def delete_user(path: Path, user: str) -> bool:
     if not path.exists():
         raise PasswordFileError(path, "file not found")
     return _rewrite(path, user, None)
-
-
-def format_users(users: Iterable[str]) -> str:
-    return ", ".join(sorted(users)) or "(none)"
