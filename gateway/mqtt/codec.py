@@ -238,9 +238,9 @@ def _d_connack(b0: int, buf: bytes, pos: int, end: int, v: int) -> ConnAck:
         raise MalformedPacket("reserved CONNACK flag set")
     props = NO_PROPERTIES
     if v == PROTOCOL_V5 and end - pos == 2 and 1 <= rc <= 5:
-        # A 3.1.1-only server refusing our 5.0 CONNECT answers in its own format (3.1.1
-        # §3.2.2.3, MQTT-3.1.4-2 of 5.0 asks servers to do so); let the client see the refusal
-        # (return code 1: unacceptable protocol level) instead of a decoding error.
+        # A 3.1.1-only server refuses our 5.0 CONNECT in its own format (3.1.1 §3.1.2.2,
+        # MQTT-3.1.2-2: return code 1, no properties); let the client see that refusal and
+        # fall back, instead of a decoding error.
         return ConnAck(False, rc)
     if v == PROTOCOL_V5:
         if rc not in _CONNACK_RC:
