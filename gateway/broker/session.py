@@ -1,0 +1,164 @@
+"""Per-client state: the session (outlives connections when persistent) and the connection."""
+
+from __future__ import annotations
+
+from gateway.broker.effects import ConnectionInfo
+from gateway.broker.records import (
+    SESSION_NEVER_EXPIRES,
+    EntryState,
+    Message,
+    QueueEntry,
+    SessionRecord,
+    SubscriptionRecord,
+)
+from gateway.broker.settings import QueueLimits
+from gateway.mqtt.packets import Will
+
+QUEUED = EntryState.QUEUED
+SENT = EntryState.SENT
+RELEASED = EntryState.RELEASED
+
+
+class QEntry:
+    """One outgoing message of one session (mutable twin of ``records.QueueEntry``)."""
+
+    __slots__ = ("message", "packet_id", "qos", "retain", "seq", "state", "sub_ids")
+
+    def __init__(
+        self,
+        seq: int,
+        message: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        state: EntryState = QUEUED,
+        packet_id: int | None = None,
+    ) -> None:
+        self.seq = seq
+        self.message = message
+        self.qos = qos
+        self.retain = retain
+        self.sub_ids = sub_ids
+        self.state = state
+        self.packet_id = packet_id
+
+    def record(self, client_id: str) -> QueueEntry:
+        return QueueEntry(
+            client_id,
+            self.seq,
+            self.message.msg_id,
+            self.qos,
+            self.state,
+            self.packet_id,
+            self.retain,
+            self.sub_ids,
+        )
+
+
+class Connection:
+    """A network connection as the broker sees it, from connection_opened to its end."""
+
+    __slots__ = (
+        "client_id",
+        "conn_id",
+        "info",
+        "keep_alive",
+        "max_packet_size",
+        "requested_expiry",
+        "session",
+        "v5",
+        "version",
+        "will",
+        "window",
+    )
+
+    def __init__(self, info: ConnectionInfo) -> None:
+        self.conn_id = info.conn_id
+        self.info = info
+        self.session: Session | None = None  # set once the CONNECT is accepted
+        self.client_id = ""
+        self.version = 4
+        self.v5 = False
+        self.will: Will | None = None
+        self.keep_alive = 0
+        self.window = 1  # QoS 1/2 deliveries in flight at most
+        self.max_packet_size = 0  # the client's Maximum Packet Size; 0 = no limit
+        self.requested_expiry = 0  # Session Expiry Interval asked for in the CONNECT
+
+
+class Session:
+    """An MQTT session. ``persistent`` sessions (expiry > 0) are mirrored in the store."""
+
+    __slots__ = (
+        "client_id",
+        "conn",
+        "disconnected_at",
+        "expiry",
+        "inbound_qos2",
+        "inflight",
+        "limits",
+        "next_packet_id",
+        "queue",
+        "queued_bytes",
+        "stored",
+        "subscriptions",
+        "username",
+        "version",
+        "will",
+        "will_due_at",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        expiry: int,
+        version: int,
+        username: str | None,
+        limits: QueueLimits,
+    ) -> None:
+        self.client_id = client_id
+        self.expiry = expiry
+        self.version = version
+        self.username = username
+        self.limits = limits
+        self.conn: Connection | None = None
+        self.disconnected_at: float | None = None
+        # The will still to be published for the last connection (delayed or pending).
+        self.will: Will | None = None
+        self.will_due_at: float | None = None
+        self.subscriptions: dict[str, SubscriptionRecord] = {}
+        # Not yet sent, in delivery order, keyed by seq (removal from the middle is O(1)).
+        self.queue: dict[int, QEntry] = {}
+        self.queued_bytes = 0
+        # Sent and unacknowledged, keyed by packet id, in the order they were sent.
+        self.inflight: dict[int, QEntry] = {}
+        self.inbound_qos2: set[int] = set()
+        self.next_packet_id = 1
+        self.stored = False  # the store currently holds this session
+
+    @property
+    def persistent(self) -> bool:
+        return self.expiry > 0
+
+    def expires_at(self) -> float | None:
+        """When this offline session ends; None while connected or if it never expires."""
+        if self.conn is not None or self.disconnected_at is None:
+            return None
+        if self.expiry == SESSION_NEVER_EXPIRES:
+            return None
+        return self.disconnected_at + self.expiry
+
+    def allocate_packet_id(self) -> int:
+        pid = self.next_packet_id
+        inflight = self.inflight
+        while pid in inflight:
+            pid = pid % 65535 + 1
+        self.next_packet_id = pid % 65535 + 1
+        return pid
+
+    def record(self) -> SessionRecord:
+        # While connected the record holds the connection's will: after a crash it is due.
+        will = self.conn.will if self.conn is not None else self.will
+        return SessionRecord(
+            self.client_id, self.expiry, self.version, self.username, self.disconnected_at, will
+        )

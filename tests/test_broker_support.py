@@ -1,0 +1,313 @@
+"""Test harness for the pure broker core: fake clients, and a dict-based store that applies
+the emitted store operations exactly as the real one must (and checks their consistency)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.broker.access import AllowAll
+from gateway.broker.core import Broker
+from gateway.broker.effects import Close, ConnectionInfo, Identity, Send, SetKeepAlive
+from gateway.broker.records import (
+    DeleteInboundQos2,
+    DeleteMessage,
+    DeleteQueueEntry,
+    DeleteRetained,
+    DeleteSession,
+    DeleteSubscription,
+    Message,
+    PutInboundQos2,
+    PutMessage,
+    PutQueueEntry,
+    PutRetained,
+    PutSession,
+    PutSubscription,
+    QueueEntry,
+    SessionRecord,
+    Snapshot,
+    StoreOp,
+    SubscriptionRecord,
+)
+from gateway.broker.settings import BrokerSettings
+from gateway.mqtt.packets import (
+    NO_PROPERTIES,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    Properties,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    Subscribe,
+    Subscription,
+    Unsubscribe,
+    Will,
+)
+
+V311 = 4
+V5 = 5
+
+
+@dataclass
+class FakeStore:
+    """Applies StoreOps to dicts; ``check()`` asserts referential integrity."""
+
+    sessions: dict[str, SessionRecord] = field(default_factory=dict)
+    subscriptions: dict[tuple[str, str], SubscriptionRecord] = field(default_factory=dict)
+    messages: dict[int, Message] = field(default_factory=dict)
+    queue: dict[tuple[str, int], QueueEntry] = field(default_factory=dict)
+    inbound: set[tuple[str, int]] = field(default_factory=set)
+    retained: dict[str, Message] = field(default_factory=dict)
+    ops: list[StoreOp] = field(default_factory=list)
+
+    def apply(self, ops: list[StoreOp]) -> None:
+        for op in ops:
+            self.ops.append(op)
+            if isinstance(op, PutSession):
+                self.sessions[op.record.client_id] = op.record
+            elif isinstance(op, DeleteSession):
+                cid = op.client_id
+                self.sessions.pop(cid, None)
+                for key in [k for k in self.subscriptions if k[0] == cid]:
+                    del self.subscriptions[key]
+                for key in [k for k in self.queue if k[0] == cid]:
+                    del self.queue[key]
+                self.inbound = {k for k in self.inbound if k[0] != cid}
+            elif isinstance(op, PutSubscription):
+                assert op.record.client_id in self.sessions, op
+                self.subscriptions[(op.record.client_id, op.record.topic_filter)] = op.record
+            elif isinstance(op, DeleteSubscription):
+                self.subscriptions.pop((op.client_id, op.topic_filter), None)
+            elif isinstance(op, PutMessage):
+                assert op.message.msg_id not in self.messages, f"message stored twice: {op}"
+                self.messages[op.message.msg_id] = op.message
+            elif isinstance(op, DeleteMessage):
+                assert op.msg_id in self.messages, f"deleting unknown message {op}"
+                del self.messages[op.msg_id]
+            elif isinstance(op, PutQueueEntry):
+                e = op.entry
+                assert e.client_id in self.sessions, op
+                assert e.msg_id in self.messages, f"entry for unknown message: {op}"
+                self.queue[(e.client_id, e.seq)] = e
+            elif isinstance(op, DeleteQueueEntry):
+                self.queue.pop((op.client_id, op.seq), None)
+            elif isinstance(op, PutInboundQos2):
+                assert op.client_id in self.sessions, op
+                self.inbound.add((op.client_id, op.packet_id))
+            elif isinstance(op, DeleteInboundQos2):
+                self.inbound.discard((op.client_id, op.packet_id))
+            elif isinstance(op, PutRetained):
+                self.retained[op.message.topic] = op.message
+            elif isinstance(op, DeleteRetained):
+                self.retained.pop(op.topic, None)
+            else:  # pragma: no cover
+                raise AssertionError(f"unknown op {op!r}")
+
+    def check(self) -> None:
+        referenced = {e.msg_id for e in self.queue.values()}
+        assert referenced <= set(self.messages), "queue entry without its message"
+        assert set(self.messages) <= referenced, (
+            f"leaked messages {set(self.messages) - referenced}"
+        )
+        for e in self.queue.values():
+            assert e.client_id in self.sessions
+        for cid, _ in self.subscriptions:
+            assert cid in self.sessions
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            sessions=list(self.sessions.values()),
+            subscriptions=list(self.subscriptions.values()),
+            messages=list(self.messages.values()),
+            queue=sorted(self.queue.values(), key=lambda e: e.seq),
+            inbound_qos2=sorted(self.inbound),
+            retained=list(self.retained.values()),
+        )
+
+
+class Harness:
+    def __init__(
+        self,
+        settings: BrokerSettings | None = None,
+        authorizer: Any = None,
+        now: float = 1_000_000.0,
+        store: FakeStore | None = None,
+    ) -> None:
+        self.settings = settings or BrokerSettings(sys_interval=0)
+        self.broker = Broker(self.settings, authorizer or AllowAll())
+        self.now = now
+        self.store = store if store is not None else FakeStore()
+        self.next_conn = 0
+        self.inbox: dict[int, list[Packet]] = defaultdict(list)
+        self.closed: set[int] = set()
+        self.keep_alive: dict[int, int] = {}
+        self.batches: list[tuple[list[StoreOp], list[Any]]] = []
+
+    def flush(self) -> None:
+        eff = self.broker.take_effects()
+        self.batches.append((list(eff.store), list(eff.actions)))
+        self.store.apply(eff.store)
+        self.store.check()
+        for action in eff.actions:
+            if isinstance(action, Send):
+                assert action.conn_id not in self.closed, f"send after close: {action}"
+                self.inbox[action.conn_id].append(action.packet)
+            elif isinstance(action, Close):
+                self.closed.add(action.conn_id)
+            elif isinstance(action, SetKeepAlive):
+                self.keep_alive[action.conn_id] = action.seconds
+
+    def restore(self, snapshot: Snapshot | None = None) -> None:
+        self.broker.restore(snapshot or self.store.snapshot(), self.now)
+        self.flush()
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.broker.tick(self.now)
+        self.flush()
+
+    def open(self) -> Client:
+        self.next_conn += 1
+        cid = self.next_conn
+        self.broker.connection_opened(ConnectionInfo(cid, "test", f"peer{cid}"), self.now)
+        self.flush()
+        return Client(self, cid)
+
+    def connect(
+        self,
+        client_id: str,
+        version: int = V311,
+        clean: bool = True,
+        expiry: int | None = None,
+        will: Will | None = None,
+        keep_alive: int = 60,
+        properties: Properties = NO_PROPERTIES,
+        identity: Identity | None = None,
+        username: str | None = None,
+    ) -> Client:
+        c = self.open()
+        if expiry is not None:
+            properties = _with(properties, session_expiry_interval=expiry)
+        packet = Connect(
+            client_id,
+            protocol_version=version,
+            clean_start=clean,
+            keep_alive=keep_alive,
+            will=will,
+            username=username,
+            properties=properties,
+        )
+        self.broker.connect(
+            c.conn_id, packet, identity or Identity(ok=True, username=username), self.now
+        )
+        self.flush()
+        c.version = version
+        # The CONNACK is read; what follows it (resent publishes ...) is left for take().
+        if c.all() and isinstance(c.all()[0], ConnAck):
+            c.read = 1
+        return c
+
+    def publish_local(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        self.broker.publish_local(topic, payload, qos, retain, now=self.now)
+        self.flush()
+
+
+def _with(props: Properties, **changes: Any) -> Properties:
+    from dataclasses import replace
+
+    return replace(props, **changes)
+
+
+class Client:
+    def __init__(self, h: Harness, conn_id: int) -> None:
+        self.h = h
+        self.conn_id = conn_id
+        self.version = V311
+        self._pid = 0
+        self.read = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.conn_id in self.h.closed
+
+    def all(self) -> list[Packet]:
+        return self.h.inbox[self.conn_id]
+
+    def take(self) -> list[Packet]:
+        """Packets received since the last take()."""
+        got = self.h.inbox[self.conn_id][self.read :]
+        self.read = len(self.h.inbox[self.conn_id])
+        return got
+
+    def publishes(self) -> list[Publish]:
+        return [p for p in self.take() if isinstance(p, Publish)]
+
+    def send(self, packet: Packet) -> list[Packet]:
+        self.h.broker.handle(self.conn_id, packet, self.h.now)
+        self.h.flush()
+        return self.take()
+
+    def next_pid(self) -> int:
+        self._pid = self._pid % 65535 + 1
+        return self._pid
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes = b"x",
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties = NO_PROPERTIES,
+        packet_id: int | None = None,
+        dup: bool = False,
+    ) -> list[Packet]:
+        if qos and packet_id is None:
+            packet_id = self.next_pid()
+        return self.send(Publish(topic, payload, qos, retain, dup, packet_id, properties))
+
+    def subscribe(
+        self,
+        *filters: str | Subscription,
+        qos: int = 0,
+        properties: Properties = NO_PROPERTIES,
+    ) -> list[Packet]:
+        subs = tuple(f if isinstance(f, Subscription) else Subscription(f, qos) for f in filters)
+        return self.send(Subscribe(self.next_pid(), subs, properties))
+
+    def unsubscribe(self, *filters: str) -> list[Packet]:
+        return self.send(Unsubscribe(self.next_pid(), tuple(filters)))
+
+    def ack(self, packet: Publish) -> list[Packet]:
+        """Complete the QoS flow of a received PUBLISH as a well-behaved client would."""
+        assert packet.packet_id is not None
+        if packet.qos == 1:
+            return self.send(PubAck(packet.packet_id))
+        got = self.send(PubRec(packet.packet_id))
+        rels = [p for p in got if isinstance(p, PubRel)]
+        assert rels and rels[0].packet_id == packet.packet_id, got
+        return [p for p in got if not isinstance(p, PubRel)] + self.send(PubComp(packet.packet_id))
+
+    def disconnect(self, reason: int = 0, properties: Properties = NO_PROPERTIES) -> list[Packet]:
+        return self.send(Disconnect(reason, properties))
+
+    def lose(self) -> None:
+        self.h.broker.connection_lost(self.conn_id, self.h.now)
+        self.h.flush()
+        self.h.closed.add(self.conn_id)
+
+
+def props(**kw: Any) -> Properties:
+    return Properties(**kw)
+
+
+def sub(topic_filter: str, qos: int = 0, **kw: Any) -> Subscription:
+    return Subscription(topic_filter, qos, **kw)
+
+
+def only(packets: list[Packet], cls: type) -> list[Any]:
+    return [p for p in packets if isinstance(p, cls)]
