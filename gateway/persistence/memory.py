@@ -142,6 +142,7 @@ class MemoryStore:
         # back transaction would.
         for op in ops:
             if not isinstance(op, _OP_TYPES):
+                self._failures += 1
                 raise StoreError(f"not a StoreOp: {op!r}")
         for op in ops:
             self.tables.apply(op)

@@ -417,7 +417,6 @@ class SqliteStore:
         try:
             snapshot = await self._open_file()
         except _Corrupt as exc:
-            self.moved_aside = self._move_aside()
             log.error(
                 "persistence store %s is unreadable (%s); moved it to %s and starting with an "
                 "empty store",
@@ -441,6 +440,14 @@ class SqliteStore:
         sync = self._synchronous
         try:
             found, snapshot, size = await _in_db_thread(conn, lambda db: _prepare(db, sync))
+        except _Corrupt:
+            # Move the files while SQLite still holds them: closing first would let it delete
+            # a -wal it could not use, destroying evidence (and maybe data) of the bad file.
+            try:
+                self.moved_aside = self._move_aside()
+            finally:
+                await conn.close()
+            raise
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
