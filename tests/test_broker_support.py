@@ -230,6 +230,7 @@ class Client:
         self.version = V311
         self._pid = 0
         self.read = 0
+        self.pub_read = 0
 
     @property
     def closed(self) -> bool:
@@ -245,12 +246,19 @@ class Client:
         return got
 
     def publishes(self) -> list[Publish]:
-        return [p for p in self.take() if isinstance(p, Publish)]
+        """PUBLISH packets received since the last publishes() (independent of take())."""
+        inbox = self.h.inbox[self.conn_id]
+        got = [p for p in inbox[self.pub_read :] if isinstance(p, Publish)]
+        self.pub_read = len(inbox)
+        return got
 
     def send(self, packet: Packet) -> list[Packet]:
+        """Hand a packet to the broker; returns what this connection got in response."""
+        before = len(self.h.inbox[self.conn_id])
         self.h.broker.handle(self.conn_id, packet, self.h.now)
         self.h.flush()
-        return self.take()
+        self.read = len(self.h.inbox[self.conn_id])
+        return self.h.inbox[self.conn_id][before:]
 
     def next_pid(self) -> int:
         self._pid = self._pid % 65535 + 1
