@@ -156,8 +156,8 @@ class Broker:
         self._next_seq = 1
         # (due, kind, client_id): will delays and session expiry; validated when popped.
         self._timers: list[tuple[float, int, str]] = []
-        # (expires_at, seq, client_id) of queued entries whose message can expire.
-        self._queue_expiry: list[tuple[float, int, str]] = []
+        # (expires_at, seq, session, entry) of queued entries whose message can expire.
+        self._queue_expiry: list[tuple[float, int, Session, QEntry]] = []
         self._started_at: float | None = None
         self._next_sys = 0.0
         self._now = 0.0
@@ -289,14 +289,12 @@ class Broker:
                 self._end_session(s, now, expired=True)
         heap = self._queue_expiry
         while heap and heap[0][0] <= now:
-            _, seq, client_id = heapq.heappop(heap)
-            s = sessions.get(client_id)
-            if s is None:
-                continue
-            e = s.queue.get(seq)
-            if e is not None:
-                self._drop_queued(s, e)
-                self.stats.dropped("expired", 1, f"queued for {client_id!r} on {e.message.topic}")
+            _, _, s, e = heapq.heappop(heap)
+            if e.dead or e.state is not QUEUED or sessions.get(s.client_id) is not s:
+                continue  # sent, dropped or its session ended since
+            s.queue.discard(e)
+            self._finish(s, e)
+            self.stats.dropped("expired", 1, f"queued for {s.client_id!r} on {e.message.topic}")
         for msg in self._retained.expire(now):
             if not msg.topic.startswith("$SYS"):
                 self._store.append(DeleteRetained(msg.topic))
@@ -368,7 +366,7 @@ class Broker:
                     expires_at=s.expires_at(),
                     subscriptions=tuple(s.subscriptions),
                     queued=len(s.queue),
-                    queued_bytes=s.queued_bytes,
+                    queued_bytes=s.queue.bytes,
                     inflight=len(s.inflight),
                     inbound_qos2=len(s.inbound_qos2),
                     will_pending=s.will is not None,
@@ -444,10 +442,9 @@ class Broker:
             if q.state is QUEUED or pid is None or pid in owner.inflight:
                 e.state = QUEUED
                 e.packet_id = None
-                owner.queue[q.seq] = e
-                owner.queued_bytes += len(msg.payload)
+                owner.queue.append(e)
                 if msg.expires_at is not None:
-                    heapq.heappush(self._queue_expiry, (msg.expires_at, q.seq, q.client_id))
+                    heapq.heappush(self._queue_expiry, (msg.expires_at, q.seq, owner, e))
             else:
                 owner.inflight[pid] = e
                 owner.next_packet_id = pid % 65535 + 1
@@ -907,7 +904,7 @@ class Broker:
             if qos == 0:
                 self._send_qos0(conn, s, msg, retain, sub_ids, now)
                 return True
-            if not s.queue and len(s.inflight) < conn.window:
+            if not s.queue.count and len(s.inflight) < conn.window:
                 seq = self._next_seq
                 self._next_seq = seq + 1
                 self._transmit(conn, s, QEntry(seq, msg, qos, retain, sub_ids), now, False)
@@ -970,8 +967,8 @@ class Broker:
         queue = s.queue
         max_messages = limits.max_messages
         max_bytes = limits.max_bytes
-        if (max_messages and len(queue) >= max_messages) or (
-            max_bytes and s.queued_bytes + size > max_bytes
+        if (max_messages and queue.count >= max_messages) or (
+            max_bytes and queue.bytes + size > max_bytes
         ):
             if limits.overflow is Overflow.REJECT_NEW or (max_bytes and size > max_bytes):
                 self.stats.dropped(
@@ -981,11 +978,14 @@ class Broker:
                 )
                 return False
             dropped = 0
-            while queue and (
-                (max_messages and len(queue) >= max_messages)
-                or (max_bytes and s.queued_bytes + size > max_bytes)
+            while queue.count and (
+                (max_messages and queue.count >= max_messages)
+                or (max_bytes and queue.bytes + size > max_bytes)
             ):
-                self._drop_queued(s, queue[next(iter(queue))])
+                oldest = queue.popleft()
+                if oldest is None:
+                    break
+                self._finish(s, oldest)
                 dropped += 1
             self.stats.dropped(
                 "queue_full", dropped, f"queue of {s.client_id!r} full, oldest message(s) dropped"
@@ -993,13 +993,12 @@ class Broker:
         seq = self._next_seq
         self._next_seq = seq + 1
         e = QEntry(seq, msg, qos, retain, sub_ids)
-        queue[seq] = e
-        s.queued_bytes += size
+        queue.append(e)
         if s.stored:
             self._ref(msg)
             self._store.append(PutQueueEntry(e.record(s.client_id)))
         if msg.expires_at is not None:
-            heapq.heappush(self._queue_expiry, (msg.expires_at, seq, s.client_id))
+            heapq.heappush(self._queue_expiry, (msg.expires_at, seq, s, e))
         return True
 
     def _pump(self, conn: Connection, s: Session, now: float) -> None:
@@ -1008,11 +1007,11 @@ class Broker:
         inflight = s.inflight
         window = conn.window
         stored = s.stored
-        while queue and len(inflight) < window:
-            seq = next(iter(queue))
-            e = queue.pop(seq)
+        while queue.count and len(inflight) < window:
+            e = queue.popleft()
+            if e is None:
+                break
             msg = e.message
-            s.queued_bytes -= len(msg.payload)
             if msg.expires_at is not None and msg.expires_at <= now:
                 self._finish(s, e)
                 self.stats.dropped("expired", 1, f"queued for {s.client_id!r} on {msg.topic}")
@@ -1022,11 +1021,6 @@ class Broker:
                 self._finish(s, e)
                 continue
             self._transmit(conn, s, e, now, stored)
-
-    def _drop_queued(self, s: Session, e: QEntry) -> None:
-        del s.queue[e.seq]
-        s.queued_bytes -= len(e.message.payload)
-        self._finish(s, e)
 
     def _finish(self, s: Session, e: QEntry) -> None:
         """An entry is done (acknowledged or discarded): forget it durably."""
@@ -1304,7 +1298,7 @@ class Broker:
         store.append(PutSession(s.record()))
         for rec in s.subscriptions.values():
             store.append(PutSubscription(rec))
-        for e in sorted(chain(s.inflight.values(), s.queue.values()), key=lambda e: e.seq):
+        for e in sorted(chain(s.inflight.values(), s.queue), key=lambda e: e.seq):
             self._ref(e.message)
             store.append(PutQueueEntry(e.record(client_id)))
         for pid in s.inbound_qos2:
@@ -1313,7 +1307,7 @@ class Broker:
 
     def _unstore_session(self, s: Session) -> None:
         self._store.append(DeleteSession(s.client_id))
-        for e in chain(s.inflight.values(), s.queue.values()):
+        for e in chain(s.inflight.values(), s.queue):
             self._unref(e.message.msg_id)
         s.stored = False
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
+
 from gateway.broker.effects import ConnectionInfo
 from gateway.broker.records import (
     SESSION_NEVER_EXPIRES,
@@ -22,7 +25,7 @@ RELEASED = EntryState.RELEASED
 class QEntry:
     """One outgoing message of one session (mutable twin of ``records.QueueEntry``)."""
 
-    __slots__ = ("message", "packet_id", "qos", "retain", "seq", "state", "sub_ids")
+    __slots__ = ("dead", "message", "packet_id", "qos", "retain", "seq", "state", "sub_ids")
 
     def __init__(
         self,
@@ -41,6 +44,7 @@ class QEntry:
         self.sub_ids = sub_ids
         self.state = state
         self.packet_id = packet_id
+        self.dead = False  # removed from the middle of its queue (see EntryQueue.discard)
 
     def record(self, client_id: str) -> QueueEntry:
         return QueueEntry(
@@ -53,6 +57,55 @@ class QEntry:
             self.retain,
             self.sub_ids,
         )
+
+
+class EntryQueue:
+    """A session's not-yet-sent entries in delivery order.
+
+    A deque with lazy deletion: entries that expire in the middle are only marked, and
+    skipped when they reach the front. (A dict keyed by seq looks simpler, but popping its
+    first item over and over is quadratic in CPython.)
+    """
+
+    __slots__ = ("_entries", "bytes", "count")
+
+    def __init__(self) -> None:
+        self._entries: deque[QEntry] = deque()
+        self.count = 0  # live entries
+        self.bytes = 0  # payload bytes of live entries
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __iter__(self) -> Iterator[QEntry]:
+        return (e for e in self._entries if not e.dead)
+
+    def append(self, e: QEntry) -> None:
+        self._entries.append(e)
+        self.count += 1
+        self.bytes += len(e.message.payload)
+
+    def popleft(self) -> QEntry | None:
+        entries = self._entries
+        while entries:
+            e = entries.popleft()
+            if not e.dead:
+                self.count -= 1
+                self.bytes -= len(e.message.payload)
+                return e
+        return None
+
+    def discard(self, e: QEntry) -> None:
+        """Remove an entry that is still queued (anywhere in the queue)."""
+        if not e.dead:
+            e.dead = True
+            self.count -= 1
+            self.bytes -= len(e.message.payload)
+            if not self.count:
+                self._entries.clear()
 
 
 class Connection:
@@ -99,7 +152,6 @@ class Session:
         "limits",
         "next_packet_id",
         "queue",
-        "queued_bytes",
         "stored",
         "subscriptions",
         "username",
@@ -127,9 +179,7 @@ class Session:
         self.will: Will | None = None
         self.will_due_at: float | None = None
         self.subscriptions: dict[str, SubscriptionRecord] = {}
-        # Not yet sent, in delivery order, keyed by seq (removal from the middle is O(1)).
-        self.queue: dict[int, QEntry] = {}
-        self.queued_bytes = 0
+        self.queue = EntryQueue()  # not yet sent, in delivery order
         # Sent and unacknowledged, keyed by packet id, in the order they were sent.
         self.inflight: dict[int, QEntry] = {}
         self.inbound_qos2: set[int] = set()
