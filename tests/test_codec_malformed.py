@@ -359,6 +359,23 @@ def test_unsupported_level_is_exposed() -> None:
     assert decoder.protocol_version is None
 
 
+def test_level_is_exposed_for_a_malformed_connect() -> None:
+    # A 5.0 client with a bad CONNECT gets a 5.0 CONNACK 0x81 (5.0 §4.13.1); a 3.1.1 one a
+    # plain close. The server can only choose if it knows the level the client spoke.
+    decoder = StreamDecoder()
+    with pytest.raises(MalformedPacket):
+        decoder.feed(connect("02", "02 0b 01 00 01 63", "05"))
+    assert decoder.requested_protocol_level == 5
+    decoder = StreamDecoder()
+    with pytest.raises(MalformedPacket):
+        decoder.feed(connect("03", "00 01 63"))
+    assert decoder.requested_protocol_level == 4
+    decoder = StreamDecoder()
+    with pytest.raises(MalformedPacket):
+        decoder.feed(h("10 03 00 05 4d"))  # name runs past the end: no level to report
+    assert decoder.requested_protocol_level is None
+
+
 def test_second_connect_is_a_protocol_error() -> None:
     # 3.1.1 §3.1 (MQTT-3.1.0-2): a second CONNECT is a protocol violation.
     first = connect("02", "00 01 63")

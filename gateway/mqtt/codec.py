@@ -568,6 +568,14 @@ def _bad_first_byte(b0: int, v: int | None) -> MQTTError:
     return MalformedPacket(f"invalid fixed header flags 0x{b0 & 15:x} for packet type {ptype}")
 
 
+def _peek_connect_level(buf: bytes, start: int, stop: int) -> int | None:
+    """The protocol level byte of a CONNECT body, if the body reaches it."""
+    if start + 2 > stop:
+        return None
+    at = start + 2 + ((buf[start] << 8) | buf[start + 1])
+    return buf[at] if at < stop else None
+
+
 def _remaining_length(buf: bytes, pos: int, n: int) -> tuple[int, int]:
     """Remaining length at ``buf[pos]``; (-1, pos) when the buffer ends inside it."""
     value = 0
@@ -637,8 +645,9 @@ class StreamDecoder:
             raise ValueError("max_packet_size below the smallest packet")
         self.max_packet_size = max_packet_size
         self.protocol_version: int | None = protocol_version
-        # Level byte of the last CONNECT decoded, also set when that level was refused with
-        # UnsupportedProtocolVersion, so the server can answer in a format the client reads.
+        # Level byte of the last CONNECT seen, set even when that CONNECT is then refused
+        # (UnsupportedProtocolVersion, MalformedPacket, ...), so that the server can answer
+        # in a format the client reads: 3.1.1 CONNACK 0x01 or a 5.0 CONNACK with a reason.
         self.requested_protocol_level: int | None = None
         self._table = (
             _PRE_CONNECT_TABLE if protocol_version is None else _FIXED_TABLES[protocol_version]
@@ -678,8 +687,6 @@ class StreamDecoder:
             self._rest = b""
             self._chunks = []
             self._have = self._need = 0
-            if isinstance(exc, UnsupportedProtocolVersion):
-                self.requested_protocol_level = exc.protocol_level
             raise
 
     def _parse(self, buf: bytes) -> list[Packet]:
@@ -713,17 +720,17 @@ class StreamDecoder:
                 self._chunks = [buf[pos:]]
                 self._rest = b""
                 return out
+            if b0 == 0x10:
+                # Known before the rest is validated, so that a server can answer a bad
+                # CONNECT with a CONNACK in the format the client reads (5.0 §4.13.1).
+                self.requested_protocol_level = _peek_connect_level(buf, start, stop)
             if v is None:
                 packet = dec(b0, buf, start, stop, 0)
                 assert isinstance(packet, Connect)
                 v = self.protocol_version = packet.protocol_version
-                self.requested_protocol_level = v
                 table = self._table = _LEARNED_TABLES[v]
             else:
                 packet = dec(b0, buf, start, stop, v)
-                if b0 == 0x10:
-                    assert isinstance(packet, Connect)
-                    self.requested_protocol_level = packet.protocol_version
             out.append(packet)
             pos = stop
         self._rest = buf[pos:] if pos < n else b""
