@@ -236,6 +236,9 @@ def _d_connack(b0: int, buf: bytes, pos: int, end: int, v: int) -> ConnAck:
     rc = buf[pos + 1]
     if flags & 0xFE:
         raise MalformedPacket("reserved CONNACK flag set")
+    if rc and flags:
+        # 3.1.1 §3.2.2.2 (MQTT-3.2.2-4), 5.0 §3.2.2.1.1 (MQTT-3.2.2-6).
+        raise ProtocolError("session present with a refused connection")
     props = NO_PROPERTIES
     if v == PROTOCOL_V5 and end - pos == 2 and 1 <= rc <= 5:
         # A 3.1.1-only server refuses our 5.0 CONNECT in its own format (3.1.1 §3.1.2.2,
@@ -253,9 +256,6 @@ def _d_connack(b0: int, buf: bytes, pos: int, end: int, v: int) -> ConnAck:
             raise _extra("CONNACK")
         if rc > 5:
             raise ProtocolError(f"invalid CONNACK return code {rc}")
-    if rc and flags:
-        # 3.1.1 §3.2.2.2 (MQTT-3.2.2-4), 5.0 §3.2.2.1.1 (MQTT-3.2.2-6).
-        raise ProtocolError("session present with a refused connection")
     return ConnAck(bool(flags), rc, props)
 
 
