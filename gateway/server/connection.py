@@ -197,7 +197,7 @@ class MQTTConnection(asyncio.Protocol):
         self.server.stats.malformed_packets += 1
         if not self.connected:
             if isinstance(exc, UnsupportedProtocolVersion):
-                level = self.decoder.protocol_version or PROTOCOL_V311
+                level = self.decoder.requested_protocol_level or PROTOCOL_V311
                 if level == PROTOCOL_V5:
                     ack = ConnAck(reason_code=ReasonCode.UNSUPPORTED_PROTOCOL_VERSION)
                     self._write_now(encode(ack, PROTOCOL_V5))
