@@ -150,6 +150,11 @@ class ProcessGateway:
         self.proc.kill()
         self.proc.wait(10)
 
+    def stop_if_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
     def terminate(self) -> int:
         assert self.proc is not None
         self.proc.terminate()

@@ -13,7 +13,7 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway.broker.effects import ConnectionInfo
 from gateway.mqtt.aliases import InboundAliases, OutboundAliases
@@ -64,9 +64,9 @@ class MQTTConnection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             peer_text = f"{peer[0]}:{peer[1]}"
         else:
@@ -80,7 +80,7 @@ class MQTTConnection(asyncio.Protocol):
         if not self.server.register(self):
             log.warning("refusing %s on %s: max_connections reached", peer_text, self.listener_name)
             self.closed = True
-            transport.abort()
+            self.transport.abort()
             return
         self.server.broker.connection_opened(self.info, time.time())
 
