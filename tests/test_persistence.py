@@ -343,6 +343,20 @@ async def test_group_commit_groups_concurrent_calls(tmp_path: Path) -> None:
     assert len(snap.messages) == 103 and [e.seq for e in snap.queue] == list(range(100))
 
 
+async def test_lone_commit_waits_in_the_window_for_company(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db", group_window=30.0)
+    await store.open()
+    first = asyncio.create_task(store.commit([PutMessage(message(1))]))
+    await asyncio.sleep(0.05)
+    assert not first.done()  # held back so that others can share its fsync
+    second = asyncio.create_task(store.commit([PutMessage(message(2))]))
+    # A second arrival ends the wait long before the 30 s window (the generous timeout only
+    # keeps a regression from hanging the suite).
+    await asyncio.wait_for(asyncio.gather(first, second), timeout=10)
+    assert store.stats.commits == 1 and store.stats.calls == 2
+    await store.close()
+
+
 async def test_failed_transaction_fails_only_its_group(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

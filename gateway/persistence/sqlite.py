@@ -389,6 +389,9 @@ class SqliteStore:
         self._queue: list[tuple[Sequence[StoreOp], asyncio.Future[None]]] = []
         self._first_arrival = 0.0
         self._wake: asyncio.Event | None = None
+        # While the writer waits out the window: resolved early once this many calls queued.
+        self._window_waiter: asyncio.Future[None] | None = None
+        self._enough = 2
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._opened = False
@@ -496,6 +499,8 @@ class SqliteStore:
         if self._writer is not None:
             assert self._wake is not None
             self._wake.set()
+            if self._window_waiter is not None and not self._window_waiter.done():
+                self._window_waiter.set_result(None)
             await asyncio.shield(self._writer)
         if self._conn is not None:
             conn, self._conn = self._conn, None
@@ -512,6 +517,9 @@ class SqliteStore:
             self._first_arrival = loop.time()
             self._wake.set()
         self._queue.append((ops, future))
+        waiter = self._window_waiter
+        if waiter is not None and len(self._queue) >= self._enough and not waiter.done():
+            waiter.set_result(None)
         # A cancelled caller does not withdraw its ops: they are committed with their group.
         await future
 
@@ -527,10 +535,25 @@ class SqliteStore:
                 await wake.wait()
                 continue
             delay = self._first_arrival + self._window - loop.time()
-            if delay > 0 and not self._closing:
-                await asyncio.sleep(delay)
+            if delay > 0 and not self._closing and len(self._queue) < self._enough:
+                await self._wait_window(loop, delay)
             group, self._queue = self._queue, []
+            # The window is cut short once a group as large as this one has gathered: when
+            # as many callers as last time are already back (e.g. all publishers waiting on
+            # their acks), waiting longer only leaves the disk idle. A lone call still waits
+            # for company, which is what saves fsyncs at moderate load.
+            self._enough = max(2, len(group))
             await self._commit_group(group)
+
+    async def _wait_window(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._window_waiter = waiter
+        timer = loop.call_later(delay, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._window_waiter = None
 
     async def _commit_group(
         self, group: list[tuple[Sequence[StoreOp], asyncio.Future[None]]]
@@ -606,6 +629,11 @@ class SqliteStore:
 
     def over_limit(self) -> bool:
         return self._max_size > 0 and self._size > self._max_size
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _commit_plan(db: sqlite3.Connection, plan: _Plan) -> int | None:
