@@ -40,7 +40,9 @@ class Store(Protocol):
     async def commit(self, ops: Sequence[StoreOp]) -> None:
         """Apply ``ops`` atomically, in order; returns once they are durable.
 
-        Raises StoreError if they could not be stored (then none of them is).
+        Raises StoreError if they could not be stored (then none of them is). Calls are
+        applied in the order they were made, so an empty commit() returns once everything
+        committed before it is durable.
         """
         ...
 

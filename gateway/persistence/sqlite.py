@@ -412,7 +412,6 @@ class SqliteStore:
     async def open(self) -> Snapshot:
         if self._opened:
             raise RuntimeError("SqliteStore.open() called twice")
-        self._opened = True
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -431,6 +430,7 @@ class SqliteStore:
                 snapshot = await self._open_file()
             except _Corrupt as again:
                 raise StoreError(f"fresh store {self.path} is unusable: {again}") from again
+        self._opened = True
         self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name=f"store-writer:{self.path}")
         return snapshot
