@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_broker_support import V5, V311, Harness, only, props
+from test_broker_support import V5, V311, Client, Harness, only, props
 
 from gateway.broker.effects import Identity
 from gateway.broker.records import (
@@ -14,10 +14,11 @@ from gateway.broker.settings import BrokerSettings
 from gateway.mqtt.packets import ConnAck, Connect, Disconnect, Publish, Will
 
 
-def connack(c: object) -> ConnAck:
-    acks = only(c.all(), ConnAck)  # type: ignore[attr-defined]
+def connack(c: Client) -> ConnAck:
+    acks = only(c.all(), ConnAck)
     assert len(acks) == 1
-    return acks[0]
+    ack: ConnAck = acks[0]
+    return ack
 
 
 def test_connack_311_and_keepalive_after_it() -> None:

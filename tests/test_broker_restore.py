@@ -6,7 +6,7 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_broker_support import V5, V311, Harness, only, props
+from test_broker_support import V5, V311, Client, Harness, only, props
 
 from gateway.broker.records import EntryState
 from gateway.broker.settings import BrokerSettings
@@ -162,7 +162,7 @@ def test_acknowledged_messages_survive_random_crashes(seed: int) -> None:
         c.lose()
     acked: list[bytes] = []  # QoS >= 1 publishes the publisher was told are safe
     received: dict[str, list[bytes]] = {cid: [] for cid in subs}
-    online: dict[str, object] = {}
+    online: dict[str, Client] = {}
     n = 0
     for _ in range(rnd.randint(5, 40)):
         action = rnd.random()
@@ -185,24 +185,24 @@ def test_acknowledged_messages_survive_random_crashes(seed: int) -> None:
         elif action < 0.85:
             # A connected subscriber acknowledges some of what it received (or not).
             for cid, c in list(online.items()):
-                for m in c.publishes():  # type: ignore[attr-defined]
+                for m in c.publishes():
                     received[cid].append(m.payload)
                     if rnd.random() < 0.7:
-                        c.ack(m)  # type: ignore[attr-defined]
+                        c.ack(m)
                 if rnd.random() < 0.3:
-                    c.lose()  # type: ignore[attr-defined]
+                    c.lose()
                     del online[cid]
         else:
             for cid, c in online.items():
-                received[cid].extend(m.payload for m in c.publishes())  # type: ignore[attr-defined]
+                received[cid].extend(m.payload for m in c.publishes())
             h = crash(h, later=1)
             online.clear()
     # Final: everyone reconnects and drains.
     for cid in subs:
         if cid in online:
             c = online[cid]
-            received[cid].extend(m.payload for m in c.publishes())  # type: ignore[attr-defined]
-            c.lose()  # type: ignore[attr-defined]
+            received[cid].extend(m.payload for m in c.publishes())
+            c.lose()
         c = h.connect(cid, V5, clean=False, expiry=3600)
         pending = c.publishes()
         while pending:

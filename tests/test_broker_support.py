@@ -73,10 +73,10 @@ class FakeStore:
             elif isinstance(op, DeleteSession):
                 cid = op.client_id
                 self.sessions.pop(cid, None)
-                for key in [k for k in self.subscriptions if k[0] == cid]:
-                    del self.subscriptions[key]
-                for key in [k for k in self.queue if k[0] == cid]:
-                    del self.queue[key]
+                for sub_key in [k for k in self.subscriptions if k[0] == cid]:
+                    del self.subscriptions[sub_key]
+                for queue_key in [k for k in self.queue if k[0] == cid]:
+                    del self.queue[queue_key]
                 self.inbound = {k for k in self.inbound if k[0] != cid}
             elif isinstance(op, PutSubscription):
                 assert op.record.client_id in self.sessions, op
@@ -236,10 +236,10 @@ class Client:
     def closed(self) -> bool:
         return self.conn_id in self.h.closed
 
-    def all(self) -> list[Packet]:
+    def all(self) -> list[Any]:
         return self.h.inbox[self.conn_id]
 
-    def take(self) -> list[Packet]:
+    def take(self) -> list[Any]:
         """Packets received since the last take()."""
         got = self.h.inbox[self.conn_id][self.read :]
         self.read = len(self.h.inbox[self.conn_id])
@@ -252,7 +252,7 @@ class Client:
         self.pub_read = len(inbox)
         return got
 
-    def send(self, packet: Packet) -> list[Packet]:
+    def send(self, packet: Packet) -> list[Any]:
         """Hand a packet to the broker; returns what this connection got in response."""
         before = len(self.h.inbox[self.conn_id])
         self.h.broker.handle(self.conn_id, packet, self.h.now)
@@ -273,7 +273,7 @@ class Client:
         properties: Properties = NO_PROPERTIES,
         packet_id: int | None = None,
         dup: bool = False,
-    ) -> list[Packet]:
+    ) -> list[Any]:
         if qos and packet_id is None:
             packet_id = self.next_pid()
         return self.send(Publish(topic, payload, qos, retain, dup, packet_id, properties))
@@ -283,14 +283,14 @@ class Client:
         *filters: str | Subscription,
         qos: int = 0,
         properties: Properties = NO_PROPERTIES,
-    ) -> list[Packet]:
+    ) -> list[Any]:
         subs = tuple(f if isinstance(f, Subscription) else Subscription(f, qos) for f in filters)
         return self.send(Subscribe(self.next_pid(), subs, properties))
 
-    def unsubscribe(self, *filters: str) -> list[Packet]:
+    def unsubscribe(self, *filters: str) -> list[Any]:
         return self.send(Unsubscribe(self.next_pid(), tuple(filters)))
 
-    def ack(self, packet: Publish) -> list[Packet]:
+    def ack(self, packet: Publish) -> list[Any]:
         """Complete the QoS flow of a received PUBLISH as a well-behaved client would."""
         assert packet.packet_id is not None
         if packet.qos == 1:
@@ -300,7 +300,7 @@ class Client:
         assert rels and rels[0].packet_id == packet.packet_id, got
         return [p for p in got if not isinstance(p, PubRel)] + self.send(PubComp(packet.packet_id))
 
-    def disconnect(self, reason: int = 0, properties: Properties = NO_PROPERTIES) -> list[Packet]:
+    def disconnect(self, reason: int = 0, properties: Properties = NO_PROPERTIES) -> list[Any]:
         return self.send(Disconnect(reason, properties))
 
     def lose(self) -> None:

@@ -124,6 +124,7 @@ class SessionInfo:
     queued: int
     queued_bytes: int
     inflight: int
+    inflight_bytes: int
     inbound_qos2: int
     will_pending: bool
     listener: str | None
@@ -368,6 +369,7 @@ class Broker:
                     queued=len(s.queue),
                     queued_bytes=s.queue.bytes,
                     inflight=len(s.inflight),
+                    inflight_bytes=sum(len(e.message.payload) for e in s.inflight.values()),
                     inbound_qos2=len(s.inbound_qos2),
                     will_pending=s.will is not None,
                     listener=conn.info.listener if conn is not None else None,
