@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # (and counted) instead of growing memory without bound. QoS 1/2 is bounded by the in-flight
 # window and the session queue limits instead.
 SLOW_CONSUMER_BYTES = 4 * 1024 * 1024
+LINGER_SECONDS = 2.0
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -86,7 +87,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
-            return
+            return  # lingering after our DISCONNECT: read and ignore
         self.last_rx = time.monotonic()
         self.server.broker.stats.bytes_received += len(data)
         try:
@@ -97,6 +98,9 @@ class MQTTConnection(asyncio.Protocol):
         self._pending.extend(packets)
         if not self._busy:
             self._drain()
+
+    def eof_received(self) -> bool | None:
+        return False  # the peer is done sending: close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -246,11 +250,24 @@ class MQTTConnection(asyncio.Protocol):
         self.keep_alive = seconds
 
     def close(self) -> None:
-        """Close after the buffered output has been written."""
+        """Close after the buffered output has been written.
+
+        A lingering close: closing a socket whose receive buffer still holds data makes the
+        kernel send RST, and a client that is still sending would lose our final DISCONNECT
+        (with its reason code). So shut down our side, drain and ignore what still arrives,
+        and close for good when the client does or after LINGER_SECONDS.
+        """
         self.flush()
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
     def abort(self) -> None:
         self.closed = True
