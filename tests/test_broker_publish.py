@@ -491,3 +491,29 @@ def test_max_topic_levels() -> None:
     c = h.connect("c", V5)
     assert only(c.subscribe("a/b/c", "a/b/c/d"), SubAck)[0].reason_codes == (0, 0x8F)
     assert c.publish("a/b/c/d", qos=1) == [PubAck(2, 0x90)]
+
+
+def test_pingreq() -> None:
+    from gateway.mqtt.packets import PingReq, PingResp
+
+    h = Harness()
+    c = h.connect("c", V311)
+    assert c.send(PingReq()) == [PingResp()]
+
+
+def test_auth_packet_is_a_protocol_error() -> None:
+    from gateway.mqtt.packets import Auth
+
+    h = Harness()
+    c = h.connect("c", V5)
+    assert only(c.send(Auth(0x19)), Disconnect)[0].reason_code == 0x82
+    assert c.closed
+
+
+def test_311_has_no_inbound_receive_maximum() -> None:
+    h = Harness(BrokerSettings(receive_maximum=2, sys_interval=0))
+    p = h.connect("p", V311)
+    for _ in range(10):
+        p.publish("t", qos=2)
+    assert not p.closed
+    assert h.broker.sessions_info()[0].inbound_qos2 == 10
