@@ -89,9 +89,7 @@ class Gateway:
             len(snapshot.queue),
             len(snapshot.retained),
         )
-        log.info(
-            "no device adapters are configured yet: running as a durable MQTT broker only"
-        )
+        log.info("no device adapters are configured yet: running as a durable MQTT broker only")
 
     async def stop(self) -> None:
         await self.server.stop()

@@ -165,7 +165,9 @@ class ProcessGateway:
 def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., tuple[ThreadGateway, int]]]:
     started: list[ThreadGateway] = []
 
-    def make(overrides: dict[str, Any] | None = None, port: int | None = None) -> tuple[ThreadGateway, int]:
+    def make(
+        overrides: dict[str, Any] | None = None, port: int | None = None
+    ) -> tuple[ThreadGateway, int]:
         port = port or free_port()
         path = write_config(tmp_path, port, overrides)
         gw = ThreadGateway(path).start()

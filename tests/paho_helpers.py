@@ -8,8 +8,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 V311 = paho.MQTTv311
 V5 = paho.MQTTv5
@@ -93,7 +93,12 @@ class Client:
         return self.subacks.get(timeout=timeout)
 
     def publish(
-        self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, wait: bool = True
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 0,
+        retain: bool = False,
+        wait: bool = True,
     ) -> paho.MQTTMessageInfo:
         info = self.c.publish(topic, payload, qos=qos, retain=retain)
         if wait and qos > 0:

@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from conftest import ProcessGateway, free_port, wait_for, write_config
 from paho.mqtt.enums import CallbackAPIVersion
 from paho_helpers import Client
-
-from conftest import ProcessGateway, free_port, wait_for, write_config
 
 N = 10_000
 
@@ -25,7 +24,9 @@ def _publisher(port: int, client_id: str, qos: int) -> tuple[paho.Client, set[in
     c.max_queued_messages_set(0)
     c.reconnect_delay_set(0.1, 0.5)
 
-    def on_publish(client: paho.Client, userdata: object, mid: int, rc: object, props: object) -> None:
+    def on_publish(
+        client: paho.Client, userdata: object, mid: int, rc: object, props: object
+    ) -> None:
         with lock:
             if mid in mid_to_index:
                 acked.add(mid_to_index[mid])

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ThreadGateway
 
 pytestmark = pytest.mark.skipif(
@@ -27,20 +26,23 @@ def sub_process(*args: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
-def test_offline_queue_with_mosquitto_clients(gateway: tuple[ThreadGateway, int], version: str) -> None:
+def test_offline_queue_with_mosquitto_clients(
+    gateway: tuple[ThreadGateway, int], version: str
+) -> None:
     _, port = gateway
     p = str(port)
-    # Create a persistent session (-c) with a QoS 1 subscription, then leave.
-    first = run("mosquitto_sub", "-p", p, "-V", version, "-i", "msub", "-c", "-q", "1", "-t", "cmd/#",
-                "-x", "3600", "-E") if version == "mqttv5" else run(
-                "mosquitto_sub", "-p", p, "-V", version, "-i", "msub", "-c", "-q", "1", "-t", "cmd/#", "-E")
+    # Create a persistent session (-c) with a QoS 1 subscription, then leave (-E).
+    common = ["-p", p, "-V", version, "-i", "msub", "-c", "-q", "1", "-t", "cmd/#"]
+    if version == "mqttv5":
+        common += ["-x", "3600"]  # v5 needs a session expiry for the session to outlive the link
+    first = run("mosquitto_sub", *common, "-E")
     assert first.returncode == 0, first.stderr
     for i in range(10):
-        out = run("mosquitto_pub", "-p", p, "-V", version, "-q", "1", "-t", f"cmd/{i}", "-m", f"c{i}")
+        out = run(
+            "mosquitto_pub", "-p", p, "-V", version, "-q", "1", "-t", f"cmd/{i}", "-m", f"c{i}"
+        )
         assert out.returncode == 0, out.stderr
-    extra = ["-x", "3600"] if version == "mqttv5" else []
-    got = run("mosquitto_sub", "-p", p, "-V", version, "-i", "msub", "-c", "-q", "1", "-t", "cmd/#",
-              "-C", "10", "-W", "5", "-v", *extra)
+    got = run("mosquitto_sub", *common, "-C", "10", "-W", "5", "-v")
     assert got.returncode == 0, got.stderr
     assert got.stdout.splitlines() == [f"cmd/{i} c{i}" for i in range(10)]
 
@@ -50,7 +52,20 @@ def test_retained_and_unix_socket(gateway: tuple[ThreadGateway, int], tmp_path: 
     sock = str(tmp_path / "gw.sock")
     out = run("mosquitto_pub", "--unix", sock, "-q", "2", "-r", "-t", "house/mode", "-m", "away")
     assert out.returncode == 0, out.stderr
-    got = run("mosquitto_sub", "-p", str(port), "-t", "house/#", "-C", "1", "-W", "5", "-v", "-F", "%t %p %r")
+    got = run(
+        "mosquitto_sub",
+        "-p",
+        str(port),
+        "-t",
+        "house/#",
+        "-C",
+        "1",
+        "-W",
+        "5",
+        "-v",
+        "-F",
+        "%t %p %r",
+    )
     assert got.stdout.strip() == "house/mode away 1"
 
 
@@ -61,8 +76,14 @@ def test_qos2_pub_to_live_subscriber(gateway: tuple[ThreadGateway, int]) -> None
     try:
         time.sleep(0.5)  # let mosquitto_sub connect and subscribe before publishing
         lines = "\n".join(f"line{i}" for i in range(100)) + "\n"
-        pub = subprocess.run(["mosquitto_pub", "-p", p, "-q", "2", "-t", "q2", "-l"], input=lines,
-                             text=True, capture_output=True, timeout=10, check=False)
+        pub = subprocess.run(
+            ["mosquitto_pub", "-p", p, "-q", "2", "-t", "q2", "-l"],
+            input=lines,
+            text=True,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
         assert pub.returncode == 0, pub.stderr
         out, _ = sub.communicate(timeout=15)
         assert out.splitlines() == [f"line{i}" for i in range(100)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from conftest import ThreadGateway
 from paho_helpers import V5, V311, Client
 from raw_client import RawClient
 
-from conftest import ThreadGateway
 from gateway.mqtt.packets import (
     PROTOCOL_V5,
     PROTOCOL_V311,
@@ -59,7 +59,9 @@ def _qos2_resend_after_reconnect(gw: ThreadGateway, port: int, restart: bool, ve
     watcher = Client(port, "watcher", version=V5 if version == PROTOCOL_V5 else V311)
     watcher.subscribe("once", qos=2)
     props = Properties(session_expiry_interval=600) if version == PROTOCOL_V5 else Properties()
-    hello = Connect(client_id="q2pub", protocol_version=version, clean_start=False, properties=props)
+    hello = Connect(
+        client_id="q2pub", protocol_version=version, clean_start=False, properties=props
+    )
     pub = RawClient(port, version)
     assert isinstance(pub.connect(hello), ConnAck)
     pub.send(Publish("once", b"exactly", qos=2, packet_id=7))
@@ -102,7 +104,9 @@ def test_qos2_exactly_once_across_restart(gateway: tuple[ThreadGateway, int]) ->
     _qos2_resend_after_reconnect(*gateway, restart=True, version=PROTOCOL_V311)
 
 
-def test_unsupported_protocol_level_refused_with_connack(gateway: tuple[ThreadGateway, int]) -> None:
+def test_unsupported_protocol_level_refused_with_connack(
+    gateway: tuple[ThreadGateway, int],
+) -> None:
     _, port = gateway
     c = RawClient(port, PROTOCOL_V311)
     # CONNECT "MQTT" level 6, clean session, keepalive 60, client id "x" (3.1.1 §3.1.2.2).

@@ -133,7 +133,7 @@ class MQTTConnection(asyncio.Protocol):
                 return
             if packet.__class__ is Publish and self._inbound_aliases is not None:
                 try:
-                    packet = self._inbound_aliases.resolve(packet)  # type: ignore[arg-type]
+                    packet = self._inbound_aliases.resolve(packet)
                 except MQTTError as exc:
                     broker.protocol_violation(self.conn_id, exc.reason_code, time.time())
                     self.server.flush_effects(origin=self)
@@ -222,15 +222,15 @@ class MQTTConnection(asyncio.Protocol):
             return
         if packet.__class__ is Publish:
             if (
-                packet.qos == 0  # type: ignore[union-attr]
+                packet.qos == 0
                 and self.transport is not None
                 and self.transport.get_write_buffer_size() > SLOW_CONSUMER_BYTES
             ):
                 self.server.stats.dropped_slow_consumer += 1
                 return
             if self._outbound_aliases is not None:
-                packet = self._outbound_aliases.apply(packet)  # type: ignore[arg-type]
-            self._out.append(encode_publish(packet, self.protocol_version))  # type: ignore[arg-type]
+                packet = self._outbound_aliases.apply(packet)
+            self._out.append(encode_publish(packet, self.protocol_version))
         else:
             self._out.append(encode(packet, self.protocol_version))
 

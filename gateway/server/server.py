@@ -218,7 +218,7 @@ class Server:
             if conn is None:
                 continue
             if action.__class__ is Send:
-                conn.queue(action.packet)  # type: ignore[union-attr]
+                conn.queue(action.packet)
                 touched[action.conn_id] = conn
             elif isinstance(action, SetKeepAlive):
                 conn.set_keep_alive(action.seconds)
