@@ -265,7 +265,11 @@ class MQTTConnection(asyncio.Protocol):
         if not transport.can_write_eof():
             transport.close()
             return
-        transport.write_eof()
+        try:
+            transport.write_eof()
+        except OSError:  # the peer is already gone
+            transport.close()
+            return
         transport.resume_reading()
         asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
