@@ -77,6 +77,24 @@ class Gateway:
             max_connections=config.limits.max_connections,
         )
 
+        self.broker.sys_extra = self._sys_figures
+
+    def _sys_figures(self) -> list[tuple[str, str]]:
+        """Counters of the connection layer and the store, for $SYS/broker/..."""
+        server, store = self.server.stats, self.store.stats
+        return [
+            ("connections/refused", str(server.connections_refused)),
+            ("connections/connect_timeouts", str(server.connect_timeouts)),
+            ("connections/keepalive_timeouts", str(server.keepalive_timeouts)),
+            ("connections/malformed_packets", str(server.malformed_packets)),
+            ("publish/messages/dropped/slow_consumer", str(server.dropped_slow_consumer)),
+            ("store/commits", str(store.commits)),
+            ("store/commit_failures", str(store.failures)),
+            ("store/commit_ms/avg", f"{store.avg_commit_ms:.2f}"),
+            ("store/commit_ms/max", f"{store.max_commit_ms:.2f}"),
+            ("store/size_bytes", str(store.size_bytes)),
+        ]
+
     async def start(self) -> None:
         started = time.monotonic()
         snapshot = await self.store.open()

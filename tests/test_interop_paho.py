@@ -324,3 +324,33 @@ def test_bad_input_does_not_disturb_others(gateway: tuple[ThreadGateway, int]) -
     assert sub.get().payload == b"still here"
     for c in (sub, pub):
         c.disconnect()
+
+
+def test_sys_topics_report_broker_server_and_store(gateway_factory: GatewayFactory) -> None:
+    import socket
+
+    _, port = gateway_factory({"sys_interval": 1})
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"\x10\x02\x00\x00")  # a CONNECT cut short: malformed
+        s.settimeout(3)
+        s.recv(10)
+    sub = Client(port, "sys")
+    sub.subscribe("$SYS/broker/#", qos=0)
+    pub = Client(port, "pub", clean=False)
+    pub.subscribe("keep", qos=1)
+    pub.publish("keep", b"x", qos=1)
+    seen: dict[str, bytes] = {}
+
+    def complete() -> bool:
+        for m in sub.drain(0.2):
+            seen[m.topic] = m.payload
+        return (
+            seen.get("$SYS/broker/clients/connected") == b"2"
+            and int(seen.get("$SYS/broker/store/commits", b"0")) > 0
+        )
+
+    assert wait_for(complete, 5, 0.1), seen
+    assert seen["$SYS/broker/connections/malformed_packets"] == b"1"
+    assert "$SYS/broker/publish/messages/dropped/queue_full" in seen
+    sub.disconnect()
+    pub.disconnect()

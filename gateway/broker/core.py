@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import logging
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from itertools import chain
 from typing import cast
@@ -164,6 +165,9 @@ class Broker:
         self._now = 0.0
         self._connack_props_cache: Properties | None = None
         self._online = 0  # sessions with a connection
+        # Figures that live outside the core (connection layer, store), as (name, value)
+        # pairs below $SYS/broker/; set by the composition root.
+        self.sys_extra: Callable[[], Iterable[tuple[str, str]]] | None = None
 
     # ============================================================================ shell API
 
@@ -327,7 +331,10 @@ class Broker:
         self._accept(None, topic, payload, qos, retain, props, expires_at, "", now, None)
 
     def publish_sys(self, now: float) -> None:
-        for topic, value in sys_topics(self.stats, self.gauges(now), self._version_text()):
+        topics = sys_topics(self.stats, self.gauges(now), self._version_text())
+        if self.sys_extra is not None:
+            topics.extend(("$SYS/broker/" + name, value) for name, value in self.sys_extra())
+        for topic, value in topics:
             self.publish_local(topic, value.encode(), 0, True, NO_PROPERTIES, now)
 
     def gauges(self, now: float) -> Gauges:

@@ -54,7 +54,6 @@ class ServerStats:
     keepalive_timeouts: int = 0
     malformed_packets: int = 0
     dropped_slow_consumer: int = 0
-    commit_failures: int = 0
 
 
 class Server:
@@ -203,7 +202,6 @@ class Server:
             # Nothing that depended on this commit may be acknowledged. The originating client
             # is cut off so that it retransmits what it was not told is safe; deliveries to
             # others still go out (at-least-once allows the duplicate this may cause).
-            self.stats.commit_failures += 1
             log.exception("store commit failed; dropping the acknowledgements of this batch")
             if origin is not None:
                 origin.abort()  # closed connections drop what is queued for them
