@@ -23,10 +23,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from gateway.config import AuthConfig
+from typing import Literal
 
 READ = "read"
 WRITE = "write"
@@ -163,10 +160,6 @@ class Acl:
         # Rules applicable to one (user, client id), with %u/%c substituted: computed once
         # per client rather than once per message.
         self._bound: dict[tuple[str | None, str], tuple[_Bound, ...]] = {}
-
-    @classmethod
-    def from_config(cls, auth: AuthConfig) -> Acl:
-        return cls(auth.acl.rules, auth.acl.default, auth.admin_users)
 
     @staticmethod
     def _compile(rule: AclRule) -> _Compiled:

@@ -1,0 +1,89 @@
+"""The import rules of DESIGN §5, checked on the source (one-way data flow)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((REPO / package.replace(".", "/")).rglob("*.py"))
+
+
+def allowed(name: str, prefixes: tuple[str, ...]) -> bool:
+    top = name.split(".")[0]
+    return top in STDLIB or any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+RULES = {
+    # Sans-I/O protocol code: standard library only.
+    "gateway.mqtt": ("gateway.mqtt",),
+    # Pure core: protocol values and itself, nothing that does I/O.
+    "gateway.broker": ("gateway.broker", "gateway.mqtt"),
+    # The store knows the broker's records and nothing above them.
+    "gateway.persistence": (
+        "gateway.persistence",
+        "gateway.broker.records",
+        "gateway.mqtt",
+        "aiosqlite",
+    ),
+    "gateway.auth": (
+        "gateway.auth",
+        "gateway.broker.access",
+        "gateway.broker.effects",
+        "gateway.mqtt",
+    ),
+    "gateway.server": ("gateway.server", "gateway.broker", "gateway.mqtt"),
+}
+
+
+@pytest.mark.parametrize("package", sorted(RULES))
+def test_package_imports_only_what_its_layer_may(package: str) -> None:
+    files = modules(package)
+    assert files, f"no modules found for {package}"
+    bad = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in files
+        for name in sorted(imports_of(path))
+        if not allowed(name, RULES[package])
+    ]
+    assert bad == []
+
+
+def test_devices_talk_mqtt_only() -> None:
+    forbidden = ("gateway.broker", "gateway.server", "gateway.persistence", "gateway.app")
+    bad = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in modules("devices")
+        for name in sorted(imports_of(path))
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
+    assert bad == []
+
+
+def test_only_the_composition_root_wires_components() -> None:
+    """Server, store and broker core meet in gateway/app.py and nowhere else."""
+    wiring = ("gateway.server.server", "gateway.persistence")
+    users = sorted(
+        str(path.relative_to(REPO))
+        for path in (REPO / "gateway").rglob("*.py")
+        if not str(path.relative_to(REPO)).startswith(("gateway/server/", "gateway/persistence/"))
+        and any(n == w or n.startswith(w + ".") for n in imports_of(path) for w in wiring)
+    )
+    assert users == ["gateway/app.py"]
