@@ -15,6 +15,8 @@ import logging
 import os
 import queue
 import random
+import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -98,8 +100,8 @@ def _scenario(rng: random.Random, n: int) -> tuple[str, list[bytes]]:
         name, stream = f"bad:{what}", [connect, *valid, cases[what], *valid]
     else:
         name, stream = "valid-only", [connect, *valid]
-    data = b"".join(stream)
-    if rng.random() < 0.4:
+    data = b"".join(stream) or b"\x10"
+    if len(data) > 1 and rng.random() < 0.4:
         # Interleaved partial writes: split anywhere, including inside headers.
         cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randrange(1, 6))))
         bounds = [0, *cuts, len(data)]
@@ -267,7 +269,9 @@ def test_fuzz_thread_gateway(
     bad = [
         f"{r.name} {r.levelname}: {r.getMessage()}"
         for r in caplog.records
-        if r.levelno >= logging.ERROR or r.exc_info
+        # paho logs an ERROR of its own when disconnect() races its loop thread; the
+        # observers' health is checked above through their messages and disconnects.
+        if (r.levelno >= logging.ERROR or r.exc_info) and not r.name.startswith("paho")
     ]
     assert not bad, f"{context}: errors logged:\n" + "\n".join(bad[:20])
 
@@ -418,6 +422,35 @@ def test_good_session_next_to_bad_one_is_unaffected(small_gateway: int) -> None:
         assert good.get().payload == case.encode()
     assert good.disconnects.empty()
     good.disconnect()
+
+
+def test_takeover_of_a_connection_whose_peer_is_gone(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by the fuzzer (fixed in 64a5b36): a 3.1.1 client resets its connection while the
+    # broker waits for a commit of its (reading paused, so the reset is not seen yet); a new
+    # client takes the session over, and closing the old connection (shutdown() on a reset
+    # socket: ENOTCONN) killed the new client's CONNECT task, so it never got a CONNACK.
+    # A long group-commit window keeps the old connection waiting; the new CONNECT's commit
+    # joins the same group, so both steps resume back to back.
+    _, port = gateway_factory({"persistence": {"group_commit_ms": 300}})
+    old = RawConn(port, PROTOCOL_V311)
+    assert old.connect("taken-over", clean=False).reason_code == 0
+    old.send(pub_raw(PROTOCOL_V311, b"keep/this", b0=0x31))  # retained: must be committed
+    time.sleep(0.05)
+    old.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    old.close()  # RST
+    new = RawConn(port, PROTOCOL_V311)
+    try:
+        ack = new.connect("taken-over", clean=False)
+        assert (ack.session_present, ack.reason_code) == (True, 0)
+        new.send(b"\xc0\x00")
+        assert isinstance(new.recv(), PingResp)
+    finally:
+        new.close()
+    gc.collect()
+    bad = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not bad, bad
 
 
 # ---------------------------------------------------------------------------- 3. connect timeout
