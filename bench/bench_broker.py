@@ -93,6 +93,22 @@ class Sample:
         return NCPU * (self.host_busy - earlier.host_busy) / total if total else 0.0
 
 
+def _apply_override(config: dict[str, Any], override: str) -> None:
+    """``a.b.c=VALUE`` (VALUE as JSON when it parses, else a string) into the gateway config."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set expects KEY.PATH=VALUE, got {override!r}")
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        value = text
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -126,6 +142,8 @@ class BrokerProcess:
                 "sys_interval": 0,
                 "logging": {"level": "warning"},
             }
+            for override in args.set:
+                _apply_override(config, override)
             path = workdir / "gateway.yaml"
             path.write_text(json.dumps(config, indent=2))
             self.argv = [sys.executable, "-m", "gateway", "run", "--config", str(path)]
@@ -150,7 +168,9 @@ class BrokerProcess:
         return self.proc.pid
 
     def start(self, timeout: float = 30.0) -> BrokerProcess:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        # The caller's PYTHONPATH is kept after the repo (e.g. a sitecustomize for experiments).
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        env = dict(os.environ, PYTHONPATH=path)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -245,7 +265,6 @@ class Profiler:
                 "250",
                 "--format",
                 "raw",
-                "--function",
                 "--nonblocking",
                 "--output",
                 str(self.output),
@@ -705,9 +724,11 @@ def print_summary(rows: list[Row], brokers: list[str], args: argparse.Namespace)
 
 
 def summarize_profile(path: Path, top: int = 15) -> str:
-    """Self and inclusive sample shares per file:function from py-spy's raw (collapsed) output."""
+    """Self and inclusive sample shares per file:function, and the hottest lines, from
+    py-spy's raw (collapsed) output of every thread (event loop and SQLite worker)."""
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    lines: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -716,8 +737,9 @@ def summarize_profile(path: Path, top: int = 15) -> str:
         count = int(count_text)
         total += count
         frames = [_frame_name(f) for f in stack.split(";")]
-        own[frames[-1]] += count
-        for name in set(frames):
+        own[frames[-1][0]] += count
+        lines[frames[-1][1]] += count
+        for name in {f[0] for f in frames}:
             incl[name] += count
     if not total:
         return f"{path.name}: no samples"
@@ -733,17 +755,22 @@ def summarize_profile(path: Path, top: int = 15) -> str:
         shown += 1
         if shown == top:
             break
+    out.append("  -- hottest lines (self) --")
+    for name, count in lines.most_common(top):
+        out.append(f"  {100 * count / total:5.1f}         {name}")
     return "\n".join(out)
 
 
-def _frame_name(frame: str) -> str:
-    # "func (path/to/file.py:123)" -> "to/file.py:func"; keeps gateway paths recognisable.
+def _frame_name(frame: str) -> tuple[str, str]:
+    """ "func (path/to/file.py:123)" -> ("to/file.py:func", "to/file.py:123 func")."""
     func, _, where = frame.partition(" (")
-    file = where.rstrip(")").rsplit(":", 1)[0]
+    file, _, lineno = where.rstrip(")").rpartition(":")
     parts = Path(file).parts
     start = parts.index("gateway") if "gateway" in parts else max(len(parts) - 2, 0)
     file = "/".join(parts[start:])
-    return f"{file}:{func}" if file else func
+    if not file:
+        return func, func
+    return f"{file}:{func}", f"{file}:{lineno} {func}"
 
 
 # ------------------------------------------------------------------------- main
@@ -769,6 +796,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--payload", type=int, default=64, help="payload bytes (>= 16)")
     p.add_argument("--inflight", type=int, default=20, help="broker max in-flight per client")
     p.add_argument("--synchronous", default="full", help="gateway persistence.synchronous")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gateway config override, e.g. persistence.group_commit_ms=0 (repeatable)",
+    )
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per phase at most")
     p.add_argument("--profile", type=Path, help="py-spy record the gateway into this directory")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -807,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{NCPU} CPUs; {args.publishers} publishers in {args.pub_procs} processes, "
         f"window {args.window}, payload {args.payload} B, broker in-flight {args.inflight}"
+        + (f"; gateway overrides: {' '.join(args.set)}" if args.set else "")
     )
     rows: list[Row] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-broker-"))
