@@ -340,8 +340,24 @@ class RawConn:
                 raise ConnectionError("closed by the broker")
         return self.inbox.pop(0)
 
-    def connect(self, client_id: str, **kwargs: object) -> ConnAck:
-        self.send(connect_bytes(client_id, self.version, **kwargs))  # type: ignore[arg-type]
+    def connect(
+        self,
+        client_id: str,
+        *,
+        keep_alive: int = 60,
+        clean: bool = True,
+        will: Will | None = None,
+        properties: Properties | None = None,
+    ) -> ConnAck:
+        wire = connect_bytes(
+            client_id,
+            self.version,
+            keep_alive=keep_alive,
+            clean=clean,
+            will=will,
+            properties=properties,
+        )
+        self.send(wire)
         ack = self.recv()
         assert isinstance(ack, ConnAck), ack
         return ack
