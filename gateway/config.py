@@ -103,7 +103,7 @@ class PersistenceConfig:
     enabled: bool = True
     path: Path = Path("edge-gateway.db")
     synchronous: str = "full"  # SQLite PRAGMA synchronous: off | normal | full | extra
-    group_commit_ms: float = 2.0
+    group_commit_ms: float = 0.0
     max_size_mb: int = 0  # 0 = unlimited
 
 

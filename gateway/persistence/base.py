@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -44,6 +45,12 @@ class Store(Protocol):
         applied in the order they were made, so an empty commit() returns once everything
         committed before it is durable.
         """
+        ...
+
+    def submit(self, ops: Sequence[StoreOp]) -> asyncio.Future[None]:
+        """Queue ``ops`` now, in call order, and return a future that is done once they are
+        durable (or failed with StoreError). ``commit`` is ``await submit(ops)``; submitting
+        synchronously lets a caller fix the order of its ops without awaiting anything."""
         ...
 
     async def close(self) -> None:

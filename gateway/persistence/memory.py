@@ -7,6 +7,7 @@ new instance starts empty.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from gateway.broker.records import (
@@ -132,6 +133,19 @@ class MemoryStore:
         return self.tables.snapshot()
 
     async def commit(self, ops: Sequence[StoreOp]) -> None:
+        self._apply(ops)
+
+    def submit(self, ops: Sequence[StoreOp]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            self._apply(ops)
+        except StoreError as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+        return future
+
+    def _apply(self, ops: Sequence[StoreOp]) -> None:
         if not self._open:
             raise StoreError("store is not open")
         if self._fail_next:

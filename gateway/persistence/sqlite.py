@@ -509,6 +509,10 @@ class SqliteStore:
     # --- commits -----------------------------------------------------------------------------
 
     async def commit(self, ops: Sequence[StoreOp]) -> None:
+        # A cancelled caller does not withdraw its ops: they are committed with their group.
+        await self.submit(ops)
+
+    def submit(self, ops: Sequence[StoreOp]) -> asyncio.Future[None]:
         if self._closing or self._wake is None:
             raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
@@ -520,8 +524,7 @@ class SqliteStore:
         waiter = self._window_waiter
         if waiter is not None and len(self._queue) >= self._enough and not waiter.done():
             waiter.set_result(None)
-        # A cancelled caller does not withdraw its ops: they are committed with their group.
-        await future
+        return future
 
     async def _write_loop(self) -> None:
         assert self._wake is not None

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from gateway.broker.core import Broker
 from gateway.broker.effects import ConnectionInfo, Effects, Identity, Send, SetKeepAlive
-from gateway.broker.records import StoreOp
+from gateway.broker.records import DeleteMessage, DeleteQueueEntry, PutQueueEntry, StoreOp
 from gateway.mqtt.reason_codes import ReasonCode
 from gateway.server.connection import MQTTConnection
 
@@ -27,7 +27,32 @@ log = logging.getLogger(__name__)
 
 
 class Committer(Protocol):
-    async def commit(self, ops: Sequence[StoreOp]) -> None: ...
+    def submit(self, ops: Sequence[StoreOp]) -> asyncio.Future[None]: ...
+
+
+def needs_barrier(ops: Sequence[StoreOp]) -> bool:
+    """Must the packets of this batch wait until its store ops are durable?
+
+    Yes, unless every op only records outgoing QoS 0/1 progress or forgets finished
+    deliveries: a crash before such a commit makes the broker redeliver a QoS 1 message,
+    which QoS 1 allows. Everything else must be durable first: a new message before its
+    PUBACK/PUBREC, QoS 2 state before the packet that relies on it (or a message would be
+    delivered twice or lost), sessions, subscriptions and retained messages before the
+    client is told about them.
+    """
+    for op in ops:
+        kind = op.__class__
+        if kind is DeleteQueueEntry or kind is DeleteMessage:
+            continue
+        if kind is PutQueueEntry and op.entry.qos < 2:  # type: ignore[union-attr]
+            continue
+        return True
+    return False
+
+
+def _log_background_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("store commit of delivery progress failed: %s", future.exception())
 
 
 class Authenticates(Protocol):
@@ -86,6 +111,8 @@ class Server:
         self._next_conn_id = 0
         self._housekeeping: asyncio.Task[None] | None = None
         self._commits: set[asyncio.Task[None]] = set()
+        self._dirty: dict[int, MQTTConnection] = {}
+        self._flush_scheduled = False
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -177,26 +204,39 @@ class Server:
             if effects.actions:
                 self._perform(effects)
             return
+        durable = self.store.submit(effects.store)  # now, so store order = broker order
+        if not needs_barrier(effects.store):
+            durable.add_done_callback(_log_background_failure)
+            self._perform(effects)
+            return
         if origin is not None:
             origin.mark_busy()
-        task = asyncio.get_running_loop().create_task(self._commit_then_perform(effects, origin))
+        task = asyncio.get_running_loop().create_task(
+            self._perform_when_durable(durable, effects, origin)
+        )
         self._commits.add(task)
         task.add_done_callback(self._commits.discard)
 
     async def apply_effects(self, effects: Effects, origin: MQTTConnection | None = None) -> None:
-        if effects.store and not await self._commit(effects, origin):
-            return
+        if effects.store:
+            durable = self.store.submit(effects.store)
+            if not await self._durable(durable, effects, origin):
+                return
         self._perform(effects)
 
-    async def _commit_then_perform(self, effects: Effects, origin: MQTTConnection | None) -> None:
-        if await self._commit(effects, origin):
+    async def _perform_when_durable(
+        self, durable: asyncio.Future[None], effects: Effects, origin: MQTTConnection | None
+    ) -> None:
+        if await self._durable(durable, effects, origin):
             self._perform(effects)
         if origin is not None:
             origin.continue_after_wait()
 
-    async def _commit(self, effects: Effects, origin: MQTTConnection | None) -> bool:
+    async def _durable(
+        self, durable: asyncio.Future[None], effects: Effects, origin: MQTTConnection | None
+    ) -> bool:
         try:
-            await self.store.commit(effects.store)
+            await durable
             return True
         except Exception:
             # Nothing that depended on this commit may be acknowledged. The originating client
@@ -210,20 +250,27 @@ class Server:
 
     def _perform(self, effects: Effects) -> None:
         connections = self.connections
-        touched: dict[int, MQTTConnection] = {}
+        dirty = self._dirty
         for action in effects.actions:
             conn = connections.get(action.conn_id)
             if conn is None:
                 continue
             if action.__class__ is Send:
                 conn.queue(action.packet)
-                touched[action.conn_id] = conn
+                dirty[action.conn_id] = conn
             elif isinstance(action, SetKeepAlive):
                 conn.set_keep_alive(action.seconds)
             else:  # Close
                 conn.close()
-                touched.pop(action.conn_id, None)
-        for conn in touched.values():
+        if dirty and not self._flush_scheduled:
+            # One write per connection per event-loop turn, however many batches fed it.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_dirty)
+
+    def _flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        for conn in dirty.values():
             conn.flush()
 
     # --- timers -----------------------------------------------------------------------------
