@@ -961,7 +961,10 @@ class Broker:
         e.packet_id = pid
         e.state = SENT
         s.inflight[pid] = e
-        if s.stored:
+        if s.stored and (not persisted or e.qos == 2):
+            # QoS 2 needs its packet id durable before the PUBLISH leaves (exactly once). An
+            # already stored QoS 1 entry does not: after a crash it is simply sent again,
+            # under a new packet id, which QoS 1 allows; that saves a write per delivery.
             if not persisted:
                 self._ref(msg)
             self._store.append(PutQueueEntry(e.record(s.client_id)))

@@ -35,7 +35,7 @@ class QueueRule:
 class BrokerSettings:
     max_packet_size: int = 1024 * 1024  # bytes we accept (told to v5 clients)
     receive_maximum: int = 100  # QoS 1/2 publishes we accept in flight per client
-    max_inflight_out: int = 20  # QoS 1/2 publishes we keep in flight per client
+    max_inflight_out: int = 100  # QoS 1/2 publishes we keep in flight per client
     max_keepalive: int = 0  # 0 = no cap; otherwise Server Keep Alive caps the client's value
     max_session_expiry: int = 0xFFFFFFFF  # seconds; caps the client's Session Expiry Interval
     # 3.1.1 has no session expiry: a clean_session=0 session lives this long offline.
