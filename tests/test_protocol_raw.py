@@ -113,3 +113,16 @@ def test_unsupported_protocol_level_refused_with_connack(
     c.send_bytes(bytes([0x10, 13, 0, 4]) + b"MQTT" + bytes([6, 2, 0, 60, 0, 1]) + b"x")
     assert c.recv() == ConnAck(reason_code=1)
     assert c.closed_by_peer()
+
+
+def test_enhanced_authentication_is_refused_with_0x8c(gateway: tuple[ThreadGateway, int]) -> None:
+    _, port = gateway
+    c = RawClient(port, PROTOCOL_V5)
+    hello = Connect(
+        client_id="sasl",
+        protocol_version=PROTOCOL_V5,
+        properties=Properties(authentication_method="SCRAM-SHA-1", authentication_data=b"n,,"),
+    )
+    ack = c.connect(hello)
+    assert isinstance(ack, ConnAck) and ack.reason_code == 0x8C
+    assert c.closed_by_peer()

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, cast
 
-from gateway.broker.effects import ConnectionInfo
+from gateway.broker.effects import ConnectionInfo, Identity
 from gateway.mqtt.aliases import InboundAliases, OutboundAliases
 from gateway.mqtt.codec import StreamDecoder, encode, encode_publish
 from gateway.mqtt.errors import MQTTError, UnsupportedProtocolVersion
@@ -155,9 +155,14 @@ class MQTTConnection(asyncio.Protocol):
     async def _connect(self, packet: Connect) -> None:
         assert self.info is not None
         try:
-            identity = await self.server.authenticator.authenticate(
-                packet.username, packet.password, self.info
-            )
+            if packet.properties.authentication_method is not None:
+                # MQTT 5 enhanced authentication (SASL-style AUTH exchanges): no method is
+                # supported, and §4.12 says to refuse rather than ignore it.
+                identity = Identity(ok=False, reason_code=ReasonCode.BAD_AUTHENTICATION_METHOD)
+            else:
+                identity = await self.server.authenticator.authenticate(
+                    packet.username, packet.password, self.info
+                )
         except Exception:  # an auth backend failure must not kill the server
             log.exception("authentication failed for client %r", packet.client_id)
             self.abort()
