@@ -132,14 +132,6 @@ async def serve(config: GatewayConfig) -> None:
     log.info("stopped")
 
 
-def _install_loop() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def run(config: GatewayConfig, *, config_path: Path) -> int:
     # The broker allocates many short-lived objects per message but creates few cycles:
     # CPython's default generation-0 threshold (700) made collections a large share of
@@ -150,6 +142,5 @@ def run(config: GatewayConfig, *, config_path: Path) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log.info("edge-gateway starting with %s", config_path)
-    _install_loop()
     asyncio.run(serve(config))
     return 0
