@@ -180,3 +180,25 @@ def test_check_config_lists_listeners(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "127.0.0.1:18999" in done.stdout
+
+
+def test_corrupt_store_is_moved_aside_and_gateway_starts(tmp_path: Path) -> None:
+    from conftest import write_config
+
+    port = free_port()
+    config = write_config(tmp_path, port)
+    (tmp_path / "gw.db").write_bytes(b"this is not an SQLite database" * 100)
+    gw = ProcessGateway(config, port).start()
+    try:
+        c = Client(port, "after-corruption", clean=False)
+        c.subscribe("t", qos=1)
+        c.publish("t", b"works", qos=1)
+        assert c.get().payload == b"works"
+        c.disconnect()
+        assert gw.terminate() == 0
+    finally:
+        gw.stop_if_running()
+    moved = list(tmp_path.glob("gw.db.corrupt-*"))
+    assert len(moved) == 1
+    assert moved[0].read_bytes().startswith(b"this is not an SQLite database")
+    assert "corrupt" in gw.log_path.read_text()
