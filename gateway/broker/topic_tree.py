@@ -24,6 +24,11 @@ def valid_topic_name(topic: str) -> bool:
     return bool(topic) and "+" not in topic and "#" not in topic and "\0" not in topic
 
 
+def is_sys_topic(topic: str) -> bool:
+    """A topic of the ``$SYS`` tree, which only the broker publishes to."""
+    return topic == "$SYS" or topic.startswith("$SYS/")
+
+
 def split_shared(topic_filter: str) -> tuple[str | None, str] | None:
     """Split ``$share/<group>/<filter>`` into (group, filter); (None, filter) for a normal
     filter; None when the shared form is malformed (empty or wildcard group, no filter)."""

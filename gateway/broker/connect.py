@@ -1,0 +1,209 @@
+"""CONNECT: authentication outcome, client identifier, will checks, session takeover and
+resumption, CONNACK."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+
+from gateway.broker.disconnect import Disconnects
+from gateway.broker.effects import (
+    Identity,
+    SetKeepAlive,
+)
+from gateway.broker.records import (
+    PutSession,
+)
+from gateway.broker.session import Connection, Session
+from gateway.broker.topic_tree import (
+    is_sys_topic,
+    valid_topic_name,
+)
+from gateway.mqtt.packets import (
+    PROTOCOL_V5,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Properties,
+    Will,
+)
+from gateway.mqtt.reason_codes import ReasonCode, connack_code_for_v311
+
+_NOT_AUTHORIZED = ReasonCode.NOT_AUTHORIZED.value
+_MAX_VBI = 268_435_455
+
+
+class Connects(Disconnects):
+    def _connect(self, conn: Connection, packet: Connect, identity: Identity, now: float) -> None:
+        settings = self.settings
+        version = PROTOCOL_V5 if packet.protocol_version == PROTOCOL_V5 else 4
+        v5 = version == PROTOCOL_V5
+        conn.version = version
+        conn.v5 = v5
+        if not identity.ok:
+            code = identity.reason_code if identity.reason_code >= 0x80 else _NOT_AUTHORIZED
+            self._refuse(conn, code)
+            return
+        username = identity.username
+        client_id = packet.client_id
+        assigned: str | None = None
+        if not client_id:
+            if not v5 and not packet.clean_start:
+                self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)  # 3.1.1: 0x02
+                return
+            client_id = self._new_client_id()
+            assigned = client_id if v5 else None
+        will = packet.will
+        if will is not None:
+            code = self._will_refusal(will, username, client_id, v5)
+            if code:
+                self._refuse(conn, code)
+                return
+            if will.qos > settings.max_qos or (will.retain and not settings.retain_available):
+                # Only 3.1.1 gets here (v5 was refused above): publish it as well as we can.
+                will = Will(
+                    will.topic,
+                    will.payload,
+                    min(will.qos, settings.max_qos),
+                    will.retain and settings.retain_available,
+                    will.properties,
+                )
+        props = packet.properties
+        requested_expiry = 0
+        if v5:
+            requested_expiry = props.session_expiry_interval or 0
+        elif not packet.clean_start:
+            requested_expiry = settings.v311_session_expiry
+        expiry = min(requested_expiry, settings.max_session_expiry)
+
+        # Take over a live connection of the same client (§3.1.4-3).
+        existing = self._sessions.get(client_id)
+        taken_over = False
+        if existing is not None and existing.conn is not None:
+            old = existing.conn
+            self.stats.takeovers += 1
+            self._conns.pop(old.conn_id, None)
+            if old.v5:
+                self._send(old.conn_id, Disconnect(ReasonCode.SESSION_TAKEN_OVER))
+            self._close(old.conn_id)
+            self._unlink(old)
+            self._after_disconnect(existing, old.will, now, takeover=True)
+            taken_over = True
+        if existing is not None:
+            expires = None if taken_over else existing.expires_at()
+            if packet.clean_start or (expires is not None and expires <= now):
+                self._end_session(existing, now, expired=not packet.clean_start)
+                existing = None
+        session_present = existing is not None
+        if existing is not None:
+            s = existing
+            # Reconnected in time: a delayed will of the previous connection is cancelled.
+            s.will = None
+            s.will_due_at = None
+            s.limits = settings.queue_limits_for(client_id)
+        else:
+            s = Session(client_id, expiry, version, username, settings.queue_limits_for(client_id))
+            self._sessions[client_id] = s
+        s.expiry = expiry
+        s.version = version
+        s.username = username
+        s.disconnected_at = None
+        s.conn = conn
+        conn.session = s
+        conn.client_id = client_id
+        conn.will = will
+        conn.requested_expiry = requested_expiry
+        if v5:
+            receive_max = props.receive_maximum or 65535
+            conn.max_packet_size = props.maximum_packet_size or 0
+        else:
+            receive_max = 65535
+        conn.window = max(1, min(receive_max, settings.max_inflight_out))
+
+        keep_alive = packet.keep_alive
+        server_keep_alive = None
+        if (
+            v5
+            and settings.max_keepalive
+            and (keep_alive == 0 or keep_alive > settings.max_keepalive)
+        ):
+            keep_alive = server_keep_alive = settings.max_keepalive
+        conn.keep_alive = keep_alive
+
+        # Durability: mirror the session in the store iff it is persistent now.
+        if s.persistent:
+            if s.stored:
+                self._store.append(PutSession(s.record()))
+            else:
+                self._store_session(s)
+        elif s.stored:
+            self._unstore_session(s)
+
+        self.stats.connections_total += 1
+        self._online += 1
+        if self._online > self.stats.clients_maximum:
+            self.stats.clients_maximum = self._online
+
+        if v5:
+            ack_props = self._connack_properties()
+            if assigned is not None or server_keep_alive is not None or expiry != requested_expiry:
+                ack_props = replace(
+                    ack_props,
+                    assigned_client_identifier=assigned,
+                    server_keep_alive=server_keep_alive,
+                    session_expiry_interval=expiry if expiry != requested_expiry else None,
+                )
+            ack = ConnAck(session_present, 0, ack_props)
+        else:
+            ack = ConnAck(session_present, 0)
+        self._send(conn.conn_id, ack)
+        self._actions.append(SetKeepAlive(conn.conn_id, keep_alive))
+        self._non_send += 1
+        if session_present:
+            self._resume(conn, s, now)
+
+    def _connack_properties(self) -> Properties:
+        props = self._connack_props_cache
+        if props is None:
+            st = self.settings
+            props = self._connack_props_cache = Properties(
+                receive_maximum=st.receive_maximum if st.receive_maximum < 65535 else None,
+                maximum_qos=st.max_qos if st.max_qos < 2 else None,
+                retain_available=None if st.retain_available else 0,
+                maximum_packet_size=(
+                    st.max_packet_size if 0 < st.max_packet_size < _MAX_VBI + 5 else None
+                ),
+                topic_alias_maximum=st.topic_alias_maximum or None,
+                wildcard_subscription_available=None if st.wildcard_subscriptions else 0,
+                subscription_identifier_available=None if st.subscription_identifiers else 0,
+                shared_subscription_available=None if st.shared_subscriptions else 0,
+            )
+        return props
+
+    def _will_refusal(self, will: Will, username: str | None, client_id: str, v5: bool) -> int:
+        topic = will.topic
+        if not valid_topic_name(topic):
+            return ReasonCode.TOPIC_NAME_INVALID
+        if is_sys_topic(topic) or (
+            self._acl and not self.authorizer.can_publish(username, client_id, topic)
+        ):
+            return _NOT_AUTHORIZED
+        if v5:
+            if will.qos > self.settings.max_qos:
+                return ReasonCode.QOS_NOT_SUPPORTED
+            if will.retain and not self.settings.retain_available:
+                return ReasonCode.RETAIN_NOT_SUPPORTED
+        return 0
+
+    def _refuse(self, conn: Connection, code: int) -> None:
+        self.stats.connections_refused += 1
+        self._conns.pop(conn.conn_id, None)
+        rc = code if conn.v5 else connack_code_for_v311(code)
+        self._send(conn.conn_id, ConnAck(False, rc))
+        self._close(conn.conn_id)
+
+    def _new_client_id(self) -> str:
+        while True:
+            client_id = "auto-" + secrets.token_hex(8)
+            if client_id not in self._sessions:
+                return client_id

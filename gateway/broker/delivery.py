@@ -1,0 +1,245 @@
+"""Outbound delivery and flow control: a session's queue, its in-flight window, the
+subscriber's acknowledgements and the redelivery on reconnect.
+
+Queue limits count messages not yet sent (QUEUED); the in-flight window is bounded by the
+receive maximum / ``max_inflight_out`` instead.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import replace
+
+from gateway.broker.durability import Durability
+from gateway.broker.effects import (
+    Send,
+)
+from gateway.broker.packet_size import publish_size
+from gateway.broker.records import (
+    DeleteQueueEntry,
+    Message,
+    PutQueueEntry,
+)
+from gateway.broker.session import RELEASED, SENT, Connection, QEntry, Session
+from gateway.broker.settings import Overflow
+from gateway.mqtt.packets import (
+    Properties,
+    Publish,
+    PubRec,
+    PubRel,
+)
+from gateway.mqtt.reason_codes import ReasonCode
+
+_PID_NOT_FOUND = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND.value
+
+
+class Delivery(Durability):
+    def _deliver(
+        self,
+        s: Session,
+        msg: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        now: float,
+    ) -> bool:
+        """Hand one message to one session. False if its queue refused it (REJECT_NEW)."""
+        conn = s.conn
+        if conn is not None:
+            if qos == 0:
+                self._send_qos0(conn, s, msg, retain, sub_ids, now)
+                return True
+            if not s.queue.count and len(s.inflight) < conn.window:
+                seq = self._next_seq
+                self._next_seq = seq + 1
+                self._transmit(conn, s, QEntry(seq, msg, qos, retain, sub_ids), now, False)
+                return True
+        elif qos == 0 and not s.limits.queue_qos0:
+            self.stats.dropped_qos0_offline += 1
+            return True
+        return self._enqueue(s, msg, qos, retain, sub_ids)
+
+    def _send_qos0(
+        self,
+        conn: Connection,
+        s: Session,
+        msg: Message,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        now: float,
+    ) -> None:
+        props = msg.properties
+        if conn.v5 and (sub_ids or msg.expires_at is not None):
+            props = delivery_properties(props, sub_ids, msg.expires_at, now)
+        out = Publish(msg.topic, msg.payload, 0, retain, False, None, props)
+        if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
+            self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}")
+            return
+        self._actions.append(Send(conn.conn_id, out))
+        self.stats.publish_sent += 1
+
+    def _transmit(
+        self, conn: Connection, s: Session, e: QEntry, now: float, persisted: bool
+    ) -> None:
+        """Send a QoS 1/2 entry that is not in flight yet (``persisted``: already stored)."""
+        msg = e.message
+        pid = s.allocate_packet_id()
+        props = msg.properties
+        if conn.v5 and (e.sub_ids or msg.expires_at is not None):
+            props = delivery_properties(props, e.sub_ids, msg.expires_at, now)
+        out = Publish(msg.topic, msg.payload, e.qos, e.retain, False, pid, props)
+        if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
+            # §3.1.2.25: discard as if delivered.
+            if persisted:
+                self._finish(s, e)
+            self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}")
+            return
+        e.packet_id = pid
+        e.state = SENT
+        s.inflight[pid] = e
+        if s.stored and (not persisted or e.qos == 2):
+            # QoS 2 needs its packet id durable before the PUBLISH leaves (exactly once). An
+            # already stored QoS 1 entry does not: after a crash it is simply sent again,
+            # under a new packet id, which QoS 1 allows; that saves a write per delivery.
+            if not persisted:
+                self._ref(msg)
+            self._store.append(PutQueueEntry(e.record(s.client_id)))
+        self._actions.append(Send(conn.conn_id, out))
+        self.stats.publish_sent += 1
+
+    def _enqueue(
+        self, s: Session, msg: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]
+    ) -> bool:
+        limits = s.limits
+        size = len(msg.payload)
+        queue = s.queue
+        max_messages = limits.max_messages
+        max_bytes = limits.max_bytes
+        if (max_messages and queue.count >= max_messages) or (
+            max_bytes and queue.bytes + size > max_bytes
+        ):
+            if limits.overflow is Overflow.REJECT_NEW or (max_bytes and size > max_bytes):
+                self.stats.dropped(
+                    "queue_full",
+                    1,
+                    f"queue of {s.client_id!r} full, new message on {msg.topic} refused",
+                )
+                return False
+            dropped = 0
+            while queue.count and (
+                (max_messages and queue.count >= max_messages)
+                or (max_bytes and queue.bytes + size > max_bytes)
+            ):
+                oldest = queue.popleft()
+                if oldest is None:
+                    break
+                self._finish(s, oldest)
+                dropped += 1
+            self.stats.dropped(
+                "queue_full", dropped, f"queue of {s.client_id!r} full, oldest message(s) dropped"
+            )
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        e = QEntry(seq, msg, qos, retain, sub_ids)
+        queue.append(e)
+        if s.stored:
+            self._ref(msg)
+            self._store.append(PutQueueEntry(e.record(s.client_id)))
+        if msg.expires_at is not None:
+            heapq.heappush(self._queue_expiry, (msg.expires_at, seq, s, e))
+        return True
+
+    def _pump(self, conn: Connection, s: Session, now: float) -> None:
+        """Move queued entries into flight while the window allows."""
+        queue = s.queue
+        inflight = s.inflight
+        window = conn.window
+        stored = s.stored
+        while queue.count and len(inflight) < window:
+            e = queue.popleft()
+            if e is None:
+                break
+            msg = e.message
+            if msg.expires_at is not None and msg.expires_at <= now:
+                self._finish(s, e)
+                self.stats.dropped("expired", 1, f"queued for {s.client_id!r} on {msg.topic}")
+                continue
+            if e.qos == 0:
+                self._send_qos0(conn, s, msg, e.retain, e.sub_ids, now)
+                self._finish(s, e)
+                continue
+            self._transmit(conn, s, e, now, stored)
+
+    def _resume(self, conn: Connection, s: Session, now: float) -> None:
+        """Resend what was in flight, in order (§4.4), then carry on with the queue."""
+        cid = conn.conn_id
+        for pid, e in list(s.inflight.items()):
+            if e.state is RELEASED:
+                self._send(cid, PubRel(pid))
+                continue
+            msg = e.message
+            props = msg.properties
+            if conn.v5 and (e.sub_ids or msg.expires_at is not None):
+                props = delivery_properties(props, e.sub_ids, msg.expires_at, now)
+            out = Publish(msg.topic, msg.payload, e.qos, e.retain, True, pid, props)
+            if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
+                del s.inflight[pid]
+                self._finish(s, e)
+                self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}")
+                continue
+            self._send(cid, out)
+            self.stats.publish_sent += 1
+        if s.queue:
+            self._pump(conn, s, now)
+
+    def _on_puback(self, conn: Connection, s: Session, pid: int, now: float) -> None:
+        e = s.inflight.get(pid)
+        if e is None or e.qos != 1:
+            return  # unknown ids are tolerated (e.g. acks for a session that was reset)
+        del s.inflight[pid]
+        if s.stored:
+            self._store.append(DeleteQueueEntry(s.client_id, e.seq))
+            self._unref(e.message.msg_id)
+        if s.queue:
+            self._pump(conn, s, now)
+
+    def _on_pubrec(self, conn: Connection, s: Session, p: PubRec, now: float) -> None:
+        pid = p.packet_id
+        e = s.inflight.get(pid)
+        if e is None or e.qos != 2:
+            if p.reason_code < 0x80:
+                self._send(conn.conn_id, PubRel(pid, _PID_NOT_FOUND if conn.v5 else 0))
+            return
+        if e.state is RELEASED:
+            self._send(conn.conn_id, PubRel(pid))  # a duplicate PUBREC
+            return
+        if p.reason_code >= 0x80:
+            del s.inflight[pid]  # the receiver refused it: the exchange is over
+            self._finish(s, e)
+            if s.queue:
+                self._pump(conn, s, now)
+            return
+        e.state = RELEASED
+        if s.stored:
+            self._store.append(PutQueueEntry(e.record(s.client_id)))
+        self._send(conn.conn_id, PubRel(pid))
+
+    def _on_pubcomp(self, conn: Connection, s: Session, pid: int, now: float) -> None:
+        e = s.inflight.get(pid)
+        if e is None or e.state is not RELEASED:
+            return
+        del s.inflight[pid]
+        self._finish(s, e)
+        if s.queue:
+            self._pump(conn, s, now)
+
+
+def delivery_properties(
+    props: Properties, sub_ids: tuple[int, ...], expires_at: float | None, now: float
+) -> Properties:
+    if expires_at is None:
+        return replace(props, subscription_identifiers=sub_ids)
+    # §3.3.2.3.3: the interval less the time the message waited here (never 0: that would
+    # read as "no time left" to some clients while we still deliver it).
+    remaining = max(1, int(expires_at - now + 0.5))
+    return replace(props, subscription_identifiers=sub_ids, message_expiry_interval=remaining)

@@ -1,0 +1,106 @@
+"""How a connection ends (DISCONNECT, protocol violation, lost link, takeover) and what
+becomes of its session and its will."""
+
+from __future__ import annotations
+
+import heapq
+
+from gateway.broker.records import (
+    PutSession,
+)
+from gateway.broker.session import Connection, Session
+from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER
+from gateway.broker.wills import Wills, will_delay
+from gateway.mqtt.packets import (
+    Disconnect,
+    Will,
+)
+from gateway.mqtt.reason_codes import ReasonCode
+
+_PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR.value
+
+
+class Disconnects(Wills):
+    def _on_disconnect(self, conn: Connection, s: Session, p: Disconnect, now: float) -> None:
+        will: Will | None = None
+        if conn.v5:
+            new_expiry = p.properties.session_expiry_interval
+            if new_expiry is not None:
+                if conn.requested_expiry == 0 and new_expiry > 0:
+                    # §3.14.2.2.2: not a valid DISCONNECT, so the will still applies.
+                    self._violation(conn, _PROTOCOL_ERROR, now)
+                    return
+                s.expiry = min(new_expiry, self.settings.max_session_expiry)
+            if p.reason_code == ReasonCode.DISCONNECT_WITH_WILL:
+                will = conn.will
+        conn.will = None
+        self._conns.pop(conn.conn_id, None)
+        self._close(conn.conn_id)
+        self._unlink(conn)
+        self._after_disconnect(s, will, now)
+
+    def _violation(self, conn: Connection, reason_code: int, now: float) -> None:
+        self.stats.protocol_violations += 1
+        self._conns.pop(conn.conn_id, None)
+        if conn.session is not None and conn.v5:
+            self._send(conn.conn_id, Disconnect(reason_code))
+        self._close(conn.conn_id)
+        s = self._unlink(conn)
+        if s is not None:
+            self._after_disconnect(s, conn.will, now)
+
+    def _unlink(self, conn: Connection) -> Session | None:
+        s = conn.session
+        conn.session = None
+        if s is not None and s.conn is conn:
+            s.conn = None
+            self._online -= 1
+            return s
+        return None
+
+    def _after_disconnect(
+        self, s: Session, will: Will | None, now: float, takeover: bool = False
+    ) -> None:
+        """The session lost its connection at ``now``; ``will`` is what must be published
+        for it (None after a normal DISCONNECT)."""
+        s.disconnected_at = now
+        if will is not None:
+            delay = will_delay(will, s.version)
+            if delay > 0 and (takeover or s.expiry > 0):
+                # §3.1.3.2.2: published when the delay or the session ends, whichever first;
+                # cancelled if the session gets a new connection before that.
+                s.will = will
+                s.will_due_at = now + (delay if takeover else min(delay, s.expiry))
+                heapq.heappush(self._timers, (s.will_due_at, WILL_TIMER, s.client_id))
+            else:
+                self._publish_will(s.client_id, will, now)
+        if takeover:
+            return  # the new connection decides what becomes of the session
+        if s.expiry == 0:
+            self._end_session(s, now)
+            return
+        if s.stored:
+            self._store.append(PutSession(s.record()))
+        expires = s.expires_at()
+        if expires is not None:
+            heapq.heappush(self._timers, (expires, EXPIRY_TIMER, s.client_id))
+
+    def _end_session(self, s: Session, now: float, expired: bool = False) -> None:
+        client_id = s.client_id
+        if self._sessions.get(client_id) is s:
+            del self._sessions[client_id]
+        for f in s.subscriptions:
+            self._tree.remove(client_id, f)
+        if s.stored:
+            self._unstore_session(s)
+        if expired and (s.queue or s.inflight):
+            self.stats.dropped(
+                "session_expired",
+                len(s.queue) + len(s.inflight),
+                f"session {client_id!r} expired with messages still queued",
+            )
+        if s.will is not None:
+            will = s.will
+            s.will = None
+            s.will_due_at = None
+            self._publish_will(client_id, will, now)

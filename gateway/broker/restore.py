@@ -1,0 +1,100 @@
+"""Rebuilding the broker's state from the store at start-up."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+
+from gateway.broker.records import (
+    DeleteMessage,
+    DeleteQueueEntry,
+    DeleteSubscription,
+    PutSession,
+    Snapshot,
+)
+from gateway.broker.session import QUEUED, QEntry, Session
+from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER, BrokerState
+from gateway.broker.topic_tree import (
+    split_shared,
+)
+from gateway.broker.wills import will_delay
+
+log = logging.getLogger("gateway.broker")
+
+
+class Restore(BrokerState):
+    def _restore(self, snapshot: Snapshot, now: float) -> None:
+        store = self._store
+        sessions = self._sessions
+        max_msg_id = 0
+        max_seq = 0
+        for rec in snapshot.sessions:
+            s = Session(
+                rec.client_id,
+                rec.expiry_interval,
+                rec.protocol_version,
+                rec.username,
+                self.settings.queue_limits_for(rec.client_id),
+            )
+            s.stored = True
+            disconnected_at = rec.disconnected_at
+            if disconnected_at is None:
+                # It was connected when the broker stopped: it lost its connection now.
+                disconnected_at = now
+            s.disconnected_at = disconnected_at
+            if rec.disconnected_at is None:
+                store.append(PutSession(s.record()))
+            if rec.will is not None:
+                s.will = rec.will
+                delay = will_delay(rec.will, rec.protocol_version)
+                s.will_due_at = disconnected_at + min(delay, rec.expiry_interval)
+                heapq.heappush(self._timers, (s.will_due_at, WILL_TIMER, s.client_id))
+            sessions[s.client_id] = s
+            expires = s.expires_at()
+            if expires is not None:
+                heapq.heappush(self._timers, (expires, EXPIRY_TIMER, s.client_id))
+        for sub in snapshot.subscriptions:
+            owner = sessions.get(sub.client_id)
+            if owner is None or split_shared(sub.topic_filter) is None:
+                log.warning(
+                    "restore: dropping subscription %r of %r", sub.topic_filter, sub.client_id
+                )
+                store.append(DeleteSubscription(sub.client_id, sub.topic_filter))
+                continue
+            owner.subscriptions[sub.topic_filter] = sub
+            self._tree.add(sub)
+        messages = {m.msg_id: m for m in snapshot.messages}
+        refs = self._msg_refs
+        for q in sorted(snapshot.queue, key=lambda q: q.seq):
+            max_seq = max(max_seq, q.seq)
+            owner = sessions.get(q.client_id)
+            msg = messages.get(q.msg_id)
+            if owner is None or msg is None:
+                log.warning("restore: dropping orphan queue entry %r/%d", q.client_id, q.seq)
+                store.append(DeleteQueueEntry(q.client_id, q.seq))
+                continue
+            e = QEntry(q.seq, msg, q.qos, q.retain, q.subscription_ids, q.state, q.packet_id)
+            pid = q.packet_id
+            if q.state is QUEUED or pid is None or pid in owner.inflight:
+                e.state = QUEUED
+                e.packet_id = None
+                owner.queue.append(e)
+                if msg.expires_at is not None:
+                    heapq.heappush(self._queue_expiry, (msg.expires_at, q.seq, owner, e))
+            else:
+                owner.inflight[pid] = e
+                owner.next_packet_id = pid % 65535 + 1
+            refs[msg.msg_id] = refs.get(msg.msg_id, 0) + 1
+        for m in snapshot.messages:
+            max_msg_id = max(max_msg_id, m.msg_id)
+            if m.msg_id not in refs:
+                store.append(DeleteMessage(m.msg_id))
+        for client_id, pid in snapshot.inbound_qos2:
+            owner = sessions.get(client_id)
+            if owner is not None:
+                owner.inbound_qos2.add(pid)
+        for m in snapshot.retained:
+            max_msg_id = max(max_msg_id, m.msg_id)
+            self._retained.put(m)
+        self._next_msg_id = max(self._next_msg_id, max_msg_id + 1)
+        self._next_seq = max(self._next_seq, max_seq + 1)

@@ -1,0 +1,58 @@
+"""What happens with the passing of time: delayed wills, session expiry, expiry of queued
+and retained messages."""
+
+from __future__ import annotations
+
+import heapq
+
+from gateway.broker.disconnect import Disconnects
+from gateway.broker.records import (
+    DeleteRetained,
+    PutSession,
+)
+from gateway.broker.session import QUEUED
+from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER
+
+
+class Timers(Disconnects):
+    def _run_timers(self, now: float) -> None:
+        timers = self._timers
+        sessions = self._sessions
+        while timers and timers[0][0] <= now:
+            _, kind, client_id = heapq.heappop(timers)
+            s = sessions.get(client_id)
+            if s is None or s.conn is not None:
+                continue
+            if kind == WILL_TIMER:
+                due = s.will_due_at
+                if s.will is None or due is None:
+                    continue
+                if due > now:
+                    heapq.heappush(timers, (due, WILL_TIMER, client_id))
+                    continue
+                will = s.will
+                s.will = None
+                s.will_due_at = None
+                if s.stored:
+                    self._store.append(PutSession(s.record()))
+                self._publish_will(client_id, will, now)
+            else:
+                expires = s.expires_at()
+                if expires is None:
+                    continue
+                if expires > now:
+                    heapq.heappush(timers, (expires, EXPIRY_TIMER, client_id))
+                    continue
+                self.stats.sessions_expired += 1
+                self._end_session(s, now, expired=True)
+        heap = self._queue_expiry
+        while heap and heap[0][0] <= now:
+            _, _, s, e = heapq.heappop(heap)
+            if e.dead or e.state is not QUEUED or sessions.get(s.client_id) is not s:
+                continue  # sent, dropped or its session ended since
+            s.queue.discard(e)
+            self._finish(s, e)
+            self.stats.dropped("expired", 1, f"queued for {s.client_id!r} on {e.message.topic}")
+        for msg in self._retained.expire(now):
+            if not msg.topic.startswith("$SYS"):
+                self._store.append(DeleteRetained(msg.topic))
