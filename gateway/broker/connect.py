@@ -7,26 +7,10 @@ import secrets
 from dataclasses import replace
 
 from gateway.broker.disconnect import Disconnects
-from gateway.broker.effects import (
-    Identity,
-    SetKeepAlive,
-)
-from gateway.broker.records import (
-    PutSession,
-)
+from gateway.broker.effects import Identity, SetKeepAlive
+from gateway.broker.records import PutSession
 from gateway.broker.session import Connection, Session
-from gateway.broker.topic_tree import (
-    is_sys_topic,
-    valid_topic_name,
-)
-from gateway.mqtt.packets import (
-    PROTOCOL_V5,
-    ConnAck,
-    Connect,
-    Disconnect,
-    Properties,
-    Will,
-)
+from gateway.mqtt.packets import PROTOCOL_V5, ConnAck, Connect, Properties, Will
 from gateway.mqtt.reason_codes import ReasonCode, connack_code_for_v311
 
 _NOT_AUTHORIZED = ReasonCode.NOT_AUTHORIZED.value
@@ -38,7 +22,6 @@ class Connects(Disconnects):
         settings = self.settings
         version = PROTOCOL_V5 if packet.protocol_version == PROTOCOL_V5 else 4
         v5 = version == PROTOCOL_V5
-        conn.version = version
         conn.v5 = v5
         if not identity.ok:
             code = identity.reason_code if identity.reason_code >= 0x80 else _NOT_AUTHORIZED
@@ -80,13 +63,9 @@ class Connects(Disconnects):
         existing = self._sessions.get(client_id)
         taken_over = False
         if existing is not None and existing.conn is not None:
-            old = existing.conn
             self.stats.takeovers += 1
-            self._conns.pop(old.conn_id, None)
-            if old.v5:
-                self._send(old.conn_id, Disconnect(ReasonCode.SESSION_TAKEN_OVER))
-            self._close(old.conn_id)
-            self._unlink(old)
+            old = existing.conn
+            self._detach(old, ReasonCode.SESSION_TAKEN_OVER)
             self._after_disconnect(existing, old.will, now, takeover=True)
             taken_over = True
         if existing is not None:
@@ -110,7 +89,6 @@ class Connects(Disconnects):
         s.disconnected_at = None
         s.conn = conn
         conn.session = s
-        conn.client_id = client_id
         conn.will = will
         conn.requested_expiry = requested_expiry
         if v5:
@@ -179,21 +157,6 @@ class Connects(Disconnects):
                 shared_subscription_available=None if st.shared_subscriptions else 0,
             )
         return props
-
-    def _will_refusal(self, will: Will, username: str | None, client_id: str, v5: bool) -> int:
-        topic = will.topic
-        if not valid_topic_name(topic):
-            return ReasonCode.TOPIC_NAME_INVALID
-        if is_sys_topic(topic) or (
-            self._acl and not self.authorizer.can_publish(username, client_id, topic)
-        ):
-            return _NOT_AUTHORIZED
-        if v5:
-            if will.qos > self.settings.max_qos:
-                return ReasonCode.QOS_NOT_SUPPORTED
-            if will.retain and not self.settings.retain_available:
-                return ReasonCode.RETAIN_NOT_SUPPORTED
-        return 0
 
     def _refuse(self, conn: Connection, code: int) -> None:
         self.stats.connections_refused += 1

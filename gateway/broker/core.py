@@ -8,9 +8,18 @@ input's store operations are durable, a PUBACK never overtakes the write it ackn
 A session is *persistent* when its expiry interval is > 0; only persistent sessions are
 mirrored in the store (``Session.stored``), so clean sessions never cost a write.
 
-The work is done by the mixins ``Broker`` is made of, one module each: connect,
-inbound_publish, subscribe, routing, delivery, disconnect, wills, timers, restore and
-durability, all built on the state declared in state.BrokerState.
+``Broker`` is made of mixin classes, one module each, every one built on the one below it
+(so a module only calls down) and all on the single owner of the state, state.BrokerState:
+
+    connect, inbound_publish, subscribe, timers   the inputs: packets and the clock
+    disconnect    how a connection ends, and what becomes of its session
+    wills         which will a CONNECT may carry, when it is published
+    routing       a publication to every matching subscription
+    delivery      per session: queue, in-flight window, acknowledgements, redelivery
+    durability    store operations, message reference counts
+    state         BrokerState
+
+restore (start-up from a Snapshot) builds on state alone.
 """
 
 from __future__ import annotations
@@ -57,6 +66,8 @@ _PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR.value
 
 
 class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
+    """The broker. Every method takes the current time: the core never reads a clock."""
+
     def take_effects(self) -> Effects:
         actions = self._actions
         store = self._store
@@ -76,7 +87,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
         if conn is None:
             return
         self.stats.messages_received += 1
-        if conn.session is not None or conn.client_id:
+        if conn.session is not None:
             self._violation(conn, _PROTOCOL_ERROR, now)  # a second CONNECT (§3.1.0-2)
             return
         self._connect(conn, packet, identity, now)
@@ -85,6 +96,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
         conn = self._conns.get(conn_id)
         if conn is None:
             return  # already closed by the broker; the shell may still hold packets
+        # Not _clock(): connection_opened() started the clock, and this is the hot path.
         self._now = now
         self.stats.messages_received += 1
         s = conn.session
@@ -132,16 +144,11 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
 
     def shutdown(self, now: float) -> None:
         self._clock(now)
-        conns = list(self._conns.values())
-        self._conns.clear()
         gone: list[tuple[Session, Will | None]] = []
         # First detach everybody, so that wills published below go to sessions' queues
         # (durably, for persistent ones) and not to connections that are closing.
-        for conn in conns:
-            if conn.session is not None and conn.v5:
-                self._send(conn.conn_id, Disconnect(ReasonCode.SERVER_SHUTTING_DOWN))
-            self._close(conn.conn_id)
-            s = self._unlink(conn)
+        for conn in list(self._conns.values()):
+            s = self._detach(conn, ReasonCode.SERVER_SHUTTING_DOWN)
             if s is not None:
                 gone.append((s, conn.will))
         for s, will in gone:
@@ -178,7 +185,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
         self._accept(None, topic, payload, qos, retain, props, expires_at, "", now, None)
 
     def publish_sys(self, now: float) -> None:
-        topics = sys_topics(self.stats, self.gauges(now), self._version_text())
+        topics = sys_topics(self.stats, self.gauges(now), f"{self.server_name} {VERSION}")
         if self.sys_extra is not None:
             topics.extend(("$SYS/broker/" + name, value) for name, value in self.sys_extra())
         for topic, value in topics:
@@ -218,6 +225,3 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
         """Rebuild the durable state at start-up, before any connection is accepted."""
         self._clock(now)
         self._restore(snapshot, now)
-
-    def _version_text(self) -> str:
-        return f"{self.server_name} {VERSION}"

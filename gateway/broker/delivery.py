@@ -11,23 +11,12 @@ import heapq
 from dataclasses import replace
 
 from gateway.broker.durability import Durability
-from gateway.broker.effects import (
-    Send,
-)
+from gateway.broker.effects import Send
 from gateway.broker.packet_size import publish_size
-from gateway.broker.records import (
-    DeleteQueueEntry,
-    Message,
-    PutQueueEntry,
-)
+from gateway.broker.records import DeleteQueueEntry, Message, PutQueueEntry
 from gateway.broker.session import RELEASED, SENT, Connection, QEntry, Session
 from gateway.broker.settings import Overflow
-from gateway.mqtt.packets import (
-    Properties,
-    Publish,
-    PubRec,
-    PubRel,
-)
+from gateway.mqtt.packets import Properties, Publish, PubRec, PubRel
 from gateway.mqtt.reason_codes import ReasonCode
 
 _PID_NOT_FOUND = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND.value
@@ -197,7 +186,7 @@ class Delivery(Durability):
         if e is None or e.qos != 1:
             return  # unknown ids are tolerated (e.g. acks for a session that was reset)
         del s.inflight[pid]
-        if s.stored:
+        if s.stored:  # _finish() inlined: one call less on the QoS 1 path
             self._store.append(DeleteQueueEntry(s.client_id, e.seq))
             self._unref(e.message.msg_id)
         if s.queue:

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import heapq
 
-from gateway.broker.records import (
-    PutSession,
-)
+from gateway.broker.records import PutSession
 from gateway.broker.session import Connection, Session
-from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER
-from gateway.broker.wills import Wills, will_delay
-from gateway.mqtt.packets import (
-    Disconnect,
-    Will,
-)
+from gateway.broker.state import EXPIRY_TIMER
+from gateway.broker.wills import Wills
+from gateway.mqtt.packets import Disconnect, Will
 from gateway.mqtt.reason_codes import ReasonCode
 
 _PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR.value
@@ -34,20 +29,25 @@ class Disconnects(Wills):
             if p.reason_code == ReasonCode.DISCONNECT_WITH_WILL:
                 will = conn.will
         conn.will = None
-        self._conns.pop(conn.conn_id, None)
-        self._close(conn.conn_id)
-        self._unlink(conn)
+        self._detach(conn, None)
         self._after_disconnect(s, will, now)
 
     def _violation(self, conn: Connection, reason_code: int, now: float) -> None:
         self.stats.protocol_violations += 1
-        self._conns.pop(conn.conn_id, None)
-        if conn.session is not None and conn.v5:
-            self._send(conn.conn_id, Disconnect(reason_code))
-        self._close(conn.conn_id)
-        s = self._unlink(conn)
+        s = self._detach(conn, reason_code)
         if s is not None:
             self._after_disconnect(s, conn.will, now)
+
+    def _detach(self, conn: Connection, reason_code: int | None) -> Session | None:
+        """End a connection from the broker's side: a v5 client that got as far as a
+        session is told ``reason_code`` (never before a successful CONNACK, §3.14.0-1).
+        Returns the session the connection held, if any; what becomes of it and of the
+        will is the caller's business."""
+        self._conns.pop(conn.conn_id, None)
+        if reason_code is not None and conn.session is not None and conn.v5:
+            self._send(conn.conn_id, Disconnect(reason_code))
+        self._close(conn.conn_id)
+        return self._unlink(conn)
 
     def _unlink(self, conn: Connection) -> Session | None:
         s = conn.session
@@ -65,15 +65,7 @@ class Disconnects(Wills):
         for it (None after a normal DISCONNECT)."""
         s.disconnected_at = now
         if will is not None:
-            delay = will_delay(will, s.version)
-            if delay > 0 and (takeover or s.expiry > 0):
-                # §3.1.3.2.2: published when the delay or the session ends, whichever first;
-                # cancelled if the session gets a new connection before that.
-                s.will = will
-                s.will_due_at = now + (delay if takeover else min(delay, s.expiry))
-                heapq.heappush(self._timers, (s.will_due_at, WILL_TIMER, s.client_id))
-            else:
-                self._publish_will(s.client_id, will, now)
+            self._release_will(s, will, now, takeover)
         if takeover:
             return  # the new connection decides what becomes of the session
         if s.expiry == 0:

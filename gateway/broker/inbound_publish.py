@@ -4,25 +4,12 @@ PUBCOMP of the inbound QoS 1 and 2 exchanges."""
 from __future__ import annotations
 
 from gateway.broker.disconnect import Disconnects
-from gateway.broker.effects import (
-    Send,
-)
-from gateway.broker.records import (
-    DeleteInboundQos2,
-    PutInboundQos2,
-)
+from gateway.broker.effects import Send
+from gateway.broker.records import DeleteInboundQos2, PutInboundQos2
 from gateway.broker.routing import REJECTED, inbound_properties
 from gateway.broker.session import Connection, Session
-from gateway.broker.topic_tree import (
-    is_sys_topic,
-)
-from gateway.mqtt.packets import (
-    NO_PROPERTIES,
-    PubAck,
-    PubComp,
-    Publish,
-    PubRec,
-)
+from gateway.broker.topic_tree import is_sys_topic
+from gateway.mqtt.packets import NO_PROPERTIES, PubAck, PubComp, Publish, PubRec
 from gateway.mqtt.reason_codes import ReasonCode
 
 _NO_MATCHING = ReasonCode.NO_MATCHING_SUBSCRIBERS.value

@@ -14,9 +14,7 @@ from gateway.broker.records import (
 )
 from gateway.broker.session import QUEUED, QEntry, Session
 from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER, BrokerState
-from gateway.broker.topic_tree import (
-    split_shared,
-)
+from gateway.broker.topic_tree import split_shared
 from gateway.broker.wills import will_delay
 
 log = logging.getLogger("gateway.broker")

@@ -6,25 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gateway.broker.delivery import Delivery, delivery_properties
-from gateway.broker.effects import (
-    Send,
-)
+from gateway.broker.effects import Send
 from gateway.broker.packet_size import publish_size
-from gateway.broker.records import (
-    DeleteRetained,
-    Message,
-    PutRetained,
-    SubscriptionRecord,
-)
+from gateway.broker.records import DeleteRetained, Message, PutRetained, SubscriptionRecord
 from gateway.broker.session import Session
-from gateway.broker.topic_tree import (
-    NO_MATCH,
-    SharedGroup,
-)
-from gateway.mqtt.packets import (
-    Properties,
-    Publish,
-)
+from gateway.broker.topic_tree import NO_MATCH, SharedGroup
+from gateway.mqtt.packets import Properties, Publish
 
 # Route results (bit flags).
 MATCHED = 1

@@ -112,7 +112,6 @@ class Connection:
     """A network connection as the broker sees it, from connection_opened to its end."""
 
     __slots__ = (
-        "client_id",
         "conn_id",
         "info",
         "keep_alive",
@@ -120,7 +119,6 @@ class Connection:
         "requested_expiry",
         "session",
         "v5",
-        "version",
         "will",
         "window",
     )
@@ -129,8 +127,6 @@ class Connection:
         self.conn_id = info.conn_id
         self.info = info
         self.session: Session | None = None  # set once the CONNECT is accepted
-        self.client_id = ""
-        self.version = 4
         self.v5 = False
         self.will: Will | None = None
         self.keep_alive = 0

@@ -25,6 +25,8 @@ EXPIRY_TIMER = 1
 
 
 class BrokerState:
+    """Everything the broker owns; the mixins in the other modules operate on it."""
+
     def __init__(
         self,
         settings: BrokerSettings,

@@ -4,23 +4,10 @@ new subscriptions."""
 from __future__ import annotations
 
 from gateway.broker.disconnect import Disconnects
-from gateway.broker.records import (
-    DeleteSubscription,
-    PutSubscription,
-    SubscriptionRecord,
-)
+from gateway.broker.records import DeleteSubscription, PutSubscription, SubscriptionRecord
 from gateway.broker.session import Connection, Session
-from gateway.broker.topic_tree import (
-    has_wildcard,
-    split_shared,
-    valid_filter,
-)
-from gateway.mqtt.packets import (
-    SubAck,
-    Subscribe,
-    UnsubAck,
-    Unsubscribe,
-)
+from gateway.broker.topic_tree import has_wildcard, split_shared, valid_filter
+from gateway.mqtt.packets import SubAck, Subscribe, UnsubAck, Unsubscribe
 from gateway.mqtt.reason_codes import ReasonCode
 
 _PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR.value

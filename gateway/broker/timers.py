@@ -6,16 +6,16 @@ from __future__ import annotations
 import heapq
 
 from gateway.broker.disconnect import Disconnects
-from gateway.broker.records import (
-    DeleteRetained,
-    PutSession,
-)
+from gateway.broker.records import DeleteRetained, PutSession
 from gateway.broker.session import QUEUED
 from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER
 
 
 class Timers(Disconnects):
     def _run_timers(self, now: float) -> None:
+        """Act on whatever came due by ``now``. Heap entries are only hints, checked against
+        the session when popped, so that cancelling a will or reconnecting never has to
+        search a heap."""
         timers = self._timers
         sessions = self._sessions
         while timers and timers[0][0] <= now:

@@ -1,18 +1,49 @@
-"""Will messages: when a will is due and how it is published."""
+"""Will messages: which a CONNECT may carry, when one is due, how it is published."""
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import replace
 
 from gateway.broker.routing import Routing, inbound_properties
-from gateway.mqtt.packets import (
-    NO_PROPERTIES,
-    PROTOCOL_V5,
-    Will,
-)
+from gateway.broker.session import Session
+from gateway.broker.state import WILL_TIMER
+from gateway.broker.topic_tree import is_sys_topic, valid_topic_name
+from gateway.mqtt.packets import NO_PROPERTIES, PROTOCOL_V5, Will
+from gateway.mqtt.reason_codes import ReasonCode
+
+_NOT_AUTHORIZED = ReasonCode.NOT_AUTHORIZED.value
 
 
 class Wills(Routing):
+    def _will_refusal(self, will: Will, username: str | None, client_id: str, v5: bool) -> int:
+        """The reason code that refuses a CONNECT for its will, or 0."""
+        topic = will.topic
+        if not valid_topic_name(topic):
+            return ReasonCode.TOPIC_NAME_INVALID
+        if is_sys_topic(topic) or (
+            self._acl and not self.authorizer.can_publish(username, client_id, topic)
+        ):
+            return _NOT_AUTHORIZED
+        if v5:
+            if will.qos > self.settings.max_qos:
+                return ReasonCode.QOS_NOT_SUPPORTED
+            if will.retain and not self.settings.retain_available:
+                return ReasonCode.RETAIN_NOT_SUPPORTED
+        return 0
+
+    def _release_will(self, s: Session, will: Will, now: float, takeover: bool) -> None:
+        """The connection that carried ``will`` ended without a normal DISCONNECT."""
+        delay = will_delay(will, s.version)
+        if delay > 0 and (takeover or s.expiry > 0):
+            # §3.1.3.2.2: published when the delay or the session ends, whichever first;
+            # cancelled if the session gets a new connection before that.
+            s.will = will
+            s.will_due_at = now + (delay if takeover else min(delay, s.expiry))
+            heapq.heappush(self._timers, (s.will_due_at, WILL_TIMER, s.client_id))
+        else:
+            self._publish_will(s.client_id, will, now)
+
     def _publish_will(self, client_id: str, will: Will, now: float) -> None:
         self.stats.wills_published += 1
         props = will.properties
