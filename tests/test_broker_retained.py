@@ -154,6 +154,14 @@ def test_sys_retained_not_made_durable() -> None:
     assert len(h.broker.retained_messages()) == 1
 
 
+def test_dollar_topics_outside_sys_are_durable() -> None:
+    # "$SYSTEM/x" is not in the $SYS tree: a client may publish it, so it must be stored.
+    h = Harness()
+    p = h.connect("p")
+    p.publish("$SYSTEM/x", b"kept", qos=1, retain=True)
+    assert h.store.retained["$SYSTEM/x"].payload == b"kept"
+
+
 def test_publish_local_bypasses_publish_acl() -> None:
     class DenyAll:
         def can_publish(self, username: str | None, client_id: str, topic: str) -> bool:

@@ -10,7 +10,7 @@ from gateway.broker.effects import Send
 from gateway.broker.packet_size import publish_size
 from gateway.broker.records import DeleteRetained, Message, PutRetained, SubscriptionRecord
 from gateway.broker.session import Session
-from gateway.broker.topic_tree import NO_MATCH, SharedGroup
+from gateway.broker.topic_tree import NO_MATCH, SharedGroup, is_sys_topic
 from gateway.mqtt.packets import Properties, Publish
 
 # Route results (bit flags).
@@ -35,7 +35,7 @@ class Routing(Delivery):
         """Keep a retained copy as asked, then route. Returns MATCHED/REJECTED flags."""
         if retain:
             retained = self._retained
-            durable = not topic.startswith("$SYS")
+            durable = not is_sys_topic(topic)
             if not payload:
                 if retained.remove(topic) is not None and durable:
                     self._store.append(DeleteRetained(topic))

@@ -9,6 +9,7 @@ from gateway.broker.disconnect import Disconnects
 from gateway.broker.records import DeleteRetained, PutSession
 from gateway.broker.session import QUEUED
 from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER
+from gateway.broker.topic_tree import is_sys_topic
 
 
 class Timers(Disconnects):
@@ -54,5 +55,5 @@ class Timers(Disconnects):
             self._finish(s, e)
             self.stats.dropped("expired", 1, f"queued for {s.client_id!r} on {e.message.topic}")
         for msg in self._retained.expire(now):
-            if not msg.topic.startswith("$SYS"):
+            if not is_sys_topic(msg.topic):
                 self._store.append(DeleteRetained(msg.topic))
