@@ -16,7 +16,7 @@ from gateway.broker.packet_size import publish_size
 from gateway.broker.records import DeleteQueueEntry, Message, PutQueueEntry
 from gateway.broker.session import RELEASED, SENT, Connection, QEntry, Session
 from gateway.broker.settings import Overflow
-from gateway.mqtt.packets import Properties, Publish, PubRec, PubRel
+from gateway.mqtt.packets import Properties, PubRec, PubRel, new_publish
 from gateway.mqtt.reason_codes import ReasonCode
 
 _PID_NOT_FOUND = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND.value
@@ -60,7 +60,7 @@ class Delivery(Durability):
         props = msg.properties
         if conn.v5 and (sub_ids or msg.expires_at is not None):
             props = delivery_properties(props, sub_ids, msg.expires_at, now)
-        out = Publish(msg.topic, msg.payload, 0, retain, False, None, props)
+        out = new_publish(msg.topic, msg.payload, 0, retain, False, None, props)
         if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
             self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}")
             return
@@ -76,7 +76,7 @@ class Delivery(Durability):
         props = msg.properties
         if conn.v5 and (e.sub_ids or msg.expires_at is not None):
             props = delivery_properties(props, e.sub_ids, msg.expires_at, now)
-        out = Publish(msg.topic, msg.payload, e.qos, e.retain, False, pid, props)
+        out = new_publish(msg.topic, msg.payload, e.qos, e.retain, False, pid, props)
         if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
             # §3.1.2.25: discard as if delivered.
             if persisted:
@@ -170,7 +170,7 @@ class Delivery(Durability):
             props = msg.properties
             if conn.v5 and (e.sub_ids or msg.expires_at is not None):
                 props = delivery_properties(props, e.sub_ids, msg.expires_at, now)
-            out = Publish(msg.topic, msg.payload, e.qos, e.retain, True, pid, props)
+            out = new_publish(msg.topic, msg.payload, e.qos, e.retain, True, pid, props)
             if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
                 del s.inflight[pid]
                 self._finish(s, e)

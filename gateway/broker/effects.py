@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.broker.records import StoreOp
 from gateway.mqtt.packets import Packet
@@ -27,21 +28,23 @@ class Identity:
     is_admin: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+# The actions are NamedTuples rather than frozen dataclasses: one is built per outgoing
+# packet, and a frozen dataclass __init__ (object.__setattr__ per field) cost several percent
+# of a delivery (bench/).
+
+
+class Send(NamedTuple):
     conn_id: int
     packet: Packet
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(NamedTuple):
     """Close the connection after everything queued before it was written."""
 
     conn_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class SetKeepAlive:
+class SetKeepAlive(NamedTuple):
     """The negotiated keep-alive (seconds, 0 = none); the shell drops the link after 1.5x."""
 
     conn_id: int

@@ -11,7 +11,7 @@ from gateway.broker.packet_size import publish_size
 from gateway.broker.records import DeleteRetained, Message, PutRetained, SubscriptionRecord
 from gateway.broker.session import Session
 from gateway.broker.topic_tree import NO_MATCH, SharedGroup, is_sys_topic
-from gateway.mqtt.packets import Properties, Publish
+from gateway.mqtt.packets import Properties, Publish, new_publish
 
 # Route results (bit flags).
 MATCHED = 1
@@ -95,7 +95,7 @@ class Routing(Delivery):
                 # QoS 0 to a live connection goes straight out; the publisher's packet is
                 # reused whenever it is exactly what this subscriber must receive.
                 if conn.v5 and ids:
-                    out: Publish = Publish(
+                    out: Publish = new_publish(
                         topic,
                         payload,
                         0,
@@ -113,7 +113,7 @@ class Routing(Delivery):
                 ):
                     out = packet
                 else:
-                    out = Publish(topic, payload, 0, out_retain, False, None, props)
+                    out = new_publish(topic, payload, 0, out_retain, False, None, props)
                 if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
                     self.stats.dropped("too_large", 1, f"for {client_id!r} on {topic}")
                     continue
