@@ -22,6 +22,7 @@ from gateway.broker.effects import ConnectionInfo, Effects, Identity, Send, SetK
 from gateway.broker.records import DeleteMessage, DeleteQueueEntry, PutQueueEntry, StoreOp
 from gateway.mqtt.reason_codes import ReasonCode
 from gateway.server.connection import MQTTConnection
+from gateway.server.inprocess import open_in_process
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,10 @@ class Server:
             self._servers.append(srv)
             log.info("listening on %s (%s)", self.bound[-1][1], spec.name)
         self._housekeeping = loop.create_task(self._housekeep())
+
+    async def connect_in_process(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A trusted MQTT connection from inside the process (device sessions), as streams."""
+        return await open_in_process(self)
 
     def port_of(self, listener_name: str) -> int:
         """The bound TCP port of a listener (useful with port 0)."""

@@ -1,0 +1,59 @@
+"""In-process clients: the gateway's own components (device sessions) as MQTT clients.
+
+They speak MQTT over one end of a socket pair instead of TCP, so they go through exactly the
+same connection code, broker and durability path as any outside client, without a port to
+secure or a listener to configure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import TYPE_CHECKING, cast
+
+from gateway.broker.effects import ConnectionInfo
+from gateway.server.connection import MQTTConnection
+
+if TYPE_CHECKING:
+    from gateway.server.server import Server
+
+LISTENER_NAME = "in-process"
+
+
+class InProcessConnection(MQTTConnection):
+    """A connection from inside the gateway process: trusted (admin, no password)."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server, LISTENER_NAME, allow_anonymous=True)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.info = ConnectionInfo(
+            conn_id=self.conn_id,
+            listener=LISTENER_NAME,
+            peer=LISTENER_NAME,
+            allow_anonymous=True,
+            trusted=True,
+        )
+        # Not subject to max_connections: that limit protects the gateway from outside
+        # clients, and refusing its own devices would silently stop command delivery.
+        self.server.connections[self.conn_id] = self
+        self.server.broker.connection_opened(self.info, time.time())
+
+
+async def open_in_process(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A new trusted connection to ``server``; returns the client side as streams."""
+    loop = asyncio.get_running_loop()
+    server_end, client_end = socket.socketpair()
+    try:
+        await loop.connect_accepted_socket(lambda: InProcessConnection(server), server_end)
+    except BaseException:
+        server_end.close()
+        client_end.close()
+        raise
+    try:
+        return await asyncio.open_connection(sock=client_end)
+    except BaseException:
+        client_end.close()
+        raise
