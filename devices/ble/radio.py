@@ -1,0 +1,46 @@
+"""The seam between BLE device logic and the Bluetooth stack.
+
+Everything above this line (parsers, decoders, device sessions) sees only `Advertisement`s
+delivered through a `Radio`; only devices.ble.scanner talks to bleak. Unit tests drive the
+layers above with a fake `Radio`; integration tests put the real bleak behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+BTHOME_UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
+
+
+@dataclass(frozen=True, slots=True)
+class Advertisement:
+    """One received advertisement (or scan response), as the stack reported it.
+
+    `address` is upper case "AA:BB:CC:DD:EE:FF"; `service_data` keys are full 128-bit UUID
+    strings in lower case; `ts` is `time.monotonic()` at reception.
+    """
+
+    address: str
+    name: str | None
+    rssi: int
+    service_data: dict[str, bytes] = field(default_factory=dict)
+    manufacturer_data: dict[int, bytes] = field(default_factory=dict)
+    connectable: bool = True
+    ts: float = 0.0
+
+
+AdvertisementCallback = Callable[[Advertisement], None]
+
+
+class Radio(Protocol):
+    """Something that delivers advertisements until stopped."""
+
+    async def start(self, callback: AdvertisementCallback) -> None:
+        """Start delivering advertisements to `callback`; must not raise for a missing adapter."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop delivering advertisements and release the stack's resources."""
+        ...

@@ -1,0 +1,359 @@
+"""BLE scanning through the real bleak against a fake BlueZ on a private D-Bus, into BTHome.
+
+The fake (tests/fakebluez.py) runs in the test's own event loop on a dbus-daemon of its own;
+bleak finds it through DBUS_SYSTEM_BUS_ADDRESS exactly as it would find bluetoothd. The
+BTHomeDecoder unit tests at the end need no D-Bus at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+from fakebluez import FakeBlueZ, private_bus
+
+from devices.ble.bthome import (
+    BTHomeError,
+    BTHomeReading,
+    DecryptionFailed,
+    DowngradeRejected,
+    ReplayedCounter,
+    UnknownObject,
+)
+from devices.ble.radio import BTHOME_UUID, Advertisement
+from devices.ble.scanner import BleakRadio, BTHomeDecoder
+
+pytestmark = [
+    # bleak keeps its D-Bus socket per event loop and may only drop it when the loop is gone.
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
+
+SENSOR = "A4:C1:38:00:00:01"
+LOCKED = "A4:C1:38:00:00:02"
+KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
+OTHER_KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
+
+
+# --- BTHome v2 payloads, built from the spec (https://bthome.io/format/) -----------------------
+
+
+def objects(packet_id: int | None, *, temperature: float, humidity: float, battery: int) -> bytes:
+    """Object ids ascending, as the spec asks: 0x00 packet id, 0x01 battery %,
+    0x02 temperature (sint16, 0.01 °C), 0x03 humidity (uint16, 0.01 %)."""
+    out = b"" if packet_id is None else bytes((0x00, packet_id))
+    out += bytes((0x01, battery))
+    out += b"\x02" + round(temperature * 100).to_bytes(2, "little", signed=True)
+    out += b"\x03" + round(humidity * 100).to_bytes(2, "little")
+    return out
+
+
+def plain(payload: bytes) -> dict[str, bytes]:
+    # Device info 0x40: BTHome version 2, not encrypted, regularly sent.
+    return {BTHOME_UUID: b"\x40" + payload}
+
+
+def encrypted(payload: bytes, *, key: bytes, mac: str, counter: int) -> dict[str, bytes]:
+    # https://bthome.io/encryption/: nonce = MAC + UUID 0xFCD2 (LE) + device info + counter;
+    # AES-CCM with a 4-byte MIC; the frame is info, ciphertext, counter, MIC.
+    info = 0x41
+    counter_bytes = counter.to_bytes(4, "little")
+    nonce = bytes.fromhex(mac.replace(":", "")) + b"\xd2\xfc" + bytes((info,)) + counter_bytes
+    sealed = AESCCM(key, tag_length=4).encrypt(nonce, payload, None)
+    return {BTHOME_UUID: bytes((info,)) + sealed[:-4] + counter_bytes + sealed[-4:]}
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def system_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with private_bus(tmp_path) as bus:
+        # Read by dbus-fast whenever bleak opens its bus, i.e. on first use in the loop.
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+        yield bus.address
+
+
+@pytest.fixture
+async def bleak_released(system_bus: str) -> AsyncIterator[None]:
+    yield
+    # bleak keeps one BlueZ manager (and bus connection) per event loop for the process's
+    # lifetime; close this loop's one so the next test's daemon starts from scratch.
+    from bleak.backends.bluezdbus import manager
+
+    instance = manager._global_instances.pop(asyncio.get_running_loop(), None)
+    if instance is not None and instance._bus is not None:
+        instance._bus.disconnect()
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def bluez(system_bus: str, bleak_released: None) -> AsyncIterator[FakeBlueZ]:
+    async with FakeBlueZ(system_bus) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def radio_factory(bleak_released: None) -> AsyncIterator[Callable[..., BleakRadio]]:
+    radios: list[BleakRadio] = []
+
+    def make(**kwargs: object) -> BleakRadio:
+        radio = BleakRadio(**kwargs)  # type: ignore[arg-type]
+        radios.append(radio)
+        return radio
+
+    yield make
+    for radio in radios:
+        await radio.stop()
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.readings: list[tuple[str, BTHomeReading, int]] = []
+        self.errors: list[tuple[str, BTHomeError]] = []
+
+    def on_reading(self, address: str, reading: BTHomeReading, rssi: int) -> None:
+        self.readings.append((address, reading, rssi))
+
+    def on_error(self, address: str, error: BTHomeError) -> None:
+        self.errors.append((address, error))
+
+    def values(self, address: str) -> list[dict[str, object]]:
+        return [dict(r.values) for a, r, _ in self.readings if a == address]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+# --- real bleak + fake BlueZ ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("passive_supported", "mode", "expected"),
+    [(True, "auto", "passive"), (False, "auto", "active"), (True, "active", "active")],
+)
+async def test_bthome_sensor_is_scanned_and_decoded(
+    system_bus: str,
+    bleak_released: None,
+    radio_factory: Callable[..., BleakRadio],
+    passive_supported: bool,
+    mode: str,
+    expected: str,
+) -> None:
+    collected = Collector()
+    async with FakeBlueZ(system_bus, passive_supported=passive_supported) as bluez:
+        radio = radio_factory(scanning_mode=mode)
+        await radio.start(BTHomeDecoder(collected.on_reading, on_error=collected.on_error))
+        assert radio.active_mode == expected
+        if expected == "passive":
+            assert len(bluez.monitor_manager.monitors) == 1  # type: ignore[union-attr]
+            assert not bluez.adapter.discovering
+        else:
+            assert bluez.adapter.discovering
+            assert bluez.adapter.filters[-1]["Transport"] == "le"
+
+        bluez.add_device(
+            SENSOR,
+            "ATC_000001",
+            rssi=-67,
+            service_data=plain(objects(9, temperature=25.06, humidity=50.55, battery=93)),
+        )
+        await until(lambda: bool(collected.readings))
+        address, reading, rssi = collected.readings[0]
+        assert address == SENSOR
+        assert rssi == -67
+        assert reading.values == {"battery": 93, "temperature": 25.06, "humidity": 50.55}
+        assert reading.units == {"battery": "%", "temperature": "°C", "humidity": "%"}
+        assert reading.packet_id == 9
+        assert not reading.encrypted
+        assert collected.errors == []
+
+        await radio.stop()
+        assert not radio.scanning
+        assert not bluez.adapter.discovering
+        if bluez.monitor_manager is not None:
+            assert bluez.monitor_manager.monitors == []
+
+
+async def test_encrypted_sensor_right_key_decodes_wrong_key_is_an_error(
+    bluez: FakeBlueZ, radio_factory: Callable[..., BleakRadio]
+) -> None:
+    collected = Collector()
+    decoder = BTHomeDecoder(
+        collected.on_reading,
+        bind_keys={SENSOR: KEY, LOCKED.lower(): OTHER_KEY.hex()},
+        on_error=collected.on_error,
+    )
+    radio = radio_factory(scanning_mode="active")
+    await radio.start(decoder)
+
+    payload = objects(1, temperature=-3.5, humidity=81.0, battery=40)
+    bluez.add_device(
+        LOCKED, "locked", service_data=encrypted(payload, key=KEY, mac=LOCKED, counter=7)
+    )
+    good = bluez.add_device(
+        SENSOR, "sensor", service_data=encrypted(payload, key=KEY, mac=SENSOR, counter=7)
+    )
+    await until(lambda: bool(collected.readings) and bool(collected.errors))
+    assert collected.values(SENSOR) == [{"battery": 40, "temperature": -3.5, "humidity": 81.0}]
+    assert collected.readings[0][1].encrypted
+    assert decoder.last_counter(SENSOR) == 7
+
+    assert {address for address, _ in collected.errors} == {LOCKED}
+    assert isinstance(collected.errors[0][1], DecryptionFailed)
+    assert collected.values(LOCKED) == []
+
+    # The failure stayed with that device: the radio keeps delivering, the next packet counts.
+    later = objects(2, temperature=-3.0, humidity=80.0, battery=40)
+    good.advertise(service_data=encrypted(later, key=KEY, mac=SENSOR, counter=8))
+    await until(lambda: len(collected.readings) == 2)
+    assert collected.values(SENSOR)[1]["temperature"] == -3.0
+    assert decoder.last_counter(SENSOR) == 8
+    # Repeats of the same bad advertisement (every 100 ms) are reported once, not each time.
+    await asyncio.sleep(0.3)
+    assert len(collected.errors) == 1
+
+
+async def test_repeated_packet_ids_are_dropped(
+    bluez: FakeBlueZ, radio_factory: Callable[..., BleakRadio]
+) -> None:
+    collected = Collector()
+    seen: list[Advertisement] = []
+    radio = radio_factory(scanning_mode="active")
+    decoder = BTHomeDecoder(collected.on_reading, on_error=collected.on_error)
+    await radio.start(seen.append)
+    await radio.start(decoder)  # a second subscriber of the same scanner
+
+    sensor = bluez.add_device(
+        SENSOR, service_data=plain(objects(1, temperature=20.0, humidity=40.0, battery=90))
+    )
+    # The fake repeats the advertisement every 100 ms, like a real device.
+    await until(lambda: len(seen) >= 5)
+    assert len(collected.readings) == 1
+
+    sensor.advertise(rssi=-70)  # same packet, new RSSI: still the same packet
+    # Same packet id with other content: a repeat as far as BTHome is concerned.
+    sensor.advertise(service_data=plain(objects(1, temperature=99.0, humidity=40.0, battery=90)))
+    sensor.advertise(service_data=plain(objects(2, temperature=21.0, humidity=41.0, battery=90)))
+    await until(lambda: len(collected.readings) == 2)
+    count = len(seen)
+    await until(lambda: len(seen) >= count + 3)
+    assert [v["temperature"] for v in collected.values(SENSOR)] == [20.0, 21.0]
+    # Ids need not increase: a different id is a new packet (devices restart, ids wrap).
+    sensor.advertise(service_data=plain(objects(1, temperature=22.0, humidity=41.0, battery=90)))
+    await until(lambda: len(collected.readings) == 3)
+    assert collected.errors == []
+    assert {a.address for a in seen} == {SENSOR}
+    assert seen[0].name is None  # no local name advertised
+
+
+async def test_no_adapter_warns_once_and_retries_until_one_appears(
+    system_bus: str,
+    bleak_released: None,
+    radio_factory: Callable[..., BleakRadio],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="devices.ble.scanner")
+    collected = Collector()
+    radio = radio_factory(retry_interval=0.1)
+    # Nothing owns org.bluez on this bus: as on a server without Bluetooth.
+    await radio.start(BTHomeDecoder(collected.on_reading))
+    assert not radio.scanning
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    def retries() -> int:
+        return sum("still unavailable" in r.getMessage() for r in caplog.records)
+
+    await until(lambda: retries() >= 3)
+    assert len(warnings()) == 1
+    assert warnings()[0].startswith(
+        "no Bluetooth adapter: BLE devices disabled, retrying every 0.1 s"
+    )
+
+    # bluetoothd starts (or an adapter is plugged in): scanning begins without a restart.
+    async with FakeBlueZ(system_bus) as bluez:
+        await until(lambda: radio.scanning)
+        bluez.add_device(
+            SENSOR, service_data=plain(objects(5, temperature=1.5, humidity=2.5, battery=3))
+        )
+        await until(lambda: bool(collected.readings))
+        assert collected.values(SENSOR) == [{"battery": 3, "temperature": 1.5, "humidity": 2.5}]
+        assert warnings()[1] == "Bluetooth adapter found: BLE devices enabled (passive scanning)"
+        await radio.stop()
+
+
+# --- BTHomeDecoder without D-Bus --------------------------------------------------------------
+
+
+def advert(service_data: dict[str, bytes], address: str = SENSOR, rssi: int = -50) -> Advertisement:
+    return Advertisement(address=address, name=None, rssi=rssi, service_data=service_data)
+
+
+def test_decoder_ignores_other_advertisements() -> None:
+    collected = Collector()
+    decoder = BTHomeDecoder(collected.on_reading, on_error=collected.on_error)
+    decoder(advert({"0000fe95-0000-1000-8000-00805f9b34fb": b"\x30\x58"}))
+    decoder(Advertisement(address=SENSOR, name="x", rssi=-1, manufacturer_data={0x0969: b"\x01"}))
+    assert collected.readings == [] and collected.errors == []
+
+
+def test_decoder_without_packet_id_reports_every_advertisement() -> None:
+    # Nothing tells repeats from new measurements apart: each one is a reading.
+    collected = Collector()
+    decoder = BTHomeDecoder(collected.on_reading)
+    data = plain(objects(None, temperature=20.0, humidity=50.0, battery=99))
+    decoder(advert(data))
+    decoder(advert(data))
+    assert len(collected.readings) == 2
+
+
+def test_decoder_rejects_replayed_counter_and_downgrade() -> None:
+    collected = Collector()
+    decoder = BTHomeDecoder(
+        collected.on_reading, bind_keys={SENSOR: KEY}, on_error=collected.on_error
+    )
+    payload = objects(3, temperature=10.0, humidity=10.0, battery=10)
+    decoder(advert(encrypted(payload, key=KEY, mac=SENSOR, counter=100)))
+    # A genuine older packet captured and sent again later, with other content around it.
+    old = objects(4, temperature=11.0, humidity=10.0, battery=10)
+    decoder(advert(encrypted(old, key=KEY, mac=SENSOR, counter=99)))
+    decoder(advert(plain(old)))
+    assert len(collected.readings) == 1
+    assert [type(e) for _, e in collected.errors] == [ReplayedCounter, DowngradeRejected]
+    assert decoder.last_counter(SENSOR) == 100
+
+
+def test_decoder_keeps_the_decodable_part_and_reports_the_rest() -> None:
+    collected = Collector()
+    decoder = BTHomeDecoder(collected.on_reading, on_error=collected.on_error)
+    decoder(advert(plain(bytes((0x00, 1, 0x01, 55, 0xFE, 0x00)))))
+    assert collected.values(SENSOR) == [{"battery": 55}]
+    assert isinstance(collected.errors[0][1], UnknownObject)
+
+
+def test_decoder_default_error_handler_logs(caplog: pytest.LogCaptureFixture) -> None:
+    decoder = BTHomeDecoder(lambda *_: None, bind_keys={SENSOR: OTHER_KEY})
+    decoder(
+        advert(
+            encrypted(
+                objects(1, temperature=1, humidity=1, battery=1), key=KEY, mac=SENSOR, counter=1
+            )
+        )
+    )
+    assert f"BTHome advertisement from {SENSOR} rejected" in caplog.text
+
+
+def test_bind_key_must_have_16_bytes() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        BTHomeDecoder(lambda *_: None, bind_keys={SENSOR: b"short"})
