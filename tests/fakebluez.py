@@ -273,8 +273,10 @@ class FakeBlueZ:
         *,
         passive_supported: bool = True,
         advertise_interval: float = 0.1,
+        with_adapter: bool = True,
     ) -> None:
         self.bus_address = bus_address
+        self.with_adapter = with_adapter
         self.adapter = FakeAdapter()
         self.monitor_manager = FakeMonitorManager() if passive_supported else None
         self.advertise_interval = advertise_interval
@@ -286,10 +288,16 @@ class FakeBlueZ:
         bus = await MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM).connect()
         self._bus = bus
         await bus.request_name("org.bluez")
-        bus.export(ADAPTER_PATH, self.adapter)
-        if self.monitor_manager is not None:
-            bus.export(ADAPTER_PATH, self.monitor_manager)
+        if self.with_adapter:
+            self.plug_adapter()
         self._ticker = asyncio.create_task(self._advertise_periodically())
+
+    def plug_adapter(self) -> None:
+        """hci0 appears (bluetoothd without an adapter until now): InterfacesAdded."""
+        assert self._bus is not None, "start() first"
+        self._bus.export(ADAPTER_PATH, self.adapter)
+        if self.monitor_manager is not None:
+            self._bus.export(ADAPTER_PATH, self.monitor_manager)
 
     async def stop(self) -> None:
         if self._ticker is not None:

@@ -8,6 +8,7 @@ BTHomeDecoder unit tests at the end need no D-Bus at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -256,7 +257,9 @@ async def test_repeated_packet_ids_are_dropped(
     assert seen[0].name is None  # no local name advertised
 
 
+@pytest.mark.parametrize("bluez_state", ["absent", "without-adapter"])
 async def test_no_adapter_warns_once_and_retries_until_one_appears(
+    bluez_state: str,
     system_bus: str,
     bleak_released: None,
     radio_factory: Callable[..., BleakRadio],
@@ -265,24 +268,32 @@ async def test_no_adapter_warns_once_and_retries_until_one_appears(
     caplog.set_level(logging.DEBUG, logger="devices.ble.scanner")
     collected = Collector()
     radio = radio_factory(retry_interval=0.1)
-    # Nothing owns org.bluez on this bus: as on a server without Bluetooth.
-    await radio.start(BTHomeDecoder(collected.on_reading))
-    assert not radio.scanning
+    async with contextlib.AsyncExitStack() as stack:
+        bluez: FakeBlueZ | None = None
+        if bluez_state == "without-adapter":
+            # bluetoothd runs, but has no adapter (none plugged in, or blocked by rfkill).
+            bluez = await stack.enter_async_context(FakeBlueZ(system_bus, with_adapter=False))
+        # Otherwise nothing owns org.bluez on this bus: as on a server without Bluetooth.
+        await radio.start(BTHomeDecoder(collected.on_reading))
+        assert not radio.scanning
 
-    def warnings() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        def warnings() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
-    def retries() -> int:
-        return sum("still unavailable" in r.getMessage() for r in caplog.records)
+        def retries() -> int:
+            return sum("still unavailable" in r.getMessage() for r in caplog.records)
 
-    await until(lambda: retries() >= 3)
-    assert len(warnings()) == 1
-    assert warnings()[0].startswith(
-        "no Bluetooth adapter: BLE devices disabled, retrying every 0.1 s"
-    )
+        await until(lambda: retries() >= 3)
+        assert len(warnings()) == 1
+        assert warnings()[0].startswith(
+            "no Bluetooth adapter: BLE devices disabled, retrying every 0.1 s"
+        )
 
-    # bluetoothd starts (or an adapter is plugged in): scanning begins without a restart.
-    async with FakeBlueZ(system_bus) as bluez:
+        # bluetoothd starts or an adapter is plugged in: scanning begins without a restart.
+        if bluez is None:
+            bluez = await stack.enter_async_context(FakeBlueZ(system_bus))
+        else:
+            bluez.plug_adapter()
         await until(lambda: radio.scanning)
         bluez.add_device(
             SENSOR, service_data=plain(objects(5, temperature=1.5, humidity=2.5, battery=3))
@@ -291,6 +302,20 @@ async def test_no_adapter_warns_once_and_retries_until_one_appears(
         assert collected.values(SENSOR) == [{"battery": 3, "temperature": 1.5, "humidity": 2.5}]
         assert warnings()[1] == "Bluetooth adapter found: BLE devices enabled (passive scanning)"
         await radio.stop()
+
+
+async def test_no_system_bus_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A container without /run/dbus: connecting fails before any BlueZ question is asked.
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'none'}")
+    radio = BleakRadio(scanning_mode="active", retry_interval=60)
+    await radio.start(lambda _: None)
+    assert not radio.scanning
+    [record] = [r for r in caplog.records if r.name == "devices.ble.scanner"]
+    assert record.levelno == logging.WARNING
+    assert "no Bluetooth adapter: BLE devices disabled, retrying every 60 s" in record.getMessage()
+    await radio.stop()
 
 
 # --- BTHomeDecoder without D-Bus --------------------------------------------------------------
