@@ -1,0 +1,303 @@
+"""A device session: one device as an MQTT client of the gateway's own broker (DESIGN §2-3).
+
+Topics (``<prefix>`` is ``gw`` by default, ``<id>`` the device id):
+
+* ``<prefix>/<id>/availability`` -- retained ``online``/``offline``; ``offline`` is the will.
+* ``<prefix>/<id>/state`` -- retained JSON readings with ``ts``.
+* ``<prefix>/<id>/set`` -- commands (JSON objects), subscribed at QoS 1 by persistent devices.
+* ``<prefix>/<id>/result`` -- one JSON outcome per command.
+
+A persistent device's broker session *is* its command queue. While the device sleeps its
+session is disconnected and the broker keeps the commands durably; :meth:`DeviceSession.wake`
+reconnects, the broker delivers the queue, and each command is acknowledged only after the
+adapter executed it. A command the device did not confirm stays unacknowledged and comes
+again on the next wake. The session asks the broker for one command at a time (receive
+maximum 1), so a failure stops the rest of the queue instead of letting later commands
+overtake it: a thermostat must never end on an older setpoint.
+
+Availability follows DESIGN §2: a device that sleeps on schedule stays ``online`` (going to
+sleep is a clean DISCONNECT, which discards the will); only a link that breaks, or a device
+that missed :data:`~devices.model.MISSED_WAKES_BEFORE_OFFLINE` wake-ups
+(:meth:`DeviceSession.check_presence`), becomes ``offline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from devices.model import MISSED_WAKES_BEFORE_OFFLINE, Adapter, Device
+from devices.mqtt_client import ConnectionClosed, Connector, MQTTClient, MQTTClientError
+from gateway.mqtt.packets import Properties, Publish, Will
+
+log = logging.getLogger(__name__)
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+DISCONNECT_WITH_WILL = 0x04
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class DeviceSession:
+    def __init__(
+        self,
+        device: Device,
+        adapter: Adapter,
+        connector: Connector,
+        prefix: str = "gw",
+        *,
+        keep_alive: int = 60,
+        missed_wakes: int = MISSED_WAKES_BEFORE_OFFLINE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.device = device
+        self.adapter = adapter
+        self.connector = connector
+        self.prefix = prefix
+        self.keep_alive = keep_alive
+        self.missed_wakes = missed_wakes
+        self.clock = clock
+        self.client_id = f"dev-{device.id}"
+        base = f"{prefix}/{device.id}"
+        self.state_topic = f"{base}/state"
+        self.availability_topic = f"{base}/availability"
+        self.set_topic = f"{base}/set"
+        self.result_topic = f"{base}/result"
+        self.last_seen = clock()  # wall-clock time the device was last heard from
+        self.offline = False  # we published "offline" (missed wake-ups) and not yet "online"
+        self.delivered = 0
+        self.failed_attempts = 0
+        self.last_error: str | None = None
+        self._client: MQTTClient | None = None
+        self._status: MQTTClient | None = None  # publishes while the device session sleeps
+        self._lock = asyncio.Lock()
+        self._reports: set[asyncio.Task[None]] = set()
+        self._busy = False
+        self._activity = asyncio.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def awake(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    async def wake(self) -> None:
+        """The device is reachable: connect its session, let queued commands flow."""
+        async with self._lock:
+            self.seen()
+            if self.awake:
+                return
+            await self._close_status()
+            policy = self.device.policy
+            client = MQTTClient(self.connector, self._on_command)
+            ack = await client.connect(
+                self.client_id,
+                clean_start=not policy.persistent,
+                session_expiry=policy.session_expiry if policy.persistent else 0,
+                will=Will(self.availability_topic, OFFLINE, qos=1, retain=True),
+                keep_alive=self.keep_alive,
+                receive_maximum=1,
+            )
+            self._client = client
+            try:
+                # An existing session keeps its subscription; subscribing again would also
+                # replay a retained command (retain handling 0) on every wake.
+                if policy.persistent and not ack.session_present:
+                    codes = await client.subscribe(self.set_topic, qos=1)
+                    if codes[0] >= 0x80:
+                        raise MQTTClientError(f"subscribe to {self.set_topic} refused: {codes}")
+                await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+            except BaseException:
+                await client.close()
+                self._client = None
+                raise
+            self.offline = False
+
+    async def sleep(self) -> None:
+        """The device went to sleep on schedule: disconnect cleanly, stay ``online``.
+
+        Commands published from now on wait in the broker session (persistent policy).
+        """
+        async with self._lock:
+            client, self._client = self._client, None
+            if client is None:
+                return
+            await self._flush_reports()
+            await client.disconnect()
+
+    async def go_offline(self) -> None:
+        """The device is gone (unreachable, removed): publish ``offline`` and disconnect."""
+        async with self._lock:
+            client, self._client = self._client, None
+            if client is not None and client.connected:
+                await self._flush_reports()
+                # The broker publishes the will ("offline", retained) for us.
+                await client.disconnect(DISCONNECT_WITH_WILL)
+            else:
+                await self._publish_status(self.availability_topic, OFFLINE, retain=True)
+            self.offline = True
+
+    async def close(self) -> None:
+        """Gateway shutdown: leave availability as it is, drop both links."""
+        async with self._lock:
+            client, self._client = self._client, None
+            if client is not None:
+                await self._flush_reports()
+                await client.disconnect()
+            await self._close_status()
+
+    def seen(self) -> None:
+        """The device was heard from (an advertisement, a reply): it is on schedule."""
+        self.last_seen = self.clock()
+
+    async def check_presence(self) -> bool:
+        """Mark a sleeping device ``offline`` once it missed too many wake-ups.
+
+        Returns True when this call published ``offline``. Call it periodically.
+        """
+        interval = self.device.policy.wake_interval
+        if interval is None or self.offline or self.awake:
+            return False
+        if self.clock() - self.last_seen <= interval * self.missed_wakes:
+            return False
+        log.info("%s missed %d wake-ups: offline", self.device.id, self.missed_wakes)
+        await self.go_offline()
+        return True
+
+    async def wait_quiet(self, quiet: float = 0.2, timeout: float = 10.0) -> bool:
+        """Wait until no command has been running or arriving for ``quiet`` seconds.
+
+        This is how a wake window knows the queue is drained: the broker sends the next
+        command as soon as the previous one is acknowledged. False if ``timeout`` ran out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self._activity.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._activity.wait(), min(quiet, left))
+            except TimeoutError:
+                if not self._busy and not self._reports:
+                    return True
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    async def publish_state(self, values: dict[str, object]) -> None:
+        """Publish the device's latest readings (retained, with ``ts``)."""
+        self.seen()
+        payload = _json({**values, "ts": round(self.clock(), 3)})
+        client = self._client
+        if client is not None and client.connected:
+            await client.publish(self.state_topic, payload, qos=1, retain=True)
+        else:
+            # Waking the session would start command delivery, which must wait until the
+            # device is connectable; a separate clean link carries the reading meanwhile.
+            await self._publish_status(self.state_topic, payload, retain=True)
+
+    async def _publish_status(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        if self._status is None or not self._status.connected:
+            status = MQTTClient(self.connector)
+            await status.connect(f"{self.client_id}.status", keep_alive=self.keep_alive)
+            self._status = status
+        await self._status.publish(topic, payload, qos=1, retain=retain)
+
+    async def _close_status(self) -> None:
+        status, self._status = self._status, None
+        if status is not None:
+            await status.disconnect()
+
+    # --- commands -----------------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        self._activity.set()
+
+    async def _on_command(self, message: Publish) -> bool:
+        """Execute one command; True (acknowledge) only once the device confirmed it."""
+        self._busy = True
+        self._poke()
+        try:
+            return await self._execute(message)
+        finally:
+            self._busy = False
+            self._poke()
+
+    async def _execute(self, message: Publish) -> bool:
+        if message.retain:
+            # Only a retained message replayed at subscribe time arrives with retain set
+            # (MQTT 5, retain-as-published off): a stale command, not one sent to us now.
+            log.info("%s: ignoring a retained command on %s", self.device.id, message.topic)
+            return True
+        try:
+            command = json.loads(message.payload)
+        except (ValueError, UnicodeDecodeError):
+            command = None
+        if not isinstance(command, dict):
+            self._report(
+                message,
+                {
+                    "result": "failed",
+                    "reason": "invalid",
+                    "detail": "a command must be a JSON object",
+                    "payload": message.payload.decode("utf-8", "replace"),
+                },
+            )
+            return True  # nothing to retry: the same bytes would fail again
+        try:
+            await self.adapter.execute(command)
+        except Exception as exc:
+            self.failed_attempts += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "%s: command %s not confirmed (%s); it stays queued",
+                self.device.id,
+                command,
+                self.last_error,
+            )
+            return False
+        self.seen()
+        self.delivered += 1
+        self._report(message, {"result": "delivered", "command": command})
+        return True
+
+    def _report(self, message: Publish, outcome: dict[str, object]) -> None:
+        # A task, so that it runs after the handler returned and the PUBACK is written:
+        # "delivered" is never announced for a command the broker may still redeliver.
+        client = self._client
+        if client is None:
+            return
+        outcome["ts"] = round(self.clock(), 3)
+        task = asyncio.get_running_loop().create_task(self._send_report(client, message, outcome))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _send_report(
+        self, client: MQTTClient, message: Publish, outcome: dict[str, object]
+    ) -> None:
+        payload = _json(outcome)
+        try:
+            await client.publish(self.result_topic, payload, qos=1)
+            response_topic = message.properties.response_topic
+            if response_topic:
+                props = Properties(correlation_data=message.properties.correlation_data)
+                await client.publish(response_topic, payload, qos=1, properties=props)
+        except ConnectionClosed:
+            log.info("%s: link closed before the result was published", self.device.id)
+        except MQTTClientError as exc:
+            log.warning("%s: result not published: %s", self.device.id, exc)
+        finally:
+            self._poke()
+
+    async def _flush_reports(self) -> None:
+        if self._reports:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._reports)

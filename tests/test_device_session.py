@@ -1,0 +1,318 @@
+"""Device sessions against the real gateway: availability, state, and commands that wait in a
+persistent broker session while the device sleeps (DESIGN §2-3).
+
+Commands are sent by paho-mqtt (a real, independent client, run in a worker thread because it
+blocks); the gateway runs in the test's event loop and the device session reaches it over the
+in-process transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devices.model import Device, DevicePolicy
+from devices.mqtt_client import MQTTClient
+from devices.session import DeviceSession
+from gateway.app import Gateway
+from gateway.config import load_config
+from gateway.mqtt.packets import Properties, Publish
+from tests import paho_helpers
+from tests.conftest import free_port, write_config
+
+
+class Harness:
+    """A gateway that can be restarted on the same store, and clients of it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.config_path = write_config(tmp_path, self.port)
+        self.gateway: Gateway | None = None
+        self.clients: list[MQTTClient] = []
+
+    async def start(self) -> None:
+        self.gateway = Gateway(load_config(self.config_path))
+        await self.gateway.start()
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
+            self.gateway = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        # Looked up on each call, so that sessions reach the gateway after a restart.
+        assert self.gateway is not None
+        return await self.gateway.server.connect_in_process()
+
+    async def observer(self, topic_filter: str) -> list[Publish]:
+        """Everything published on topic_filter from now on (retained included)."""
+        seen: list[Publish] = []
+
+        async def record(message: Publish) -> bool:
+            seen.append(message)
+            return True
+
+        client = MQTTClient(self.connect, record)
+        await client.connect(f"observer-{len(self.clients)}")
+        await client.subscribe(topic_filter, qos=1)
+        self.clients.append(client)
+        return seen
+
+    async def send_commands(self, topic: str, *payloads: bytes) -> None:
+        """Publish with paho (QoS 1, waits for each PUBACK)."""
+
+        def send() -> None:
+            client = paho_helpers.Client(self.port, "commander")
+            try:
+                for payload in payloads:
+                    client.publish(topic, payload, qos=1)
+            finally:
+                client.disconnect()
+
+        await asyncio.to_thread(send)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = Harness(tmp_path)
+    await h.start()
+    yield h
+    for client in h.clients:
+        await client.close()
+    await h.stop()
+
+
+class RecordingAdapter:
+    """Confirms every command, except that the first ``fail`` attempts raise."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.executed: list[dict[str, object]] = []
+        self.attempts = 0
+        self.fail = fail
+
+    async def execute(self, command: dict[str, object]) -> None:
+        self.attempts += 1
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("GATT write not confirmed")
+        self.executed.append(command)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def payloads(messages: list[Publish], topic: str) -> list[Any]:
+    return [json.loads(m.payload) for m in messages if m.topic == topic]
+
+
+def thermostat(device_id: str = "trv1", **overrides: Any) -> Device:
+    return Device.of_kind(device_id, "thermostat", overrides=overrides)
+
+
+async def test_state_and_availability_are_retained(harness: Harness) -> None:
+    session = DeviceSession(Device.of_kind("temp1", "bthome"), RecordingAdapter(), harness.connect)
+    await session.wake()
+    await session.publish_state({"temperature": 21.5, "humidity": 40})
+    seen = await harness.observer("gw/temp1/#")  # subscribes afterwards: retained only
+    await until(lambda: len(seen) == 2)
+    by_topic = {m.topic: m for m in seen}
+    assert by_topic["gw/temp1/availability"].payload == b"online"
+    assert by_topic["gw/temp1/availability"].retain
+    state = json.loads(by_topic["gw/temp1/state"].payload)
+    assert state["temperature"] == 21.5 and state["humidity"] == 40
+    assert isinstance(state["ts"], float)
+    assert by_topic["gw/temp1/state"].retain
+
+    # Sleeping on schedule keeps the device "online" (a clean DISCONNECT drops the will) ...
+    await session.sleep()
+    await asyncio.sleep(0.1)
+    assert [m.payload for m in seen if m.topic == "gw/temp1/availability"] == [b"online"]
+    # ... a device that is gone is "offline".
+    await session.go_offline()
+    await until(lambda: seen[-1].payload == b"offline")
+    assert seen[-1].topic == "gw/temp1/availability"
+
+
+async def test_broken_link_publishes_the_will(harness: Harness) -> None:
+    session = DeviceSession(thermostat(), RecordingAdapter(), harness.connect)
+    await session.wake()
+    seen = await harness.observer("gw/trv1/availability")
+    await until(lambda: len(seen) == 1)
+    client = session._client
+    assert client is not None
+    await client.close()  # the link breaks without DISCONNECT
+    await until(lambda: len(seen) == 2)
+    assert seen[1].payload == b"offline"
+    assert not session.awake
+
+
+async def test_commands_sent_while_asleep_are_delivered_in_order_on_wake(
+    harness: Harness,
+) -> None:
+    adapter = RecordingAdapter()
+    session = DeviceSession(thermostat(coalesce=False), adapter, harness.connect)
+    await session.wake()  # first contact: creates the persistent session and subscription
+    await session.sleep()
+    results = await harness.observer("gw/trv1/result")
+
+    commands = [{"target_temp": 19.0}, {"mode": "auto"}, {"target_temp": 21.5}]
+    await harness.send_commands("gw/trv1/set", *(json.dumps(c).encode() for c in commands))
+    await asyncio.sleep(0.1)
+    assert adapter.executed == []  # asleep: nothing may reach the device
+
+    await session.wake()
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 3)
+    assert adapter.executed == commands
+    outcomes = payloads(results, "gw/trv1/result")
+    assert [o["result"] for o in outcomes] == ["delivered"] * 3
+    assert [o["command"] for o in outcomes] == commands
+    assert await session.wait_quiet(0.1)
+    await session.sleep()
+
+    # All three were acknowledged: the next wake brings nothing.
+    await session.wake()
+    assert await session.wait_quiet(0.2)
+    assert adapter.attempts == 3
+    await session.sleep()
+
+
+async def test_unconfirmed_command_is_redelivered_on_next_wake(harness: Harness) -> None:
+    adapter = RecordingAdapter(fail=1)
+    session = DeviceSession(thermostat(coalesce=False), adapter, harness.connect)
+    await session.wake()
+    await session.sleep()
+    results = await harness.observer("gw/trv1/result")
+    await harness.send_commands("gw/trv1/set", b'{"target_temp": 20}', b'{"lock": true}')
+
+    await session.wake()
+    assert await session.wait_quiet(0.2)
+    # The first write failed; the second must not overtake it.
+    assert adapter.attempts == 1 and adapter.executed == []
+    assert session.last_error is not None and "GATT" in session.last_error
+    assert payloads(results, "gw/trv1/result") == []
+    await session.sleep()
+
+    await session.wake()
+    await until(lambda: len(adapter.executed) == 2)
+    assert adapter.executed == [{"target_temp": 20}, {"lock": True}]
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 2)
+    assert [o["result"] for o in payloads(results, "gw/trv1/result")] == ["delivered"] * 2
+    await session.sleep()
+
+
+async def test_clean_policy_device_gets_nothing_queued_while_asleep(harness: Harness) -> None:
+    adapter = RecordingAdapter()
+    device = Device("plug1", "sensor", policy=DevicePolicy(session="clean"))
+    session = DeviceSession(device, adapter, harness.connect)
+    await session.wake()
+    await session.sleep()
+    await harness.send_commands("gw/plug1/set", b'{"on": true}')
+    await session.wake()
+    await asyncio.sleep(0.2)
+    assert adapter.attempts == 0
+    await session.sleep()
+
+
+async def test_commands_survive_a_gateway_restart(harness: Harness) -> None:
+    adapter = RecordingAdapter()
+    session = DeviceSession(thermostat(coalesce=False), adapter, harness.connect)
+    await session.wake()
+    await session.sleep()
+    commands = [{"target_temp": 18}, {"target_temp": 19}, {"target_temp": 20}]
+    await harness.send_commands("gw/trv1/set", *(json.dumps(c).encode() for c in commands))
+
+    for client in harness.clients:
+        await client.close()
+    harness.clients.clear()
+    await harness.restart()
+
+    results = await harness.observer("gw/trv1/result")
+    await session.wake()
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 3)
+    assert adapter.executed == commands
+    await session.sleep()
+
+
+async def test_invalid_command_is_answered_and_not_retried(harness: Harness) -> None:
+    adapter = RecordingAdapter()
+    session = DeviceSession(thermostat(), adapter, harness.connect)
+    await session.wake()
+    results = await harness.observer("gw/trv1/result")
+    await harness.send_commands("gw/trv1/set", b"not json", b"[1, 2]", b'{"ok": 1}')
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 3)
+    outcomes = payloads(results, "gw/trv1/result")
+    assert [(o["result"], o.get("reason")) for o in outcomes] == [
+        ("failed", "invalid"),
+        ("failed", "invalid"),
+        ("delivered", None),
+    ]
+    assert outcomes[0]["payload"] == "not json"
+    assert adapter.executed == [{"ok": 1}]
+    await session.sleep()
+    await session.wake()
+    assert await session.wait_quiet(0.2)
+    assert adapter.attempts == 1
+    await session.sleep()
+
+
+async def test_mqtt5_requester_gets_result_on_its_response_topic(harness: Harness) -> None:
+    session = DeviceSession(thermostat(), RecordingAdapter(), harness.connect)
+    await session.wake()
+    replies = await harness.observer("app/replies")
+    requester = MQTTClient(harness.connect)
+    await requester.connect("requester")
+    props = Properties(response_topic="app/replies", correlation_data=b"req-7")
+    await requester.publish("gw/trv1/set", b'{"target_temp": 22}', qos=1, properties=props)
+    await until(lambda: len(replies) == 1)
+    assert json.loads(replies[0].payload)["result"] == "delivered"
+    assert replies[0].properties.correlation_data == b"req-7"
+    await requester.disconnect()
+    await session.sleep()
+
+
+async def test_missed_wakes_mark_a_sleeping_device_offline(harness: Harness) -> None:
+    now = [1000.0]
+    adapter = RecordingAdapter()
+    session = DeviceSession(
+        thermostat(wake_interval=60), adapter, harness.connect, clock=lambda: now[0]
+    )
+    await session.wake()
+    await session.sleep()
+    seen = await harness.observer("gw/trv1/availability")
+    await until(lambda: len(seen) == 1)
+    now[0] += 60 * 3  # exactly on the limit: still on schedule
+    assert not await session.check_presence()
+    now[0] += 1
+    assert await session.check_presence()
+    await until(lambda: len(seen) == 2)
+    assert seen[1].payload == b"offline"
+    late = await harness.observer("gw/trv1/availability")
+    await until(lambda: len(late) == 1)
+    assert late[0].payload == b"offline" and late[0].retain
+    assert not await session.check_presence()  # said once
+
+    # State published while asleep uses a separate link: no command is pulled meanwhile.
+    await harness.send_commands("gw/trv1/set", b'{"target_temp": 17}')
+    await session.publish_state({"temperature": 16.0})
+    await asyncio.sleep(0.1)
+    assert adapter.attempts == 0
+
+    await session.wake()
+    await until(lambda: len(seen) == 3)
+    assert seen[2].payload == b"online"
+    await until(lambda: adapter.executed == [{"target_temp": 17}])
+    await session.close()
