@@ -142,7 +142,7 @@ class MQTTClient:
             self._reader, self._writer = await self._connector()
         except OSError as exc:
             self._finish(ConnectionClosed(f"cannot reach the broker: {exc}"))
-            raise ConnectionClosed(str(exc)) from exc
+            raise ConnectionClosed(f"cannot reach the broker: {exc}") from exc
         self._connack = loop.create_future()
         self._tasks.append(loop.create_task(self._read_loop()))
         props = Properties(
@@ -163,10 +163,13 @@ class MQTTClient:
         try:
             ack = await asyncio.wait_for(self._connack, self._connect_timeout)
         except TimeoutError:
-            self._finish(ConnectionClosed("no CONNACK in time"))
+            await self._abandon(ConnectionClosed("no CONNACK in time"))
             raise ConnectionClosed("no CONNACK in time") from None
+        except BaseException:  # the link closed, or our caller gave up: leave nothing running
+            await self._abandon(ConnectionClosed("connect did not complete"))
+            raise
         if ack.reason_code >= 0x80:
-            self._finish(ConnectRefused(ack.reason_code))
+            await self._abandon(ConnectRefused(ack.reason_code))
             raise ConnectRefused(ack.reason_code)
         self.connack = ack
         self._connected = True
@@ -274,8 +277,18 @@ class MQTTClient:
                 fut.exception()  # retrieved: nobody may be waiting on it any more
         if self._writer is not None:
             self._writer.close()
+        # Nothing more can arrive or be acknowledged: stop the helpers (a handler still
+        # running is cancelled, and its message stays unacknowledged).
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
         if reason is not None:
             log.debug("MQTT link closed: %s", reason)
+
+    async def _abandon(self, reason: BaseException) -> None:
+        self._finish(reason)
+        await self._stop_tasks()
 
     async def _stop_tasks(self) -> None:
         current = asyncio.current_task()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from devices.model import Device, DevicePolicy
+from devices.model import Device, DevicePolicy, PolicyError
 from devices.mqtt_client import MQTTClient
 from devices.session import DeviceSession
 from gateway.app import Gateway
@@ -316,3 +316,42 @@ async def test_missed_wakes_mark_a_sleeping_device_offline(harness: Harness) -> 
     assert seen[2].payload == b"online"
     await until(lambda: adapter.executed == [{"target_temp": 17}])
     await session.close()
+
+
+# --- device model -------------------------------------------------------------------------
+
+
+def test_kind_defaults_and_overrides() -> None:
+    sensor = Device.of_kind("t1", "bthome")
+    assert sensor.policy.session == "clean" and not sensor.policy.persistent
+    trv = Device.of_kind("trv", "thermostat", name="Living room")
+    assert trv.policy.persistent and trv.policy.coalesce and trv.policy.wake_interval
+    assert trv.name == "Living room"
+    assert Device.of_kind("x", "no-such-kind").policy == DevicePolicy()
+    custom = Device.of_kind("trv", "thermostat", overrides={"queue_depth": 5, "coalesce": False})
+    assert custom.policy.queue_depth == 5 and not custom.policy.coalesce
+    assert custom.policy.command_ttl == trv.policy.command_ttl  # the rest from the kind
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"session": "sometimes"}, "session"),
+        ({"overflow": "drop-newest"}, "overflow"),
+        ({"queue_depth": 0}, "queue_depth"),
+        ({"max_attempts": True}, "max_attempts"),
+        ({"command_ttl": "1h"}, "command_ttl"),
+        ({"wake_interval": -5}, "wake_interval"),
+        ({"coalesce": "yes"}, "coalesce"),
+        ({"queue_size": 3}, "queue_size"),
+    ],
+)
+def test_bad_policy_is_refused_naming_the_key(overrides: dict[str, Any], key: str) -> None:
+    with pytest.raises(PolicyError, match=f"^{key}:"):
+        DevicePolicy().with_overrides(overrides)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "a+", "#", "with space", "$sys"])
+def test_device_id_must_be_one_topic_level(bad: str) -> None:
+    with pytest.raises(ValueError, match="device id"):
+        Device(bad, "sensor")
