@@ -25,6 +25,7 @@ from dbus_fast import BusType, DBusError, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import (
     DBusBool,
+    DBusBytes,
     DBusDict,
     DBusInt16,
     DBusObjectPath,
@@ -184,6 +185,14 @@ class FakeDevice(ServiceInterface):
         self.service_data = dict(service_data or {})
         self.manufacturer_data = dict(manufacturer_data or {})
         self.advertising = True
+        self.connected = False
+        self.services_resolved = False
+        self.services: list[FakeService] = []
+        self._next_handle = 0x000A
+        # Failure injection: a D-Bus error name raised by the next Connect calls (None: succeed).
+        self.connect_error: str | None = None
+        self.connects = 0
+        self._bus: MessageBus | None = None
 
     @dbus_property(access=PropertyAccess.READ)
     def Address(self) -> DBusStr:
@@ -208,11 +217,11 @@ class FakeDevice(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def Connected(self) -> DBusBool:
-        return False
+        return self.connected
 
     @dbus_property(access=PropertyAccess.READ)
     def ServicesResolved(self) -> DBusBool:
-        return False
+        return self.services_resolved
 
     @dbus_property(access=PropertyAccess.READ)
     def RSSI(self) -> DBusInt16:
@@ -229,6 +238,67 @@ class FakeDevice(ServiceInterface):
     @dbus_property(access=PropertyAccess.READ)
     def ManufacturerData(self) -> DBusManufacturerData:
         return _manufacturer_data_variant(self.manufacturer_data)
+
+    @dbus_method()
+    def Connect(self) -> None:
+        if self.connect_error is not None:
+            raise DBusError(self.connect_error, "le-connection-abort-by-remote")
+        self.connects += 1
+        if self.connected:
+            return
+        self.connected = True
+        self.emit_properties_changed({"Connected": True})
+        # bluetoothd resolves services after the link is up; bleak waits for exactly this.
+        self.services_resolved = True
+        self.emit_properties_changed({"ServicesResolved": True})
+
+    @dbus_method()
+    def Disconnect(self) -> None:
+        self.link_lost()
+
+    def link_lost(self) -> None:
+        """The connection ends (Disconnect, or the device went away / back to sleep)."""
+        if not self.connected:
+            return
+        self.services_resolved = False
+        self.emit_properties_changed({"ServicesResolved": False})
+        self.connected = False
+        self.emit_properties_changed({"Connected": False})
+
+    def add_characteristic(
+        self,
+        service_uuid: str,
+        char_uuid: str,
+        *,
+        flags: list[str] | None = None,
+        value: bytes = b"",
+    ) -> "FakeCharacteristic":
+        """Add a characteristic (and its primary service, once) to the GATT database."""
+        assert self._bus is not None, "add the device to FakeBlueZ first"
+        service = next((s for s in self.services if s.uuid == service_uuid), None)
+        if service is None:
+            service = FakeService(service_uuid, self.path, self._handle("service"))
+            self.services.append(service)
+            self._bus.export(service.path, service)
+        char = FakeCharacteristic(
+            char_uuid,
+            service.path,
+            self._handle(f"{service.path[len(self.path) + 1 :]}/char"),
+            flags=flags or ["read", "write"],
+            value=value,
+        )
+        service.characteristics.append(char)
+        self._bus.export(char.path, char)
+        return char
+
+    def characteristic(self, char_uuid: str) -> "FakeCharacteristic":
+        return next(c for s in self.services for c in s.characteristics if c.uuid == char_uuid)
+
+    def _handle(self, prefix: str) -> str:
+        # bleak takes the handle from the last four hex digits of the object path.
+        handle = self._next_handle
+        self._next_handle += 1
+        return f"{self.path}/{prefix}{handle:04x}"
 
     def advertise(
         self,
@@ -254,6 +324,87 @@ class FakeDevice(ServiceInterface):
                 "ManufacturerData": _manufacturer_data_variant(self.manufacturer_data),
             }
         )
+
+
+class FakeService(ServiceInterface):
+    def __init__(self, uuid: str, device_path: str, path: str) -> None:
+        super().__init__("org.bluez.GattService1")
+        self.uuid = uuid
+        self.device_path = device_path
+        self.path = path
+        self.characteristics: list[FakeCharacteristic] = []
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUID(self) -> DBusStr:
+        return self.uuid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Device(self) -> DBusObjectPath:
+        return self.device_path
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Primary(self) -> DBusBool:
+        return True
+
+
+class FakeCharacteristic(ServiceInterface):
+    """A characteristic that records writes; `write_errors` makes the next writes fail."""
+
+    def __init__(
+        self, uuid: str, service_path: str, path: str, *, flags: list[str], value: bytes
+    ) -> None:
+        super().__init__("org.bluez.GattCharacteristic1")
+        self.uuid = uuid
+        self.service_path = service_path
+        self.path = path
+        self.flags = flags
+        self.value = value
+        self.writes: list[bytes] = []
+        self.write_options: list[dict[str, Any]] = []
+        # D-Bus error names raised by the next WriteValue calls, in order.
+        self.write_errors: list[str] = []
+        self.notifying = False
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUID(self) -> DBusStr:
+        return self.uuid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Service(self) -> DBusObjectPath:
+        return self.service_path
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Flags(self) -> DBusStrList:
+        return self.flags
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Value(self) -> DBusBytes:
+        return self.value
+
+    @dbus_method()
+    def ReadValue(self, options: DBusDict) -> DBusBytes:
+        return self.value
+
+    @dbus_method()
+    def WriteValue(self, value: DBusBytes, options: DBusDict) -> None:
+        if self.write_errors:
+            raise DBusError(self.write_errors.pop(0), "write failed")
+        self.writes.append(bytes(value))
+        self.write_options.append({key: v.value for key, v in options.items()})
+        self.value = bytes(value)
+
+    @dbus_method()
+    def StartNotify(self) -> None:
+        self.notifying = True
+
+    @dbus_method()
+    def StopNotify(self) -> None:
+        self.notifying = False
+
+    def notify(self, value: bytes) -> None:
+        """A notification from the device: bluetoothd turns it into PropertiesChanged(Value)."""
+        self.value = value
+        self.emit_properties_changed({"Value": value})
 
 
 class FakeNamedDevice(FakeDevice):
@@ -337,6 +488,7 @@ class FakeBlueZ:
             manufacturer_data=manufacturer_data,
         )
         self.devices[device.address] = device
+        device._bus = self._bus
         self._bus.export(device.path, device)
         return device
 

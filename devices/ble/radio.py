@@ -8,8 +8,9 @@ layers above with a fake `Radio`; integration tests put the real bleak behind it
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 BTHOME_UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
 
@@ -44,3 +45,39 @@ class Radio(Protocol):
     async def stop(self) -> None:
         """Stop delivering advertisements and release the stack's resources."""
         ...
+
+
+LinkErrorKind = Literal["not_found", "timeout", "connect_failed", "gatt", "disconnected"]
+
+
+class LinkError(Exception):
+    """A GATT operation that did not happen; `kind` decides how (and whether) to retry.
+
+    not_found: the stack does not know the device (asleep / out of range) - wait for its next
+    advertisement; timeout / connect_failed: the connection was not made - retry with backoff;
+    gatt: the device rejected the operation - retrying the same bytes is unlikely to help;
+    disconnected: the link dropped mid-operation - retry on the next wake.
+    """
+
+    def __init__(self, kind: LinkErrorKind, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind: LinkErrorKind = kind
+
+
+class GattSession(Protocol):
+    """An open connection to one device."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def write(self, char_uuid: str, data: bytes, *, response: bool = True) -> None: ...
+
+    async def read(self, char_uuid: str) -> bytes: ...
+
+
+class Link(Protocol):
+    """Opens GATT connections; `connect` is an async context manager that disconnects."""
+
+    def connect(
+        self, address: str, *, timeout: float = 10.0
+    ) -> AbstractAsyncContextManager[GattSession]: ...

@@ -34,6 +34,7 @@ ScanningMode = Literal["auto", "active", "passive"]
 # Passive scanning (BlueZ advertisement monitors) only reports advertisements matching a pattern;
 # BTHome's service data UUID (0xFCD2, little endian) is the one every configuration needs.
 BTHOME_PATTERN = OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, b"\xd2\xfc")
+_MAX_SEEN = 4096
 
 
 class BleakRadio:
@@ -58,6 +59,9 @@ class BleakRadio:
         self.or_patterns = list(or_patterns)
         self.retry_interval = retry_interval
         self._callbacks: list[AdvertisementCallback] = []
+        # The stack's handle of every recently seen device, for connecting without a second
+        # discovery session (devices.ble.link). Bounded: private addresses rotate.
+        self._seen: dict[str, BLEDevice] = {}
         self._scanner: BleakScanner | None = None
         self._retry: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -67,6 +71,10 @@ class BleakRadio:
     @property
     def scanning(self) -> bool:
         return self._scanner is not None
+
+    def ble_device(self, address: str) -> BLEDevice | None:
+        """bleak's handle of a device this radio has received an advertisement from."""
+        return self._seen.get(address.upper())
 
     async def start(self, callback: AdvertisementCallback) -> None:
         """Subscribe `callback`; the first subscription starts the scanner.
@@ -146,8 +154,14 @@ class BleakRadio:
         raise error
 
     def _on_detection(self, device: BLEDevice, data: AdvertisementData) -> None:
+        address = device.address.upper()
+        seen = self._seen
+        seen.pop(address, None)
+        seen[address] = device
+        if len(seen) > _MAX_SEEN:
+            del seen[next(iter(seen))]
         advertisement = Advertisement(
-            address=device.address.upper(),
+            address=address,
             name=data.local_name,
             rssi=data.rssi,
             service_data=dict(data.service_data),
