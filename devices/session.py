@@ -13,7 +13,9 @@ reconnects, the broker delivers the queue, and each command is acknowledged only
 adapter executed it. A command the device did not confirm stays unacknowledged and comes
 again on the next wake. The session asks the broker for one command at a time (receive
 maximum 1), so a failure stops the rest of the queue instead of letting later commands
-overtake it: a thermostat must never end on an older setpoint.
+overtake it: a thermostat must never end on an older setpoint. After the policy's
+``max_attempts`` failed attempts a command is answered ``failed`` and acknowledged, so that one
+command the device keeps rejecting does not block its queue for ever.
 
 Availability follows DESIGN §2: a device that sleeps on schedule stays ``online`` (going to
 sleep is a clean DISCONNECT, which discards the will); only a link that breaks, or a device
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 ONLINE = b"online"
 OFFLINE = b"offline"
 DISCONNECT_WITH_WILL = 0x04
+_MAX_TRACKED = 1024  # failing commands whose attempts are remembered
 
 
 def _json(value: object) -> bytes:
@@ -81,6 +84,10 @@ class DeviceSession:
         self._reports: set[asyncio.Task[None]] = set()
         self._busy = False
         self._activity = asyncio.Event()
+        # Failed attempts per command (payload, correlation data). Held in memory only: the
+        # broker does not count deliveries, so after a gateway restart a command gets up to
+        # max_attempts more tries; it is never dropped early.
+        self._attempts: dict[tuple[bytes, bytes | None], int] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -252,11 +259,35 @@ class DeviceSession:
                 },
             )
             return True  # nothing to retry: the same bytes would fail again
+        key = (message.payload, message.properties.correlation_data)
         try:
             await self.adapter.execute(command)
         except Exception as exc:
             self.failed_attempts += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
+            attempts = self._attempts.pop(key, 0) + 1
+            if attempts >= self.device.policy.max_attempts:
+                log.warning(
+                    "%s: command %s failed %d times (%s); giving up",
+                    self.device.id,
+                    command,
+                    attempts,
+                    self.last_error,
+                )
+                self._report(
+                    message,
+                    {
+                        "result": "failed",
+                        "reason": "max_attempts",
+                        "detail": self.last_error,
+                        "attempts": attempts,
+                        "command": command,
+                    },
+                )
+                return True  # acknowledged: it leaves the queue for good
+            self._attempts[key] = attempts
+            while len(self._attempts) > _MAX_TRACKED:
+                del self._attempts[next(iter(self._attempts))]
             log.warning(
                 "%s: command %s not confirmed (%s); it stays queued",
                 self.device.id,
@@ -264,9 +295,10 @@ class DeviceSession:
                 self.last_error,
             )
             return False
+        attempts = self._attempts.pop(key, 0) + 1
         self.seen()
         self.delivered += 1
-        self._report(message, {"result": "delivered", "command": command})
+        self._report(message, {"result": "delivered", "command": command, "attempts": attempts})
         return True
 
     def _report(self, message: Publish, outcome: dict[str, object]) -> None:

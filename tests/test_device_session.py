@@ -214,6 +214,35 @@ async def test_unconfirmed_command_is_redelivered_on_next_wake(harness: Harness)
     await session.sleep()
 
 
+async def test_command_fails_for_good_after_max_attempts(harness: Harness) -> None:
+    adapter = RecordingAdapter(fail=2)
+    session = DeviceSession(thermostat(coalesce=False, max_attempts=2), adapter, harness.connect)
+    await session.wake()
+    await session.sleep()
+    results = await harness.observer("gw/trv1/result")
+    await harness.send_commands("gw/trv1/set", b'{"target_temp": 30}', b'{"target_temp": 21}')
+
+    await session.wake()
+    assert await session.wait_quiet(0.2)
+    assert adapter.attempts == 1 and payloads(results, "gw/trv1/result") == []
+    await session.sleep()
+
+    await session.wake()  # second failure: given up, and the next command goes through
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 2)
+    failed, delivered = payloads(results, "gw/trv1/result")
+    assert failed["result"] == "failed" and failed["reason"] == "max_attempts"
+    assert failed["command"] == {"target_temp": 30} and failed["attempts"] == 2
+    assert "GATT" in failed["detail"]
+    assert delivered["result"] == "delivered" and delivered["command"] == {"target_temp": 21}
+    assert adapter.executed == [{"target_temp": 21}]
+    await session.sleep()
+
+    await session.wake()  # the failed command is gone from the queue
+    assert await session.wait_quiet(0.2)
+    assert adapter.attempts == 3
+    await session.sleep()
+
+
 async def test_clean_policy_device_gets_nothing_queued_while_asleep(harness: Harness) -> None:
     adapter = RecordingAdapter()
     device = Device("plug1", "sensor", policy=DevicePolicy(session="clean"))
