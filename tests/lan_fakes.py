@@ -523,32 +523,45 @@ def wled_service(
 
 
 class Announcer:
-    """A simulated device's mDNS responder, on loopback only (never the machine's network)."""
+    """A simulated device's mDNS responder, on loopback only (never the machine's network).
+
+    zeroconf answers queries for a service as soon as it is registered; the task it returns
+    only repeats the announcement (and the goodbye, on unregister) over the next second.
+    Tests don't wait for those repeats: a browser on loopback hears the first packet.
+    """
 
     def __init__(self, azc: AsyncZeroconf) -> None:
         self.azc = azc
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def register(self, info: AsyncServiceInfo) -> None:
         # cooperating_responders skips probing: found in milliseconds rather than ~1.2 s.
-        task = await self.azc.async_register_service(info, cooperating_responders=True)
-        await task
+        self._keep(await self.azc.async_register_service(info, cooperating_responders=True))
 
     async def unregister(self, info: AsyncServiceInfo) -> None:
-        task = await self.azc.async_unregister_service(info)
-        await task
+        self._keep(await self.azc.async_unregister_service(info))
 
     async def update(self, info: AsyncServiceInfo) -> None:
-        task = await self.azc.async_update_service(info)
-        await task
+        self._keep(await self.azc.async_update_service(info))
+
+    async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        await self.azc.async_close()
 
 
 @asynccontextmanager
 async def announcer() -> AsyncIterator[Announcer]:
-    azc = AsyncZeroconf(interfaces=[LOOPBACK])
+    ann = Announcer(AsyncZeroconf(interfaces=[LOOPBACK]))
     try:
-        yield Announcer(azc)
+        yield ann
     finally:
-        await azc.async_close()
+        await ann.close()
 
 
 def free_port() -> int:
