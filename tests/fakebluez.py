@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -364,6 +364,8 @@ class FakeCharacteristic(ServiceInterface):
         # D-Bus error names raised by the next WriteValue calls, in order.
         self.write_errors: list[str] = []
         self.notifying = False
+        # What the device does with a successful write (e.g. answer on a status characteristic).
+        self.on_write: Callable[[bytes], None] | None = None
 
     @dbus_property(access=PropertyAccess.READ)
     def UUID(self) -> DBusStr:
@@ -392,6 +394,8 @@ class FakeCharacteristic(ServiceInterface):
         self.writes.append(bytes(value))
         self.write_options.append({key: v.value for key, v in options.items()})
         self.value = bytes(value)
+        if self.on_write is not None:
+            self.on_write(bytes(value))
 
     @dbus_method()
     def StartNotify(self) -> None:

@@ -424,6 +424,18 @@ async def test_link_connects_writes_and_disconnects(sleepy: tuple[FakeDevice, Bl
     assert not device.connected
 
 
+async def test_link_confirmation_by_notification(sleepy: tuple[FakeDevice, BleakLink]) -> None:
+    device, link = sleepy
+    status = device.characteristic(STATUS)
+    # Like a thermostat answering every command with its new status.
+    device.characteristic(COMMAND).on_write = lambda data: status.notify(b"\x02\x01" + data[1:])
+    async with link.connect(THERMOSTAT) as session:
+        replies = await session.subscribe(STATUS)
+        assert status.notifying
+        await session.write(COMMAND, b"\x41\x2b")
+        assert await asyncio.wait_for(replies.get(), 3) == b"\x02\x01\x2b"
+
+
 async def test_link_errors_have_a_kind_and_leave_no_connection(
     sleepy: tuple[FakeDevice, BleakLink],
 ) -> None:

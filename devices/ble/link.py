@@ -7,6 +7,7 @@ comes back as a `LinkError` whose kind tells the command queue how to retry.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -44,6 +45,19 @@ class BleakGattSession:
             return bytes(await self._client.read_gatt_char(char_uuid))
         except Exception as exc:
             raise self._operation_error("read", char_uuid, exc) from exc
+
+    async def subscribe(self, char_uuid: str) -> asyncio.Queue[bytes]:
+        """Start notifications; each one lands in the returned queue until disconnect."""
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+        def received(_: object, data: bytearray) -> None:
+            queue.put_nowait(bytes(data))
+
+        try:
+            await self._client.start_notify(char_uuid, received)
+        except Exception as exc:
+            raise self._operation_error("subscribe", char_uuid, exc) from exc
+        return queue
 
     def _operation_error(self, what: str, char_uuid: str, exc: Exception) -> Exception:
         text = f"{what} {char_uuid} on {self.address}: {exc}"

@@ -7,6 +7,7 @@ layers above with a fake `Radio`; integration tests put the real bleak behind it
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class GattSession(Protocol):
     async def write(self, char_uuid: str, data: bytes, *, response: bool = True) -> None: ...
 
     async def read(self, char_uuid: str) -> bytes: ...
+
+    async def subscribe(self, char_uuid: str) -> asyncio.Queue[bytes]: ...
 
 
 class Link(Protocol):
