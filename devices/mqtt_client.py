@@ -315,6 +315,8 @@ class MQTTClient:
                         return
         except MQTTError as exc:
             self._finish(ConnectionClosed(f"bad packet from the broker: {exc}"))
+        except ConnectionClosed:
+            pass  # an answer could not be sent: the link is already marked gone
         except (OSError, ConnectionError) as exc:
             self._finish(ConnectionClosed(f"link error: {exc}"))
 

@@ -12,6 +12,7 @@ from devices.mqtt_client import ConnectionClosed, ConnectRefused, MQTTClient
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.mqtt.packets import Properties, Publish, Will
+from tests import paho_helpers
 from tests.conftest import free_port, write_config
 
 
@@ -187,3 +188,38 @@ async def test_unreachable_broker() -> None:
     client = MQTTClient(nowhere)
     with pytest.raises(ConnectionClosed):
         await client.connect("c")
+
+
+async def test_qos2_delivery_completes_and_unhandled_qos2_is_redelivered(tmp_path: Path) -> None:
+    port = free_port()
+    gateway = Gateway(load_config(write_config(tmp_path, port)))
+    await gateway.start()
+    try:
+        first = Inbox(answers=[True, False])
+        c1 = MQTTClient(gateway.server.connect_in_process, first)
+        await c1.connect("q2", clean_start=False, session_expiry=600, receive_maximum=1)
+        assert await c1.subscribe("q2/#", qos=2) == (2,)
+
+        def send() -> None:
+            client = paho_helpers.Client(port, "q2-pub")
+            try:
+                client.publish("q2/a", b"handled", qos=2)
+                client.publish("q2/b", b"refused", qos=2)
+            finally:
+                client.disconnect()
+
+        await asyncio.to_thread(send)
+        await first.wait_for(2)
+        assert [(m.payload, m.qos) for m in first.seen] == [(b"handled", 2), (b"refused", 2)]
+        await asyncio.sleep(0.05)  # let the PUBREL/PUBCOMP of the first one finish
+        await c1.disconnect()
+
+        second = Inbox()
+        c2 = MQTTClient(gateway.server.connect_in_process, second)
+        await c2.connect("q2", clean_start=False, session_expiry=600)
+        await second.wait_for(1)
+        await asyncio.sleep(0.1)
+        assert [m.payload for m in second.seen] == [b"refused"]
+        await c2.disconnect()
+    finally:
+        await gateway.stop()
