@@ -38,13 +38,19 @@ class BleakGattSession:
         try:
             await self._client.write_gatt_char(char_uuid, data, response=response)
         except Exception as exc:
-            raise self._operation_error("write", char_uuid, exc) from exc
+            error = self._link_error("write", char_uuid, exc)
+            if error is None:
+                raise
+            raise error from exc
 
     async def read(self, char_uuid: str) -> bytes:
         try:
             return bytes(await self._client.read_gatt_char(char_uuid))
         except Exception as exc:
-            raise self._operation_error("read", char_uuid, exc) from exc
+            error = self._link_error("read", char_uuid, exc)
+            if error is None:
+                raise
+            raise error from exc
 
     async def subscribe(self, char_uuid: str) -> asyncio.Queue[bytes]:
         """Start notifications; each one lands in the returned queue until disconnect."""
@@ -56,10 +62,13 @@ class BleakGattSession:
         try:
             await self._client.start_notify(char_uuid, received)
         except Exception as exc:
-            raise self._operation_error("subscribe", char_uuid, exc) from exc
+            error = self._link_error("subscribe", char_uuid, exc)
+            if error is None:
+                raise
+            raise error from exc
         return queue
 
-    def _operation_error(self, what: str, char_uuid: str, exc: Exception) -> Exception:
+    def _link_error(self, what: str, char_uuid: str, exc: Exception) -> LinkError | None:
         text = f"{what} {char_uuid} on {self.address}: {exc}"
         if not self._client.is_connected:
             return LinkError("disconnected", text)
@@ -67,7 +76,7 @@ class BleakGattSession:
             return LinkError("timeout", text)
         if isinstance(exc, BleakError):  # rejected by BlueZ or the device, or no such char
             return LinkError("gatt", text)
-        return exc  # a bug, not a radio condition: let it surface as it is
+        return None  # a bug, not a radio condition: surface it unchanged
 
 
 class BleakLink:
