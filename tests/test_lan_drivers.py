@@ -17,6 +17,9 @@ from devices.lan import (
     ShellyRpcError,
     Wled,
     WledError,
+    device_id,
+    identify,
+    make_driver,
 )
 from devices.lan.shelly import plan, state_from_status
 from tests.lan_fakes import (
@@ -27,6 +30,8 @@ from tests.lan_fakes import (
     shelly_plus_1pm,
     shelly_plus_2pm_cover,
     shelly_plus_dimmer,
+    shelly_service,
+    wled_service,
 )
 
 
@@ -294,7 +299,7 @@ async def test_wled_info_and_state(strip: FakeWled) -> None:
     async with Wled(LOOPBACK, strip.port, timeout=2) as dev:
         info = await dev.get_info()
         state = await dev.get_state()
-    assert info.id == "wled-a8032abcdef0"
+    assert info.id == "wled-bcdef0"
     assert (info.manufacturer, info.sw_version, info.name) == ("WLED", "0.14.4", "WLED")
     assert state["on"] is True
     assert state["brightness"] == 128
@@ -361,3 +366,37 @@ async def test_wled_unreachable_is_typed() -> None:
             await dev.get_state()
         with pytest.raises(DeviceUnreachable):
             await dev.execute({"on": True})
+
+
+# ------------------------------------------------------------------ declared by host
+
+
+async def test_identify_by_host_gives_the_same_id_discovery_would(
+    plug: FakeShelly, cover: FakeShelly, strip: FakeWled
+) -> None:
+    shelly = await identify(LOOPBACK, plug.port, timeout=2)
+    assert (shelly.id, shelly.kind, shelly.port) == (plug.device_id, "shelly", plug.port)
+    assert device_id(shelly_service(plug).name.split(".")[0]) == shelly.id
+    assert shelly.properties["gen"] == "2"
+    assert shelly.properties["app"] == "Plus1PM"
+    assert shelly.service_type == "static"
+
+    two = await identify(LOOPBACK, cover.port, kind="shelly", timeout=2)
+    assert two.properties["profile"] == "cover"
+
+    wled = await identify(LOOPBACK, strip.port, timeout=2)
+    assert (wled.kind, wled.id) == ("wled", "wled-bcdef0")
+    assert device_id(wled_service(strip).name.split(".")[0]) == wled.id
+
+    async with make_driver(wled.kind, wled.host, wled.port, timeout=2) as drv:
+        await drv.execute({"on": False})
+    assert strip.state["on"] is False
+
+
+async def test_identify_failures_are_typed(strip: FakeWled) -> None:
+    with pytest.raises(DeviceUnreachable):
+        await identify(LOOPBACK, free_port(), timeout=1)
+    with pytest.raises(LanDeviceError):
+        await identify(LOOPBACK, strip.port, kind="shelly", timeout=1)
+    with pytest.raises(ValueError, match="unknown LAN device kind"):
+        make_driver("hue", LOOPBACK)

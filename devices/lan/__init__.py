@@ -10,13 +10,11 @@ from devices.lan.http import (
     LanDeviceError,
 )
 from devices.lan.shelly import ShellyGen2, ShellyRpcError
+from devices.lan.static import identify, make_driver
 from devices.lan.wled import Wled, WledError
-
-DRIVERS: dict[str, type[ShellyGen2] | type[Wled]] = {"shelly": ShellyGen2, "wled": Wled}
 
 __all__ = [
     "DEFAULT_SERVICE_TYPES",
-    "DRIVERS",
     "CommandRejected",
     "DeviceAuthRequired",
     "DeviceDetails",
@@ -30,4 +28,6 @@ __all__ = [
     "Wled",
     "WledError",
     "device_id",
+    "identify",
+    "make_driver",
 ]

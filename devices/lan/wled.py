@@ -125,7 +125,9 @@ class Wled(JsonHttpClient):
     async def get_info(self) -> DeviceDetails:
         info = await self._get("/json/info")
         mac = info.get("mac")
-        ident = f"wled-{mac}" if isinstance(mac, str) and mac else f"wled-{self.host}"
+        # WLED's default mDNS host name is "wled-" + the last 6 hex digits of its MAC: the
+        # same id whether the device was discovered or declared by host.
+        ident = f"wled-{mac[-6:].lower()}" if isinstance(mac, str) and mac else f"wled-{self.host}"
         return DeviceDetails(
             id=ident,
             manufacturer=str(info.get("brand") or "WLED"),
