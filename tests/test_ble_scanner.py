@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from devices.ble.bthome import (
 from devices.ble.link import BleakLink
 from devices.ble.radio import BTHOME_UUID, Advertisement, Link, LinkError, Radio
 from devices.ble.scanner import BleakRadio, BTHomeDecoder
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     # bleak keeps its D-Bus socket per event loop and may only drop it when the loop is gone.
@@ -475,3 +479,12 @@ def test_bleak_implementations_satisfy_the_seams() -> None:
     link: Link = BleakLink(BleakRadio())
     assert isinstance(radio, BleakRadio) and not radio.scanning
     assert isinstance(link, BleakLink)
+
+
+def test_seam_and_parsers_do_not_import_bleak() -> None:
+    # Device logic above the radio must be usable (and unit-testable) without a Bluetooth stack.
+    code = (
+        "import sys, devices.ble.radio, devices.ble.bthome; "
+        "sys.exit(any(m.split('.')[0] in ('bleak', 'dbus_fast') for m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False).returncode == 0
