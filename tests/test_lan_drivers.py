@@ -21,6 +21,7 @@ from devices.lan import (
     identify,
     make_driver,
 )
+from devices.lan.poller import StatePoller
 from devices.lan.shelly import plan, state_from_status
 from tests.lan_fakes import (
     LOOPBACK,
@@ -400,3 +401,82 @@ async def test_identify_failures_are_typed(strip: FakeWled) -> None:
         await identify(LOOPBACK, strip.port, kind="shelly", timeout=1)
     with pytest.raises(ValueError, match="unknown LAN device kind"):
         make_driver("hue", LOOPBACK)
+
+
+# ------------------------------------------------------------------ polling / reachability
+
+
+class Events:
+    def __init__(self) -> None:
+        self.log: list[tuple[str, object]] = []
+        self.changed = asyncio.Event()
+
+    def state(self, state: dict[str, object]) -> None:
+        self.log.append(("state", state.get("on")))
+        self.changed.set()
+
+    async def reachable(self, up: bool) -> None:
+        self.log.append(("reachable", up))
+        self.changed.set()
+
+    async def until(self, entry: tuple[str, object], timeout: float = 5) -> None:
+        async def wait() -> None:
+            while entry not in self.log:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+async def test_poller_reports_state_changes_and_reachability(plug: FakeShelly) -> None:
+    ev = Events()
+    async with ShellyGen2(LOOPBACK, plug.port, timeout=0.5) as dev:
+        poller = StatePoller(
+            dev, interval=0.05, on_state=ev.state, on_reachable=ev.reachable, misses=2
+        )
+        await poller.start()
+        try:
+            await ev.until(("state", False))
+            assert ev.log[:2] == [("reachable", True), ("state", False)]
+            await asyncio.sleep(0.2)
+            assert len(ev.log) == 2  # unchanged state is not reported again
+
+            plug.dispatch("Switch.Set", {"id": 0, "on": True})  # pressed on the wall
+            await ev.until(("state", True))
+
+            await plug.stop()
+            await ev.until(("reachable", False))
+            assert ev.log.count(("reachable", False)) == 1
+
+            await plug.start()
+            await ev.until(("reachable", True))
+            await asyncio.sleep(0.1)
+            assert ev.log[-2:] == [("reachable", True), ("state", True)]
+        finally:
+            await poller.stop()
+
+
+async def test_poller_needs_consecutive_misses_and_poll_once_is_direct(plug: FakeShelly) -> None:
+    ev = Events()
+    async with ShellyGen2(LOOPBACK, plug.port, timeout=0.5) as dev:
+        poller = StatePoller(
+            dev, interval=60, on_state=ev.state, on_reachable=ev.reachable, misses=3
+        )
+        assert (await poller.poll_once() or {}).get("on") is False
+        await plug.stop()
+        assert await poller.poll_once() is None
+        assert await poller.poll_once() is None
+        assert ("reachable", False) not in ev.log
+        assert await poller.poll_once() is None
+        assert ev.log[-1] == ("reachable", False)
+        await plug.start()
+        await dev.execute({"on": True})
+        await poller.start()  # polls at once
+        await ev.until(("state", True), timeout=2)
+        try:
+            ev.log.clear()
+            plug.dispatch("Switch.Set", {"id": 0, "on": False})
+            poller.poll_soon()
+            await ev.until(("state", False), timeout=2)  # long before the 60 s interval
+        finally:
+            await poller.stop()
