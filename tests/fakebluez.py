@@ -454,6 +454,25 @@ class FakeBlueZ:
         if self.monitor_manager is not None:
             self._bus.export(ADAPTER_PATH, self.monitor_manager)
 
+    def unplug_adapter(self) -> None:
+        """hci0 goes away: bluetoothd drops it and the devices it had seen (InterfacesRemoved)."""
+        assert self._bus is not None
+        for device in self.devices.values():
+            self._bus.unexport(device.path)
+        if self.monitor_manager is not None:
+            self._bus.unexport(ADAPTER_PATH, self.monitor_manager)
+            self.monitor_manager.monitors.clear()
+        self._bus.unexport(ADAPTER_PATH, self.adapter)
+        self.adapter.discovering = False
+
+    def replug_adapter(self) -> None:
+        """hci0 is back, and the devices around it are seen again."""
+        assert self._bus is not None
+        self.plug_adapter()
+        for device in self.devices.values():
+            device.connected = device.services_resolved = False
+            self._bus.export(device.path, device)
+
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()

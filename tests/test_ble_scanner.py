@@ -309,6 +309,33 @@ async def test_no_adapter_warns_once_and_retries_until_one_appears(
         await radio.stop()
 
 
+async def test_adapter_lost_while_scanning_is_noticed_and_recovered(
+    bluez: FakeBlueZ,
+    radio_factory: Callable[..., BleakRadio],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    collected = Collector()
+    radio = radio_factory(scanning_mode="active", retry_interval=0.1)
+    await radio.start(BTHomeDecoder(collected.on_reading))
+    sensor = bluez.add_device(
+        SENSOR, service_data=plain(objects(1, temperature=20.0, humidity=50.0, battery=80))
+    )
+    await until(lambda: len(collected.readings) == 1)
+
+    bluez.unplug_adapter()  # USB dongle pulled
+    await until(lambda: not radio.scanning)
+    lost = [r.getMessage() for r in caplog.records if "adapter lost" in r.getMessage()]
+    assert len(lost) == 1
+    assert lost[0].startswith("Bluetooth adapter lost: BLE devices disabled, retrying every 0.1 s")
+
+    bluez.replug_adapter()
+    await until(lambda: radio.scanning)
+    assert bluez.adapter.discovering
+    sensor.advertise(service_data=plain(objects(2, temperature=21.0, humidity=50.0, battery=80)))
+    await until(lambda: len(collected.readings) == 2)
+    assert collected.values(SENSOR)[1]["temperature"] == 21.0
+
+
 async def test_no_system_bus_at_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

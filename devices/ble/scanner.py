@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bleak import BleakScanner
-from bleak.args.bluez import BlueZScannerArgs, OrPattern
+from bleak import BleakAdapter, BleakScanner
+from bleak.args.bluez import BlueZAdapterArgs, BlueZScannerArgs, OrPattern
 from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
@@ -63,7 +63,7 @@ class BleakRadio:
         # discovery session (devices.ble.link). Bounded: private addresses rotate.
         self._seen: dict[str, BLEDevice] = {}
         self._scanner: BleakScanner | None = None
-        self._retry: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         #: "active" / "passive" once scanning, None while there is no adapter.
         self.active_mode: Literal["active", "passive"] | None = None
@@ -80,53 +80,71 @@ class BleakRadio:
         """Subscribe `callback`; the first subscription starts the scanner.
 
         Never raises for a missing or unusable adapter: that is logged once and retried every
-        `retry_interval` seconds in the background until `stop()`.
+        `retry_interval` seconds in the background until `stop()`. An adapter that goes away
+        while scanning (unplugged, bluetoothd stopped) is noticed at the same interval.
         """
         self._callbacks.append(callback)
         async with self._lock:
-            if self._scanner is not None or self._retry is not None:
+            if self._supervisor is not None:
                 return
             try:
                 await self._start_scanner()
             except Exception as exc:
-                log.warning(
-                    "no Bluetooth adapter: BLE devices disabled, retrying every %g s (%s)",
-                    self.retry_interval,
-                    _describe(exc),
-                )
-                self._retry = asyncio.create_task(self._retry_forever(), name="ble-adapter-retry")
+                self._announce_unavailable("no Bluetooth adapter", exc)
+            self._supervisor = asyncio.create_task(self._supervise(), name="ble-adapter")
 
     async def stop(self) -> None:
         self._callbacks.clear()
-        retry, self._retry = self._retry, None
-        if retry is not None:
-            retry.cancel()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await retry
+                await supervisor
         async with self._lock:
-            scanner, self._scanner = self._scanner, None
-            self.active_mode = None
-            if scanner is not None:
-                try:
-                    await scanner.stop()
-                except Exception as exc:  # the adapter may be gone already
-                    log.debug("stopping the BLE scanner failed: %s", _describe(exc))
+            await self._drop_scanner()
 
-    async def _retry_forever(self) -> None:
+    def _announce_unavailable(self, what: str, exc: BaseException) -> None:
+        log.warning(
+            "%s: BLE devices disabled, retrying every %g s (%s)",
+            what,
+            self.retry_interval,
+            _describe(exc),
+        )
+
+    async def _drop_scanner(self) -> None:
+        scanner, self._scanner = self._scanner, None
+        self.active_mode = None
+        if scanner is not None:
+            try:
+                await scanner.stop()
+            except Exception as exc:  # the adapter may be gone already
+                log.debug("stopping the BLE scanner failed: %s", _describe(exc))
+
+    async def _supervise(self) -> None:
         while True:
             await asyncio.sleep(self.retry_interval)
             async with self._lock:
-                try:
-                    await self._start_scanner()
-                except Exception as exc:
-                    # Already announced once; repeating it every interval would only be noise.
-                    log.debug("Bluetooth adapter still unavailable: %s", _describe(exc))
+                if self._scanner is None:
+                    try:
+                        await self._start_scanner()
+                    except Exception as exc:
+                        # Announced once already; repeating it every interval would be noise.
+                        log.debug("Bluetooth adapter still unavailable: %s", _describe(exc))
+                        continue
+                    log.warning(
+                        "Bluetooth adapter found: BLE devices enabled (%s scanning)",
+                        self.active_mode,
+                    )
                     continue
-            log.warning(
-                "Bluetooth adapter found: BLE devices enabled (%s scanning)", self.active_mode
-            )
-            self._retry = None
-            return
+                try:
+                    # Public bleak API that fails once BlueZ no longer lists the adapter.
+                    await BleakAdapter.get(bluez=self._adapter_args())
+                except Exception as exc:
+                    self._announce_unavailable("Bluetooth adapter lost", exc)
+                    await self._drop_scanner()
+
+    def _adapter_args(self) -> BlueZAdapterArgs:
+        return {} if self.adapter is None else {"adapter": self.adapter}
 
     async def _start_scanner(self) -> None:
         modes: list[Literal["active", "passive"]] = (
