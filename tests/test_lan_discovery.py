@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
+from zeroconf.asyncio import AsyncZeroconf
 
 from devices.lan import LanDeviceInfo, LanDiscovery, ShellyGen2, Wled, device_id
 from devices.lan.discovery import kind_of
@@ -275,3 +276,18 @@ def test_ids_are_stable_and_topic_safe() -> None:
     assert kind_of("_http._tcp.local.", "shelly1-1", {"app": "switch1"}) is None
     assert kind_of("_http._tcp.local.", "WLED-kitchen", {}) == "wled"
     assert kind_of("_http._tcp.local.", "nas", {}) is None
+
+
+async def test_shared_zeroconf_is_used_and_left_open(lan: Announcer, plug: FakeShelly) -> None:
+    shared = AsyncZeroconf(interfaces=INTERFACES)
+    seen = Seen()
+    try:
+        disc = LanDiscovery(
+            interfaces=INTERFACES, on_found=seen.on_found, on_lost=seen.on_lost, zeroconf=shared
+        )
+        async with disc:
+            await lan.register(shelly_service(plug))
+            await seen.until(lambda: seen.found_ids(plug.device_id) == [plug.device_id])
+        assert not shared.zeroconf.done  # the owner closes it, not the discovery
+    finally:
+        await shared.async_close()

@@ -107,6 +107,7 @@ class LanDiscovery:
         self._azc = zeroconf
         self._owns_zc = zeroconf is None
         self._browser: AsyncServiceBrowser | None = None
+        self._running = False
         self._devices: dict[str, LanDeviceInfo] = {}
         self._service_device: dict[str, str] = {}  # full service name -> device id
         self._backing: dict[str, set[str]] = {}  # device id -> full service names
@@ -122,16 +123,20 @@ class LanDiscovery:
             return
         if self._azc is None:
             self._azc = AsyncZeroconf(interfaces=self.interfaces)
+        # Set before the browser exists: it may report services already in a shared cache.
+        self._running = True
         self._browser = AsyncServiceBrowser(
             self._azc.zeroconf, list(self.service_types), handlers=[self._on_change]
         )
 
     async def stop(self) -> None:
+        self._running = False
         browser, self._browser = self._browser, None
         if browser is not None:
             await browser.async_cancel()
+        # Stopping is shutdown: a consumer's slow callback must not hold it up.
         pending = [*self._resolving.values(), *self._callbacks]
-        for task in self._resolving.values():
+        for task in pending:
             task.cancel()
         self._resolving.clear()
         if pending:
@@ -158,7 +163,7 @@ class LanDiscovery:
         name: str,
         state_change: ServiceStateChange,
     ) -> None:
-        if self._browser is None:
+        if not self._running:
             return
         if state_change is ServiceStateChange.Removed:
             self._removed(name)
