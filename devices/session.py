@@ -210,6 +210,10 @@ class DeviceSession:
             # Waking the session would start command delivery, which must wait until the
             # device is connectable; a separate clean link carries the reading meanwhile.
             await self._publish_status(self.state_topic, payload, retain=True)
+            if self.offline:
+                # Heard from again after missing its wake-ups: it is back.
+                await self._publish_status(self.availability_topic, ONLINE, retain=True)
+                self.offline = False
 
     async def _publish_status(self, topic: str, payload: bytes, *, retain: bool) -> None:
         if self._status is None or not self._status.connected:

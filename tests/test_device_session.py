@@ -337,12 +337,14 @@ async def test_missed_wakes_mark_a_sleeping_device_offline(harness: Harness) -> 
     # State published while asleep uses a separate link: no command is pulled meanwhile.
     await harness.send_commands("gw/trv1/set", b'{"target_temp": 17}')
     await session.publish_state({"temperature": 16.0})
+    await until(lambda: len(seen) == 3)
+    assert seen[2].payload == b"online"  # heard from again: back online
     await asyncio.sleep(0.1)
     assert adapter.attempts == 0
 
     await session.wake()
-    await until(lambda: len(seen) == 3)
-    assert seen[2].payload == b"online"
+    await until(lambda: len(seen) == 4)
+    assert seen[3].payload == b"online"
     await until(lambda: adapter.executed == [{"target_temp": 17}])
     await session.close()
 
