@@ -1,8 +1,9 @@
 """The seam between BLE device logic and the Bluetooth stack.
 
 Everything above this line (parsers, decoders, device sessions) sees only `Advertisement`s
-delivered through a `Radio`; only devices.ble.scanner talks to bleak. Unit tests drive the
-layers above with a fake `Radio`; integration tests put the real bleak behind it.
+delivered through a `Radio` and GATT sessions opened by a `Link`; only devices.ble.scanner and
+devices.ble.link talk to bleak. Unit tests drive the layers above with fakes of these protocols;
+integration tests put the real bleak (and a fake BlueZ) behind them.
 """
 
 from __future__ import annotations
