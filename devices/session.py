@@ -127,6 +127,42 @@ class DeviceSession:
                 raise
             self.offline = False
 
+    async def prime(self) -> bool:
+        """Make sure the broker session and its subscription exist, without running commands.
+
+        For a persistent device known from config but not reachable yet: commands sent before
+        its first wake must already have a session to wait in. A command the broker hands
+        over meanwhile is refused (left unacknowledged), so it simply comes again at the real
+        wake. Publishes ``online`` (a device that is expected to wake can take commands).
+        Returns whether the session already existed.
+        """
+        if not self.device.policy.persistent:
+            return False
+        async with self._lock:
+            if self.awake:
+                return True
+
+            async def not_now(message: Publish) -> bool:
+                return False
+
+            policy = self.device.policy
+            client = MQTTClient(self.connector, not_now)
+            ack = await client.connect(
+                self.client_id,
+                clean_start=False,
+                session_expiry=policy.session_expiry,
+                keep_alive=self.keep_alive,
+                receive_maximum=1,
+            )
+            try:
+                if not ack.session_present:
+                    await client.subscribe(self.set_topic, qos=1)
+                await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+            finally:
+                await client.disconnect()
+            self.offline = False
+            return ack.session_present
+
     async def sleep(self) -> None:
         """The device went to sleep on schedule: disconnect cleanly, stay ``online``.
 

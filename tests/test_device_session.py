@@ -243,6 +243,21 @@ async def test_command_fails_for_good_after_max_attempts(harness: Harness) -> No
     await session.sleep()
 
 
+async def test_prime_creates_the_queue_without_running_commands(harness: Harness) -> None:
+    adapter = RecordingAdapter()
+    session = DeviceSession(thermostat(), adapter, harness.connect)
+    availability = await harness.observer("gw/trv1/availability")
+    assert not await session.prime()  # a new session, subscribed, and "online"
+    await until(lambda: [m.payload for m in availability] == [b"online"])
+    await harness.send_commands("gw/trv1/set", b'{"target_temp": 20}')
+    assert await session.prime()  # existing session: the queued command is not run
+    await asyncio.sleep(0.1)
+    assert adapter.attempts == 0 and not session.awake
+    await session.wake()
+    await until(lambda: adapter.executed == [{"target_temp": 20}])
+    await session.sleep()
+
+
 async def test_clean_policy_device_gets_nothing_queued_while_asleep(harness: Harness) -> None:
     adapter = RecordingAdapter()
     device = Device("plug1", "sensor", policy=DevicePolicy(session="clean"))
