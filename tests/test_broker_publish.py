@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from test_broker_support import V5, V311, Harness, only, props, sub
 
+from gateway.broker.effects import Identity
 from gateway.broker.settings import BrokerSettings
 from gateway.mqtt.packets import (
     Disconnect,
@@ -160,6 +161,21 @@ def test_receive_acl_filters_deliveries() -> None:
     p.publish("secret/x")
     p.publish("open/x")
     assert [m.topic for m in s.publishes()] == ["open/x"]
+
+
+def test_trusted_identity_is_exempt_from_the_acl() -> None:
+    """The gateway's own device sessions (trusted, is_admin) must work under default-deny."""
+    h = Harness(authorizer=Acl(refusal=0x87))
+    admin = Identity(ok=True, is_admin=True)
+    dev = h.connect("dev-1", V5, identity=admin)
+    assert dev.subscribe("test/nosubscribe", qos=1)[0].reason_codes == (1,)
+    dev.subscribe("secret/#", qos=1)
+    assert only(dev.publish("deny/x", qos=1), PubAck)[0].reason_code == 0x10  # no subscriber
+    other = h.connect("other", V5)
+    other.publish("secret/x", qos=1)
+    assert [m.topic for m in dev.publishes()] == ["secret/x"]
+    plain = h.connect("plain", V5)
+    assert only(plain.publish("deny/x", qos=1), PubAck)[0].reason_code == 0x87
 
 
 def test_qos_above_maximum_disconnects_v5() -> None:

@@ -38,7 +38,7 @@ class Connects(Disconnects):
             assigned = client_id if v5 else None
         will = packet.will
         if will is not None:
-            code = self._will_refusal(will, username, client_id, v5)
+            code = self._will_refusal(will, username, client_id, v5, identity.is_admin)
             if code:
                 self._refuse(conn, code)
                 return
@@ -86,6 +86,7 @@ class Connects(Disconnects):
         s.expiry = expiry
         s.version = version
         s.username = username
+        s.acl_exempt = identity.is_admin
         s.disconnected_at = None
         s.conn = conn
         conn.session = s

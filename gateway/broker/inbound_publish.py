@@ -51,7 +51,11 @@ class InboundPublish(Disconnects):
         refusal = 0
         if topic[0] == "$" and is_sys_topic(topic):
             refusal = _NOT_AUTHORIZED  # only the broker publishes $SYS (like Mosquitto)
-        elif self._acl and not self.authorizer.can_publish(s.username, s.client_id, topic):
+        elif (
+            self._acl
+            and not s.acl_exempt
+            and not self.authorizer.can_publish(s.username, s.client_id, topic)
+        ):
             refusal = _NOT_AUTHORIZED
         elif settings.max_topic_levels and topic.count("/") >= settings.max_topic_levels:
             refusal = ReasonCode.TOPIC_NAME_INVALID

@@ -85,7 +85,11 @@ class Routing(Delivery):
             s = sessions.get(client_id)
             if s is None:
                 continue
-            if acl and not self.authorizer.can_receive(s.username, client_id, topic):
+            if (
+                acl
+                and not s.acl_exempt
+                and not self.authorizer.can_receive(s.username, client_id, topic)
+            ):
                 continue
             if qos < dq:
                 dq = qos
@@ -157,7 +161,11 @@ class Routing(Delivery):
             s = sessions.get(order[i])
             if s is None:
                 continue
-            if self._acl and not self.authorizer.can_receive(s.username, s.client_id, topic):
+            if (
+                self._acl
+                and not s.acl_exempt
+                and not self.authorizer.can_receive(s.username, s.client_id, topic)
+            ):
                 continue
             if s.conn is not None:
                 group.next_index = i + 1

@@ -139,6 +139,7 @@ class Session:
     """An MQTT session. ``persistent`` sessions (expiry > 0) are mirrored in the store."""
 
     __slots__ = (
+        "acl_exempt",
         "client_id",
         "conn",
         "disconnected_at",
@@ -168,6 +169,9 @@ class Session:
         self.expiry = expiry
         self.version = version
         self.username = username
+        # Trusted clients (the gateway's own device sessions, admins) skip the ACL. Not
+        # stored: a restored session is checked until its client connects again.
+        self.acl_exempt = False
         self.limits = limits
         self.conn: Connection | None = None
         self.disconnected_at: float | None = None

@@ -49,7 +49,7 @@ class Subscriptions(Disconnects):
                     and inner.count("/") >= settings.max_topic_levels
                 ):
                     code = ReasonCode.TOPIC_FILTER_INVALID
-                if not code:
+                if not code and not s.acl_exempt:
                     code = self.authorizer.subscribe_refusal(s.username, client_id, f)
             if code:
                 codes.append(code if v5 else 0x80)
@@ -76,7 +76,11 @@ class Subscriptions(Disconnects):
         for rec, inner in retained_for:
             ids = () if rec.subscription_id is None else (rec.subscription_id,)
             for msg in self._retained.matching(inner, now):
-                if self._acl and not self.authorizer.can_receive(s.username, client_id, msg.topic):
+                if (
+                    self._acl
+                    and not s.acl_exempt
+                    and not self.authorizer.can_receive(s.username, client_id, msg.topic)
+                ):
                     continue
                 self._deliver(s, msg, min(msg.qos, rec.qos), True, ids, now)
 

@@ -16,13 +16,15 @@ _NOT_AUTHORIZED = ReasonCode.NOT_AUTHORIZED.value
 
 
 class Wills(Routing):
-    def _will_refusal(self, will: Will, username: str | None, client_id: str, v5: bool) -> int:
+    def _will_refusal(
+        self, will: Will, username: str | None, client_id: str, v5: bool, exempt: bool = False
+    ) -> int:
         """The reason code that refuses a CONNECT for its will, or 0."""
         topic = will.topic
         if not valid_topic_name(topic):
             return ReasonCode.TOPIC_NAME_INVALID
         if is_sys_topic(topic) or (
-            self._acl and not self.authorizer.can_publish(username, client_id, topic)
+            self._acl and not exempt and not self.authorizer.can_publish(username, client_id, topic)
         ):
             return _NOT_AUTHORIZED
         if v5:
