@@ -14,12 +14,13 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
 
+from devices.model import KIND_DEFAULTS, DevicePolicy, PolicyError
 from gateway.auth.acl import (
     ACTIONS,
     NOT_AUTHORIZED,
@@ -141,6 +142,59 @@ class LoggingConfig:
     level: str = "info"
 
 
+SCANNING_MODES = ("auto", "active", "passive")
+# Device kinds the bridge can run from config today, and how each one is reached.
+BLE_KINDS = ("bthome",)
+LAN_KINDS = ("shelly", "wled")
+_POLICY_KEYS = tuple(f.name for f in fields(DevicePolicy))
+_BLE_ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+_BIND_KEY = re.compile(r"^[0-9A-Fa-f]{32}$")
+_BAD_DEVICE_ID = re.compile(r"[/+#\s\x00]")
+
+
+@dataclass(frozen=True, slots=True)
+class BleConfig:
+    enabled: bool = True
+    scanning_mode: str = "auto"  # auto | active | passive
+    adapter: str | None = None  # e.g. "hci0"; None = BlueZ's default adapter
+
+
+@dataclass(frozen=True, slots=True)
+class LanConfig:
+    enabled: bool = True
+    # Interface addresses mDNS browses on; empty = no discovery (never the default
+    # interfaces implicitly: that would multicast on whatever network the box is on).
+    interfaces: tuple[str, ...] = ()
+    poll_interval: float = 10.0
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class KnownDeviceConfig:
+    """A device declared under devices.known; ``policy`` is fully resolved (kind default,
+    then devices.policies.<kind>, then the device's own overrides)."""
+
+    id: str
+    kind: str
+    policy: DevicePolicy
+    name: str = ""
+    address: str | None = None  # BLE address, upper case
+    host: str | None = None
+    port: int = 80
+    bind_key: str | None = None  # 32 hex digits
+
+
+@dataclass(frozen=True, slots=True)
+class DevicesConfig:
+    ble: BleConfig = BleConfig()
+    lan: LanConfig = LanConfig()
+    policies: tuple[tuple[str, DevicePolicy], ...] = ()  # kind -> policy, overriding defaults
+    known: tuple[KnownDeviceConfig, ...] = ()
+
+    def policy_for(self, kind: str) -> DevicePolicy:
+        return dict(self.policies).get(kind, DevicePolicy.for_kind(kind))
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     topic_prefix: str = "gw"
@@ -150,6 +204,7 @@ class GatewayConfig:
     auth: AuthConfig = AuthConfig()
     sys_interval: float = 10.0
     logging: LoggingConfig = LoggingConfig()
+    devices: DevicesConfig = DevicesConfig()
 
     def broker_settings(self) -> BrokerSettings:
         limits = self.limits
@@ -745,6 +800,142 @@ def _read_auth(src: _Source, section: _Map, listeners: list[ListenerConfig]) -> 
     )
 
 
+def _policy(section: _Map, base: DevicePolicy, keys: tuple[str, ...]) -> DevicePolicy:
+    """``base`` with the policy keys present in ``section``; a bad value names its key."""
+    overrides = {key: section.take(key) for key in keys if key in section.raw}
+    try:
+        return base.with_overrides(overrides)
+    except PolicyError as exc:
+        key, _, message = str(exc).partition(": ")
+        if key not in overrides:  # pragma: no cover - every PolicyError names a key
+            raise section.src.error(section.path, str(exc)) from None
+        raise section.error(key, message) from None
+
+
+def _interface_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "expected the IP address of an interface, such as '192.168.1.10'"
+    return None
+
+
+def _read_known_device(
+    src: _Source, section: _Map, device_id: str, policies: dict[str, DevicePolicy]
+) -> KnownDeviceConfig:
+    kinds = BLE_KINDS + LAN_KINDS
+    kind = section.choice("kind", "", kinds)
+    if not kind:
+        raise section.error("kind", f"expected one of {', '.join(kinds)} (every device needs one)")
+    ble = kind in BLE_KINDS
+    own = ("kind", "name") + (("address", "bind_key") if ble else ("host", "port"))
+    for key in ("address", "bind_key", "host", "port"):
+        if key not in own:
+            where = "BLE" if key in ("address", "bind_key") else "LAN"
+            section.elsewhere[key] = f"{key!r} applies to {where} devices, not {kind}"
+    section.declare(own + _POLICY_KEYS)
+    name = section.optional_string("name") or ""
+    policy = _policy(section, policies.get(kind, DevicePolicy.for_kind(kind)), _POLICY_KEYS)
+    if ble:
+        address = section.optional_string("address")
+        if address is None:
+            raise section.error("address", "a BLE device needs its address (AA:BB:CC:DD:EE:FF)")
+        if not _BLE_ADDRESS.match(address):
+            raise section.error(
+                "address", f"expected a BLE address such as AA:BB:CC:DD:EE:FF, got {address!r}"
+            )
+        raw_key = section.take("bind_key")
+        bind_key = None if raw_key is _MISSING or raw_key is None else raw_key
+        if bind_key is not None and not (isinstance(bind_key, str) and _BIND_KEY.match(bind_key)):
+            # The value is a secret: not repeated in the message. A key of digits only is
+            # read as a number by YAML, hence the hint about quotes.
+            raise section.error(
+                "bind_key", "expected 32 hex digits (the 16-byte BTHome key, in quotes)"
+            )
+        assert bind_key is None or isinstance(bind_key, str)
+        result = KnownDeviceConfig(
+            id=device_id,
+            kind=kind,
+            policy=policy,
+            name=name,
+            address=address.upper(),
+            bind_key=bind_key.lower() if bind_key else None,
+        )
+    else:
+        host = section.string("host", "", _host_problem)
+        if not host:
+            raise section.error("host", "a LAN device needs its host name or IP address")
+        result = KnownDeviceConfig(
+            id=device_id,
+            kind=kind,
+            policy=policy,
+            name=name,
+            host=host,
+            port=section.integer("port", 80, 1, 65535),
+        )
+    section.finish()
+    return result
+
+
+def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
+    section.declare(("ble", "lan", "policies", "known"))
+    d = DevicesConfig()
+    ble_section = section.mapping("ble")
+    ble = BleConfig(
+        enabled=ble_section.boolean("enabled", d.ble.enabled),
+        scanning_mode=ble_section.choice("scanning_mode", d.ble.scanning_mode, SCANNING_MODES),
+        adapter=ble_section.optional_string("adapter"),
+    )
+    ble_section.finish()
+    lan_section = section.mapping("lan")
+    interfaces: list[str] = []
+    for path, item in lan_section.items("interfaces"):
+        problem = _interface_problem(item) if isinstance(item, str) else "expected a string"
+        if problem:
+            raise src.error(path, f"{problem}, got {_show(item)}")
+        assert isinstance(item, str)
+        interfaces.append(item)
+    lan = LanConfig(
+        enabled=lan_section.boolean("enabled", d.lan.enabled),
+        interfaces=tuple(interfaces),
+        poll_interval=lan_section.number(
+            "poll_interval", d.lan.poll_interval, 0, 3600, low_open=True
+        ),
+        timeout=lan_section.number("timeout", d.lan.timeout, 0, 60, low_open=True),
+    )
+    lan_section.finish()
+
+    policies_section = section.mapping("policies")
+    policies_section.declare(tuple(KIND_DEFAULTS))
+    policies: dict[str, DevicePolicy] = {}
+    for kind in policies_section.raw:
+        policy_section = policies_section.mapping(kind)
+        policy_section.declare(_POLICY_KEYS)
+        policies[kind] = _policy(policy_section, DevicePolicy.for_kind(kind), _POLICY_KEYS)
+    policies_section.finish()
+
+    known_section = section.mapping("known")
+    known: list[KnownDeviceConfig] = []
+    addresses: dict[str, str] = {}
+    for device_id in list(known_section.raw):
+        path = known_section.key(device_id)
+        if not device_id or _BAD_DEVICE_ID.search(device_id) or device_id.startswith("$"):
+            raise src.error(
+                path, "expected a device id that is one topic level: no '/', '+', '#', spaces"
+            )
+        device = _read_known_device(src, known_section.mapping(device_id), device_id, policies)
+        where = device.address or f"{device.host}:{device.port}"
+        if where in addresses:
+            raise src.error(path, f"{where} is already declared as {addresses[where]!r}")
+        addresses[where] = device_id
+        known.append(device)
+    known_section.finish()
+    section.finish()
+    return DevicesConfig(
+        ble=ble, lan=lan, policies=tuple(sorted(policies.items())), known=tuple(known)
+    )
+
+
 def _read_config(src: _Source, raw: object) -> GatewayConfig:
     top = _Map(src, "", raw)
     top.declare(
@@ -756,6 +947,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
             "auth",
             "sys_interval",
             "logging",
+            "devices",
         )
     )
     topic_prefix = top.string("topic_prefix", "gw", _topic_prefix_problem)
@@ -777,6 +969,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
     logging_section = top.mapping("logging")
     logging = LoggingConfig(level=logging_section.choice("level", "info", LOG_LEVELS))
     logging_section.finish()
+    devices = _read_devices(src, top.mapping("devices"))
     top.finish()
     return GatewayConfig(
         topic_prefix=topic_prefix,
@@ -786,6 +979,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
         auth=auth,
         sys_interval=sys_interval,
         logging=logging,
+        devices=devices,
     )
 
 

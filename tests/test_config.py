@@ -343,7 +343,7 @@ BAD_CONFIGS = [
     ("sys_interval: fast", "sys_interval", "expected a number >= 0"),
     ("logging: {level: loud}", "logging.level", "debug, info, warning, error, critical"),
     ("listners: []", "listners", "unknown key 'listners' (did you mean 'listeners'?)"),
-    ("zzz: 1", "zzz", "unknown key 'zzz'; valid keys here: auth, limits"),
+    ("zzz: 1", "zzz", "unknown key 'zzz'; valid keys here: auth, devices, limits"),
     ("limits: {queue: {max_message: 1}}", "limits.queue.max_message", "'max_messages'"),
     ("1: x", "", "keys must be strings"),
     ("- a\n- b", "", "expected a mapping of keys, got a list"),
@@ -448,3 +448,135 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
 def test_default_listeners_constant() -> None:
     assert GatewayConfig().listeners == DEFAULT_LISTENERS
     assert os.fspath(DEFAULT_LISTENERS[1].path or "") == "edge-gateway.sock"
+
+
+# --- devices: -----------------------------------------------------------------------------
+
+BAD_DEVICE_CONFIGS = [
+    (
+        "devices: {known: {kitchen: {kind: bthome, address: 'A4:C1:38:00:00:01', bind_key: 1234}}}",
+        "devices.known.kitchen.bind_key",
+        "expected 32 hex digits",
+    ),
+    (
+        "devices: {known: {kitchen: {kind: bthome, address: 'A4:C1:38:00:00:01', "
+        "bind_key: 'zz1d39c1d7cc1ab1aee224cd096db932'}}}",
+        "devices.known.kitchen.bind_key",
+        "expected 32 hex digits",
+    ),
+    ("devices: {known: {k: {kind: bthome, address: 'A4:C1'}}}", "devices.known.k.address", "BLE"),
+    ("devices: {known: {k: {kind: bthome}}}", "devices.known.k.address", "needs its address"),
+    ("devices: {known: {k: {host: h}}}", "devices.known.k.kind", "bthome, shelly, wled"),
+    ("devices: {known: {k: {kind: toaster}}}", "devices.known.k.kind", "got 'toaster'"),
+    ("devices: {known: {k: {kind: shelly}}}", "devices.known.k.host", "host name or IP"),
+    ("devices: {known: {k: {kind: shelly, host: 'a b'}}}", "devices.known.k.host", "host name"),
+    ("devices: {known: {k: {kind: wled, host: h, port: 0}}}", "devices.known.k.port", "got 0"),
+    (
+        "devices: {known: {k: {kind: shelly, host: h, address: 'A4:C1:38:00:00:01'}}}",
+        "devices.known.k.address",
+        "applies to BLE devices, not shelly",
+    ),
+    (
+        "devices: {known: {k: {kind: shelly, host: h, session: sometimes}}}",
+        "devices.known.k.session",
+        "must be one of clean, persistent",
+    ),
+    (
+        "devices: {known: {k: {kind: shelly, host: h, max_attempts: 0}}}",
+        "devices.known.k.max_attempts",
+        "whole number >= 1, got 0",
+    ),
+    (
+        "devices: {known: {k: {kind: shelly, host: h, comand_ttl: 5}}}",
+        "devices.known.k.comand_ttl",
+        "did you mean 'command_ttl'",
+    ),
+    ("devices: {known: {'a/b': {kind: wled, host: h}}}", "devices.known.a/b", "one topic level"),
+    (
+        "devices: {known: {a: {kind: wled, host: h}, b: {kind: wled, host: h}}}",
+        "devices.known.b",
+        "already declared as 'a'",
+    ),
+    (
+        "devices: {policies: {thermostat: {command_tl: 3}}}",
+        "devices.policies.thermostat.command_tl",
+        "did you mean 'command_ttl'",
+    ),
+    (
+        "devices: {policies: {shelly: {overflow: drop-newest}}}",
+        "devices.policies.shelly.overflow",
+        "must be one of drop-oldest, reject-new",
+    ),
+    (
+        "devices: {policies: {shelly: {wake_interval: 0}}}",
+        "devices.policies.shelly.wake_interval",
+        "> 0",
+    ),
+    ("devices: {policies: {toaster: {}}}", "devices.policies.toaster", "unknown key 'toaster'"),
+    ("devices: {ble: {scanning_mode: loud}}", "devices.ble.scanning_mode", "auto, active"),
+    ("devices: {ble: {enabled: 1}}", "devices.ble.enabled", "true or false"),
+    ("devices: {ble: {adapter: ''}}", "devices.ble.adapter", "non-empty string"),
+    ("devices: {lan: {interfaces: [eth0]}}", "devices.lan.interfaces[0]", "IP address"),
+    ("devices: {lan: {interfaces: eth0}}", "devices.lan.interfaces", "expected a list"),
+    ("devices: {lan: {poll_interval: 0}}", "devices.lan.poll_interval", "a number > 0"),
+    ("devices: {lan: {timeout: 100}}", "devices.lan.timeout", "<= 60"),
+    ("devices: {lna: {}}", "devices.lna", "did you mean 'lan'"),
+]
+
+
+@pytest.mark.parametrize(("text", "key_path", "words"), BAD_DEVICE_CONFIGS)
+def test_bad_devices_config(text: str, key_path: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "bad.yaml")
+    assert caught.value.key_path == key_path
+    assert words in str(caught.value)
+    assert f": {key_path}: " in str(caught.value)
+
+
+def test_devices_defaults_are_harmless() -> None:
+    devices = GatewayConfig().devices
+    # No mDNS on the machine's real network unless the user names an interface.
+    assert devices.lan.interfaces == ()
+    assert devices.ble.enabled and devices.ble.scanning_mode == "auto"
+    assert devices.ble.adapter is None
+    assert devices.policies == () and devices.known == ()
+
+
+def test_devices_known_and_policies() -> None:
+    from devices.model import DevicePolicy
+
+    cfg = parse(
+        """
+        devices:
+          lan: {interfaces: [127.0.0.1], poll_interval: 0.5, timeout: 2}
+          ble: {scanning_mode: passive, adapter: hci1}
+          policies:
+            shelly: {command_ttl: 60}
+            thermostat: {session: clean}
+          known:
+            kitchen:
+              kind: bthome
+              address: "a4:c1:38:00:00:01"
+              bind_key: 231D39C1D7CC1AB1AEE224CD096DB932
+              name: Kitchen
+            plug: {kind: shelly, host: 192.168.1.20, max_attempts: 2}
+            strip: {kind: wled, host: strip.local, port: 8080, session: clean}
+        """
+    ).devices
+    assert cfg.lan.interfaces == ("127.0.0.1",) and cfg.lan.poll_interval == 0.5
+    assert (cfg.ble.scanning_mode, cfg.ble.adapter) == ("passive", "hci1")
+    assert cfg.policy_for("shelly") == DevicePolicy.for_kind("shelly").with_overrides(
+        {"command_ttl": 60}
+    )
+    assert cfg.policy_for("thermostat").session == "clean"
+    assert cfg.policy_for("wled") == DevicePolicy.for_kind("wled")
+    kitchen, plug, strip = cfg.known
+    assert (kitchen.id, kitchen.kind, kitchen.name) == ("kitchen", "bthome", "Kitchen")
+    assert kitchen.address == "A4:C1:38:00:00:01"
+    assert kitchen.bind_key == "231d39c1d7cc1ab1aee224cd096db932"
+    assert kitchen.policy == DevicePolicy.for_kind("bthome")
+    # Kind policy from config first, then the device's own overrides.
+    assert (plug.host, plug.port) == ("192.168.1.20", 80)
+    assert plug.policy.command_ttl == 60 and plug.policy.max_attempts == 2
+    assert plug.policy.persistent
+    assert (strip.host, strip.port, strip.policy.session) == ("strip.local", 8080, "clean")
