@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.effects import Identity, SetKeepAlive
+from gateway.broker.queue_policy import apply_queue_policy
 from gateway.broker.records import PutSession
 from gateway.broker.session import Connection, Session
 from gateway.mqtt.packets import PROTOCOL_V5, ConnAck, Connect, Properties, Will
@@ -87,6 +88,11 @@ class Connects(Disconnects):
         s.version = version
         s.username = username
         s.acl_exempt = identity.is_admin
+        s.notify_topic = None
+        if identity.is_admin and v5 and props.user_properties:
+            s.limits, s.notify_topic = apply_queue_policy(
+                s.limits, props.user_properties, client_id
+            )
         s.disconnected_at = None
         s.conn = conn
         conn.session = s

@@ -69,6 +69,14 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
     """The broker. Every method takes the current time: the core never reads a clock."""
 
     def take_effects(self) -> Effects:
+        # Notices of undelivered queued messages go out as part of the step that caused them.
+        # Publishing one can cause another (a notice queued for a coalescing session): bounded.
+        for _ in range(8):
+            if not self._notices:
+                break
+            notices, self._notices = self._notices, []
+            for topic, payload in notices:
+                self.publish_local(topic, payload, 1, False, NO_PROPERTIES, self._now)
         actions = self._actions
         store = self._store
         self._actions = []

@@ -13,9 +13,10 @@ from dataclasses import replace
 from gateway.broker.durability import Durability
 from gateway.broker.effects import Send
 from gateway.broker.packet_size import publish_size
+from gateway.broker.queue_policy import json_keys
 from gateway.broker.records import DeleteQueueEntry, Message, PutQueueEntry
 from gateway.broker.session import RELEASED, SENT, Connection, QEntry, Session
-from gateway.broker.settings import Overflow
+from gateway.broker.settings import Overflow, QueueLimits
 from gateway.mqtt.packets import Properties, PubRec, PubRel, new_publish
 from gateway.mqtt.reason_codes import ReasonCode
 
@@ -100,6 +101,8 @@ class Delivery(Durability):
         self, s: Session, msg: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]
     ) -> bool:
         limits = s.limits
+        if limits.coalesce or limits.default_expiry:
+            msg = self._apply_policy(s, msg, limits)
         size = len(msg.payload)
         queue = s.queue
         max_messages = limits.max_messages
@@ -113,6 +116,7 @@ class Delivery(Durability):
                     1,
                     f"queue of {s.client_id!r} full, new message on {msg.topic} refused",
                 )
+                self._notify(s, "dropped", msg, reason="queue_full")
                 return False
             dropped = 0
             while queue.count and (
@@ -123,6 +127,7 @@ class Delivery(Durability):
                 if oldest is None:
                     break
                 self._finish(s, oldest)
+                self._notify(s, "dropped", oldest.message, reason="queue_full")
                 dropped += 1
             self.stats.dropped(
                 "queue_full", dropped, f"queue of {s.client_id!r} full, oldest message(s) dropped"
@@ -138,6 +143,30 @@ class Delivery(Durability):
             heapq.heappush(self._queue_expiry, (msg.expires_at, seq, s, e))
         return True
 
+    def _apply_policy(self, s: Session, msg: Message, limits: QueueLimits) -> Message:
+        """A trusted client's queue policy (queue_policy.py): a default time-to-live, and
+        coalescing of not yet sent messages that this one makes obsolete."""
+        if limits.default_expiry and msg.expires_at is None:
+            # The message may be shared with other sessions: this one gets its own copy.
+            msg = replace(
+                msg, msg_id=self._new_msg_id(), expires_at=self._now + limits.default_expiry
+            )
+        if limits.coalesce:
+            keys = json_keys(msg.payload)
+            if keys:
+                obsolete = [
+                    e
+                    for e in s.queue
+                    if e.message.topic == msg.topic
+                    and (old := json_keys(e.message.payload)) is not None
+                    and old <= keys
+                ]
+                for e in obsolete:
+                    s.queue.discard(e)
+                    self._finish(s, e)
+                    self._notify(s, "superseded", e.message)
+        return msg
+
     def _pump(self, conn: Connection, s: Session, now: float) -> None:
         """Move queued entries into flight while the window allows."""
         queue = s.queue
@@ -152,6 +181,7 @@ class Delivery(Durability):
             if msg.expires_at is not None and msg.expires_at <= now:
                 self._finish(s, e)
                 self.stats.dropped("expired", 1, f"queued for {s.client_id!r} on {msg.topic}")
+                self._notify(s, "expired", msg)
                 continue
             if e.qos == 0:
                 self._send_qos0(conn, s, msg, e.retain, e.sub_ids, now)

@@ -148,6 +148,7 @@ class Session:
         "inflight",
         "limits",
         "next_packet_id",
+        "notify_topic",
         "queue",
         "stored",
         "subscriptions",
@@ -172,6 +173,9 @@ class Session:
         # Trusted clients (the gateway's own device sessions, admins) skip the ACL. Not
         # stored: a restored session is checked until its client connects again.
         self.acl_exempt = False
+        # Where the broker reports what happened to queued messages it did not deliver
+        # (superseded, expired, dropped); set by trusted clients, None = not reported.
+        self.notify_topic: str | None = None
         self.limits = limits
         self.conn: Connection | None = None
         self.disconnected_at: float | None = None

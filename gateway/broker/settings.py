@@ -18,6 +18,12 @@ class QueueLimits:
     max_bytes: int = 0  # payload bytes per session; 0 = unlimited
     overflow: Overflow = Overflow.DROP_OLDEST
     queue_qos0: bool = False  # queue QoS 0 messages for offline persistent sessions
+    # A newer queued message on the same topic whose JSON object sets every key of an older,
+    # not yet sent one supersedes it (a thermostat that slept through five setpoints gets
+    # the last one only). Set per session by trusted clients (see queue_policy.py).
+    coalesce: bool = False
+    # Message expiry applied to queued messages that carry none (e.g. from 3.1.1 publishers).
+    default_expiry: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 
 from gateway.broker.access import AllowAll, Authorizer
 from gateway.broker.effects import Action, Close, Send
-from gateway.broker.records import StoreOp
+from gateway.broker.queue_policy import notice
+from gateway.broker.records import Message, StoreOp
 from gateway.broker.retained import RetainedStore
 from gateway.broker.session import Connection, QEntry, Session
 from gateway.broker.settings import BrokerSettings
@@ -58,6 +59,9 @@ class BrokerState:
         self._now = 0.0
         self._connack_props_cache: Properties | None = None
         self._online = 0  # sessions with a connection
+        # (topic, payload) notices about undelivered queued messages, published at the end of
+        # the current step so that routing never re-enters itself.
+        self._notices: list[tuple[str, bytes]] = []
         # Figures that live outside the core (connection layer, store), as (name, value)
         # pairs below $SYS/broker/; set by the composition root.
         self.sys_extra: Callable[[], Iterable[tuple[str, str]]] | None = None
@@ -75,6 +79,10 @@ class BrokerState:
             self._started_at = now
             if self.settings.sys_interval > 0:
                 self._next_sys = now + self.settings.sys_interval
+
+    def _notify(self, s: Session, kind: str, msg: Message, **extra: object) -> None:
+        if s.notify_topic is not None:
+            self._notices.append((s.notify_topic, notice(kind, msg, self._now, **extra)))
 
     def _new_msg_id(self) -> int:
         msg_id = self._next_msg_id

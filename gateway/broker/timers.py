@@ -54,6 +54,7 @@ class Timers(Disconnects):
             s.queue.discard(e)
             self._finish(s, e)
             self.stats.dropped("expired", 1, f"queued for {s.client_id!r} on {e.message.topic}")
+            self._notify(s, "expired", e.message)
         for msg in self._retained.expire(now):
             if not is_sys_topic(msg.topic):
                 self._store.append(DeleteRetained(msg.topic))

@@ -1,0 +1,93 @@
+"""Per-session queue policy chosen by a trusted client, and notices about what the queue did.
+
+The gateway's own device sessions are MQTT clients like any other; what makes a sleeping
+device's session a good command queue (a small depth, coalescing of superseded commands, a
+default time-to-live, being told when a command is dropped) is asked for in the CONNECT, as
+MQTT 5 user properties, and honoured only for trusted connections:
+
+    queue-max-messages   int >= 0         queue-overflow   drop-oldest | reject-new
+    queue-max-bytes      int >= 0         queue-coalesce   json-keys | off
+    queue-default-expiry seconds >= 0     queue-notify-topic  a topic name
+
+Untrusted clients' user properties are ignored (and passed on nowhere): the limits of
+config.yaml apply to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+from gateway.broker.records import Message
+from gateway.broker.settings import Overflow, QueueLimits
+from gateway.broker.topic_tree import valid_topic_name
+from gateway.mqtt.packets import UserProperty
+
+log = logging.getLogger("gateway.broker")
+
+PREFIX = "queue-"
+
+
+def apply_queue_policy(
+    base: QueueLimits, properties: tuple[UserProperty, ...], client_id: str
+) -> tuple[QueueLimits, str | None]:
+    """The session's queue limits and notice topic from its CONNECT user properties."""
+    changes: dict[str, object] = {}
+    notify: str | None = None
+    for name, value in properties:
+        if not name.startswith(PREFIX):
+            continue
+        key = name[len(PREFIX) :]
+        try:
+            if key in ("max-messages", "max-bytes", "default-expiry"):
+                number = int(value)
+                if number < 0:
+                    raise ValueError("negative")
+                changes[key.replace("-", "_")] = number
+            elif key == "overflow":
+                changes["overflow"] = Overflow(value)
+            elif key == "coalesce":
+                if value not in ("json-keys", "off"):
+                    raise ValueError(value)
+                changes["coalesce"] = value == "json-keys"
+            elif key == "notify-topic":
+                if not valid_topic_name(value):
+                    raise ValueError(value)
+                notify = value
+            else:
+                raise ValueError("unknown property")
+        except ValueError:
+            # A trusted client is our own code: say so loudly, keep the session usable.
+            log.warning("client %r: ignoring queue policy %s=%r", client_id, name, value)
+    if not changes:
+        return base, notify
+    return dataclasses.replace(base, **changes), notify  # type: ignore[arg-type]
+
+
+def json_keys(payload: bytes) -> frozenset[str] | None:
+    """The keys of a JSON object payload; None if it is not one."""
+    if not payload or payload[:1] != b"{":
+        return None
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return frozenset(value) if isinstance(value, dict) else None
+
+
+def notice(kind: str, msg: Message, now: float, **extra: object) -> bytes:
+    """A JSON report about a queued message that will not be delivered."""
+    try:
+        command: object = json.loads(msg.payload)
+    except ValueError:
+        command = msg.payload.decode("utf-8", "replace")
+    body: dict[str, object] = {
+        "result": kind,
+        "topic": msg.topic,
+        "command": command,
+        "queued_at": round(msg.created_at, 3),
+        "ts": round(now, 3),
+    }
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":")).encode()
