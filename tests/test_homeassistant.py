@@ -1,0 +1,672 @@
+"""Home Assistant MQTT discovery payloads (devices/homeassistant.py).
+
+Facts checked here come from the Home Assistant MQTT documentation (integrations/mqtt and the
+sensor/binary_sensor/switch/light/cover/event.mqtt pages): the config topic layout and the
+`[a-zA-Z0-9_-]` rule for node and object ids, the empty retained payload that removes an
+entity, `availability` as a list with `availability_mode: all`, event payloads carrying an
+`event_type` from `event_types` (a template rendering `{}` is ignored), template lights giving
+`on`/`off` and 0-255 brightness, and covers reading `open`/`closed`/... and a 0-100 position.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from devices.homeassistant import (
+    bridge_messages,
+    discovery_messages,
+    event_message,
+    removal_messages,
+    topic_level,
+)
+from devices.lan.shelly import plan, state_from_status
+from devices.lan.wled import state_from_wled, wled_body
+from devices.model import Device
+
+TOPIC = re.compile(r"homeassistant/([a-z_]+)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config")
+COMPONENTS = {"sensor", "binary_sensor", "switch", "light", "cover", "event"}
+TEMPLATE_KEYS = (
+    "value_template",
+    "state_template",
+    "brightness_template",
+    "red_template",
+    "green_template",
+    "blue_template",
+    "position_template",
+)
+REF = re.compile(r"value_json((?:\.[A-Za-z_]\w*|\[\"[^\"]*\"\]|\[\d+\])+)")
+
+BTHOME_STATE: dict[str, Any] = {
+    "temperature": 21.45,
+    "humidity": 48.2,
+    "battery": 87,
+    "button": "press",
+    "rssi": -67,
+    "ts": 1700000000.0,
+}
+# A Shelly Plus 1PM's Shelly.GetStatus, as the driver flattens it.
+SHELLY_SWITCH_STATUS = {
+    "switch:0": {
+        "id": 0,
+        "output": True,
+        "apower": 12.5,
+        "voltage": 231.0,
+        "current": 0.071,
+        "aenergy": {"total": 1234.5},
+        "temperature": {"tC": 41.2, "tF": 106.2},
+    },
+    "wifi": {"rssi": -58},
+}
+SHELLY_COVER_STATUS = {
+    "cover:0": {"id": 0, "state": "stopped", "current_pos": 40, "apower": 0.0},
+}
+WLED_STATE = {
+    "on": True,
+    "bri": 128,
+    "ps": -1,
+    "mainseg": 0,
+    "seg": [{"id": 0, "on": True, "bri": 255, "col": [[255, 160, 0], [0, 0, 0]], "fx": 0}],
+}
+
+
+def common(device_id: str, device: dict[str, Any], topic: str = "state") -> dict[str, Any]:
+    return {
+        "state_topic": f"gw/{device_id}/{topic}",
+        "availability": [
+            {"topic": f"gw/{device_id}/availability"},
+            {"topic": "gw/bridge/state"},
+        ],
+        "availability_mode": "all",
+        "qos": 1,
+        "device": device,
+        "origin": {"name": "edge-gateway"},
+    }
+
+
+def decoded(messages: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(topic, json.loads(payload)) for topic, payload in messages]
+
+
+def entity(
+    device_id: str, key: str, device: dict[str, Any], topic: str = "state", **config: Any
+) -> dict[str, Any]:
+    return {
+        "unique_id": f"edge-gateway_{device_id}_{key}",
+        "object_id": f"{device_id}_{key}",
+        **common(device_id, device, topic),
+        **config,
+    }
+
+
+# --- exact payloads -----------------------------------------------------------------------------
+
+
+def test_bthome_sensor_exact_payloads() -> None:
+    dev = Device.of_kind("kitchen", "bthome", name="Kitchen climate")
+    block = {
+        "identifiers": ["edge-gateway_kitchen"],
+        "name": "Kitchen climate",
+        "model": "BTHome v2 sensor",
+        "via_device": "edge-gateway",
+    }
+    got = decoded(discovery_messages(dev, BTHOME_STATE))
+    assert got == [
+        (
+            "homeassistant/sensor/edge-gateway/kitchen_temperature/config",
+            entity(
+                "kitchen",
+                "temperature",
+                block,
+                name="Temperature",
+                device_class="temperature",
+                unit_of_measurement="°C",
+                state_class="measurement",
+                value_template="{{ value_json.temperature }}",
+            ),
+        ),
+        (
+            "homeassistant/sensor/edge-gateway/kitchen_humidity/config",
+            entity(
+                "kitchen",
+                "humidity",
+                block,
+                name="Humidity",
+                device_class="humidity",
+                unit_of_measurement="%",
+                state_class="measurement",
+                value_template="{{ value_json.humidity }}",
+            ),
+        ),
+        (
+            "homeassistant/sensor/edge-gateway/kitchen_battery/config",
+            entity(
+                "kitchen",
+                "battery",
+                block,
+                name="Battery",
+                device_class="battery",
+                unit_of_measurement="%",
+                state_class="measurement",
+                value_template="{{ value_json.battery }}",
+                entity_category="diagnostic",
+            ),
+        ),
+        (
+            "homeassistant/event/edge-gateway/kitchen_button/config",
+            entity(
+                "kitchen",
+                "button",
+                block,
+                "event",
+                name="Button",
+                event_types=[
+                    "press",
+                    "double_press",
+                    "triple_press",
+                    "long_press",
+                    "long_double_press",
+                    "long_triple_press",
+                    "hold_press",
+                ],
+                value_template=(
+                    "{% if value_json.button is defined %}"
+                    '{"event_type": "{{ value_json.button }}"}{% else %}{}{% endif %}'
+                ),
+                device_class="button",
+            ),
+        ),
+        (
+            "homeassistant/sensor/edge-gateway/kitchen_rssi/config",
+            entity(
+                "kitchen",
+                "rssi",
+                block,
+                name="Signal strength",
+                device_class="signal_strength",
+                unit_of_measurement="dBm",
+                state_class="measurement",
+                entity_category="diagnostic",
+                value_template="{{ value_json.rssi }}",
+            ),
+        ),
+    ]
+
+
+def test_shelly_switch_with_power_metering_exact_payloads() -> None:
+    dev = Device.of_kind("plug", "shelly", name="Desk plug")
+    state = state_from_status(SHELLY_SWITCH_STATUS)
+    block = {
+        "identifiers": ["edge-gateway_plug"],
+        "name": "Desk plug",
+        "manufacturer": "Shelly",
+        "model": "Plus 1PM",
+        "sw_version": "1.4.4",
+        "via_device": "edge-gateway",
+    }
+    got = decoded(discovery_messages(dev, state, model="Plus 1PM", sw_version="1.4.4"))
+    meters = [
+        ("power", "Power", "power", "W", "measurement", {}),
+        ("voltage", "Voltage", "voltage", "V", "measurement", {}),
+        ("current", "Current", "current", "A", "measurement", {}),
+        # Shelly's aenergy.total is in watt-hours.
+        ("energy", "Energy", "energy", "Wh", "total_increasing", {}),
+        (
+            "temperature",
+            "Device temperature",
+            "temperature",
+            "°C",
+            "measurement",
+            {"entity_category": "diagnostic"},
+        ),
+    ]
+    assert got == [
+        (
+            "homeassistant/switch/edge-gateway/plug_on/config",
+            entity(
+                "plug",
+                "on",
+                block,
+                name=None,
+                command_topic="gw/plug/set",
+                payload_on='{"on": true}',
+                payload_off='{"on": false}',
+                state_on="ON",
+                state_off="OFF",
+                value_template="{{ 'ON' if value_json.on else 'OFF' }}",
+            ),
+        ),
+        *[
+            (
+                f"homeassistant/sensor/edge-gateway/plug_{key}/config",
+                entity(
+                    "plug",
+                    key,
+                    block,
+                    name=name,
+                    device_class=cls,
+                    unit_of_measurement=unit,
+                    state_class=state_class,
+                    **extra,
+                    value_template=f"{{{{ value_json.{key} }}}}",
+                ),
+            )
+            for key, name, cls, unit, state_class, extra in meters
+        ],
+        (
+            "homeassistant/sensor/edge-gateway/plug_rssi/config",
+            entity(
+                "plug",
+                "rssi",
+                block,
+                name="Signal strength",
+                device_class="signal_strength",
+                unit_of_measurement="dBm",
+                state_class="measurement",
+                entity_category="diagnostic",
+                value_template="{{ value_json.rssi }}",
+            ),
+        ),
+    ]
+    # The switch's payloads are commands the Shelly driver accepts.
+    comps = {"switch": [0]}
+    switch = got[0][1]
+    assert plan(json.loads(switch["payload_on"]), comps, "t") == [
+        ("Switch.Set", {"id": 0, "on": True})
+    ]
+    assert plan(json.loads(switch["payload_off"]), comps, "t") == [
+        ("Switch.Set", {"id": 0, "on": False})
+    ]
+
+
+def test_shelly_cover_exact_payloads() -> None:
+    dev = Device.of_kind("blinds", "shelly", name="Blinds")
+    state = state_from_status(SHELLY_COVER_STATUS)
+    assert state == {"cover": "stopped", "position": 40, "power": 0.0}
+    block = {
+        "identifiers": ["edge-gateway_blinds"],
+        "name": "Blinds",
+        "manufacturer": "Shelly",
+        "via_device": "edge-gateway",
+    }
+    got = decoded(discovery_messages(dev, state))
+    assert got == [
+        (
+            "homeassistant/cover/edge-gateway/blinds_cover/config",
+            entity(
+                "blinds",
+                "cover",
+                block,
+                name=None,
+                command_topic="gw/blinds/set",
+                payload_open='{"cover": "open"}',
+                payload_close='{"cover": "close"}',
+                payload_stop='{"cover": "stop"}',
+                value_template="{{ value_json.cover }}",
+                position_topic="gw/blinds/state",
+                position_template="{{ value_json.position }}",
+                set_position_topic="gw/blinds/set",
+                set_position_template='{"position": {{ position }}}',
+            ),
+        ),
+        (
+            "homeassistant/sensor/edge-gateway/blinds_power/config",
+            entity(
+                "blinds",
+                "power",
+                block,
+                name="Power",
+                device_class="power",
+                unit_of_measurement="W",
+                state_class="measurement",
+                value_template="{{ value_json.power }}",
+            ),
+        ),
+    ]
+    cover = got[0][1]
+    comps = {"cover": [0]}
+    for key, method in (
+        ("payload_open", "Cover.Open"),
+        ("payload_close", "Cover.Close"),
+        ("payload_stop", "Cover.Stop"),
+    ):
+        assert plan(json.loads(cover[key]), comps, "t") == [(method, {"id": 0})]
+
+
+def test_uncalibrated_shelly_cover_offers_no_position() -> None:
+    dev = Device.of_kind("blinds", "shelly")
+    state = state_from_status({"cover:0": {"id": 0, "state": "open", "current_pos": None}})
+    [(_, cover)] = decoded(discovery_messages(dev, state))
+    assert "position_template" not in cover and "set_position_topic" not in cover
+
+
+def test_wled_light_exact_payloads() -> None:
+    dev = Device.of_kind("strip", "wled", name="Shelf strip")
+    state = state_from_wled(WLED_STATE)
+    block = {
+        "identifiers": ["edge-gateway_strip"],
+        "name": "Shelf strip",
+        "manufacturer": "WLED",
+        "model": "FOSS",
+        "via_device": "edge-gateway",
+    }
+    got = decoded(discovery_messages(dev, state, model="FOSS"))
+    on_template = (
+        '{"on": true'
+        '{% if brightness is defined %}, "brightness": {{ brightness }}{% endif %}'
+        "{% if red is defined and green is defined and blue is defined %}"
+        ', "color": [{{ red }}, {{ green }}, {{ blue }}]{% endif %}'
+        '{% if transition is defined %}, "transition": {{ (transition * 10) | round | int }}'
+        "{% endif %}}"
+    )
+    off_template = (
+        '{"on": false'
+        '{% if transition is defined %}, "transition": {{ (transition * 10) | round | int }}'
+        "{% endif %}}"
+    )
+    assert got == [
+        (
+            "homeassistant/light/edge-gateway/strip_light/config",
+            entity(
+                "strip",
+                "light",
+                block,
+                name=None,
+                schema="template",
+                command_topic="gw/strip/set",
+                command_on_template=on_template,
+                command_off_template=off_template,
+                state_template="{{ 'on' if value_json.on else 'off' }}",
+                brightness_template="{{ value_json.brightness }}",
+                red_template="{{ value_json.color[0] }}",
+                green_template="{{ value_json.color[1] }}",
+                blue_template="{{ value_json.color[2] }}",
+            ),
+        ),
+    ]
+    # `preset` is null (no preset active) and `segments` is a list: neither is an entity.
+    assert state["preset"] is None
+
+
+# --- properties of every payload ----------------------------------------------------------------
+
+
+def all_cases() -> list[tuple[Device, dict[str, Any]]]:
+    return [
+        (Device.of_kind("kitchen", "bthome"), BTHOME_STATE),
+        (
+            Device.of_kind("multi", "bthome"),
+            {
+                "temperature": 20.1,
+                "temperature_2": 19.0,
+                "motion": True,
+                "battery_low": False,
+                "dimmer": "rotate_left",
+                "light_level": "dark",
+                "firmware_version": "1.2.3",
+                "packet_id": 7,
+                "mystery": 3,
+                "rssi": -80,
+            },
+        ),
+        (Device.of_kind("plug", "shelly"), state_from_status(SHELLY_SWITCH_STATUS)),
+        (Device.of_kind("blinds", "shelly"), state_from_status(SHELLY_COVER_STATUS)),
+        (
+            Device.of_kind("pro2", "shelly"),
+            state_from_status(
+                {
+                    "switch:0": {"output": False, "apower": 0},
+                    "switch:1": {"output": True, "apower": 5},
+                    "wifi": {"rssi": -40},
+                }
+            ),
+        ),
+        (
+            Device.of_kind("dimmer", "shelly"),
+            state_from_status({"light:0": {"output": True, "brightness": 50}}),
+        ),
+        (Device.of_kind("strip", "wled"), state_from_wled(WLED_STATE)),
+    ]
+
+
+@pytest.mark.parametrize(("device", "state"), all_cases(), ids=lambda v: getattr(v, "id", ""))
+def test_topics_ids_json_and_template_keys(device: Device, state: dict[str, Any]) -> None:
+    messages = discovery_messages(device, state)
+    assert messages
+    seen_unique: set[str] = set()
+    seen_topics: set[str] = set()
+    for topic, payload in messages:
+        m = TOPIC.fullmatch(topic)
+        assert m, topic
+        assert m.group(1) in COMPONENTS
+        assert m.group(3) == f"{device.id}_" + m.group(3)[len(device.id) + 1 :]
+        config = json.loads(payload.decode("utf-8"))
+        assert isinstance(config, dict)
+        assert config["object_id"] == m.group(3)
+        assert config["unique_id"].startswith(f"edge-gateway_{device.id}_")
+        assert config["unique_id"] not in seen_unique
+        assert topic not in seen_topics
+        seen_unique.add(config["unique_id"])
+        seen_topics.add(topic)
+        assert config["availability_mode"] == "all"
+        assert [a["topic"] for a in config["availability"]] == [
+            f"gw/{device.id}/availability",
+            "gw/bridge/state",
+        ]
+        assert config["device"]["identifiers"] == [f"edge-gateway_{device.id}"]
+        assert config["device"]["via_device"] == "edge-gateway"
+        assert config["origin"]["name"] == "edge-gateway"
+        if m.group(1) == "event":
+            assert config["state_topic"] == f"gw/{device.id}/event"
+        else:
+            assert config["state_topic"] == f"gw/{device.id}/state"
+        if "command_topic" in config:
+            assert config["command_topic"] == f"gw/{device.id}/set"
+        for key in TEMPLATE_KEYS:
+            for ref in REF.finditer(config.get(key, "")):
+                assert lookup(state, ref.group(1)) is not MISSING, (topic, key, ref.group(0))
+
+
+MISSING = object()
+
+
+def lookup(state: Any, path: str) -> Any:
+    for part in re.findall(r"\.([A-Za-z_]\w*)|\[\"([^\"]*)\"\]|\[(\d+)\]", path):
+        name = part[0] or part[1]
+        if name:
+            if not isinstance(state, dict) or name not in state:
+                return MISSING
+            state = state[name]
+        else:
+            index = int(part[2])
+            if not isinstance(state, list) or index >= len(state):
+                return MISSING
+            state = state[index]
+    return state
+
+
+def test_bthome_kinds_device_info_and_skipped_keys() -> None:
+    dev, state = all_cases()[1]
+    got = dict(decoded(discovery_messages(dev, state)))
+    by_key = {c["unique_id"].rsplit("multi_", 1)[1]: (t, c) for t, c in got.items()}
+    assert set(by_key) == {
+        "temperature",
+        "temperature_2",
+        "motion",
+        "battery_low",
+        "dimmer",
+        "light_level",
+        "mystery",
+        "rssi",
+    }
+    assert by_key["temperature_2"][1]["name"] == "Temperature 2"
+    assert by_key["temperature_2"][1]["unit_of_measurement"] == "°C"
+    motion_topic, motion = by_key["motion"]
+    assert motion_topic.startswith("homeassistant/binary_sensor/")
+    assert motion["device_class"] == "motion"
+    assert (motion["payload_on"], motion["payload_off"]) == ("ON", "OFF")
+    assert by_key["battery_low"][1]["entity_category"] == "diagnostic"
+    assert by_key["dimmer"][1]["event_types"] == ["rotate_left", "rotate_right"]
+    assert "device_class" not in by_key["dimmer"][1]
+    assert by_key["light_level"][1]["device_class"] == "enum"
+    assert by_key["light_level"][1]["options"] == ["dark", "twilight", "bright"]
+    assert "state_class" not in by_key["light_level"][1]
+    assert by_key["mystery"][1]["name"] == "Mystery"
+    # The firmware version describes the device, not an entity.
+    assert all(c["device"]["sw_version"] == "1.2.3" for c in got.values())
+
+
+def test_multi_component_shelly_addresses_each_component() -> None:
+    dev, state = all_cases()[4]
+    got = dict(decoded(discovery_messages(dev, state)))
+    sw1 = got["homeassistant/switch/edge-gateway/pro2_switch_1_on/config"]
+    assert sw1["name"] == "Switch 1"
+    assert sw1["value_template"] == "{{ 'ON' if value_json[\"switch:1\"].on else 'OFF' }}"
+    comps = {"switch": [0, 1]}
+    assert plan(json.loads(sw1["payload_on"]), comps, "t") == [
+        ("Switch.Set", {"id": 1, "on": True})
+    ]
+    power1 = got["homeassistant/sensor/edge-gateway/pro2_switch_1_power/config"]
+    assert power1["name"] == "Switch 1 power"
+    assert power1["value_template"] == '{{ value_json["switch:1"].power }}'
+
+
+# --- templates, rendered ------------------------------------------------------------------------
+
+
+def render(template: str, **variables: Any) -> str:
+    jinja2 = pytest.importorskip("jinja2")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    return str(env.from_string(template).render(**variables))
+
+
+def test_templates_render_against_real_state() -> None:
+    plug = dict(decoded(discovery_messages(*all_cases()[2])))
+    switch = plug["homeassistant/switch/edge-gateway/plug_on/config"]
+    state = state_from_status(SHELLY_SWITCH_STATUS)
+    assert render(switch["value_template"], value_json=state) == switch["state_on"]
+    off = state_from_status({"switch:0": {"output": False}})
+    assert render(switch["value_template"], value_json=off) == switch["state_off"]
+    energy = plug["homeassistant/sensor/edge-gateway/plug_energy/config"]
+    assert render(energy["value_template"], value_json=state) == "1234.5"
+
+    kitchen = dict(decoded(discovery_messages(*all_cases()[0])))
+    button = kitchen["homeassistant/event/edge-gateway/kitchen_button/config"]
+    _, payload = event_message(Device.of_kind("kitchen", "bthome"), {"button": "double_press"})
+    rendered = json.loads(render(button["value_template"], value_json=json.loads(payload)))
+    assert rendered == {"event_type": "double_press"}
+    assert rendered["event_type"] in button["event_types"]
+    # A message about another key renders {}, which Home Assistant ignores.
+    assert json.loads(render(button["value_template"], value_json={"dimmer": "x"})) == {}
+
+
+def test_cover_templates_make_driver_commands() -> None:
+    cover = decoded(discovery_messages(*all_cases()[3]))[0][1]
+    state = state_from_status(SHELLY_COVER_STATUS)
+    assert render(cover["value_template"], value_json=state) == "stopped"
+    assert render(cover["position_template"], value_json=state) == "40"
+    command = json.loads(render(cover["set_position_template"], position=75))
+    assert plan(command, {"cover": [0]}, "t") == [("Cover.GoToPosition", {"id": 0, "pos": 75})]
+
+
+def test_shelly_light_brightness_is_scaled_both_ways() -> None:
+    light = decoded(discovery_messages(*all_cases()[5]))[0][1]
+    state = state_from_status({"light:0": {"output": True, "brightness": 50}})
+    assert render(light["state_template"], value_json=state) == "on"
+    assert render(light["brightness_template"], value_json=state) == "128"
+    command = json.loads(render(light["command_on_template"], brightness=255))
+    assert plan(command, {"light": [0]}, "t") == [
+        ("Light.Set", {"id": 0, "on": True, "brightness": 100})
+    ]
+    # The dimmest step Home Assistant offers still lights the lamp.
+    assert json.loads(render(light["command_on_template"], brightness=1))["brightness"] == 1
+    assert json.loads(render(light["command_on_template"])) == {"on": True}
+    assert json.loads(render(light["command_off_template"])) == {"on": False}
+
+
+def test_wled_templates_make_driver_commands() -> None:
+    light = decoded(discovery_messages(*all_cases()[6]))[0][1]
+    state = state_from_wled(WLED_STATE)
+    assert render(light["state_template"], value_json=state) == "on"
+    assert render(light["brightness_template"], value_json=state) == "128"
+    assert [render(light[f"{c}_template"], value_json=state) for c in ("red", "green", "blue")] == [
+        "255",
+        "160",
+        "0",
+    ]
+    command = json.loads(
+        render(light["command_on_template"], brightness=200, red=1, green=2, blue=3, transition=1.5)
+    )
+    assert wled_body(command, "t") == {
+        "on": True,
+        "bri": 200,
+        "tt": 15,
+        "seg": [{"id": 0, "col": [[1, 2, 3]]}],
+    }
+    assert wled_body(json.loads(render(light["command_off_template"])), "t") == {"on": False}
+
+
+# --- removal, ids, bridge -----------------------------------------------------------------------
+
+
+def test_removal_messages_clear_only_entities_that_went_away() -> None:
+    dev = Device.of_kind("kitchen", "bthome")
+    before = {"temperature": 20.0, "humidity": 40.0, "motion": True}
+    after = {"temperature": 20.5}
+    gone = removal_messages(dev, before, after)
+    assert gone == [
+        ("homeassistant/sensor/edge-gateway/kitchen_humidity/config", b""),
+        ("homeassistant/binary_sensor/edge-gateway/kitchen_motion/config", b""),
+    ]
+    assert removal_messages(dev, before, before) == []
+    everything = removal_messages(dev, before)
+    assert [t for t, _ in everything] == [t for t, _ in discovery_messages(dev, before)]
+    assert all(p == b"" for _, p in everything)
+
+
+def test_removal_follows_a_component_change() -> None:
+    # The same key now reads as a number: the binary sensor's config goes, the sensor's stays.
+    dev = Device.of_kind("box", "sensor")
+    assert removal_messages(dev, {"x": True}, {"x": 1.5}) == [
+        ("homeassistant/binary_sensor/edge-gateway/box_x/config", b"")
+    ]
+
+
+def test_ids_outside_the_topic_character_class_are_made_safe_and_distinct() -> None:
+    assert topic_level("kitchen_1-a") == "kitchen_1-a"
+    a, b = topic_level("aa:bb"), topic_level("aa.bb")
+    assert a != b
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", a) and re.fullmatch(r"[A-Za-z0-9_-]+", b)
+    dev = Device.of_kind("hall.sensor", "bthome")
+    [(topic, payload)] = discovery_messages(dev, {"temperature": 1.0}, gateway_id="gw.1")
+    assert TOPIC.fullmatch(topic)
+    config = json.loads(payload)
+    assert config["unique_id"] == "gw.1_hall.sensor_temperature"
+    assert config["device"]["via_device"] == "gw.1"
+
+
+def test_prefixes_are_configurable() -> None:
+    dev = Device.of_kind("plug", "shelly")
+    [(topic, payload)] = discovery_messages(
+        dev, {"on": True}, prefix="home", discovery_prefix="ha", gateway_id="attic"
+    )
+    assert topic == "ha/switch/attic/plug_on/config"
+    config = json.loads(payload)
+    assert config["command_topic"] == "home/plug/set"
+    assert config["unique_id"] == "attic_plug_on"
+    assert [a["topic"] for a in config["availability"]] == [
+        "home/plug/availability",
+        "home/bridge/state",
+    ]
+
+
+def test_bridge_device_is_the_via_device() -> None:
+    [(topic, payload)] = bridge_messages()
+    assert TOPIC.fullmatch(topic)
+    config = json.loads(payload)
+    assert config["device"]["identifiers"] == ["edge-gateway"]
+    assert config["state_topic"] == "gw/bridge/state"
+    assert (config["payload_on"], config["payload_off"]) == ("online", "offline")
