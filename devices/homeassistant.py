@@ -317,7 +317,8 @@ def _shelly_component(
     """The entities of one Shelly component (`component` None: the device's only one, flat)."""
     base: tuple[str, ...] = () if component is None else (component,)
     tail = "" if component is None else topic_level(component.replace(":", "_")) + "_"
-    # The main control of a single-component device carries the device's name (name null).
+    # The main control of a single-component device carries the device's name: the MQTT docs
+    # allow `name: null` "if only the device name is relevant".
     main_name = None if component is None else _humanize(component)
     entities: list[Entity] = []
     kind = _shelly_kind(values)
@@ -446,6 +447,13 @@ def _wled_entities(state: Mapping[str, object], set_topic: str) -> list[Entity]:
             continue
         if key == "rssi":
             entities.append(_rssi((key,), key))
+            continue
+        if key == "preset":
+            # The driver always reports `preset`, null while none is active: the entity must
+            # not come and go with it.
+            entities.append(
+                Entity("sensor", key, {"name": "Preset", "value_template": _value_template((key,))})
+            )
             continue
         entity = _generic((key,), key, value)
         if entity is not None:
@@ -610,6 +618,11 @@ def removal_messages(
     return [(topic, b"") for topic in before if topic not in after]
 
 
+def status_topic(discovery_prefix: str = "homeassistant") -> str:
+    """Where Home Assistant announces itself (`online` birth message): re-send discovery then."""
+    return f"{discovery_prefix}/status"
+
+
 def event_message(device: Device, events: Mapping[str, str], *, prefix: str = "gw") -> Message:
     """The (not retained) message that fires event entities: ``{"<key>": "<event_type>"}``."""
     return f"{prefix}/{device.id}/event", _json(dict(events)).encode()
@@ -651,5 +664,6 @@ __all__ = [
     "entities_of",
     "event_message",
     "removal_messages",
+    "status_topic",
     "topic_level",
 ]

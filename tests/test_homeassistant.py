@@ -21,6 +21,7 @@ from devices.homeassistant import (
     discovery_messages,
     event_message,
     removal_messages,
+    status_topic,
     topic_level,
 )
 from devices.lan.shelly import plan, state_from_status
@@ -386,9 +387,21 @@ def test_wled_light_exact_payloads() -> None:
                 blue_template="{{ value_json.color[2] }}",
             ),
         ),
+        # `preset` is null while no preset is active, but the entity stays put; `segments`
+        # (a list) is no entity.
+        (
+            "homeassistant/sensor/edge-gateway/strip_preset/config",
+            entity(
+                "strip", "preset", block, name="Preset", value_template="{{ value_json.preset }}"
+            ),
+        ),
     ]
-    # `preset` is null (no preset active) and `segments` is a list: neither is an entity.
     assert state["preset"] is None
+
+
+def test_home_assistant_birth_topic() -> None:
+    assert status_topic() == "homeassistant/status"
+    assert status_topic("ha") == "ha/status"
 
 
 # --- properties of every payload ----------------------------------------------------------------
