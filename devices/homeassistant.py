@@ -6,7 +6,8 @@ publishes them (retained, QoS 1) and re-publishes them when ``homeassistant/stat
 ``online``.
 
 Facts from the Home Assistant MQTT documentation (integrations/mqtt, sensor.mqtt,
-binary_sensor.mqtt, switch.mqtt, light.mqtt, cover.mqtt, event.mqtt) that shape the payloads:
+binary_sensor.mqtt, switch.mqtt, light.mqtt, cover.mqtt, event.mqtt, climate.mqtt) that shape
+the payloads:
 
 * Config topic: ``<discovery_prefix>/<component>/[<node_id>/]<object_id>/config``; node id and
   object id may only use ``[a-zA-Z0-9_-]``. An empty retained payload on it removes the entity.
@@ -55,6 +56,7 @@ Message = tuple[str, bytes]
 ORIGIN_NAME = "edge-gateway"
 
 ON, OFF = "ON", "OFF"
+TARGET_TEMP = "target_temp"  # the setpoint key of DESIGN §2's command example
 DIAGNOSTIC = "diagnostic"
 
 # Keys in a state object that are bookkeeping, not readings.
@@ -473,7 +475,9 @@ def entities_of(
         return _wled_entities(state_keys, set_topic), {}
     if device.kind == "bthome":
         return _bthome_entities(state_keys)
-    entities = []
+    entities: list[Entity] = []
+    if TARGET_TEMP in state_keys:
+        entities.append(_climate(state_keys, set_topic, state_topic))
     for key, value in state_keys.items():
         if key in _SKIP_KEYS:
             continue
@@ -481,6 +485,30 @@ def entities_of(
         if entity is not None:
             entities.append(entity)
     return entities, {}
+
+
+def _climate(state: Mapping[str, object], set_topic: str, state_topic: str) -> Entity:
+    """A thermostat: its setpoint is the `target_temp` command key of the topic contract.
+
+    Climate command templates receive the new setpoint as `value` (climate.mqtt). Only the
+    heating mode is offered: the command contract has no mode key, and a mode Home Assistant
+    cannot send would be a lie in the UI.
+    """
+    config: dict[str, Any] = {
+        "name": None,
+        "modes": ["heat"],
+        "temperature_unit": "C",
+        # Home Assistant's default step is 1 degree; radiator thermostats set half degrees.
+        "temp_step": 0.5,
+        "temperature_command_topic": set_topic,
+        "temperature_command_template": '{"' + TARGET_TEMP + '": {{ value }}}',
+        "temperature_state_topic": state_topic,
+        "temperature_state_template": _value_template((TARGET_TEMP,)),
+    }
+    if "temperature" in state:
+        config["current_temperature_topic"] = state_topic
+        config["current_temperature_template"] = _value_template(("temperature",))
+    return Entity("climate", "climate", config)
 
 
 # --- messages ---------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from devices.lan.wled import state_from_wled, wled_body
 from devices.model import Device
 
 TOPIC = re.compile(r"homeassistant/([a-z_]+)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config")
-COMPONENTS = {"sensor", "binary_sensor", "switch", "light", "cover", "event"}
+COMPONENTS = {"sensor", "binary_sensor", "switch", "light", "cover", "event", "climate"}
 TEMPLATE_KEYS = (
     "value_template",
     "state_template",
@@ -38,6 +38,8 @@ TEMPLATE_KEYS = (
     "green_template",
     "blue_template",
     "position_template",
+    "temperature_state_template",
+    "current_temperature_template",
 )
 REF = re.compile(r"value_json((?:\.[A-Za-z_]\w*|\[\"[^\"]*\"\]|\[\d+\])+)")
 
@@ -442,6 +444,10 @@ def all_cases() -> list[tuple[Device, dict[str, Any]]]:
             state_from_status({"light:0": {"output": True, "brightness": 50}}),
         ),
         (Device.of_kind("strip", "wled"), state_from_wled(WLED_STATE)),
+        (
+            Device.of_kind("radiator", "thermostat"),
+            {"target_temp": 21.5, "temperature": 19.8, "valve": 40, "rssi": -70},
+        ),
     ]
 
 
@@ -683,3 +689,18 @@ def test_bridge_device_is_the_via_device() -> None:
     assert config["device"]["identifiers"] == ["edge-gateway"]
     assert config["state_topic"] == "gw/bridge/state"
     assert (config["payload_on"], config["payload_off"]) == ("online", "offline")
+
+
+def test_thermostat_climate_sends_the_setpoint_command() -> None:
+    dev, state = all_cases()[7]
+    got = dict(decoded(discovery_messages(dev, state)))
+    climate = got["homeassistant/climate/edge-gateway/radiator_climate/config"]
+    assert climate["name"] is None
+    assert climate["modes"] == ["heat"]
+    assert climate["temperature_command_topic"] == "gw/radiator/set"
+    # Climate command templates get the new setpoint as `value` (climate.mqtt docs).
+    command = json.loads(render(climate["temperature_command_template"], value=22.5))
+    assert command == {"target_temp": 22.5}
+    assert render(climate["temperature_state_template"], value_json=state) == "21.5"
+    assert render(climate["current_temperature_template"], value_json=state) == "19.8"
+    assert "homeassistant/sensor/edge-gateway/radiator_valve/config" in got
