@@ -109,16 +109,18 @@ def topic_level(text: str) -> str:
 def config_topic(
     component: str, device: Device, key: str, *, discovery_prefix: str, gateway_id: str
 ) -> str:
-    """``<discovery_prefix>/<component>/<gateway node>/<device>_<key>/config``.
+    """``<discovery_prefix>/<component>/<gateway>_<device>/<key>/config``.
 
-    The gateway is the node that provides every entity, so its id is the node id: one gateway's
-    configs sit under one subtree, and two gateways never overwrite each other's.
+    The node is the device as this gateway sees it: two gateways never overwrite each other's
+    configs, and since the key is a level of its own, device ``a`` with key ``b_c`` and device
+    ``a_b`` with key ``c`` cannot meet on one topic.
     """
-    node = topic_level(gateway_id)
-    return f"{discovery_prefix}/{component}/{node}/{_object_id(device, key)}/config"
+    node = topic_level(f"{gateway_id}_{device.id}")
+    return f"{discovery_prefix}/{component}/{node}/{topic_level(key)}/config"
 
 
 def _object_id(device: Device, key: str) -> str:
+    # Home Assistant derives the entity id from it (`sensor.kitchen_temperature`).
     return topic_level(f"{device.id}_{key}")
 
 

@@ -119,7 +119,7 @@ def test_bthome_sensor_exact_payloads() -> None:
     got = decoded(discovery_messages(dev, BTHOME_STATE))
     assert got == [
         (
-            "homeassistant/sensor/edge-gateway/kitchen_temperature/config",
+            "homeassistant/sensor/edge-gateway_kitchen/temperature/config",
             entity(
                 "kitchen",
                 "temperature",
@@ -132,7 +132,7 @@ def test_bthome_sensor_exact_payloads() -> None:
             ),
         ),
         (
-            "homeassistant/sensor/edge-gateway/kitchen_humidity/config",
+            "homeassistant/sensor/edge-gateway_kitchen/humidity/config",
             entity(
                 "kitchen",
                 "humidity",
@@ -145,7 +145,7 @@ def test_bthome_sensor_exact_payloads() -> None:
             ),
         ),
         (
-            "homeassistant/sensor/edge-gateway/kitchen_battery/config",
+            "homeassistant/sensor/edge-gateway_kitchen/battery/config",
             entity(
                 "kitchen",
                 "battery",
@@ -159,7 +159,7 @@ def test_bthome_sensor_exact_payloads() -> None:
             ),
         ),
         (
-            "homeassistant/event/edge-gateway/kitchen_button/config",
+            "homeassistant/event/edge-gateway_kitchen/button/config",
             entity(
                 "kitchen",
                 "button",
@@ -183,7 +183,7 @@ def test_bthome_sensor_exact_payloads() -> None:
             ),
         ),
         (
-            "homeassistant/sensor/edge-gateway/kitchen_rssi/config",
+            "homeassistant/sensor/edge-gateway_kitchen/rssi/config",
             entity(
                 "kitchen",
                 "rssi",
@@ -228,7 +228,7 @@ def test_shelly_switch_with_power_metering_exact_payloads() -> None:
     ]
     assert got == [
         (
-            "homeassistant/switch/edge-gateway/plug_on/config",
+            "homeassistant/switch/edge-gateway_plug/on/config",
             entity(
                 "plug",
                 "on",
@@ -244,7 +244,7 @@ def test_shelly_switch_with_power_metering_exact_payloads() -> None:
         ),
         *[
             (
-                f"homeassistant/sensor/edge-gateway/plug_{key}/config",
+                f"homeassistant/sensor/edge-gateway_plug/{key}/config",
                 entity(
                     "plug",
                     key,
@@ -260,7 +260,7 @@ def test_shelly_switch_with_power_metering_exact_payloads() -> None:
             for key, name, cls, unit, state_class, extra in meters
         ],
         (
-            "homeassistant/sensor/edge-gateway/plug_rssi/config",
+            "homeassistant/sensor/edge-gateway_plug/rssi/config",
             entity(
                 "plug",
                 "rssi",
@@ -298,7 +298,7 @@ def test_shelly_cover_exact_payloads() -> None:
     got = decoded(discovery_messages(dev, state))
     assert got == [
         (
-            "homeassistant/cover/edge-gateway/blinds_cover/config",
+            "homeassistant/cover/edge-gateway_blinds/cover/config",
             entity(
                 "blinds",
                 "cover",
@@ -316,7 +316,7 @@ def test_shelly_cover_exact_payloads() -> None:
             ),
         ),
         (
-            "homeassistant/sensor/edge-gateway/blinds_power/config",
+            "homeassistant/sensor/edge-gateway_blinds/power/config",
             entity(
                 "blinds",
                 "power",
@@ -372,7 +372,7 @@ def test_wled_light_exact_payloads() -> None:
     )
     assert got == [
         (
-            "homeassistant/light/edge-gateway/strip_light/config",
+            "homeassistant/light/edge-gateway_strip/light/config",
             entity(
                 "strip",
                 "light",
@@ -392,7 +392,7 @@ def test_wled_light_exact_payloads() -> None:
         # `preset` is null while no preset is active, but the entity stays put; `segments`
         # (a list) is no entity.
         (
-            "homeassistant/sensor/edge-gateway/strip_preset/config",
+            "homeassistant/sensor/edge-gateway_strip/preset/config",
             entity(
                 "strip", "preset", block, name="Preset", value_template="{{ value_json.preset }}"
             ),
@@ -461,10 +461,10 @@ def test_topics_ids_json_and_template_keys(device: Device, state: dict[str, Any]
         m = TOPIC.fullmatch(topic)
         assert m, topic
         assert m.group(1) in COMPONENTS
-        assert m.group(3) == f"{device.id}_" + m.group(3)[len(device.id) + 1 :]
+        assert m.group(2) == f"edge-gateway_{device.id}"
         config = json.loads(payload.decode("utf-8"))
         assert isinstance(config, dict)
-        assert config["object_id"] == m.group(3)
+        assert config["object_id"] == f"{device.id}_{m.group(3)}"
         assert config["unique_id"].startswith(f"edge-gateway_{device.id}_")
         assert config["unique_id"] not in seen_unique
         assert topic not in seen_topics
@@ -541,14 +541,14 @@ def test_bthome_kinds_device_info_and_skipped_keys() -> None:
 def test_multi_component_shelly_addresses_each_component() -> None:
     dev, state = all_cases()[4]
     got = dict(decoded(discovery_messages(dev, state)))
-    sw1 = got["homeassistant/switch/edge-gateway/pro2_switch_1_on/config"]
+    sw1 = got["homeassistant/switch/edge-gateway_pro2/switch_1_on/config"]
     assert sw1["name"] == "Switch 1"
     assert sw1["value_template"] == "{{ 'ON' if value_json[\"switch:1\"].on else 'OFF' }}"
     comps = {"switch": [0, 1]}
     assert plan(json.loads(sw1["payload_on"]), comps, "t") == [
         ("Switch.Set", {"id": 1, "on": True})
     ]
-    power1 = got["homeassistant/sensor/edge-gateway/pro2_switch_1_power/config"]
+    power1 = got["homeassistant/sensor/edge-gateway_pro2/switch_1_power/config"]
     assert power1["name"] == "Switch 1 power"
     assert power1["value_template"] == '{{ value_json["switch:1"].power }}'
 
@@ -564,16 +564,16 @@ def render(template: str, **variables: Any) -> str:
 
 def test_templates_render_against_real_state() -> None:
     plug = dict(decoded(discovery_messages(*all_cases()[2])))
-    switch = plug["homeassistant/switch/edge-gateway/plug_on/config"]
+    switch = plug["homeassistant/switch/edge-gateway_plug/on/config"]
     state = state_from_status(SHELLY_SWITCH_STATUS)
     assert render(switch["value_template"], value_json=state) == switch["state_on"]
     off = state_from_status({"switch:0": {"output": False}})
     assert render(switch["value_template"], value_json=off) == switch["state_off"]
-    energy = plug["homeassistant/sensor/edge-gateway/plug_energy/config"]
+    energy = plug["homeassistant/sensor/edge-gateway_plug/energy/config"]
     assert render(energy["value_template"], value_json=state) == "1234.5"
 
     kitchen = dict(decoded(discovery_messages(*all_cases()[0])))
-    button = kitchen["homeassistant/event/edge-gateway/kitchen_button/config"]
+    button = kitchen["homeassistant/event/edge-gateway_kitchen/button/config"]
     _, payload = event_message(Device.of_kind("kitchen", "bthome"), {"button": "double_press"})
     rendered = json.loads(render(button["value_template"], value_json=json.loads(payload)))
     assert rendered == {"event_type": "double_press"}
@@ -637,8 +637,8 @@ def test_removal_messages_clear_only_entities_that_went_away() -> None:
     after = {"temperature": 20.5}
     gone = removal_messages(dev, before, after)
     assert gone == [
-        ("homeassistant/sensor/edge-gateway/kitchen_humidity/config", b""),
-        ("homeassistant/binary_sensor/edge-gateway/kitchen_motion/config", b""),
+        ("homeassistant/sensor/edge-gateway_kitchen/humidity/config", b""),
+        ("homeassistant/binary_sensor/edge-gateway_kitchen/motion/config", b""),
     ]
     assert removal_messages(dev, before, before) == []
     everything = removal_messages(dev, before)
@@ -650,7 +650,7 @@ def test_removal_follows_a_component_change() -> None:
     # The same key now reads as a number: the binary sensor's config goes, the sensor's stays.
     dev = Device.of_kind("box", "sensor")
     assert removal_messages(dev, {"x": True}, {"x": 1.5}) == [
-        ("homeassistant/binary_sensor/edge-gateway/box_x/config", b"")
+        ("homeassistant/binary_sensor/edge-gateway_box/x/config", b"")
     ]
 
 
@@ -672,7 +672,7 @@ def test_prefixes_are_configurable() -> None:
     [(topic, payload)] = discovery_messages(
         dev, {"on": True}, prefix="home", discovery_prefix="ha", gateway_id="attic"
     )
-    assert topic == "ha/switch/attic/plug_on/config"
+    assert topic == "ha/switch/attic_plug/on/config"
     config = json.loads(payload)
     assert config["command_topic"] == "home/plug/set"
     assert config["unique_id"] == "attic_plug_on"
@@ -694,7 +694,7 @@ def test_bridge_device_is_the_via_device() -> None:
 def test_thermostat_climate_sends_the_setpoint_command() -> None:
     dev, state = all_cases()[7]
     got = dict(decoded(discovery_messages(dev, state)))
-    climate = got["homeassistant/climate/edge-gateway/radiator_climate/config"]
+    climate = got["homeassistant/climate/edge-gateway_radiator/climate/config"]
     assert climate["name"] is None
     assert climate["modes"] == ["heat"]
     assert climate["temperature_command_topic"] == "gw/radiator/set"
@@ -703,4 +703,11 @@ def test_thermostat_climate_sends_the_setpoint_command() -> None:
     assert command == {"target_temp": 22.5}
     assert render(climate["temperature_state_template"], value_json=state) == "21.5"
     assert render(climate["current_temperature_template"], value_json=state) == "19.8"
-    assert "homeassistant/sensor/edge-gateway/radiator_valve/config" in got
+    assert "homeassistant/sensor/edge-gateway_radiator/valve/config" in got
+
+
+def test_device_and_key_boundaries_cannot_collide() -> None:
+    a = discovery_messages(Device.of_kind("a", "sensor"), {"b_c": 1})
+    b = discovery_messages(Device.of_kind("a_b", "sensor"), {"c": 1})
+    assert a[0][0] == "homeassistant/sensor/edge-gateway_a/b_c/config"
+    assert b[0][0] == "homeassistant/sensor/edge-gateway_a_b/c/config"
