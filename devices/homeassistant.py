@@ -87,7 +87,7 @@ _KIND_INFO: dict[str, tuple[str | None, str | None]] = {
 
 @dataclass(frozen=True, slots=True)
 class Entity:
-    component: str  # sensor, binary_sensor, switch, light, cover, event
+    component: str  # sensor, binary_sensor, switch, light, cover, event, climate
     key: str  # unique within the device; the tail of unique_id and object_id
     config: dict[str, Any]  # the component-specific part of the discovery payload
 
