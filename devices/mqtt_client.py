@@ -133,6 +133,7 @@ class MQTTClient:
         keep_alive: int = 60,
         receive_maximum: int | None = None,
         username: str | None = None,
+        user_properties: tuple[tuple[str, str], ...] = (),
     ) -> ConnAck:
         """Open the link and send CONNECT; raises ConnectRefused or ConnectionClosed."""
         if self._writer is not None:
@@ -148,6 +149,7 @@ class MQTTClient:
         props = Properties(
             session_expiry_interval=session_expiry or None,
             receive_maximum=receive_maximum,
+            user_properties=user_properties,
         )
         self._send(
             Connect(

@@ -95,6 +95,22 @@ class DeviceSession:
     def awake(self) -> bool:
         return self._client is not None and self._client.connected
 
+    def _queue_policy(self) -> tuple[tuple[str, str], ...]:
+        """How the broker should keep this device's command queue (gateway/broker/
+        queue_policy.py; honoured because device sessions are trusted in-process clients):
+        depth and overflow, coalescing of superseded commands, the default time-to-live, and
+        where to report commands that will not be delivered (superseded, expired, dropped)."""
+        policy = self.device.policy
+        if not policy.persistent:
+            return ()
+        return (
+            ("queue-max-messages", str(policy.queue_depth)),
+            ("queue-overflow", policy.overflow),
+            ("queue-coalesce", "json-keys" if policy.coalesce else "off"),
+            ("queue-default-expiry", str(policy.command_ttl)),
+            ("queue-notify-topic", self.result_topic),
+        )
+
     async def wake(self) -> None:
         """The device is reachable: connect its session, let queued commands flow."""
         async with self._lock:
@@ -111,6 +127,7 @@ class DeviceSession:
                 will=Will(self.availability_topic, OFFLINE, qos=1, retain=True),
                 keep_alive=self.keep_alive,
                 receive_maximum=1,
+                user_properties=self._queue_policy(),
             )
             self._client = client
             try:
@@ -153,6 +170,7 @@ class DeviceSession:
                 session_expiry=policy.session_expiry,
                 keep_alive=self.keep_alive,
                 receive_maximum=1,
+                user_properties=self._queue_policy(),
             )
             try:
                 if not ack.session_present:

@@ -139,3 +139,33 @@ def test_coalescing_survives_a_restart_of_the_broker() -> None:
     h2.restore(snapshot)
     d = device(h2)
     assert [p.payload for p in d.publishes()] == [b'{"target_temp": 20}']
+
+
+def test_unconfirmed_command_can_still_be_superseded_after_the_link_drops() -> None:
+    """The device got the command but never confirmed it (no PUBACK) and went to sleep: a
+    newer command for the same keys replaces it, instead of both running at the next wake."""
+    h = Harness()
+    asleep_with_subscription(h)
+    watcher = h.connect("watcher", V5)
+    watcher.subscribe("gw/thermo/result", qos=1)
+    d = device(h)
+    app = h.connect("app", V311)
+    app.publish("gw/thermo/set", b'{"target_temp": 20}', qos=1)
+    assert [p.payload for p in d.publishes()] == [b'{"target_temp": 20}']  # not acknowledged
+    d.disconnect()
+    app.publish("gw/thermo/set", b'{"target_temp": 22}', qos=1)
+    assert [n["result"] for n in notices(watcher)] == ["superseded"]
+    awake = device(h)
+    assert [p.payload for p in awake.publishes()] == [b'{"target_temp": 22}']
+
+
+def test_unconfirmed_command_is_sent_again_when_nothing_supersedes_it() -> None:
+    h = Harness()
+    asleep_with_subscription(h)
+    d = device(h)
+    app = h.connect("app", V311)
+    app.publish("gw/thermo/set", b'{"target_temp": 20}', qos=1)
+    assert len(d.publishes()) == 1
+    d.lose()
+    again = device(h)
+    assert [p.payload for p in again.publishes()] == [b'{"target_temp": 20}']

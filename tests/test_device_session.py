@@ -291,6 +291,47 @@ async def test_commands_survive_a_gateway_restart(harness: Harness) -> None:
     await session.sleep()
 
 
+async def test_sleeping_thermostat_gets_only_the_last_of_five_setpoints(
+    harness: Harness,
+) -> None:
+    """DESIGN §3: five setpoints while asleep, the gateway restarted in between; at wake-up
+    one execution with the last setpoint, results superseded x4 + delivered x1."""
+    adapter = RecordingAdapter()
+    session = DeviceSession(thermostat(), adapter, harness.connect)  # coalesce on by default
+    await session.wake()
+    await session.sleep()
+    results = await harness.observer("gw/trv1/result")
+    setpoints = [19.0, 19.5, 20.0]
+    await harness.send_commands(
+        "gw/trv1/set", *(json.dumps({"target_temp": t}).encode() for t in setpoints)
+    )
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 2)
+
+    for client in harness.clients:
+        await client.close()
+    harness.clients.clear()
+    await harness.restart()
+    results = await harness.observer("gw/trv1/result")
+    # The policy comes with the device session's CONNECT: until the device is heard from
+    # again after the restart, commands are queued and coalesced at its next connect.
+    await session.prime()
+    more = [20.5, 21.5]
+    await harness.send_commands(
+        "gw/trv1/set", *(json.dumps({"target_temp": t}).encode() for t in more)
+    )
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 2)
+
+    await session.wake()
+    await until(
+        lambda: any(o["result"] == "delivered" for o in payloads(results, "gw/trv1/result"))
+    )
+    assert await session.wait_quiet(0.2)
+    assert adapter.executed == [{"target_temp": 21.5}]
+    outcomes = payloads(results, "gw/trv1/result")
+    assert [o["result"] for o in outcomes] == ["superseded", "superseded", "delivered"]
+    await session.sleep()
+
+
 async def test_invalid_command_is_answered_and_not_retried(harness: Harness) -> None:
     adapter = RecordingAdapter()
     session = DeviceSession(thermostat(), adapter, harness.connect)

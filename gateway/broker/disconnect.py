@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import heapq
 
-from gateway.broker.records import PutSession
-from gateway.broker.session import Connection, Session
+from gateway.broker.records import PutQueueEntry, PutSession
+from gateway.broker.session import QUEUED, SENT, Connection, Session
 from gateway.broker.state import EXPIRY_TIMER
 from gateway.broker.wills import Wills
 from gateway.mqtt.packets import Disconnect, Will
@@ -66,6 +66,8 @@ class Disconnects(Wills):
         s.disconnected_at = now
         if will is not None:
             self._release_will(s, will, now, takeover)
+        if s.limits.coalesce and s.inflight:
+            self._requeue_unconfirmed(s)
         if takeover:
             return  # the new connection decides what becomes of the session
         if s.expiry == 0:
@@ -76,6 +78,20 @@ class Disconnects(Wills):
         expires = s.expires_at()
         if expires is not None:
             heapq.heappush(self._timers, (expires, EXPIRY_TIMER, s.client_id))
+
+    def _requeue_unconfirmed(self, s: Session) -> None:
+        """A coalescing session's unacknowledged QoS 1 messages go back to the front of its
+        queue: its client acknowledges only what it carried out (a device command), so a
+        newer command may still supersede them before the next connection. They are sent
+        again then, as the spec asks of in-flight messages, unless superseded."""
+        back = [e for e in s.inflight.values() if e.qos == 1 and e.state is SENT]
+        for e in sorted(back, key=lambda e: e.seq, reverse=True):
+            del s.inflight[e.packet_id]  # type: ignore[arg-type]
+            e.state = QUEUED
+            e.packet_id = None
+            s.queue.appendleft(e)
+            if s.stored:
+                self._store.append(PutQueueEntry(e.record(s.client_id)))
 
     def _end_session(self, s: Session, now: float, expired: bool = False) -> None:
         client_id = s.client_id

@@ -98,6 +98,11 @@ class EntryQueue:
                 return e
         return None
 
+    def appendleft(self, e: QEntry) -> None:
+        self._entries.appendleft(e)
+        self.count += 1
+        self.bytes += len(e.message.payload)
+
     def discard(self, e: QEntry) -> None:
         """Remove an entry that is still queued (anywhere in the queue)."""
         if not e.dead:
