@@ -73,6 +73,7 @@ class DeviceSession:
         self.availability_topic = f"{base}/availability"
         self.set_topic = f"{base}/set"
         self.result_topic = f"{base}/result"
+        self.pending_topic = f"{base}/pending"
         self.last_seen = clock()  # wall-clock time the device was last heard from
         self.offline = False  # we published "offline" (missed wake-ups) and not yet "online"
         self.delivered = 0
@@ -99,7 +100,8 @@ class DeviceSession:
         """How the broker should keep this device's command queue (gateway/broker/
         queue_policy.py; honoured because device sessions are trusted in-process clients):
         depth and overflow, coalescing of superseded commands, the default time-to-live, and
-        where to report commands that will not be delivered (superseded, expired, dropped)."""
+        where to report commands that will not be delivered (superseded, expired, dropped)
+        and where to keep the retained list of commands still waiting."""
         policy = self.device.policy
         if not policy.persistent:
             return ()
@@ -109,6 +111,7 @@ class DeviceSession:
             ("queue-coalesce", "json-keys" if policy.coalesce else "off"),
             ("queue-default-expiry", str(policy.command_ttl)),
             ("queue-notify-topic", self.result_topic),
+            ("queue-pending-topic", self.pending_topic),
         )
 
     async def wake(self) -> None:

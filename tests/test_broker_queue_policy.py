@@ -169,3 +169,33 @@ def test_unconfirmed_command_is_sent_again_when_nothing_supersedes_it() -> None:
     d.lose()
     again = device(h)
     assert [p.payload for p in again.publishes()] == [b'{"target_temp": 20}']
+
+
+def test_pending_list_is_kept_current_and_retained() -> None:
+    h = Harness()
+    policy = (*POLICY, ("queue-pending-topic", "gw/thermo/pending"))
+    asleep_with_subscription(h, policy=policy)
+    app = h.connect("app", V311)
+    app.publish("gw/thermo/set", b'{"target_temp": 20}', qos=1)
+    app.publish("gw/thermo/set", b'{"mode": "heat"}', qos=1)
+    app.publish("gw/thermo/set", b'{"target_temp": 21}', qos=1)  # supersedes the first
+
+    def pending() -> list[dict[str, object]]:
+        late = h.connect("late", V5)
+        late.subscribe("gw/thermo/pending", qos=1)
+        (msg,) = late.publishes()
+        assert msg.retain
+        late.disconnect()
+        return list(json.loads(msg.payload))
+
+    listed = pending()
+    assert [(p["command"], p["state"]) for p in listed] == [
+        ({"mode": "heat"}, "queued"),
+        ({"target_temp": 21}, "queued"),
+    ]
+    d = device(h, policy=policy)
+    sent = d.publishes()
+    assert [p["state"] for p in pending()] == ["in_flight", "in_flight"]
+    for p in sent:
+        d.ack(p)
+    assert pending() == []

@@ -329,6 +329,9 @@ async def test_sleeping_thermostat_gets_only_the_last_of_five_setpoints(
     assert adapter.executed == [{"target_temp": 21.5}]
     outcomes = payloads(results, "gw/trv1/result")
     assert [o["result"] for o in outcomes] == ["superseded", "superseded", "delivered"]
+    pending = await harness.observer("gw/trv1/pending")  # retained: the current list
+    await until(lambda: bool(pending))
+    assert json.loads(pending[-1].payload) == []
     await session.sleep()
 
 

@@ -88,11 +88,12 @@ class Connects(Disconnects):
         s.version = version
         s.username = username
         s.acl_exempt = identity.is_admin
-        s.notify_topic = None
+        s.notify_topic = s.pending_topic = None
         if identity.is_admin and v5 and props.user_properties:
-            s.limits, s.notify_topic = apply_queue_policy(
+            s.limits, s.notify_topic, s.pending_topic = apply_queue_policy(
                 s.limits, props.user_properties, client_id
             )
+            self._pending_changed(s)
         s.disconnected_at = None
         s.conn = conn
         conn.session = s

@@ -30,6 +30,7 @@ from gateway.broker.connect import Connects
 from gateway.broker.effects import ConnectionInfo, Effects, Identity, Send
 from gateway.broker.inbound_publish import InboundPublish
 from gateway.broker.packet_size import publish_size
+from gateway.broker.queue_policy import pending_list
 from gateway.broker.records import Message, Snapshot
 from gateway.broker.restore import Restore
 from gateway.broker.routing import inbound_properties
@@ -69,14 +70,8 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
     """The broker. Every method takes the current time: the core never reads a clock."""
 
     def take_effects(self) -> Effects:
-        # Notices of undelivered queued messages go out as part of the step that caused them.
-        # Publishing one can cause another (a notice queued for a coalescing session): bounded.
-        for _ in range(8):
-            if not self._notices:
-                break
-            notices, self._notices = self._notices, []
-            for topic, payload in notices:
-                self.publish_local(topic, payload, 1, False, NO_PROPERTIES, self._now)
+        if self._pending_dirty or self._notices:
+            self._publish_reports()
         actions = self._actions
         store = self._store
         self._actions = []
@@ -84,6 +79,26 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
         self.stats.messages_sent += len(actions) - self._non_send
         self._non_send = 0
         return Effects(actions, store)
+
+    def _publish_reports(self) -> None:
+        """The pending lists and notices of trusted sessions' queue policies
+        (queue_policy.py), published as part of the step that changed them. Publishing one
+        can cause another (a report queued for a session with a policy): bounded."""
+        for _ in range(8):
+            dirty, self._pending_dirty = self._pending_dirty, {}
+            for s in dirty.values():
+                topic = s.pending_topic
+                if topic is not None and self._sessions.get(s.client_id) is s:
+                    entries = [(e.seq, e.message, True) for e in s.inflight.values()]
+                    entries.sort(key=lambda t: t[0])
+                    entries.extend((e.seq, e.message, False) for e in s.queue)
+                    payload = pending_list(entries)
+                    self.publish_local(topic, payload, 1, True, NO_PROPERTIES, self._now)
+            notices, self._notices = self._notices, []
+            for topic, payload in notices:
+                self.publish_local(topic, payload, 1, False, NO_PROPERTIES, self._now)
+            if not (self._pending_dirty or self._notices):
+                return
 
     def connection_opened(self, info: ConnectionInfo, now: float) -> None:
         self._clock(now)

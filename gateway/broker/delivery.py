@@ -87,6 +87,8 @@ class Delivery(Durability):
         e.packet_id = pid
         e.state = SENT
         s.inflight[pid] = e
+        if s.pending_topic is not None:
+            self._pending_changed(s)
         if s.stored and (not persisted or e.qos == 2):
             # QoS 2 needs its packet id durable before the PUBLISH leaves (exactly once). An
             # already stored QoS 1 entry does not: after a crash it is simply sent again,
@@ -136,6 +138,8 @@ class Delivery(Durability):
         self._next_seq = seq + 1
         e = QEntry(seq, msg, qos, retain, sub_ids)
         queue.append(e)
+        if s.pending_topic is not None:
+            self._pending_changed(s)
         if s.stored:
             self._ref(msg)
             self._store.append(PutQueueEntry(e.record(s.client_id)))
@@ -216,6 +220,8 @@ class Delivery(Durability):
         if e is None or e.qos != 1:
             return  # unknown ids are tolerated (e.g. acks for a session that was reset)
         del s.inflight[pid]
+        if s.pending_topic is not None:
+            self._pending_changed(s)
         if s.stored:  # _finish() inlined: one call less on the QoS 1 path
             self._store.append(DeleteQueueEntry(s.client_id, e.seq))
             self._unref(e.message.msg_id)

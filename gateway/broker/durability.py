@@ -47,6 +47,8 @@ class Durability(BrokerState):
 
     def _finish(self, s: Session, e: QEntry) -> None:
         """An entry is done (acknowledged or discarded): forget it durably."""
+        if s.pending_topic is not None:
+            self._pending_changed(s)
         if s.stored:
             self._store.append(DeleteQueueEntry(s.client_id, e.seq))
             self._unref(e.message.msg_id)

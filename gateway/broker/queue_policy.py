@@ -8,6 +8,7 @@ MQTT 5 user properties, and honoured only for trusted connections:
     queue-max-messages   int >= 0         queue-overflow   drop-oldest | reject-new
     queue-max-bytes      int >= 0         queue-coalesce   json-keys | off
     queue-default-expiry seconds >= 0     queue-notify-topic  a topic name
+                                          queue-pending-topic a topic name
 
 Untrusted clients' user properties are ignored (and passed on nowhere): the limits of
 config.yaml apply to them.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterable
 
 from gateway.broker.records import Message
 from gateway.broker.settings import Overflow, QueueLimits
@@ -31,10 +33,12 @@ PREFIX = "queue-"
 
 def apply_queue_policy(
     base: QueueLimits, properties: tuple[UserProperty, ...], client_id: str
-) -> tuple[QueueLimits, str | None]:
-    """The session's queue limits and notice topic from its CONNECT user properties."""
+) -> tuple[QueueLimits, str | None, str | None]:
+    """The session's queue limits, notice topic and pending-list topic from its CONNECT
+    user properties."""
     changes: dict[str, object] = {}
     notify: str | None = None
+    pending: str | None = None
     for name, value in properties:
         if not name.startswith(PREFIX):
             continue
@@ -51,18 +55,21 @@ def apply_queue_policy(
                 if value not in ("json-keys", "off"):
                     raise ValueError(value)
                 changes["coalesce"] = value == "json-keys"
-            elif key == "notify-topic":
+            elif key in ("notify-topic", "pending-topic"):
                 if not valid_topic_name(value):
                     raise ValueError(value)
-                notify = value
+                if key == "notify-topic":
+                    notify = value
+                else:
+                    pending = value
             else:
                 raise ValueError("unknown property")
         except ValueError:
             # A trusted client is our own code: say so loudly, keep the session usable.
             log.warning("client %r: ignoring queue policy %s=%r", client_id, name, value)
     if not changes:
-        return base, notify
-    return dataclasses.replace(base, **changes), notify  # type: ignore[arg-type]
+        return base, notify, pending
+    return dataclasses.replace(base, **changes), notify, pending  # type: ignore[arg-type]
 
 
 def json_keys(payload: bytes) -> frozenset[str] | None:
@@ -76,16 +83,37 @@ def json_keys(payload: bytes) -> frozenset[str] | None:
     return frozenset(value) if isinstance(value, dict) else None
 
 
+def _command(msg: Message) -> object:
+    try:
+        return json.loads(msg.payload)
+    except ValueError:
+        return msg.payload.decode("utf-8", "replace")
+
+
+def pending_list(entries: Iterable[tuple[int, Message, bool]]) -> bytes:
+    """The retained JSON list of a session's undelivered messages: (seq, message, in flight)."""
+    return json.dumps(
+        [
+            {
+                "id": seq,
+                "topic": msg.topic,
+                "command": _command(msg),
+                "queued_at": round(msg.created_at, 3),
+                "expires_at": None if msg.expires_at is None else round(msg.expires_at, 3),
+                "state": "in_flight" if in_flight else "queued",
+            }
+            for seq, msg, in_flight in entries
+        ],
+        separators=(",", ":"),
+    ).encode()
+
+
 def notice(kind: str, msg: Message, now: float, **extra: object) -> bytes:
     """A JSON report about a queued message that will not be delivered."""
-    try:
-        command: object = json.loads(msg.payload)
-    except ValueError:
-        command = msg.payload.decode("utf-8", "replace")
     body: dict[str, object] = {
         "result": kind,
         "topic": msg.topic,
-        "command": command,
+        "command": _command(msg),
         "queued_at": round(msg.created_at, 3),
         "ts": round(now, 3),
     }

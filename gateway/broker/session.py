@@ -154,6 +154,7 @@ class Session:
         "limits",
         "next_packet_id",
         "notify_topic",
+        "pending_topic",
         "queue",
         "stored",
         "subscriptions",
@@ -181,6 +182,8 @@ class Session:
         # Where the broker reports what happened to queued messages it did not deliver
         # (superseded, expired, dropped); set by trusted clients, None = not reported.
         self.notify_topic: str | None = None
+        # Where a retained list of its undelivered messages is kept current; None = nowhere.
+        self.pending_topic: str | None = None
         self.limits = limits
         self.conn: Connection | None = None
         self.disconnected_at: float | None = None

@@ -62,6 +62,8 @@ class BrokerState:
         # (topic, payload) notices about undelivered queued messages, published at the end of
         # the current step so that routing never re-enters itself.
         self._notices: list[tuple[str, bytes]] = []
+        # Sessions whose pending list (Session.pending_topic) must be published again.
+        self._pending_dirty: dict[str, Session] = {}
         # Figures that live outside the core (connection layer, store), as (name, value)
         # pairs below $SYS/broker/; set by the composition root.
         self.sys_extra: Callable[[], Iterable[tuple[str, str]]] | None = None
@@ -79,6 +81,10 @@ class BrokerState:
             self._started_at = now
             if self.settings.sys_interval > 0:
                 self._next_sys = now + self.settings.sys_interval
+
+    def _pending_changed(self, s: Session) -> None:
+        if s.pending_topic is not None:
+            self._pending_dirty[s.client_id] = s
 
     def _notify(self, s: Session, kind: str, msg: Message, **extra: object) -> None:
         if s.notify_topic is not None:
