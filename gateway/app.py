@@ -10,6 +10,7 @@ import ssl
 import time
 from pathlib import Path
 
+from devices.supervisor import Supervisor
 from gateway.broker.core import Broker
 from gateway.config import GatewayConfig, ListenerConfig
 from gateway.persistence import MemoryStore, SqliteStore, Store
@@ -79,6 +80,7 @@ class Gateway:
         )
 
         self.broker.sys_extra = self._sys_figures
+        self.supervisor: Supervisor | None = None
 
     def _sys_figures(self) -> list[tuple[str, str]]:
         """Counters of the connection layer and the store, for $SYS/broker/..."""
@@ -112,9 +114,28 @@ class Gateway:
             len(snapshot.queue),
             len(snapshot.retained),
         )
-        log.info("no device adapters are configured yet: running as a durable MQTT broker only")
+        # Devices are clients of the broker, so they start once it serves.
+        supervisor = Supervisor(
+            self.config.devices, self.server.connect_in_process, self.config.topic_prefix
+        )
+        for line in supervisor.describe():
+            log.info("%s", line)
+        await supervisor.start()
+        self.supervisor = supervisor
+        if supervisor.idle():
+            log.info(
+                "no device source is active yet: running as a durable MQTT broker only "
+                "(see devices: in the config)"
+            )
 
     async def stop(self) -> None:
+        # Device sessions close (and the bridge says offline) while the broker still runs.
+        supervisor, self.supervisor = self.supervisor, None
+        if supervisor is not None:
+            try:
+                await supervisor.stop()
+            except Exception:
+                log.exception("stopping the device supervisor failed")
         await self.server.stop()
         await self.store.close()
 

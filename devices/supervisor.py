@@ -1,0 +1,479 @@
+"""The device supervisor: turns what the radios and the LAN report into device sessions.
+
+One supervisor runs inside the gateway. It owns the shared BLE radio (BTHome sensors), the
+mDNS browser and one state poller per LAN device, and gives every device a
+:class:`~devices.session.DeviceSession` (an MQTT client of the gateway's own broker over the
+connector it is given). Its own bridge session keeps ``<prefix>/bridge/state`` (retained
+``online``; ``offline`` is its will) and ``<prefix>/bridge/devices`` (retained JSON list of the
+devices with kind, session policy and link state) current.
+
+It reads its configuration through the small protocols below, not through the gateway's config
+class: the device layer does not depend on how the gateway loads its settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from devices.ble.bthome import BTHomeReading
+from devices.ble.radio import Radio
+from devices.ble.scanner import BleakRadio, BTHomeDecoder, ScanningMode
+from devices.lan.discovery import LanDeviceInfo, LanDiscovery
+from devices.lan.poller import StatePoller
+from devices.lan.shelly import ShellyGen2
+from devices.lan.static import make_driver
+from devices.lan.wled import Wled
+from devices.model import Device, DevicePolicy
+from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
+from devices.session import DISCONNECT_WITH_WILL, OFFLINE, ONLINE, DeviceSession
+from gateway.mqtt.packets import Will
+
+log = logging.getLogger(__name__)
+
+BRIDGE_CLIENT_ID = "edge-gateway-bridge"
+LinkState = Literal["unknown", "online", "offline"]
+
+
+# --- what the supervisor reads from the configuration -------------------------------------------
+
+
+class BleView(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def scanning_mode(self) -> str: ...
+    @property
+    def adapter(self) -> str | None: ...
+
+
+class LanView(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def interfaces(self) -> Sequence[str]: ...
+    @property
+    def poll_interval(self) -> float: ...
+    @property
+    def timeout(self) -> float: ...
+
+
+class KnownDeviceView(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def policy(self) -> DevicePolicy: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def bind_key(self) -> str | None: ...
+
+
+class DevicesView(Protocol):
+    @property
+    def ble(self) -> BleView: ...
+    @property
+    def lan(self) -> LanView: ...
+    @property
+    def known(self) -> Sequence[KnownDeviceView]: ...
+
+    def policy_for(self, kind: str) -> DevicePolicy: ...
+
+
+# --- bookkeeping ---------------------------------------------------------------------------------
+
+
+def bthome_id(address: str) -> str:
+    """The id of an undeclared BTHome sensor: stable, from its address."""
+    return "bthome-" + address.replace(":", "").lower()
+
+
+class _DriverAdapter:
+    """Runs commands on a LAN driver and has the poller read the result back soon."""
+
+    def __init__(self, driver: ShellyGen2 | Wled, poller: StatePoller | None = None) -> None:
+        self.driver = driver
+        self.poller = poller
+
+    async def execute(self, command: dict[str, object]) -> None:
+        await self.driver.execute(command)
+        if self.poller is not None:
+            self.poller.poll_soon()
+
+
+class _StateSource:
+    """The driver as the poller sees it (its protocol wants a plain ``label`` attribute)."""
+
+    def __init__(self, driver: ShellyGen2 | Wled) -> None:
+        self.driver = driver
+        self.label = driver.label
+
+    async def get_state(self) -> dict[str, Any]:
+        return await self.driver.get_state()
+
+
+@dataclass
+class _LanDevice:
+    session: DeviceSession
+    driver: ShellyGen2 | Wled
+    poller: StatePoller
+    host: str
+    port: int
+    known: bool
+    # Serialises reachability changes: a wake must not overtake the go_offline before it.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class _NoAdapter:
+    """BLE sensors only report: a command sent to one has nowhere to go."""
+
+    async def execute(self, command: dict[str, object]) -> None:
+        raise RuntimeError("this device takes no commands")
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: DevicesView,
+        connector: Connector,
+        prefix: str = "gw",
+        *,
+        radio: Radio | None = None,
+        ble_retry_interval: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.connector = connector
+        self.prefix = prefix
+        self.ble_retry_interval = ble_retry_interval
+        self.radio: Radio | None = radio
+        self.discovery: LanDiscovery | None = None
+        self.sessions: dict[str, DeviceSession] = {}
+        self.links: dict[str, LinkState] = {}
+        self._lan: dict[str, _LanDevice] = {}
+        self._ble_ids = {
+            d.address.upper(): d for d in config.known if d.kind == "bthome" and d.address
+        }
+        self._ble_pending: dict[str, dict[str, object]] = {}
+        self._ble_tasks: dict[str, asyncio.Task[None]] = {}
+        self._bridge: MQTTClient | None = None
+        self._bridge_lock = asyncio.Lock()
+        self._devices_changed = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+        self._running = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def describe(self) -> list[str]:
+        """One honest log line per transport."""
+        ble, lan = self.config.ble, self.config.lan
+        sensors = len(self._ble_ids)
+        if not ble.enabled:
+            ble_line = "BLE: disabled (devices.ble.enabled: false)"
+        else:
+            ble_line = (
+                f"BLE: listening for BTHome sensors ({ble.scanning_mode} scanning, "
+                f"adapter {ble.adapter or 'default'}; {sensors} declared)"
+            )
+        hosts = sum(1 for d in self.config.known if d.host)
+        if not lan.enabled:
+            lan_line = "LAN: disabled (devices.lan.enabled: false)"
+        else:
+            mdns = (
+                f"mDNS discovery on {', '.join(lan.interfaces)}"
+                if lan.interfaces
+                else "mDNS discovery off (devices.lan.interfaces is empty)"
+            )
+            lan_line = (
+                f"LAN: {mdns}; {hosts} device(s) declared by host; "
+                f"polling every {lan.poll_interval:g} s"
+            )
+        return [ble_line, lan_line]
+
+    def idle(self) -> bool:
+        """True when no device can show up right now: no BLE scan running, no mDNS browser,
+        no device declared by host (the gateway is a broker only, for the moment)."""
+        scanning = self.radio is not None and bool(getattr(self.radio, "scanning", True))
+        return not (scanning or self.discovery is not None or self._lan)
+
+    async def start(self) -> None:
+        self._running = True
+        for known in self.config.known:
+            self.links.setdefault(known.id, "unknown")
+        if self.config.known:
+            await self._ensure_bridge()
+
+        lan = self.config.lan
+        if lan.enabled:
+            for known in self.config.known:
+                if known.host is not None:
+                    await self._add_lan(
+                        known.id, known.kind, known.name, known.host, known.port, known.policy,
+                        known=True,
+                    )  # fmt: skip
+            if lan.interfaces:
+                self.discovery = LanDiscovery(
+                    interfaces=list(lan.interfaces),
+                    on_found=self._lan_found,
+                    on_lost=self._lan_lost,
+                )
+                await self.discovery.start()
+
+        ble = self.config.ble
+        if ble.enabled:
+            keys = {a: d.bind_key for a, d in self._ble_ids.items() if d.bind_key}
+            decoder = BTHomeDecoder(self._on_reading, bind_keys=keys)
+            if self.radio is None:
+                mode: ScanningMode = "auto"
+                if ble.scanning_mode in ("active", "passive"):
+                    mode = "active" if ble.scanning_mode == "active" else "passive"
+                self.radio = BleakRadio(
+                    scanning_mode=mode,
+                    adapter=ble.adapter,
+                    retry_interval=self.ble_retry_interval,
+                )
+            # Never raises for a missing adapter: logged once, retried in the background.
+            await self.radio.start(decoder)
+
+    async def stop(self) -> None:
+        """Stop listening, close every device session, then say the bridge is offline."""
+        self._running = False
+        if self.discovery is not None:
+            await self.discovery.stop()
+            self.discovery = None
+        if self.radio is not None:
+            await self.radio.stop()
+        for entry in self._lan.values():
+            await entry.poller.stop()
+        tasks = list(self._ble_tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for session in self.sessions.values():
+            with contextlib.suppress(Exception):
+                await session.close()
+        for entry in self._lan.values():
+            await entry.driver.close()
+        self._lan.clear()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            # The broker publishes the will: gw/bridge/state "offline", retained.
+            await bridge.disconnect(DISCONNECT_WITH_WILL)
+
+    # --- bridge topics --------------------------------------------------------------------------
+
+    async def _ensure_bridge(self) -> None:
+        """Bring up the bridge session with the first device.
+
+        Until a device exists there is nothing to bridge, and a gateway without Bluetooth
+        adapter or LAN devices stays what it then is: a broker, without a client of its own.
+        """
+        async with self._bridge_lock:
+            if self._bridge is not None or not self._running:
+                return
+            bridge = MQTTClient(self.connector)
+            await bridge.connect(
+                BRIDGE_CLIENT_ID,
+                will=Will(self._topic("bridge/state"), OFFLINE, qos=1, retain=True),
+            )
+            self._bridge = bridge
+            await bridge.publish(self._topic("bridge/state"), ONLINE, qos=1, retain=True)
+            self._publisher = asyncio.create_task(self._publish_devices(), name="bridge-devices")
+            self._devices_changed.set()
+
+    def _topic(self, suffix: str) -> str:
+        return f"{self.prefix}/{suffix}"
+
+    def devices(self) -> list[dict[str, object]]:
+        listing: list[dict[str, object]] = []
+        for device_id in sorted(self.links):
+            session = self.sessions.get(device_id)
+            known = next((k for k in self.config.known if k.id == device_id), None)
+            if session is not None:
+                kind, policy = session.device.kind, session.device.policy
+            elif known is not None:
+                kind, policy = known.kind, known.policy
+            else:  # pragma: no cover - every listed device is known or has a session
+                continue
+            listing.append(
+                {
+                    "id": device_id,
+                    "kind": kind,
+                    "session": policy.session,
+                    "link": self.links[device_id],
+                }
+            )
+        return listing
+
+    def _set_link(self, device_id: str, link: LinkState) -> None:
+        if self.links.get(device_id) != link:
+            self.links[device_id] = link
+            self._devices_changed.set()
+
+    async def _publish_devices(self) -> None:
+        # One task publishes the latest list: a burst of changes becomes one or two publishes.
+        while True:
+            await self._devices_changed.wait()
+            self._devices_changed.clear()
+            bridge = self._bridge
+            if bridge is None or not bridge.connected:
+                continue
+            payload = json.dumps(self.devices(), separators=(",", ":")).encode()
+            try:
+                await bridge.publish(self._topic("bridge/devices"), payload, qos=1, retain=True)
+            except MQTTClientError as exc:
+                log.warning("bridge: device list not published: %s", exc)
+
+    # --- BLE ------------------------------------------------------------------------------------
+
+    def _on_reading(self, address: str, reading: BTHomeReading, rssi: int) -> None:
+        values: dict[str, object] = dict(reading.values)
+        for event in reading.events:
+            values[event.key] = event.event_type
+        values["rssi"] = rssi
+        pending = self._ble_pending.get(address)
+        self._ble_pending[address] = values if pending is None else {**pending, **values}
+        if address not in self._ble_tasks and self._running:
+            task = asyncio.get_running_loop().create_task(self._ble_publish(address))
+            self._ble_tasks[address] = task
+            task.add_done_callback(lambda _: self._ble_tasks.pop(address, None))
+
+    async def _ble_publish(self, address: str) -> None:
+        # The radio calls back synchronously and often; publishing happens here, one at a
+        # time per device, always with the newest values.
+        while address in self._ble_pending:
+            values = self._ble_pending.pop(address)
+            try:
+                await self._ensure_bridge()
+                session = self.sessions.get(self._ble_device_id(address))
+                if session is None:
+                    session = self._ble_session(address)
+                if not session.awake:
+                    await session.wake()
+                    self._set_link(session.device.id, "online")
+                await session.publish_state(values)
+            except (MQTTClientError, OSError) as exc:
+                log.warning("BLE %s: reading not published: %s", address, exc)
+
+    def _ble_device_id(self, address: str) -> str:
+        known = self._ble_ids.get(address)
+        return known.id if known is not None else bthome_id(address)
+
+    def _ble_session(self, address: str) -> DeviceSession:
+        known = self._ble_ids.get(address)
+        if known is not None:
+            device = Device(known.id, known.kind, known.name or known.id, address, known.policy)
+        else:
+            ident = bthome_id(address)
+            device = Device(ident, "bthome", ident, address, self.config.policy_for("bthome"))
+        session = DeviceSession(device, _NoAdapter(), self.connector, self.prefix)
+        self.sessions[device.id] = session
+        log.info("BLE: BTHome sensor %s is %s", address, device.id)
+        return session
+
+    # --- LAN ------------------------------------------------------------------------------------
+
+    async def _lan_found(self, info: LanDeviceInfo) -> None:
+        if not self._running:
+            return
+        # A device declared by host keeps its declared id; mDNS only confirms it.
+        for other in self._lan.values():
+            if other.known and (other.host, other.port) == (info.host, info.port):
+                return
+        entry = self._lan.get(info.id)
+        if entry is not None:
+            if (entry.host, entry.port) == (info.host, info.port):
+                entry.poller.poll_soon()
+                return
+            log.info("LAN: %s moved to %s:%d", info.id, info.host, info.port)
+            await self._drop_lan(info.id)
+        await self._add_lan(
+            info.id, info.kind, info.name, info.host, info.port, self.config.policy_for(info.kind)
+        )
+
+    async def _lan_lost(self, info: LanDeviceInfo) -> None:
+        entry = self._lan.get(info.id)
+        if entry is None or entry.known:
+            return
+        await self._drop_lan(info.id)
+        async with entry.lock:
+            await entry.session.go_offline()
+        self._set_link(info.id, "offline")
+
+    async def _drop_lan(self, device_id: str) -> None:
+        entry = self._lan.pop(device_id)
+        await entry.poller.stop()
+        await entry.driver.close()
+
+    async def _add_lan(
+        self,
+        device_id: str,
+        kind: str,
+        name: str,
+        host: str,
+        port: int,
+        policy: DevicePolicy,
+        *,
+        known: bool = False,
+    ) -> None:
+        await self._ensure_bridge()
+        lan = self.config.lan
+        driver = make_driver(kind, host, port, timeout=lan.timeout)
+        adapter = _DriverAdapter(driver)
+        session = self.sessions.get(device_id)
+        if session is None:
+            device = Device(device_id, kind, name or device_id, host, policy)
+            session = DeviceSession(device, adapter, self.connector, self.prefix)
+            self.sessions[device_id] = session
+        else:
+            session.adapter = adapter
+        holder: list[_LanDevice] = []
+
+        async def on_reachable(up: bool) -> None:
+            entry = holder[0]
+            async with entry.lock:
+                if up:
+                    await entry.session.wake()
+                else:
+                    await entry.session.go_offline()
+            self._set_link(device_id, "online" if up else "offline")
+
+        async def on_state(state: dict[str, Any]) -> None:
+            await holder[0].session.publish_state(dict(state))
+
+        poller = StatePoller(
+            _StateSource(driver),
+            interval=lan.poll_interval,
+            on_state=on_state,
+            on_reachable=on_reachable,
+        )
+        adapter.poller = poller
+        entry = _LanDevice(session, driver, poller, host, port, known)
+        holder.append(entry)
+        self._lan[device_id] = entry
+        self.links.setdefault(device_id, "unknown")
+        self._devices_changed.set()
+        if policy.persistent:
+            # Commands sent before the first successful poll must have a session to wait in.
+            try:
+                await session.prime()
+            except MQTTClientError as exc:
+                log.warning("LAN %s: session not prepared: %s", device_id, exc)
+        await poller.start()

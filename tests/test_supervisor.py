@@ -1,0 +1,289 @@
+"""The device layer inside the running gateway (integration, real parts).
+
+The gateway (app.Gateway) runs in the test's event loop, next to the simulated devices: a
+Shelly Plus 1PM speaking its real JSON-RPC API on loopback and announced with real zeroconf on
+127.0.0.1, and a fake BlueZ on a private D-Bus that the real bleak scans. A paho client, with
+its network thread, plays Home Assistant; blocking paho calls run in a worker thread so that
+the loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import free_port
+from fakebluez import FakeBlueZ, private_bus
+from lan_fakes import announcer, shelly_plus_1pm, shelly_service
+from paho_helpers import Client
+
+from devices.ble.radio import BTHOME_UUID
+from gateway.app import Gateway
+from gateway.config import parse_config
+
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning")]
+
+SENSOR = "A4:C1:38:00:00:01"
+
+
+def gateway_config(tmp_path: Path, port: int, devices: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "listeners": [{"type": "tcp", "host": "127.0.0.1", "port": port}],
+            "persistence": {"path": str(tmp_path / "gw.db")},
+            "sys_interval": 0,
+            "devices": devices,
+        }
+    )
+
+
+@pytest.fixture
+async def start_gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Gateway] = []
+
+    async def start(devices: dict[str, Any]) -> tuple[Gateway, int]:
+        port = free_port()
+        gw = Gateway(parse_config(gateway_config(tmp_path, port, devices), "test.yaml"))
+        await gw.start()
+        started.append(gw)
+        return gw, port
+
+    yield start
+    for gw in started:
+        if gw not in stopped:
+            await stop(gw)
+
+
+stopped: list[Gateway] = []
+
+
+async def stop(gw: Gateway) -> None:
+    stopped.append(gw)
+    await gw.stop()
+
+
+class Watcher:
+    """A paho client subscribed to everything under gw/, keeping the last message per topic."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.last: dict[str, bytes] = {}
+        self.all: list[tuple[str, bytes]] = []
+
+    @classmethod
+    async def start(cls, port: int) -> Watcher:
+        client = await asyncio.to_thread(Client, port, "watcher")
+        await asyncio.to_thread(client.subscribe, "gw/#", 1)
+        return cls(client)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                m = self.client.messages.get_nowait()
+            except queue.Empty:
+                return
+            self.last[m.topic] = bytes(m.payload)
+            self.all.append((m.topic, bytes(m.payload)))
+
+    async def until(self, predicate: Callable[[Watcher], bool], timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self._drain()
+            if predicate(self):
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"condition not met; last messages: {self.last}")
+            await asyncio.sleep(0.02)
+
+    def json(self, topic: str) -> Any:
+        return json.loads(self.last[topic])
+
+    def results(self, topic: str) -> list[dict[str, Any]]:
+        self._drain()
+        return [json.loads(p) for t, p in self.all if t == topic]
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.disconnect)
+
+
+def listed(w: Watcher, device_id: str) -> dict[str, Any] | None:
+    if "gw/bridge/devices" not in w.last:
+        return None
+    return next((d for d in w.json("gw/bridge/devices") if d["id"] == device_id), None)
+
+
+async def test_lan_shelly_state_commands_and_queue_while_away(
+    start_gateway: Callable[..., Any],
+) -> None:
+    fake = shelly_plus_1pm()
+    await fake.start()
+    async with announcer() as ann:
+        await ann.register(shelly_service(fake))
+        gw, port = await start_gateway(
+            {
+                "ble": {"enabled": False},
+                "lan": {"interfaces": ["127.0.0.1"], "poll_interval": 0.2, "timeout": 1},
+            }
+        )
+        dev = fake.device_id
+        state, avail = f"gw/{dev}/state", f"gw/{dev}/availability"
+        w = await Watcher.start(port)
+        try:
+            await w.until(lambda w: state in w.last and w.json(state).get("on") is False)
+            assert w.json(state)["power"] == 0.0 and "ts" in w.json(state)
+            assert w.last["gw/bridge/state"] == b"online"
+            await w.until(lambda w: (listed(w, dev) or {}).get("link") == "online")
+            assert listed(w, dev) == {
+                "id": dev,
+                "kind": "shelly",
+                "session": "persistent",
+                "link": "online",
+            }
+
+            # A command: executed on the device, then reported delivered.
+            w.client.c.publish(f"gw/{dev}/set", b'{"on": true}', qos=1)
+            await w.until(lambda w: bool(w.results(f"gw/{dev}/result")))
+            assert w.results(f"gw/{dev}/result")[0]["result"] == "delivered"
+            assert fake.components["switch:0"]["output"] is True
+            await w.until(lambda w: w.json(state).get("on") is True)
+
+            # The device goes away: offline; a command sent meanwhile waits.
+            await fake.stop()
+            await w.until(lambda w: w.last.get(avail) == b"offline")
+            await w.until(lambda w: (listed(w, dev) or {}).get("link") == "offline")
+            w.client.c.publish(f"gw/{dev}/set", b'{"on": false}', qos=1)
+            await asyncio.sleep(0.5)
+            assert len(w.results(f"gw/{dev}/result")) == 1
+            assert fake.components["switch:0"]["output"] is True
+
+            # It comes back (same port): the waiting command is delivered.
+            await fake.start()
+            await w.until(lambda w: len(w.results(f"gw/{dev}/result")) == 2)
+            assert w.results(f"gw/{dev}/result")[1]["result"] == "delivered"
+            assert w.results(f"gw/{dev}/result")[1]["command"] == {"on": False}
+            assert fake.components["switch:0"]["output"] is False
+            await w.until(lambda w: w.last.get(avail) == b"online")
+        finally:
+            await w.close()
+            await stop(gw)
+            await fake.stop()
+    # Stopped cleanly: the bridge said offline before the broker went away.
+    assert gw.supervisor is None
+
+
+async def test_lan_device_declared_by_host(start_gateway: Callable[..., Any]) -> None:
+    fake = shelly_plus_1pm()
+    async with fake:
+        _, port = await start_gateway(
+            {
+                "ble": {"enabled": False},
+                "lan": {"poll_interval": 0.2, "timeout": 1},
+                "known": {"boiler": {"kind": "shelly", "host": "127.0.0.1", "port": fake.port}},
+            }
+        )
+        w = await Watcher.start(port)
+        try:
+            await w.until(lambda w: "gw/boiler/state" in w.last)
+            await w.until(lambda w: (listed(w, "boiler") or {}).get("link") == "online")
+            assert w.last["gw/bridge/state"] == b"online"
+            w.client.c.publish("gw/boiler/set", b'{"toggle": true}', qos=1)
+            await w.until(lambda w: bool(w.results("gw/boiler/result")))
+            assert fake.components["switch:0"]["output"] is True
+        finally:
+            await w.close()
+
+
+# --- BLE ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def system_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with private_bus(tmp_path) as bus:
+        # Set before the gateway starts: bleak reads it when it first opens the bus.
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+        yield bus.address
+
+
+@pytest.fixture
+async def bleak_released(system_bus: str) -> AsyncIterator[None]:
+    yield
+    # bleak keeps one BlueZ manager per event loop; drop this loop's one (see test_ble_scanner).
+    from bleak.backends.bluezdbus import manager
+
+    instance = manager._global_instances.pop(asyncio.get_running_loop(), None)
+    if instance is not None and instance._bus is not None:
+        instance._bus.disconnect()
+        await asyncio.sleep(0)
+
+
+def bthome(temperature: float, humidity: float, packet_id: int) -> dict[str, bytes]:
+    # BTHome v2, unencrypted (0x40): packet id 0x00, temperature 0x02 (0.01 °C),
+    # humidity 0x03 (0.01 %).
+    payload = bytes((0x40, 0x00, packet_id))
+    payload += b"\x02" + round(temperature * 100).to_bytes(2, "little", signed=True)
+    payload += b"\x03" + round(humidity * 100).to_bytes(2, "little")
+    return {BTHOME_UUID: payload}
+
+
+async def test_ble_bthome_readings_become_state(
+    system_bus: str, bleak_released: None, start_gateway: Callable[..., Any]
+) -> None:
+    async with FakeBlueZ(system_bus) as bluez:
+        bluez.add_device(SENSOR, rssi=-67, service_data=bthome(21.5, 45.25, 1))
+        gw, port = await start_gateway({"lan": {"enabled": False}})
+        topic = "gw/bthome-a4c138000001/state"
+        w = await Watcher.start(port)
+        try:
+            await w.until(lambda w: topic in w.last)
+            reading = w.json(topic)
+            assert reading["temperature"] == 21.5 and reading["humidity"] == 45.25
+            assert reading["rssi"] == -67
+            assert w.last["gw/bthome-a4c138000001/availability"] == b"online"
+            await w.until(lambda w: listed(w, "bthome-a4c138000001") is not None)
+            entry = listed(w, "bthome-a4c138000001")
+            assert entry == {
+                "id": "bthome-a4c138000001",
+                "kind": "bthome",
+                "session": "clean",
+                "link": "online",
+            }
+            # A new packet (new packet id) updates the retained state.
+            bluez.devices[SENSOR].advertise(service_data=bthome(22.0, 44.0, 2))
+            await w.until(lambda w: w.json(topic)["temperature"] == 22.0)
+        finally:
+            await w.close()
+            await stop(gw)
+
+
+async def test_ble_without_bluez_keeps_the_gateway_serving(
+    system_bus: str,
+    bleak_released: None,
+    start_gateway: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    # A bus without org.bluez (bluetoothd not running, as on a server).
+    gw, port = await start_gateway({"lan": {"enabled": False}})
+    w = await Watcher.start(port)
+    try:
+        await asyncio.to_thread(w.client.subscribe, "t/#", 1)
+        w.client.c.publish("t/x", b"hello", qos=1)
+        await w.until(lambda w: w.last.get("t/x") == b"hello")
+        # No device yet, so no client of the gateway's own: the broker looks as without BLE.
+        assert "gw/bridge/state" not in w.last
+        assert gw.supervisor is not None and gw.supervisor.idle()
+    finally:
+        await w.close()
+    warnings = [r for r in caplog.records if "no Bluetooth adapter" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert any(r.getMessage().startswith("BLE: ") for r in caplog.records)
+    assert any(r.getMessage().startswith("LAN: disabled") for r in caplog.records)
+    assert any("durable MQTT broker only" in r.getMessage() for r in caplog.records)
