@@ -264,6 +264,7 @@ class Supervisor:
         for session in self.sessions.values():
             with contextlib.suppress(Exception):
                 await session.close()
+        self.sessions.clear()  # a second stop() (the gateway's own, after a test's) is a no-op
         for entry in self._lan.values():
             await entry.driver.close()
         self._lan.clear()

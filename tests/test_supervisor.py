@@ -23,7 +23,8 @@ from fakebluez import FakeBlueZ, private_bus
 from lan_fakes import announcer, shelly_plus_1pm, shelly_service
 from paho_helpers import Client
 
-from devices.ble.radio import BTHOME_UUID
+from devices.ble.radio import BTHOME_UUID, Advertisement
+from devices.supervisor import Supervisor
 from gateway.app import Gateway
 from gateway.config import parse_config
 
@@ -170,12 +171,16 @@ async def test_lan_shelly_state_commands_and_queue_while_away(
             assert w.results(f"gw/{dev}/result")[1]["command"] == {"on": False}
             assert fake.components["switch:0"]["output"] is False
             await w.until(lambda w: w.last.get(avail) == b"online")
+
+            # Stopping the device layer: the bridge says offline (the broker still serves).
+            assert gw.supervisor is not None
+            await gw.supervisor.stop()
+            await w.until(lambda w: w.last.get("gw/bridge/state") == b"offline")
         finally:
-            await w.close()
-            await stop(gw)
+            if gw not in stopped:
+                await stop(gw)
+            await asyncio.to_thread(w.client.drop)
             await fake.stop()
-    # Stopped cleanly: the bridge said offline before the broker went away.
-    assert gw.supervisor is None
 
 
 async def test_lan_device_declared_by_host(start_gateway: Callable[..., Any]) -> None:
@@ -287,3 +292,68 @@ async def test_ble_without_bluez_keeps_the_gateway_serving(
     assert any(r.getMessage().startswith("BLE: ") for r in caplog.records)
     assert any(r.getMessage().startswith("LAN: disabled") for r in caplog.records)
     assert any("durable MQTT broker only" in r.getMessage() for r in caplog.records)
+
+
+class FakeRadio:
+    """The radio seam: advertisements handed in by the test, no D-Bus."""
+
+    def __init__(self) -> None:
+        self.callback: Callable[[Advertisement], None] | None = None
+        self.stopped = False
+
+    async def start(self, callback: Callable[[Advertisement], None]) -> None:
+        self.callback = callback
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def encrypted_bthome(key: bytes, mac: str, counter: int, temperature: float) -> dict[str, bytes]:
+    # https://bthome.io/encryption/: nonce = MAC + UUID (LE) + device info + counter; AES-CCM
+    # with a 4-byte MIC; the frame is info, ciphertext, counter, MIC.
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+    info = 0x41
+    plain = b"\x02" + round(temperature * 100).to_bytes(2, "little", signed=True)
+    counter_bytes = counter.to_bytes(4, "little")
+    nonce = bytes.fromhex(mac.replace(":", "")) + b"\xd2\xfc" + bytes((info,)) + counter_bytes
+    sealed = AESCCM(key, tag_length=4).encrypt(nonce, plain, None)
+    return {BTHOME_UUID: bytes((info,)) + sealed[:-4] + counter_bytes + sealed[-4:]}
+
+
+async def test_declared_bthome_sensor_uses_its_id_and_bind_key(
+    start_gateway: Callable[..., Any],
+) -> None:
+    key = "231d39c1d7cc1ab1aee224cd096db932"
+    gw, port = await start_gateway({"ble": {"enabled": False}, "lan": {"enabled": False}})
+    config = parse_config(
+        json.dumps(
+            {
+                "devices": {
+                    "known": {"kitchen": {"kind": "bthome", "address": SENSOR, "bind_key": key}}
+                }
+            }
+        ),
+        "test.yaml",
+    ).devices
+    radio = FakeRadio()
+    supervisor = Supervisor(config, gw.server.connect_in_process, "gw", radio=radio)
+    w = await Watcher.start(port)
+    await supervisor.start()
+    try:
+        # Declared devices are listed before they are heard from.
+        await w.until(lambda w: (listed(w, "kitchen") or {}).get("link") == "unknown")
+        assert radio.callback is not None
+        # Without encryption the sensor is refused (downgrade); with its key it is read.
+        radio.callback(Advertisement(SENSOR, None, -70, bthome(30.0, 10.0, 9)))
+        payload = encrypted_bthome(bytes.fromhex(key), SENSOR, 7, 19.25)
+        radio.callback(Advertisement(SENSOR, None, -71, payload))
+        await w.until(lambda w: "gw/kitchen/state" in w.last)
+        assert w.json("gw/kitchen/state")["temperature"] == 19.25
+        assert w.json("gw/kitchen/state")["rssi"] == -71
+        await w.until(lambda w: (listed(w, "kitchen") or {}).get("link") == "online")
+        assert not any(t.startswith("gw/bthome-") for t in w.last)
+    finally:
+        await supervisor.stop()
+        await w.close()
+    assert radio.stopped
