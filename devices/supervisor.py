@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -104,12 +104,23 @@ def bthome_id(address: str) -> str:
 class _DriverAdapter:
     """Runs commands on a LAN driver and has the poller read the result back soon."""
 
-    def __init__(self, driver: ShellyGen2 | Wled, poller: StatePoller | None = None) -> None:
+    def __init__(
+        self,
+        driver: ShellyGen2 | Wled,
+        poller: StatePoller | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.driver = driver
         self.poller = poller
+        self.on_failure = on_failure
 
     async def execute(self, command: dict[str, object]) -> None:
-        await self.driver.execute(command)
+        try:
+            await self.driver.execute(command)
+        except Exception:
+            if self.on_failure is not None:
+                self.on_failure()
+            raise
         if self.poller is not None:
             self.poller.poll_soon()
 
@@ -135,6 +146,7 @@ class _LanDevice:
     known: bool
     # Serialises reachability changes: a wake must not overtake the go_offline before it.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    retry: asyncio.Task[None] | None = None
 
 
 class _NoAdapter:
@@ -170,6 +182,7 @@ class Supervisor:
         self._ble_tasks: dict[str, asyncio.Task[None]] = {}
         self._bridge: MQTTClient | None = None
         self._bridge_lock = asyncio.Lock()
+        self._retries: set[asyncio.Task[None]] = set()
         self._devices_changed = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._running = False
@@ -256,8 +269,8 @@ class Supervisor:
         if self.radio is not None:
             await self.radio.stop()
         for entry in self._lan.values():
-            await entry.poller.stop()
-        tasks = list(self._ble_tasks.values())
+            await self._stop_lan(entry)
+        tasks = [*self._ble_tasks.values(), *self._retries]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -265,8 +278,6 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await session.close()
         self.sessions.clear()  # a second stop() (the gateway's own, after a test's) is a no-op
-        for entry in self._lan.values():
-            await entry.driver.close()
         self._lan.clear()
         if self._publisher is not None:
             self._publisher.cancel()
@@ -420,8 +431,33 @@ class Supervisor:
 
     async def _drop_lan(self, device_id: str) -> None:
         entry = self._lan.pop(device_id)
+        if entry.retry is not None:
+            entry.retry.cancel()
+        await self._stop_lan(entry)
+
+    @staticmethod
+    async def _stop_lan(entry: _LanDevice) -> None:
         await entry.poller.stop()
         await entry.driver.close()
+
+    async def _retry(self, entry: _LanDevice) -> None:
+        """A command the device did not carry out stays unacknowledged, and the broker sends
+        a session's next command only after it (receive maximum 1). A sleeping BLE device gets
+        it again at its next wake; a LAN device that stays reachable is put through a short
+        sleep/wake cycle instead, after a pause, so the command is retried (and ends up
+        ``failed`` after the policy's max_attempts) rather than blocking its queue for ever."""
+        await asyncio.sleep(self.config.lan.poll_interval)
+        # The redelivered command may fail again while this task is still waking the
+        # session: that failure must be able to schedule the next retry.
+        entry.retry = None
+        async with entry.lock:
+            if not entry.session.awake or entry.poller.reachable is not True:
+                return  # it comes again when the device is back
+            try:
+                await entry.session.sleep()
+                await entry.session.wake()
+            except MQTTClientError as exc:
+                log.warning("LAN %s: retry not started: %s", entry.session.device.id, exc)
 
     async def _add_lan(
         self,
@@ -468,6 +504,15 @@ class Supervisor:
         adapter.poller = poller
         entry = _LanDevice(session, driver, poller, host, port, known)
         holder.append(entry)
+
+        def retry_later() -> None:
+            if self._running and (entry.retry is None or entry.retry.done()):
+                task = asyncio.get_running_loop().create_task(self._retry(entry))
+                entry.retry = task
+                self._retries.add(task)
+                task.add_done_callback(self._retries.discard)
+
+        adapter.on_failure = retry_later
         self._lan[device_id] = entry
         self.links.setdefault(device_id, "unknown")
         self._devices_changed.set()

@@ -357,3 +357,40 @@ async def test_declared_bthome_sensor_uses_its_id_and_bind_key(
         await supervisor.stop()
         await w.close()
     assert radio.stopped
+
+
+async def test_lan_command_the_device_rejects_fails_and_does_not_block_the_queue(
+    start_gateway: Callable[..., Any],
+) -> None:
+    fake = shelly_plus_1pm()
+    async with fake:
+        _, port = await start_gateway(
+            {
+                "ble": {"enabled": False},
+                "lan": {"poll_interval": 0.2, "timeout": 1},
+                "known": {
+                    "plug": {
+                        "kind": "shelly",
+                        "host": "127.0.0.1",
+                        "port": fake.port,
+                        "max_attempts": 3,
+                    }
+                },
+            }
+        )
+        w = await Watcher.start(port)
+        try:
+            await w.until(lambda w: (listed(w, "plug") or {}).get("link") == "online")
+            w.client.c.publish("gw/plug/set", b'{"on": "yes"}', qos=1)  # rejected every time
+            w.client.c.publish("gw/plug/set", b'{"on": true}', qos=1)
+            await w.until(lambda w: len(w.results("gw/plug/result")) == 2)
+            failed, delivered = w.results("gw/plug/result")
+            assert (failed["result"], failed["reason"], failed["attempts"]) == (
+                "failed",
+                "max_attempts",
+                3,
+            )
+            assert delivered["result"] == "delivered" and delivered["command"] == {"on": True}
+            assert fake.components["switch:0"]["output"] is True
+        finally:
+            await w.close()
