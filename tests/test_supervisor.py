@@ -21,6 +21,7 @@ import pytest
 from conftest import free_port
 from fakebluez import FakeBlueZ, private_bus
 from lan_fakes import announcer, shelly_plus_1pm, shelly_service
+from lan_fakes import free_port as lan_free_port
 from paho_helpers import Client
 
 from devices.ble.radio import BTHOME_UUID, Advertisement
@@ -394,3 +395,30 @@ async def test_lan_command_the_device_rejects_fails_and_does_not_block_the_queue
             assert fake.components["switch:0"]["output"] is True
         finally:
             await w.close()
+
+
+async def test_command_for_a_declared_device_never_seen_waits_for_it(
+    start_gateway: Callable[..., Any],
+) -> None:
+    fake = shelly_plus_1pm()
+    fake.port = lan_free_port()  # nothing answers there yet
+    _, port = await start_gateway(
+        {
+            "ble": {"enabled": False},
+            "lan": {"poll_interval": 0.2, "timeout": 1},
+            "known": {"heater": {"kind": "shelly", "host": "127.0.0.1", "port": fake.port}},
+        }
+    )
+    w = await Watcher.start(port)
+    try:
+        await w.until(lambda w: (listed(w, "heater") or {}).get("link") == "offline")
+        w.client.c.publish("gw/heater/set", b'{"on": true}', qos=1)
+        await asyncio.sleep(0.3)
+        assert w.results("gw/heater/result") == []
+        async with fake:
+            await w.until(lambda w: bool(w.results("gw/heater/result")))
+            assert w.results("gw/heater/result")[0]["result"] == "delivered"
+            assert fake.components["switch:0"]["output"] is True
+            await w.until(lambda w: (listed(w, "heater") or {}).get("link") == "online")
+    finally:
+        await w.close()
