@@ -237,12 +237,25 @@ class Supervisor:
                         known=True,
                     )  # fmt: skip
             if lan.interfaces:
-                self.discovery = LanDiscovery(
+                discovery = LanDiscovery(
                     interfaces=list(lan.interfaces),
                     on_found=self._lan_found,
                     on_lost=self._lan_lost,
                 )
-                await self.discovery.start()
+                try:
+                    await discovery.start()
+                except OSError as exc:
+                    # An address that is not (or not yet) on this machine: the broker and
+                    # the declared devices are still worth running.
+                    log.error(
+                        "LAN: mDNS discovery on %s failed, discovery off: %s",
+                        ", ".join(lan.interfaces),
+                        exc,
+                    )
+                    with contextlib.suppress(Exception):
+                        await discovery.stop()
+                else:
+                    self.discovery = discovery
 
         ble = self.config.ble
         if ble.enabled:

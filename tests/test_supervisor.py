@@ -422,3 +422,16 @@ async def test_command_for_a_declared_device_never_seen_waits_for_it(
             await w.until(lambda w: (listed(w, "heater") or {}).get("link") == "online")
     finally:
         await w.close()
+
+
+async def test_mdns_on_an_address_this_machine_lacks_is_logged_not_fatal(
+    start_gateway: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): never a local interface; nothing is sent.
+    gw, port = await start_gateway(
+        {"ble": {"enabled": False}, "lan": {"interfaces": ["192.0.2.1"]}}
+    )
+    assert gw.supervisor is not None and gw.supervisor.discovery is None
+    assert any("mDNS discovery on 192.0.2.1 failed" in r.getMessage() for r in caplog.records)
+    w = await Watcher.start(port)  # the broker serves
+    await w.close()
