@@ -120,8 +120,18 @@ class Gateway:
         )
         for line in supervisor.describe():
             log.info("%s", line)
-        await supervisor.start()
         self.supervisor = supervisor
+        try:
+            await supervisor.start()
+        except Exception:
+            # The broker is the part other systems depend on: it keeps serving without
+            # devices rather than taking them all down with it.
+            log.exception("the device bridge failed to start; running without devices")
+            self.supervisor = None
+            try:
+                await supervisor.stop()
+            except Exception:
+                log.exception("stopping the device bridge failed")
         if supervisor.idle():
             log.info(
                 "no device source is active yet: running as a durable MQTT broker only "

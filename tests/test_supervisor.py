@@ -435,3 +435,24 @@ async def test_mdns_on_an_address_this_machine_lacks_is_logged_not_fatal(
     assert any("mDNS discovery on 192.0.2.1 failed" in r.getMessage() for r in caplog.records)
     w = await Watcher.start(port)  # the broker serves
     await w.close()
+
+
+async def test_a_device_bridge_that_fails_to_start_leaves_the_broker_running(
+    start_gateway: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(self: Supervisor) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Supervisor, "start", broken)
+    gw, port = await start_gateway({"ble": {"enabled": False}})
+    assert gw.supervisor is None
+    assert any("device bridge failed to start" in r.getMessage() for r in caplog.records)
+    w = await Watcher.start(port)
+    await asyncio.to_thread(w.client.subscribe, "t/#", 1)
+    w.client.c.publish("t/x", b"still a broker", qos=1)
+    try:
+        await w.until(lambda w: w.last.get("t/x") == b"still a broker")
+    finally:
+        await w.close()
