@@ -456,3 +456,27 @@ async def test_a_device_bridge_that_fails_to_start_leaves_the_broker_running(
         await w.until(lambda w: w.last.get("t/x") == b"still a broker")
     finally:
         await w.close()
+
+
+async def test_lan_device_that_leaves_mdns_goes_offline_and_comes_back(
+    start_gateway: Callable[..., Any],
+) -> None:
+    fake = shelly_plus_1pm()
+    async with fake, announcer() as ann:
+        info = shelly_service(fake)
+        await ann.register(info)
+        _, port = await start_gateway(
+            {"ble": {"enabled": False}, "lan": {"interfaces": ["127.0.0.1"], "timeout": 1}}
+        )
+        dev = fake.device_id
+        w = await Watcher.start(port)
+        try:
+            await w.until(lambda w: (listed(w, dev) or {}).get("link") == "online")
+            await ann.unregister(info)  # a polite goodbye
+            await w.until(lambda w: w.last.get(f"gw/{dev}/availability") == b"offline")
+            await w.until(lambda w: (listed(w, dev) or {}).get("link") == "offline")
+            await ann.register(shelly_service(fake))
+            await w.until(lambda w: (listed(w, dev) or {}).get("link") == "online")
+            assert w.last[f"gw/{dev}/availability"] == b"online"
+        finally:
+            await w.close()
