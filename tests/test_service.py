@@ -202,3 +202,31 @@ def test_corrupt_store_is_moved_aside_and_gateway_starts(tmp_path: Path) -> None
     assert len(moved) == 1
     assert moved[0].read_bytes().startswith(b"this is not an SQLite database")
     assert "corrupt" in gw.log_path.read_text()
+
+
+def test_in_process_clients_do_not_take_outside_connection_slots(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw, port = gateway_factory({"limits": {"max_connections": 2}})
+
+    async def open_inside() -> object:
+        return await gw.gateway.server.connect_in_process()
+
+    assert gw.loop is not None
+    import asyncio
+
+    streams = [asyncio.run_coroutine_threadsafe(open_inside(), gw.loop).result(5) for _ in range(3)]
+    first, second = Client(port, "a"), Client(port, "b")  # both outside slots still free
+    third = Client(port, "c", connect=False)
+    third.c.reconnect_delay_set(30, 30)
+    try:
+        third.connect(timeout=2)
+        refused = False
+    except Exception:
+        refused = True
+    assert refused
+    third.c.loop_stop()
+    for c in (first, second):
+        c.disconnect()
+    for _, writer in streams:  # type: ignore[misc]
+        gw.loop.call_soon_threadsafe(writer.close)

@@ -107,6 +107,7 @@ class Server:
         self.tick_interval = tick_interval
         self.stats = ServerStats()
         self.connections: dict[int, MQTTConnection] = {}
+        self.outside_connections = 0  # connections counted against max_connections
         self.bound: list[tuple[ListenerSpec, str]] = []  # (spec, actual address)
         self._servers: list[asyncio.Server] = []
         self._next_conn_id = 0
@@ -191,14 +192,21 @@ class Server:
         return self._next_conn_id
 
     def register(self, conn: MQTTConnection) -> bool:
-        if self.max_connections and len(self.connections) >= self.max_connections:
+        """Admit an outside connection, within max_connections (the gateway's own in-process
+        clients register themselves and neither count nor get refused)."""
+        if self.max_connections and self.outside_connections >= self.max_connections:
             self.stats.connections_refused += 1
             return False
         self.connections[conn.conn_id] = conn
+        self.outside_connections += 1
         return True
 
     def unregister(self, conn: MQTTConnection) -> bool:
-        return self.connections.pop(conn.conn_id, None) is not None
+        if self.connections.pop(conn.conn_id, None) is None:
+            return False
+        if conn.info is None or not conn.info.trusted:
+            self.outside_connections -= 1
+        return True
 
     # --- effects ----------------------------------------------------------------------------
 
