@@ -7,6 +7,13 @@ connector it is given). Its own bridge session keeps ``<prefix>/bridge/state`` (
 ``online``; ``offline`` is its will) and ``<prefix>/bridge/devices`` (retained JSON list of the
 devices with kind, session policy and link state) current.
 
+The bridge session also publishes Home Assistant MQTT discovery (devices/homeassistant.py):
+one retained config per entity, sent when a device's state first shows it and again only when
+it changes; an entity whose key went away gets an empty retained config (Home Assistant removes
+it). Home Assistant loses non-retained state on restart and announces itself with ``online`` on
+``homeassistant/status``: every config is then sent again. BTHome button and dimmer events go
+to ``<prefix>/<id>/event``, not retained, so that a restart never replays a button press.
+
 It reads its configuration through the small protocols below, not through the gateway's config
 class: the device layer does not depend on how the gateway loads its settings.
 """
@@ -21,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from devices import homeassistant as ha
 from devices.ble.bthome import BTHomeReading
 from devices.ble.radio import Radio
 from devices.ble.scanner import BleakRadio, BTHomeDecoder, ScanningMode
@@ -32,11 +40,12 @@ from devices.lan.wled import Wled
 from devices.model import Device, DevicePolicy
 from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
 from devices.session import DISCONNECT_WITH_WILL, OFFLINE, ONLINE, DeviceSession
-from gateway.mqtt.packets import Will
+from gateway.mqtt.packets import Publish, Will
 
 log = logging.getLogger(__name__)
 
 BRIDGE_CLIENT_ID = "edge-gateway-bridge"
+DISCOVERY_PREFIX = "homeassistant"
 LinkState = Literal["unknown", "online", "offline"]
 
 
@@ -186,6 +195,14 @@ class Supervisor:
         self._devices_changed = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._running = False
+        self.discovery_prefix = DISCOVERY_PREFIX
+        # Home Assistant discovery: the keys each device's entities were built from, and the
+        # last payload sent per config topic (only a change is published again).
+        self._ha_keys: dict[str, dict[str, object]] = {}
+        self._ha_sent: dict[str, bytes] = {}
+        self._ha_lock = asyncio.Lock()
+        self._ha_tasks: set[asyncio.Task[None]] = set()
+        self._ble_events: dict[str, list[dict[str, str]]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -283,7 +300,7 @@ class Supervisor:
             await self.radio.stop()
         for entry in self._lan.values():
             await self._stop_lan(entry)
-        tasks = [*self._ble_tasks.values(), *self._retries]
+        tasks = [*self._ble_tasks.values(), *self._retries, *self._ha_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -313,18 +330,85 @@ class Supervisor:
         async with self._bridge_lock:
             if self._bridge is not None or not self._running:
                 return
-            bridge = MQTTClient(self.connector)
+            bridge = MQTTClient(self.connector, self._on_bridge_message)
             await bridge.connect(
                 BRIDGE_CLIENT_ID,
                 will=Will(self._topic("bridge/state"), OFFLINE, qos=1, retain=True),
             )
             self._bridge = bridge
             await bridge.publish(self._topic("bridge/state"), ONLINE, qos=1, retain=True)
+            for topic, payload in self._bridge_configs():
+                await bridge.publish(topic, payload, qos=1, retain=True)
+            await bridge.subscribe(ha.status_topic(self.discovery_prefix), qos=1)
             self._publisher = asyncio.create_task(self._publish_devices(), name="bridge-devices")
             self._devices_changed.set()
 
     def _topic(self, suffix: str) -> str:
         return f"{self.prefix}/{suffix}"
+
+    # --- Home Assistant discovery ---------------------------------------------------------------
+
+    def _bridge_configs(self) -> list[ha.Message]:
+        return ha.bridge_messages(prefix=self.prefix, discovery_prefix=self.discovery_prefix)
+
+    async def _on_bridge_message(self, message: Publish) -> bool:
+        if message.topic == ha.status_topic(self.discovery_prefix) and message.payload == ONLINE:
+            # A task: the handler runs on the bridge's receive path, and the re-send waits
+            # for PUBACKs on the same link.
+            task = asyncio.get_running_loop().create_task(self._resend_discovery())
+            self._ha_tasks.add(task)
+            task.add_done_callback(self._ha_tasks.discard)
+        return True
+
+    async def _resend_discovery(self) -> None:
+        async with self._ha_lock:
+            bridge = self._bridge
+            if bridge is None or not bridge.connected:
+                return
+            messages = [*self._bridge_configs(), *self._ha_sent.items()]
+            try:
+                for topic, payload in messages:
+                    await bridge.publish(topic, payload, qos=1, retain=True)
+            except MQTTClientError as exc:
+                log.warning("Home Assistant discovery not re-sent: %s", exc)
+
+    async def _announce(self, device: Device, state: dict[str, object], *, merge: bool) -> None:
+        """Publish the discovery configs that `state` adds or changes, remove those it drops.
+
+        `merge`: the state is partial (a BTHome packet carries some readings, the next one
+        others), so keys seen before stay; a LAN device reports its whole state every time.
+        """
+        async with self._ha_lock:
+            bridge = self._bridge
+            if bridge is None or not bridge.connected:
+                return
+            previous = self._ha_keys.get(device.id)
+            keys = {**previous, **state} if merge and previous is not None else dict(state)
+            kwargs = {"prefix": self.prefix, "discovery_prefix": self.discovery_prefix}
+            messages = ha.discovery_messages(device, keys, **kwargs)
+            if previous is not None:
+                messages += ha.removal_messages(device, previous, keys, **kwargs)
+            try:
+                for topic, payload in messages:
+                    if self._ha_sent.get(topic, b"") == payload:
+                        continue  # unchanged, or a removal of what was never sent
+                    await bridge.publish(topic, payload, qos=1, retain=True)
+                    if payload:
+                        self._ha_sent[topic] = payload
+                    else:
+                        self._ha_sent.pop(topic, None)
+            except MQTTClientError as exc:
+                log.warning("%s: Home Assistant discovery not published: %s", device.id, exc)
+                return  # the keys stay as they were: the next state tries again
+            self._ha_keys[device.id] = keys
+
+    async def _publish_events(self, device: Device, events: list[dict[str, str]]) -> None:
+        bridge = self._bridge
+        if bridge is None or not bridge.connected:
+            return
+        for event in events:
+            topic, payload = ha.event_message(device, event, prefix=self.prefix)
+            await bridge.publish(topic, payload, qos=1)
 
     def devices(self) -> list[dict[str, object]]:
         listing: list[dict[str, object]] = []
@@ -370,8 +454,10 @@ class Supervisor:
 
     def _on_reading(self, address: str, reading: BTHomeReading, rssi: int) -> None:
         values: dict[str, object] = dict(reading.values)
-        for event in reading.events:
-            values[event.key] = event.event_type
+        if reading.events:
+            events = {event.key: event.event_type for event in reading.events}
+            values.update(events)
+            self._ble_events.setdefault(address, []).append(events)
         values["rssi"] = rssi
         pending = self._ble_pending.get(address)
         self._ble_pending[address] = values if pending is None else {**pending, **values}
@@ -385,6 +471,7 @@ class Supervisor:
         # time per device, always with the newest values.
         while address in self._ble_pending:
             values = self._ble_pending.pop(address)
+            events = self._ble_events.pop(address, [])
             try:
                 await self._ensure_bridge()
                 session = self.sessions.get(self._ble_device_id(address))
@@ -394,6 +481,8 @@ class Supervisor:
                     await session.wake()
                     self._set_link(session.device.id, "online")
                 await session.publish_state(values)
+                await self._announce(session.device, values, merge=True)
+                await self._publish_events(session.device, events)
             except (MQTTClientError, OSError) as exc:
                 log.warning("BLE %s: reading not published: %s", address, exc)
 
@@ -506,7 +595,9 @@ class Supervisor:
             self._set_link(device_id, "online" if up else "offline")
 
         async def on_state(state: dict[str, Any]) -> None:
-            await holder[0].session.publish_state(dict(state))
+            session = holder[0].session
+            await session.publish_state(dict(state))
+            await self._announce(session.device, dict(state), merge=False)
 
         poller = StatePoller(
             _StateSource(driver),
