@@ -111,6 +111,29 @@ async def test_shelly_switch_discovery_and_resend_on_home_assistant_birth(
             await asyncio.sleep(0.3)
             w._drain()
             assert count(w, topic) == 2
+
+            # A reading the device stops reporting: its entity is removed (empty retained
+            # config), the others stay, and a later subscriber sees no config for it.
+            temperature = f"homeassistant/sensor/edge-gateway_{dev}/temperature/config"
+            assert temperature in configs(w, "sensor")
+            del fake.components["switch:0"]["temperature"]
+            await w.until(lambda w: w.last.get(temperature) == b"")
+            assert "temperature" not in w.json(f"gw/{dev}/state")
+            assert count(w, topic) == 2
+            late = await ha_watcher(port, "later")
+            try:
+                await late.until(lambda w: power in w.last)
+                await asyncio.sleep(0.2)
+                late._drain()
+                assert temperature not in late.last
+            finally:
+                await late.close()
+            # Home Assistant's next birth does not bring the removed entity back.
+            await asyncio.to_thread(w.client.publish, "homeassistant/status", b"online", 1)
+            await w.until(lambda w: count(w, topic) == 3)
+            await asyncio.sleep(0.2)
+            w._drain()
+            assert w.last[temperature] == b""
         finally:
             if gw not in stopped:
                 await stop(gw)
