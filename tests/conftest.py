@@ -142,6 +142,7 @@ class ProcessGateway:
                 return False
 
         if not wait_for(up, timeout, 0.05):
+            self.stop_if_running()  # never leave a half-started gateway behind
             raise RuntimeError(f"gateway did not start: {self.log_path.read_text()[-3000:]}")
         return self
 

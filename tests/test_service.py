@@ -25,8 +25,9 @@ def test_shipped_config_starts_and_serves(tmp_path: Path) -> None:
     assert text.count("\n    port: 1883\n") == 1
     config = tmp_path / "config.yaml"
     config.write_text(text.replace("\n    port: 1883\n", f"\n    port: {port}\n"))
-    gw = ProcessGateway(config, port).start()
+    gw = ProcessGateway(config, port)
     try:
+        gw.start()
         sub = Client(port, "quick", clean=False)
         sub.subscribe("test/#", qos=1)
         pub = Client(port, "pub")
