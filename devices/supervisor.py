@@ -99,7 +99,9 @@ class DevicesView(Protocol):
     @property
     def known(self) -> Sequence[KnownDeviceView]: ...
 
-    def policy_for(self, kind: str) -> DevicePolicy: ...
+    def policy_for(
+        self, kind: str, device_id: str = "", address: str | None = None, name: str | None = None
+    ) -> DevicePolicy: ...
 
 
 # --- bookkeeping ---------------------------------------------------------------------------------
@@ -496,7 +498,8 @@ class Supervisor:
             device = Device(known.id, known.kind, known.name or known.id, address, known.policy)
         else:
             ident = bthome_id(address)
-            device = Device(ident, "bthome", ident, address, self.config.policy_for("bthome"))
+            policy = self.config.policy_for("bthome", ident, address)
+            device = Device(ident, "bthome", ident, address, policy)
         session = DeviceSession(device, _NoAdapter(), self.connector, self.prefix)
         self.sessions[device.id] = session
         log.info("BLE: BTHome sensor %s is %s", address, device.id)
@@ -518,9 +521,8 @@ class Supervisor:
                 return
             log.info("LAN: %s moved to %s:%d", info.id, info.host, info.port)
             await self._drop_lan(info.id)
-        await self._add_lan(
-            info.id, info.kind, info.name, info.host, info.port, self.config.policy_for(info.kind)
-        )
+        policy = self.config.policy_for(info.kind, info.id, None, info.name)
+        await self._add_lan(info.id, info.kind, info.name, info.host, info.port, policy)
 
     async def _lan_lost(self, info: LanDeviceInfo) -> None:
         entry = self._lan.get(info.id)

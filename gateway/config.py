@@ -9,6 +9,7 @@ is worse than one that refuses to start.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import ipaddress
 import os
 import re
@@ -185,14 +186,48 @@ class KnownDeviceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyRule:
+    """Policy overrides for devices that are not declared one by one, matched by id, BLE
+    address or name with shell-style patterns (a missing pattern matches anything)."""
+
+    overrides: tuple[tuple[str, object], ...]
+    id: str | None = None
+    address: str | None = None
+    name: str | None = None
+
+    def matches(self, device_id: str, address: str | None, name: str | None) -> bool:
+        return all(
+            pattern is None or (value is not None and fnmatch.fnmatchcase(value, pattern))
+            for pattern, value in (
+                (self.id, device_id),
+                (self.address, address.upper() if address else None),
+                (self.name, name),
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DevicesConfig:
     ble: BleConfig = BleConfig()
     lan: LanConfig = LanConfig()
     policies: tuple[tuple[str, DevicePolicy], ...] = ()  # kind -> policy, overriding defaults
+    policy_rules: tuple[PolicyRule, ...] = ()
     known: tuple[KnownDeviceConfig, ...] = ()
 
-    def policy_for(self, kind: str) -> DevicePolicy:
-        return dict(self.policies).get(kind, DevicePolicy.for_kind(kind))
+    def policy_for(
+        self,
+        kind: str,
+        device_id: str = "",
+        address: str | None = None,
+        name: str | None = None,
+    ) -> DevicePolicy:
+        """The kind's default, then devices.policies.<kind>, then the first matching rule of
+        devices.policy_rules (declared devices carry their own resolved policy)."""
+        policy = dict(self.policies).get(kind, DevicePolicy.for_kind(kind))
+        for rule in self.policy_rules:
+            if rule.matches(device_id, address, name):
+                return policy.with_overrides(dict(rule.overrides))
+        return policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -878,7 +913,7 @@ def _read_known_device(
 
 
 def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
-    section.declare(("ble", "lan", "policies", "known"))
+    section.declare(("ble", "lan", "policies", "policy_rules", "known"))
     d = DevicesConfig()
     ble_section = section.mapping("ble")
     ble = BleConfig(
@@ -914,6 +949,27 @@ def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
         policies[kind] = _policy(policy_section, DevicePolicy.for_kind(kind), _POLICY_KEYS)
     policies_section.finish()
 
+    rules: list[PolicyRule] = []
+    for path, raw in section.items("policy_rules"):
+        rule_section = _Map(src, path, raw)
+        matchers = ("id", "address", "name")
+        rule_section.declare(matchers + _POLICY_KEYS)
+        patterns = {key: rule_section.optional_string(key) for key in matchers}
+        if not any(patterns.values()):
+            raise src.error(path, "a rule needs at least one of id, address, name (a pattern)")
+        overrides = {key: rule_section.take(key) for key in _POLICY_KEYS if key in rule_section.raw}
+        _policy(rule_section, DevicePolicy(), _POLICY_KEYS)  # values checked now, not at match
+        rule_section.finish()
+        address = patterns["address"]
+        rules.append(
+            PolicyRule(
+                overrides=tuple(overrides.items()),
+                id=patterns["id"],
+                address=address.upper() if address else None,
+                name=patterns["name"],
+            )
+        )
+
     known_section = section.mapping("known")
     known: list[KnownDeviceConfig] = []
     addresses: dict[str, str] = {}
@@ -932,7 +988,11 @@ def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
     known_section.finish()
     section.finish()
     return DevicesConfig(
-        ble=ble, lan=lan, policies=tuple(sorted(policies.items())), known=tuple(known)
+        ble=ble,
+        lan=lan,
+        policies=tuple(sorted(policies.items())),
+        policy_rules=tuple(rules),
+        known=tuple(known),
     )
 
 

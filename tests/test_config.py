@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from devices.model import DevicePolicy
 from gateway.auth.acl import Acl, AclRule
 from gateway.auth.passwords import hash_password, write_password_file
 from gateway.broker.access import AllowAll
@@ -580,3 +581,42 @@ def test_devices_known_and_policies() -> None:
     assert plug.policy.command_ttl == 60 and plug.policy.max_attempts == 2
     assert plug.policy.persistent
     assert (strip.host, strip.port, strip.policy.session) == ("strip.local", 8080, "clean")
+
+
+def test_policy_rules_match_by_address_name_and_id_first_match_wins() -> None:
+    cfg = parse(
+        """
+        devices:
+          policies:
+            bthome: {wake_interval: 300}
+          policy_rules:
+            - {address: "a4:c1:38:*", session: persistent, queue_depth: 3}
+            - {name: "shellyplus2pm-*", command_ttl: 600}
+            - {id: "bthome-*", max_attempts: 2}
+        """
+    )
+    d = cfg.devices
+    matched = d.policy_for("bthome", "bthome-a4c138000001", "A4:C1:38:00:00:01")
+    assert (matched.session, matched.queue_depth, matched.wake_interval) == ("persistent", 3, 300)
+    assert matched.max_attempts == DevicePolicy().max_attempts  # first match only
+    other = d.policy_for("bthome", "bthome-112233445566", "11:22:33:44:55:66")
+    assert (other.session, other.max_attempts) == ("clean", 2)
+    cover = d.policy_for("shelly", "shellyplus2pm-abc", None, "shellyplus2pm-abc")
+    assert cover.command_ttl == 600
+    assert d.policy_for("wled", "wled-1", None, "wled-1") == DevicePolicy.for_kind("wled")
+
+
+@pytest.mark.parametrize(
+    ("rule", "path", "expected"),
+    [
+        ("{queue_depth: 3}", "devices.policy_rules[0]", "at least one of id, address, name"),
+        ("{id: x, queue_depth: 0}", "devices.policy_rules[0].queue_depth", ">= 1"),
+        ("{id: x, colour: red}", "devices.policy_rules[0].colour", "unknown key"),
+        ("{id: x, session: sometimes}", "devices.policy_rules[0].session", "clean, persistent"),
+    ],
+)
+def test_bad_policy_rules_name_the_key(rule: str, path: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"devices:\n  policy_rules:\n    - {rule}\n", "bad.yaml")
+    message = str(err.value)
+    assert path in message and expected in message, message

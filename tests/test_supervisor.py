@@ -480,3 +480,29 @@ async def test_lan_device_that_leaves_mdns_goes_offline_and_comes_back(
             assert w.last[f"gw/{dev}/availability"] == b"online"
         finally:
             await w.close()
+
+
+async def test_policy_rule_by_mdns_name_applies_to_a_discovered_device(
+    start_gateway: Callable[..., Any],
+) -> None:
+    fake = shelly_plus_1pm()
+    await fake.start()
+    async with announcer() as ann:
+        await ann.register(shelly_service(fake))
+        gw, port = await start_gateway(
+            {
+                "ble": {"enabled": False},
+                "lan": {"interfaces": ["127.0.0.1"], "poll_interval": 0.2, "timeout": 1},
+                # Shelly devices are persistent by default; this rule makes this one clean.
+                "policy_rules": [{"name": f"{fake.device_id[:8]}*", "session": "clean"}],
+            }
+        )
+        dev = fake.device_id
+        w = await Watcher.start(port)
+        try:
+            await w.until(lambda w: (listed(w, dev) or {}).get("link") == "online")
+            assert (listed(w, dev) or {})["session"] == "clean"
+        finally:
+            await w.close()
+            await stop(gw)
+            await fake.stop()
