@@ -7,9 +7,9 @@ import logging
 import pytest
 from test_broker_support import V5, V311, Harness, only, props
 
-from gateway.broker.core import publish_size
 from gateway.broker.records import DeleteMessage, DeleteQueueEntry, EntryState, PutQueueEntry
 from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits, QueueRule
+from gateway.mqtt.codec import publish_size
 from gateway.mqtt.packets import PubAck, PubComp, Publish, PubRec, PubRel
 
 
@@ -352,13 +352,13 @@ def test_too_large_queued_message_discarded_on_resume() -> None:
 
 def test_publish_size_matches_simple_cases() -> None:
     # Fixed header (2) + topic length (2) + topic (1) + payload (3).
-    assert publish_size(Publish("t", b"abc"), False) == 8
+    assert publish_size(Publish("t", b"abc"), 4) == 8
     # + packet id (2) + empty properties (1)
-    assert publish_size(Publish("t", b"abc", qos=1, packet_id=1), True) == 11
+    assert publish_size(Publish("t", b"abc", qos=1, packet_id=1), 5) == 11
     p = Publish(
         "t", b"", properties=props(message_expiry_interval=5, user_properties=(("a", "b"),))
     )
-    assert publish_size(p, True) == 2 + 2 + 1 + 1 + 5 + 7
+    assert publish_size(p, 5) == 2 + 2 + 1 + 1 + 5 + 7
 
 
 def test_durable_ops_for_a_persistent_online_subscriber() -> None:

@@ -12,9 +12,9 @@ from gateway.broker.topic_tree import (
     SubscriptionTree,
     filter_matches,
     split_shared,
-    valid_filter,
-    valid_topic_name,
 )
+from gateway.mqtt.codec import is_valid_topic_filter as valid_filter
+from gateway.mqtt.codec import is_valid_topic_name as valid_topic_name
 
 
 def rec(client_id: str, f: str, qos: int = 0, **kw: object) -> SubscriptionRecord:

@@ -29,7 +29,6 @@ from typing import cast
 from gateway.broker.connect import Connects
 from gateway.broker.effects import ConnectionInfo, Effects, Identity, Send
 from gateway.broker.inbound_publish import InboundPublish
-from gateway.broker.packet_size import publish_size
 from gateway.broker.queue_policy import pending_list
 from gateway.broker.records import Message, Snapshot
 from gateway.broker.restore import Restore
@@ -39,7 +38,7 @@ from gateway.broker.session_info import SessionInfo, session_info
 from gateway.broker.stats import Gauges, sys_topics
 from gateway.broker.subscribe import Subscriptions
 from gateway.broker.timers import Timers
-from gateway.broker.topic_tree import valid_topic_name
+from gateway.mqtt.codec import is_valid_topic_name
 from gateway.mqtt.packets import (
     NO_PROPERTIES,
     Connect,
@@ -59,7 +58,7 @@ from gateway.mqtt.packets import (
 )
 from gateway.mqtt.reason_codes import ReasonCode
 
-__all__ = ["VERSION", "Broker", "SessionInfo", "publish_size"]
+__all__ = ["VERSION", "Broker", "SessionInfo"]
 
 VERSION = "0.1.0"
 
@@ -199,7 +198,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
             now = self._now
         else:
             self._clock(now)
-        if not valid_topic_name(topic):
+        if not is_valid_topic_name(topic):
             raise ValueError(f"invalid topic name {topic!r}")
         qos = min(qos, self.settings.max_qos)
         props = inbound_properties(properties)

@@ -12,7 +12,6 @@ from dataclasses import replace
 
 from gateway.broker.durability import Durability
 from gateway.broker.effects import Send
-from gateway.broker.packet_size import publish_size
 from gateway.broker.queue_policy import json_keys
 from gateway.broker.records import DeleteQueueEntry, Message, PutQueueEntry
 from gateway.broker.session import RELEASED, SENT, Connection, QEntry, Session
@@ -62,7 +61,7 @@ class Delivery(Durability):
         if conn.v5 and (sub_ids or msg.expires_at is not None):
             props = delivery_properties(props, sub_ids, msg.expires_at, now)
         out = new_publish(msg.topic, msg.payload, 0, retain, False, None, props)
-        if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
+        if conn.max_packet_size and conn.too_large(out):  # the check first: hot path
             self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}")
             return
         self._actions.append(Send(conn.conn_id, out))
@@ -78,7 +77,7 @@ class Delivery(Durability):
         if conn.v5 and (e.sub_ids or msg.expires_at is not None):
             props = delivery_properties(props, e.sub_ids, msg.expires_at, now)
         out = new_publish(msg.topic, msg.payload, e.qos, e.retain, False, pid, props)
-        if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
+        if conn.max_packet_size and conn.too_large(out):  # the check first: hot path
             # §3.1.2.25: discard as if delivered.
             if persisted:
                 self._finish(s, e)
@@ -205,7 +204,7 @@ class Delivery(Durability):
             if conn.v5 and (e.sub_ids or msg.expires_at is not None):
                 props = delivery_properties(props, e.sub_ids, msg.expires_at, now)
             out = new_publish(msg.topic, msg.payload, e.qos, e.retain, True, pid, props)
-            if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
+            if conn.max_packet_size and conn.too_large(out):  # the check first: hot path
                 del s.inflight[pid]
                 self._finish(s, e)
                 self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}")

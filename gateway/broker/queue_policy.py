@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from gateway.broker.records import Message
 from gateway.broker.settings import Overflow, QueueLimits
-from gateway.broker.topic_tree import valid_topic_name
+from gateway.mqtt.codec import is_valid_topic_name
 from gateway.mqtt.packets import UserProperty
 
 log = logging.getLogger("gateway.broker")
@@ -56,7 +56,7 @@ def apply_queue_policy(
                     raise ValueError(value)
                 changes["coalesce"] = value == "json-keys"
             elif key in ("notify-topic", "pending-topic"):
-                if not valid_topic_name(value):
+                if not is_valid_topic_name(value):
                     raise ValueError(value)
                 if key == "notify-topic":
                     notify = value

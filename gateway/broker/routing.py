@@ -7,7 +7,6 @@ from dataclasses import replace
 
 from gateway.broker.delivery import Delivery, delivery_properties
 from gateway.broker.effects import Send
-from gateway.broker.packet_size import publish_size
 from gateway.broker.records import DeleteRetained, Message, PutRetained, SubscriptionRecord
 from gateway.broker.session import Session
 from gateway.broker.topic_tree import NO_MATCH, SharedGroup, is_sys_topic
@@ -118,7 +117,7 @@ class Routing(Delivery):
                     out = packet
                 else:
                     out = new_publish(topic, payload, 0, out_retain, False, None, props)
-                if conn.max_packet_size and publish_size(out, conn.v5) > conn.max_packet_size:
+                if conn.max_packet_size and conn.too_large(out):  # the check first: hot path
                     self.stats.dropped("too_large", 1, f"for {client_id!r} on {topic}")
                     continue
                 actions.append(Send(conn.conn_id, out))

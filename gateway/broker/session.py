@@ -15,7 +15,8 @@ from gateway.broker.records import (
     SubscriptionRecord,
 )
 from gateway.broker.settings import QueueLimits
-from gateway.mqtt.packets import Will
+from gateway.mqtt.codec import publish_size
+from gateway.mqtt.packets import PROTOCOL_V5, PROTOCOL_V311, Publish, Will
 
 QUEUED = EntryState.QUEUED
 SENT = EntryState.SENT
@@ -138,6 +139,13 @@ class Connection:
         self.window = 1  # QoS 1/2 deliveries in flight at most
         self.max_packet_size = 0  # the client's Maximum Packet Size; 0 = no limit
         self.requested_expiry = 0  # Session Expiry Interval asked for in the CONNECT
+
+    def too_large(self, packet: Publish) -> bool:
+        """Would ``packet`` exceed the client's Maximum Packet Size (§3.1.2.25)?"""
+        if not self.max_packet_size:
+            return False
+        version = PROTOCOL_V5 if self.v5 else PROTOCOL_V311
+        return publish_size(packet, version) > self.max_packet_size
 
 
 class Session:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.records import DeleteSubscription, PutSubscription, SubscriptionRecord
 from gateway.broker.session import Connection, Session
-from gateway.broker.topic_tree import has_wildcard, split_shared, valid_filter
+from gateway.broker.topic_tree import has_wildcard, split_shared
+from gateway.mqtt.codec import is_valid_topic_filter
 from gateway.mqtt.packets import SubAck, Subscribe, UnsubAck, Unsubscribe
 from gateway.mqtt.reason_codes import ReasonCode
 
@@ -31,7 +32,7 @@ class Subscriptions(Disconnects):
             parts = split_shared(f)
             code = 0
             group: str | None = None
-            if parts is None or not valid_filter(parts[1]):
+            if parts is None or not is_valid_topic_filter(parts[1]):
                 code = ReasonCode.TOPIC_FILTER_INVALID
             else:
                 group, inner = parts
@@ -89,7 +90,7 @@ class Subscriptions(Disconnects):
         client_id = s.client_id
         for f in p.topic_filters:
             if s.subscriptions.pop(f, None) is None:
-                valid = (parts := split_shared(f)) is not None and valid_filter(parts[1])
+                valid = (parts := split_shared(f)) is not None and is_valid_topic_filter(parts[1])
                 codes.append(
                     ReasonCode.NO_SUBSCRIPTION_EXISTED if valid else ReasonCode.TOPIC_FILTER_INVALID
                 )

@@ -19,11 +19,6 @@ SHARE_PREFIX = "$share/"
 _CACHE_LIMIT = 20_000
 
 
-def valid_topic_name(topic: str) -> bool:
-    """A topic name a client may publish to: not empty, no wildcard characters, no NUL."""
-    return bool(topic) and "+" not in topic and "#" not in topic and "\0" not in topic
-
-
 def is_sys_topic(topic: str) -> bool:
     """A topic of the ``$SYS`` tree, which only the broker publishes to."""
     return topic == "$SYS" or topic.startswith("$SYS/")
@@ -39,23 +34,6 @@ def split_shared(topic_filter: str) -> tuple[str | None, str] | None:
     if not sep or not group or not inner or "+" in group or "#" in group:
         return None
     return group, inner
-
-
-def valid_filter(topic_filter: str) -> bool:
-    """Wildcards must occupy a whole level and ``#`` only the last one (§4.7.1)."""
-    if not topic_filter or "\0" in topic_filter:
-        return False
-    if "+" not in topic_filter and "#" not in topic_filter:
-        return True
-    levels = topic_filter.split("/")
-    last = len(levels) - 1
-    for i, level in enumerate(levels):
-        if level == "#":
-            if i != last:
-                return False
-        elif level != "+" and ("+" in level or "#" in level):
-            return False
-    return True
 
 
 def has_wildcard(topic_filter: str) -> bool:

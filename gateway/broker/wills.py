@@ -8,7 +8,8 @@ from dataclasses import replace
 from gateway.broker.routing import Routing, inbound_properties
 from gateway.broker.session import Session
 from gateway.broker.state import WILL_TIMER
-from gateway.broker.topic_tree import is_sys_topic, valid_topic_name
+from gateway.broker.topic_tree import is_sys_topic
+from gateway.mqtt.codec import is_valid_topic_name
 from gateway.mqtt.packets import NO_PROPERTIES, PROTOCOL_V5, Will
 from gateway.mqtt.reason_codes import ReasonCode
 
@@ -21,7 +22,7 @@ class Wills(Routing):
     ) -> int:
         """The reason code that refuses a CONNECT for its will, or 0."""
         topic = will.topic
-        if not valid_topic_name(topic):
+        if not is_valid_topic_name(topic):
             return ReasonCode.TOPIC_NAME_INVALID
         if is_sys_topic(topic) or (
             self._acl and not exempt and not self.authorizer.can_publish(username, client_id, topic)
