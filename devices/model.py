@@ -126,9 +126,18 @@ class Device:
         return cls(id, kind, name or id, address, policy)
 
 
+class InvalidCommand(ValueError):
+    """The command cannot be expressed for this device (unknown key, value out of range).
+
+    Raised before anything reaches the device; sending the same command again cannot help,
+    so it is answered ``failed`` (reason ``invalid``) at once instead of being retried.
+    """
+
+
 class Adapter(Protocol):
     """Executes commands on the real device (GATT write, HTTP RPC, ...)."""
 
     async def execute(self, command: dict[str, object]) -> None:
-        """Carry out one command; return only once the device confirmed it, else raise."""
+        """Carry out one command; return only once the device confirmed it, else raise
+        (`InvalidCommand` for a command the device can never carry out)."""
         ...

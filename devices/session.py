@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from devices.model import MISSED_WAKES_BEFORE_OFFLINE, Adapter, Device
+from devices.model import MISSED_WAKES_BEFORE_OFFLINE, Adapter, Device, InvalidCommand
 from devices.mqtt_client import ConnectionClosed, Connector, MQTTClient, MQTTClientError
 from gateway.mqtt.packets import Properties, Publish, Will
 
@@ -323,6 +323,14 @@ class DeviceSession:
         key = (message.payload, message.properties.correlation_data)
         try:
             await self.adapter.execute(command)
+        except InvalidCommand as exc:
+            log.warning("%s: command %s refused: %s", self.device.id, command, exc)
+            self._attempts.pop(key, None)
+            self._report(
+                message,
+                {"result": "failed", "reason": "invalid", "detail": str(exc), "command": command},
+            )
+            return True  # nothing to retry: the device can never carry it out
         except Exception as exc:
             self.failed_attempts += 1
             self.last_error = f"{type(exc).__name__}: {exc}"

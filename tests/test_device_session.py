@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from devices.model import Device, DevicePolicy, PolicyError
+from devices.model import Device, DevicePolicy, InvalidCommand, PolicyError
 from devices.mqtt_client import MQTTClient
 from devices.session import DeviceSession
 from gateway.app import Gateway
@@ -354,6 +354,31 @@ async def test_invalid_command_is_answered_and_not_retried(harness: Harness) -> 
     await session.wake()
     assert await session.wait_quiet(0.2)
     assert adapter.attempts == 1
+    await session.sleep()
+
+
+class PickyAdapter(RecordingAdapter):
+    """Refuses commands it can never express, as a device family's encoder does."""
+
+    async def execute(self, command: dict[str, object]) -> None:
+        self.attempts += 1
+        if "colour" in command:
+            raise InvalidCommand("'colour' is not a command key of this device")
+        self.executed.append(command)
+
+
+async def test_command_the_adapter_can_never_express_fails_at_once(harness: Harness) -> None:
+    adapter = PickyAdapter()
+    session = DeviceSession(thermostat(max_attempts=5), adapter, harness.connect)
+    await session.wake()
+    results = await harness.observer("gw/trv1/result")
+    await harness.send_commands("gw/trv1/set", b'{"colour": "red"}', b'{"target_temp": 20}')
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 2)
+    failed, delivered = payloads(results, "gw/trv1/result")
+    assert (failed["result"], failed["reason"]) == ("failed", "invalid")
+    assert "colour" in failed["detail"]
+    assert delivered["result"] == "delivered"
+    assert adapter.attempts == 2  # one try each: the refused command was not retried
     await session.sleep()
 
 

@@ -13,8 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from devices.model import InvalidCommand
 
-class CommandError(ValueError):
+
+class CommandError(InvalidCommand):
     """The command cannot be expressed for this device (unknown key, value out of range).
 
     Sending it again cannot help, so it is reported ``failed`` at once, never retried.

@@ -14,6 +14,8 @@ from typing import Any, Self
 
 import aiohttp
 
+from devices.model import InvalidCommand
+
 DEFAULT_TIMEOUT = 5.0
 
 
@@ -48,7 +50,7 @@ class DeviceAuthRequired(DeviceHTTPError):
     """The device has authentication enabled (HTTP 401); credentials are not supported yet."""
 
 
-class CommandRejected(LanDeviceError, ValueError):
+class CommandRejected(LanDeviceError, InvalidCommand):
     """The command is not something this driver can express (unknown key, bad value).
 
     Raised before anything is sent, so a rejected command never half-applies.
