@@ -6,6 +6,8 @@ in Heckie75/eQ-3-radiator-thermostat, eq-3-radiator-thermostat-api.md; each test
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,7 +30,7 @@ def h(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def one(command: dict[str, object]) -> GattStep:
+def one(command: Mapping[str, object]) -> GattStep:
     (step,) = PROFILE.plan(command)
     return step
 
