@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,13 @@ from gateway.broker.records import (
     PutSession,
     PutSubscription,
     QueueEntry,
+    QueuePolicy,
     SessionRecord,
     Snapshot,
     StoreOp,
     SubscriptionRecord,
 )
+from gateway.broker.settings import Overflow
 from gateway.mqtt.packets import NO_PROPERTIES, Properties, Will
 from gateway.persistence import MemoryStore, SqliteStore, Store, StoreError, schema
 from gateway.persistence.sqlite import _in_db_thread
@@ -66,6 +69,18 @@ FULL_PROPS = Properties(
     wildcard_subscription_available=1,
     subscription_identifier_available=0,
     shared_subscription_available=1,
+)
+
+
+# Every QueuePolicy field set (the notify topic with characters JSON must escape).
+FULL_POLICY = QueuePolicy(
+    max_messages=3,
+    max_bytes=0,
+    overflow=Overflow.REJECT_NEW,
+    coalesce=True,
+    default_expiry=86_400,
+    notify_topic='gw/ç"\\/result',
+    pending_topic="gw/thermo/pending",
 )
 
 
@@ -142,6 +157,8 @@ ALL_PUTS: list[StoreOp] = [
         )
     ),
     PutSession(session("will-min", will=Will(topic="lwt", payload=b""))),
+    PutSession(session("policy-full", disconnected_at=5.0, queue_policy=FULL_POLICY)),
+    PutSession(session("policy-min", queue_policy=QueuePolicy(coalesce=False))),
     PutSubscription(SubscriptionRecord("full", "a/+/c", 1)),
     PutSubscription(
         SubscriptionRecord(
@@ -217,6 +234,7 @@ async def test_every_delete_round_trips(tmp_path: Path) -> None:
         DeleteInboundQos2("full", 1),
         DeleteRetained("home/x"),
         DeleteSession("plain"),  # cascades to its queue entry
+        DeleteSession("policy-full"),  # and its queue policy with it
         DeleteSubscription("nobody", "x"),  # deleting what is not there is fine
         DeleteMessage(999),
     ]
@@ -224,7 +242,7 @@ async def test_every_delete_round_trips(tmp_path: Path) -> None:
     await store.close()
     snap = await reopen(path)
     same(snap, expected_after(ALL_PUTS + deletes))
-    assert {s.client_id for s in snap.sessions} == {"full", "will-min"}
+    assert {s.client_id for s in snap.sessions} == {"full", "will-min", "policy-min"}
     assert [s.topic_filter for s in snap.subscriptions] == ["$share/g/x/#"]
     assert [m.msg_id for m in snap.messages] == [2]
     assert [(e.client_id, e.seq) for e in snap.queue] == [("full", 11)]
@@ -703,8 +721,81 @@ async def test_migrates_a_v1_file(tmp_path: Path) -> None:
     assert snap.inbound_qos2 == [("c1", 4)]
     assert snap.queue[-1].subscription_ids == (12,)
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
     db.close()
+
+
+# What v2 added, exactly as it shipped (see V1_SQL).
+V2_SQL = """
+ALTER TABLE queue ADD COLUMN subscription_ids TEXT NOT NULL DEFAULT '';
+CREATE TABLE inbound_qos2 (client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, packet_id)) WITHOUT ROWID;
+INSERT INTO inbound_qos2 VALUES ('c1', 8);
+UPDATE queue SET subscription_ids = '12' WHERE seq = 3;
+PRAGMA user_version = 2;
+"""
+
+
+async def test_migrates_a_v2_file(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SQL + V2_SQL)
+    db.close()
+
+    store = SqliteStore(path)
+    snap = await store.open()
+    assert store.moved_aside is None
+    (rec,) = snap.sessions
+    assert rec.client_id == "c1" and rec.will is not None and rec.queue_policy is None
+    assert snap.inbound_qos2 == [("c1", 8)]
+    assert [e.subscription_ids for e in snap.queue] == [(), (12,)]
+    # What v3 added works on the migrated file: a policy is stored, replaced and cleared.
+    await store.commit(
+        [PutSession(replace(rec, queue_policy=FULL_POLICY)), PutSession(session("c2"))]
+    )
+    await store.close()
+    snap = await reopen(path)
+    policies = {s.client_id: s.queue_policy for s in snap.sessions}
+    assert policies == {"c1": FULL_POLICY, "c2": None}
+    assert snap.inbound_qos2 == [("c1", 8)]
+
+    store = SqliteStore(path)
+    await store.open()
+    await store.commit([PutSession(rec)])
+    await store.close()
+    assert [s.queue_policy for s in (await reopen(path)).sessions if s.client_id == "c1"] == [None]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"coalesce"',
+        '{"coalesce":"yes"}',
+        '{"max_messages":-1}',
+        '{"max_messages":true}',
+        '{"overflow":"sideways"}',
+        '{"overflow":["drop-oldest"]}',
+        '{"notify_topic":1}',
+        '{"colour":"red"}',
+    ],
+)
+async def test_undecodable_queue_policy_is_a_corrupt_store(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.commit([PutSession(session("c1", queue_policy=FULL_POLICY))])
+    await store.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE sessions SET queue_policy = ?", (text,))
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert await store.open() == Snapshot()
+    assert store.moved_aside is not None
+    await store.close()
 
 
 def test_failed_migration_step_is_rolled_back(tmp_path: Path) -> None:
@@ -731,7 +822,17 @@ async def test_memory_store_applies_ops_like_sqlite(tmp_path: Path) -> None:
     await mem.close()
     again = await mem.open()  # same instance: what was committed is still there
     same(again, expected_after([*ALL_PUTS, DeleteSession("full"), DeleteRetained("home/x")]))
-    assert {s.client_id for s in again.sessions} == {"plain", "will-min"}
+    assert {s.client_id for s in again.sessions} == {
+        "plain",
+        "will-min",
+        "policy-full",
+        "policy-min",
+    }
+    assert {s.queue_policy for s in again.sessions} == {
+        None,
+        FULL_POLICY,
+        QueuePolicy(coalesce=False),
+    }
     assert [e.client_id for e in again.queue] == ["plain"]
     assert await MemoryStore().open() == Snapshot()  # nothing survives a new process
 

@@ -30,10 +30,12 @@ from gateway.broker.records import (
     PutSession,
     PutSubscription,
     QueueEntry,
+    QueuePolicy,
     SessionRecord,
     StoreOp,
     SubscriptionRecord,
 )
+from gateway.broker.settings import Overflow
 from gateway.mqtt.packets import NO_PROPERTIES, Properties, Will
 from gateway.persistence import SqliteStore
 from gateway.persistence.memory import Tables
@@ -85,6 +87,17 @@ wills = st.none() | st.builds(
     properties=properties,
 )
 
+queue_policies = st.none() | st.builds(
+    QueuePolicy,
+    max_messages=st.none() | small_ints,
+    max_bytes=st.none() | small_ints,
+    overflow=st.none() | st.sampled_from(Overflow),
+    coalesce=st.none() | st.booleans(),
+    default_expiry=st.none() | small_ints,
+    notify_topic=st.none() | texts,
+    pending_topic=st.none() | texts,
+)
+
 ops: st.SearchStrategy[StoreOp] = st.one_of(
     st.builds(
         PutSession,
@@ -96,6 +109,7 @@ ops: st.SearchStrategy[StoreOp] = st.one_of(
             username=st.none() | texts,
             disconnected_at=st.none() | st.floats(0, 2e9),
             will=wills,
+            queue_policy=queue_policies,
         ),
     ),
     st.builds(DeleteSession, client_ids),

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.effects import Identity, SetKeepAlive
-from gateway.broker.queue_policy import apply_queue_policy
+from gateway.broker.queue_policy import parse_queue_policy
 from gateway.broker.records import PutSession
 from gateway.broker.session import Connection, Session
 from gateway.mqtt.packets import PROTOCOL_V5, ConnAck, Connect, Properties, Will
@@ -75,25 +75,26 @@ class Connects(Disconnects):
                 self._end_session(existing, now, expired=not packet.clean_start)
                 existing = None
         session_present = existing is not None
+        base_limits = settings.queue_limits_for(client_id)
         if existing is not None:
             s = existing
             # Reconnected in time: a delayed will of the previous connection is cancelled.
             s.will = None
             s.will_due_at = None
-            s.limits = settings.queue_limits_for(client_id)
         else:
-            s = Session(client_id, expiry, version, username, settings.queue_limits_for(client_id))
+            s = Session(client_id, expiry, version, username, base_limits)
             self._sessions[client_id] = s
         s.expiry = expiry
         s.version = version
         s.username = username
         s.acl_exempt = identity.is_admin
-        s.notify_topic = s.pending_topic = None
+        # Every CONNECT sets the queue policy anew, durably with the session record below:
+        # only a trusted client can have one, and asking for none clears the old one.
+        policy = None
         if identity.is_admin and v5 and props.user_properties:
-            s.limits, s.notify_topic, s.pending_topic = apply_queue_policy(
-                s.limits, props.user_properties, client_id
-            )
-            self._pending_changed(s)
+            policy = parse_queue_policy(props.user_properties, client_id)
+        s.use_policy(policy, base_limits)
+        self._pending_changed(s)
         s.disconnected_at = None
         s.conn = conn
         conn.session = s

@@ -12,6 +12,13 @@ MQTT 5 user properties, and honoured only for trusted connections:
 
 Untrusted clients' user properties are ignored (and passed on nowhere): the limits of
 config.yaml apply to them.
+
+The policy is part of the durable session (SessionRecord.queue_policy): a session restored
+after a restart keeps coalescing, expiring and reporting commands that arrive before its
+device connects again. Every CONNECT decides the policy anew: a trusted client's replaces it
+(and one that asks for nothing clears it); an untrusted client that connects with the same
+client id (taking the session over) never inherits it, so the policy is dropped and the
+session continues on config.yaml's limits. Deleting the session deletes the policy.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import json
 import logging
 from collections.abc import Iterable
 
-from gateway.broker.records import Message
+from gateway.broker.records import Message, QueuePolicy
 from gateway.broker.settings import Overflow, QueueLimits
 from gateway.mqtt.codec import is_valid_topic_name
 from gateway.mqtt.packets import UserProperty
@@ -31,14 +38,10 @@ log = logging.getLogger("gateway.broker")
 PREFIX = "queue-"
 
 
-def apply_queue_policy(
-    base: QueueLimits, properties: tuple[UserProperty, ...], client_id: str
-) -> tuple[QueueLimits, str | None, str | None]:
-    """The session's queue limits, notice topic and pending-list topic from its CONNECT
-    user properties."""
-    changes: dict[str, object] = {}
-    notify: str | None = None
-    pending: str | None = None
+def parse_queue_policy(properties: tuple[UserProperty, ...], client_id: str) -> QueuePolicy | None:
+    """The queue policy a trusted client's CONNECT user properties ask for; None if they
+    set nothing valid (the session then runs on config.yaml's limits)."""
+    fields: dict[str, object] = {}
     for name, value in properties:
         if not name.startswith(PREFIX):
             continue
@@ -48,28 +51,42 @@ def apply_queue_policy(
                 number = int(value)
                 if number < 0:
                     raise ValueError("negative")
-                changes[key.replace("-", "_")] = number
+                fields[key.replace("-", "_")] = number
             elif key == "overflow":
-                changes["overflow"] = Overflow(value)
+                fields["overflow"] = Overflow(value)
             elif key == "coalesce":
                 if value not in ("json-keys", "off"):
                     raise ValueError(value)
-                changes["coalesce"] = value == "json-keys"
+                fields["coalesce"] = value == "json-keys"
             elif key in ("notify-topic", "pending-topic"):
                 if not is_valid_topic_name(value):
                     raise ValueError(value)
-                if key == "notify-topic":
-                    notify = value
-                else:
-                    pending = value
+                fields[key.replace("-", "_")] = value
             else:
                 raise ValueError("unknown property")
         except ValueError:
             # A trusted client is our own code: say so loudly, keep the session usable.
             log.warning("client %r: ignoring queue policy %s=%r", client_id, name, value)
+    if not fields:
+        return None
+    return QueuePolicy(**fields)  # type: ignore[arg-type]
+
+
+def queue_limits(base: QueueLimits, policy: QueuePolicy | None) -> QueueLimits:
+    """``base`` (config.yaml's limits for the client) with what ``policy`` overrides."""
+    if policy is None:
+        return base
+    changes: dict[str, object] = {}
+    for name in _LIMIT_FIELDS:
+        value = getattr(policy, name)
+        if value is not None:
+            changes[name] = value
     if not changes:
-        return base, notify, pending
-    return dataclasses.replace(base, **changes), notify, pending  # type: ignore[arg-type]
+        return base
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+_LIMIT_FIELDS = ("max_messages", "max_bytes", "overflow", "coalesce", "default_expiry")
 
 
 def json_keys(payload: bytes) -> frozenset[str] | None:

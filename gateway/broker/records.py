@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+# Re-exported: the store decodes QueuePolicy and knows the broker's records only.
+from gateway.broker.settings import Overflow as Overflow
 from gateway.mqtt.packets import NO_PROPERTIES, Properties, Will
 
 # Session Expiry Interval meaning "never expires" (MQTT 5 spec 3.1.2.11.2).
@@ -38,6 +40,23 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """What a trusted client asked for its session's queue (see queue_policy.py).
+
+    Only what it set is kept (None = the config's value), so that a restored session gets the
+    client's choices on top of the limits config.yaml gives *now*.
+    """
+
+    max_messages: int | None = None
+    max_bytes: int | None = None
+    overflow: Overflow | None = None
+    coalesce: bool | None = None
+    default_expiry: int | None = None
+    notify_topic: str | None = None
+    pending_topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     client_id: str
     expiry_interval: int  # seconds; SESSION_NEVER_EXPIRES = never
@@ -47,6 +66,10 @@ class SessionRecord:
     # None was connected when the broker stopped, so its will (if any) is due.
     disconnected_at: float | None = None
     will: Will | None = None
+    # Stored with the session because the session *is* a sleeping device's command queue:
+    # after a restart, commands that arrive before the device reconnects must already be
+    # coalesced, given their default expiry and reported (DESIGN §3).
+    queue_policy: QueuePolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

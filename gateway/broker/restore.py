@@ -9,10 +9,11 @@ from gateway.broker.records import (
     DeleteMessage,
     DeleteQueueEntry,
     DeleteSubscription,
+    PutQueueEntry,
     PutSession,
     Snapshot,
 )
-from gateway.broker.session import QUEUED, QEntry, Session
+from gateway.broker.session import QUEUED, SENT, QEntry, Session
 from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER, BrokerState
 from gateway.broker.topic_tree import split_shared
 from gateway.broker.wills import will_delay
@@ -27,13 +28,12 @@ class Restore(BrokerState):
         max_msg_id = 0
         max_seq = 0
         for rec in snapshot.sessions:
+            base = self.settings.queue_limits_for(rec.client_id)
             s = Session(
-                rec.client_id,
-                rec.expiry_interval,
-                rec.protocol_version,
-                rec.username,
-                self.settings.queue_limits_for(rec.client_id),
+                rec.client_id, rec.expiry_interval, rec.protocol_version, rec.username, base
             )
+            # The queue policy works at once, before the session's client is back.
+            s.use_policy(rec.queue_policy, base)
             s.stored = True
             disconnected_at = rec.disconnected_at
             if disconnected_at is None:
@@ -73,10 +73,17 @@ class Restore(BrokerState):
                 continue
             e = QEntry(q.seq, msg, q.qos, q.retain, q.subscription_ids, q.state, q.packet_id)
             pid = q.packet_id
-            if q.state is QUEUED or pid is None or pid in owner.inflight:
+            unconfirmed = owner.limits.coalesce and q.qos == 1 and q.state is SENT
+            if q.state is QUEUED or pid is None or pid in owner.inflight or unconfirmed:
                 e.state = QUEUED
                 e.packet_id = None
                 owner.queue.append(e)
+                if unconfirmed:
+                    # As when a coalescing session's link drops (Disconnects.
+                    # _requeue_unconfirmed): its client acknowledges only what it carried out,
+                    # so a newer command may still supersede this one.
+                    store.append(PutQueueEntry(e.record(owner.client_id)))
+                    self._pending_changed(owner)
                 if msg.expires_at is not None:
                     heapq.heappush(self._queue_expiry, (msg.expires_at, q.seq, owner, e))
             else:

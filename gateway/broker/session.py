@@ -6,11 +6,13 @@ from collections import deque
 from collections.abc import Iterator
 
 from gateway.broker.effects import ConnectionInfo
+from gateway.broker.queue_policy import queue_limits
 from gateway.broker.records import (
     SESSION_NEVER_EXPIRES,
     EntryState,
     Message,
     QueueEntry,
+    QueuePolicy,
     SessionRecord,
     SubscriptionRecord,
 )
@@ -163,6 +165,7 @@ class Session:
         "next_packet_id",
         "notify_topic",
         "pending_topic",
+        "policy",
         "queue",
         "stored",
         "subscriptions",
@@ -192,6 +195,8 @@ class Session:
         self.notify_topic: str | None = None
         # Where a retained list of its undelivered messages is kept current; None = nowhere.
         self.pending_topic: str | None = None
+        # The trusted client's queue policy these limits and topics came from (stored).
+        self.policy: QueuePolicy | None = None
         self.limits = limits
         self.conn: Connection | None = None
         self.disconnected_at: float | None = None
@@ -226,9 +231,25 @@ class Session:
         self.next_packet_id = pid % 65535 + 1
         return pid
 
+    def use_policy(self, policy: QueuePolicy | None, base: QueueLimits) -> None:
+        """Run the queue on ``base`` (config.yaml's limits) as ``policy`` amends it."""
+        self.policy = policy
+        self.limits = queue_limits(base, policy)
+        if policy is None:
+            self.notify_topic = self.pending_topic = None
+        else:
+            self.notify_topic = policy.notify_topic
+            self.pending_topic = policy.pending_topic
+
     def record(self) -> SessionRecord:
         # While connected the record holds the connection's will: after a crash it is due.
         will = self.conn.will if self.conn is not None else self.will
         return SessionRecord(
-            self.client_id, self.expiry, self.version, self.username, self.disconnected_at, will
+            self.client_id,
+            self.expiry,
+            self.version,
+            self.username,
+            self.disconnected_at,
+            will,
+            self.policy,
         )

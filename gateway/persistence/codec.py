@@ -14,7 +14,9 @@ from typing import Any
 from gateway.broker.records import (
     EntryState,
     Message,
+    Overflow,
     QueueEntry,
+    QueuePolicy,
     SessionRecord,
     SubscriptionRecord,
 )
@@ -149,6 +151,54 @@ def queue_entry_from_row(row: tuple[Any, ...]) -> QueueEntry:
     )
 
 
+# --- queue policies (a column of sessions) -------------------------------------------------
+
+# Field name -> the JSON types its value may have (bool is an int: checked first).
+_POLICY_INTS = frozenset({"max_messages", "max_bytes", "default_expiry"})
+_POLICY_TOPICS = frozenset({"notify_topic", "pending_topic"})
+
+
+def encode_queue_policy(policy: QueuePolicy | None) -> str | None:
+    """Compact JSON of the fields a client set; NULL when the session has no policy."""
+    if policy is None:
+        return None
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(QueuePolicy):
+        value = getattr(policy, f.name)
+        if value is None:
+            continue
+        out[f.name] = value.value if isinstance(value, Overflow) else value
+    return json.dumps(out, separators=(",", ":"))
+
+
+def decode_queue_policy(text: str | None) -> QueuePolicy | None:
+    if text is None:
+        return None
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise RowError(f"queue policy is not an object: {text[:80]!r}")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in _POLICY_INTS:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        elif name in _POLICY_TOPICS:
+            ok = isinstance(value, str)
+        elif name == "coalesce":
+            ok = isinstance(value, bool)
+        elif name == "overflow":
+            ok = isinstance(value, str) and value in _OVERFLOWS
+            value = _OVERFLOWS.get(value) if ok else value
+        else:
+            raise RowError(f"unknown queue policy field {name!r}")
+        if not ok:
+            raise RowError(f"bad queue policy value {name}={value!r}")
+        kwargs[name] = value
+    return QueuePolicy(**kwargs)
+
+
+_OVERFLOWS = {o.value: o for o in Overflow}
+
+
 # --- sessions ------------------------------------------------------------------------------
 
 
@@ -165,12 +215,13 @@ def session_row(s: SessionRecord) -> tuple[object, ...]:
         s.username,
         s.disconnected_at,
         *will,
+        None if s.queue_policy is None else encode_queue_policy(s.queue_policy),
     )
 
 
 SESSION_COLUMNS = (
     "client_id, expiry_interval, protocol_version, username, disconnected_at, "
-    "will_topic, will_payload, will_qos, will_retain, will_props"
+    "will_topic, will_payload, will_qos, will_retain, will_props, queue_policy"
 )
 
 
@@ -186,6 +237,7 @@ def session_from_row(row: tuple[Any, ...]) -> SessionRecord:
         will_qos,
         will_retain,
         will_props,
+        queue_policy,
     ) = row
     will = None
     if will_topic is not None:
@@ -203,6 +255,7 @@ def session_from_row(row: tuple[Any, ...]) -> SessionRecord:
         username=None if username is None else str(username),
         disconnected_at=None if disconnected_at is None else float(disconnected_at),
         will=will,
+        queue_policy=decode_queue_policy(queue_policy),
     )
 
 

@@ -78,7 +78,11 @@ _V2 = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# v3: a trusted client's queue policy (records.QueuePolicy as JSON, NULL = none) is part of
+# its session, so that a restored session keeps it before the client connects again.
+_V3 = ("ALTER TABLE sessions ADD COLUMN queue_policy TEXT",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("sessions", "subscriptions", "messages", "queue", "retained", "inbound_qos2")
