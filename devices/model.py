@@ -134,10 +134,19 @@ class InvalidCommand(ValueError):
     """
 
 
+class DeviceUnreachable(Exception):
+    """The command did not reach the device (no connection could be made).
+
+    It is not a delivery attempt: the command stays queued for the next wake-up, however
+    often that happens, until its time-to-live runs out.
+    """
+
+
 class Adapter(Protocol):
     """Executes commands on the real device (GATT write, HTTP RPC, ...)."""
 
     async def execute(self, command: dict[str, object]) -> None:
         """Carry out one command; return only once the device confirmed it, else raise
-        (`InvalidCommand` for a command the device can never carry out)."""
+        (`InvalidCommand` for a command the device can never carry out, `DeviceUnreachable`
+        when it did not get through to the device at all)."""
         ...

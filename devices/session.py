@@ -32,7 +32,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from devices.model import MISSED_WAKES_BEFORE_OFFLINE, Adapter, Device, InvalidCommand
+from devices.model import (
+    MISSED_WAKES_BEFORE_OFFLINE,
+    Adapter,
+    Device,
+    DeviceUnreachable,
+    InvalidCommand,
+)
 from devices.mqtt_client import ConnectionClosed, Connector, MQTTClient, MQTTClientError
 from gateway.mqtt.packets import Properties, Publish, Will
 
@@ -221,6 +227,13 @@ class DeviceSession:
         """The device was heard from (an advertisement, a reply): it is on schedule."""
         self.last_seen = self.clock()
 
+    async def back_online(self) -> None:
+        """Heard from again after being marked offline: publish ``online``."""
+        self.seen()
+        if self.offline and not self.awake:
+            await self._publish_status(self.availability_topic, ONLINE, retain=True)
+            self.offline = False
+
     async def check_presence(self) -> bool:
         """Mark a sleeping device ``offline`` once it missed too many wake-ups.
 
@@ -323,6 +336,10 @@ class DeviceSession:
         key = (message.payload, message.properties.correlation_data)
         try:
             await self.adapter.execute(command)
+        except DeviceUnreachable as exc:
+            self.last_error = f"unreachable: {exc}"
+            log.info("%s: command %s waits: %s", self.device.id, command, exc)
+            return False  # not an attempt: it comes again at the next wake
         except InvalidCommand as exc:
             log.warning("%s: command %s refused: %s", self.device.id, command, exc)
             self._attempts.pop(key, None)

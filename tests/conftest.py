@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +183,16 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., tuple[ThreadGatewa
 @pytest.fixture
 def gateway(gateway_factory: Callable[..., tuple[ThreadGateway, int]]) -> tuple[ThreadGateway, int]:
     return gateway_factory()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Any]:
+    """A gateway in the test's event loop (tests/device_harness.py), stopped afterwards."""
+    from tests.device_harness import Harness  # here: device_harness imports this module
+
+    h = Harness(tmp_path)
+    await h.start()
+    yield h
+    for client in h.clients:
+        await client.close()
+    await h.stop()
