@@ -7,7 +7,9 @@ import json
 from test_broker_support import V5, V311, Client, Harness, props
 
 from gateway.broker.effects import Identity
-from gateway.broker.records import Snapshot
+from gateway.broker.records import DeleteSession, PutSession, QueuePolicy, Snapshot
+from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits
+from gateway.mqtt.packets import ConnAck
 
 TRUSTED = Identity(ok=True, is_admin=True)
 POLICY = (
@@ -129,7 +131,7 @@ def test_bad_policy_values_are_ignored_not_fatal() -> None:
 
 
 def test_coalescing_survives_a_restart_of_the_broker() -> None:
-    """The queue is durable; the policy comes again with the device's next CONNECT."""
+    """The queue is durable, and so is the policy; the device's next CONNECT sets it again."""
     h = Harness()
     asleep_with_subscription(h)
     app = h.connect("app", V311)
@@ -199,3 +201,164 @@ def test_pending_list_is_kept_current_and_retained() -> None:
     for p in sent:
         d.ack(p)
     assert pending() == []
+
+
+# --- the policy is part of the durable session ---------------------------------------------
+
+PENDING = (*POLICY, ("queue-pending-topic", "gw/thermo/pending"))
+STORED = QueuePolicy(
+    max_messages=3,
+    coalesce=True,
+    notify_topic="gw/thermo/result",
+    pending_topic="gw/thermo/pending",
+)
+
+
+def restart(h: Harness) -> Harness:
+    """A new broker rebuilt from what the old one made durable, a minute later."""
+    new = Harness(h.settings, now=h.now + 60, store=h.store)
+    new.next_conn = h.next_conn + 1000
+    new.restore()
+    return new
+
+
+def pending(h: Harness) -> list[dict[str, object]]:
+    late = h.connect("late", V5)
+    late.subscribe("gw/thermo/pending", qos=1)
+    msgs = late.publishes()
+    late.disconnect()
+    assert len(msgs) == 1 and msgs[0].retain
+    return list(json.loads(msgs[0].payload))
+
+
+def test_policy_is_durable_before_the_connack() -> None:
+    h = Harness()
+    device(h, policy=PENDING)
+    assert h.store.sessions["dev-thermo"].queue_policy == STORED
+    # The record carrying it is in the very step whose effects hold the CONNACK, and the
+    # shell sends nothing of a step before its store ops are committed.
+    (step,) = [
+        (ops, actions)
+        for ops, actions in h.batches
+        if any(isinstance(getattr(a, "packet", None), ConnAck) for a in actions)
+    ]
+    puts = [op.record for op in step[0] if isinstance(op, PutSession)]
+    assert [r.queue_policy for r in puts] == [STORED]
+
+
+def test_restored_session_coalesces_reports_and_lists_before_its_device_is_back() -> None:
+    h = Harness()
+    asleep_with_subscription(h, policy=PENDING)
+    h2 = restart(h)
+    watcher = h2.connect("watcher", V5)
+    watcher.subscribe("gw/thermo/result", qos=1)
+    app = h2.connect("app", V311)
+    for t in (20, 21, 22):
+        app.publish("gw/thermo/set", json.dumps({"target_temp": t}).encode(), qos=1)
+    got = notices(watcher)
+    assert [(n["result"], n["command"]) for n in got] == [
+        ("superseded", {"target_temp": 20}),
+        ("superseded", {"target_temp": 21}),
+    ]
+    assert [(p["command"], p["state"]) for p in pending(h2)] == [({"target_temp": 22}, "queued")]
+    # A second restart in between changes nothing: the device gets the last command only.
+    h3 = restart(h2)
+    assert [json.loads(p.payload) for p in device(h3, policy=PENDING).publishes()] == [
+        {"target_temp": 22}
+    ]
+
+
+def test_restored_session_applies_its_default_expiry_and_depth() -> None:
+    h = Harness()
+    policy = (*POLICY, ("queue-default-expiry", "60"), ("queue-overflow", "reject-new"))
+    asleep_with_subscription(h, policy=policy)
+    h2 = restart(h)
+    watcher = h2.connect("watcher", V5)
+    watcher.subscribe("gw/thermo/result", qos=1)
+    app = h2.connect("app", V311)
+    for i in range(4):
+        app.publish("gw/thermo/set", json.dumps({f"k{i}": i}).encode(), qos=1)
+    assert [(n["result"], n["command"]) for n in notices(watcher)] == [
+        ("dropped", {"k3": 3})  # queue-max-messages 3, reject-new
+    ]
+    h2.advance(61)
+    assert [n["result"] for n in notices(watcher)] == ["expired"] * 3
+    assert device(h2, policy=policy).publishes() == []
+
+
+def test_restored_overrides_sit_on_the_current_config() -> None:
+    """Only what the client chose is stored: the rest follows config.yaml as it is now."""
+    h = Harness()
+    asleep_with_subscription(h)
+    changed = BrokerSettings(
+        sys_interval=0, default_queue=QueueLimits(queue_qos0=True, max_bytes=99)
+    )
+    h2 = Harness(changed, store=h.store, now=h.now + 1)
+    h2.restore()
+    limits = h2.broker._sessions["dev-thermo"].limits
+    assert limits == QueueLimits(max_messages=3, max_bytes=99, queue_qos0=True, coalesce=True)
+
+
+def test_crash_while_connected_keeps_the_policy_and_requeues_the_unconfirmed_command() -> None:
+    h = Harness()
+    asleep_with_subscription(h)
+    d = device(h)
+    app = h.connect("app", V311)
+    app.publish("gw/thermo/set", b'{"target_temp": 20}', qos=1)
+    assert len(d.publishes()) == 1  # sent, never confirmed: then the gateway dies
+    h2 = restart(h)
+    assert h2.store.sessions["dev-thermo"].queue_policy == QueuePolicy(
+        max_messages=3, coalesce=True, notify_topic="gw/thermo/result"
+    )
+    watcher = h2.connect("watcher", V5)
+    watcher.subscribe("gw/thermo/result", qos=1)
+    app = h2.connect("app", V311)
+    app.publish("gw/thermo/set", b'{"target_temp": 22}', qos=1)
+    assert [(n["result"], n["command"]) for n in notices(watcher)] == [
+        ("superseded", {"target_temp": 20})
+    ]
+    assert [p.payload for p in device(h2).publishes()] == [b'{"target_temp": 22}']
+
+
+def test_a_later_trusted_connect_replaces_the_policy_and_one_without_clears_it() -> None:
+    h = Harness()
+    asleep_with_subscription(h)
+    other = (("queue-max-messages", "7"), ("queue-overflow", "reject-new"))
+    device(h, policy=other).disconnect()
+    assert h.store.sessions["dev-thermo"].queue_policy == QueuePolicy(
+        max_messages=7, overflow=Overflow.REJECT_NEW
+    )
+    device(h, policy=()).disconnect()
+    assert h.store.sessions["dev-thermo"].queue_policy is None
+    h2 = restart(h)
+    assert h2.broker._sessions["dev-thermo"].limits == h2.settings.default_queue
+    app = h2.connect("app", V311)
+    for t in (20, 21):
+        app.publish("gw/thermo/set", json.dumps({"target_temp": t}).encode(), qos=1)
+    assert len(device(h2, policy=()).publishes()) == 2  # no coalescing any more
+
+
+def test_an_untrusted_client_taking_the_session_over_drops_the_policy() -> None:
+    h = Harness()
+    asleep_with_subscription(h, policy=PENDING)
+    device(h, trusted=False).disconnect()  # same properties, but nobody we trust
+    assert h.store.sessions["dev-thermo"].queue_policy is None
+    session = h.broker._sessions["dev-thermo"]
+    assert (session.notify_topic, session.pending_topic) == (None, None)
+    h2 = restart(h)
+    watcher = h2.connect("watcher", V5)
+    watcher.subscribe("gw/thermo/result", qos=1)
+    app = h2.connect("app", V311)
+    for t in (20, 21):
+        app.publish("gw/thermo/set", json.dumps({"target_temp": t}).encode(), qos=1)
+    assert notices(watcher) == []
+
+
+def test_ending_the_session_deletes_its_policy() -> None:
+    h = Harness()
+    asleep_with_subscription(h)
+    h.connect("dev-thermo", V5, clean=True, identity=TRUSTED).disconnect()  # clean, expiry 0
+    assert "dev-thermo" not in h.store.sessions
+    assert any(isinstance(op, DeleteSession) for op in h.store.ops)
+    h2 = restart(h)
+    assert not h2.broker.session_exists("dev-thermo")

@@ -147,6 +147,50 @@ def test_restored_inflight_keeps_packet_ids_and_counter() -> None:
     assert new[0].packet_id not in ids
 
 
+def test_restore_gives_each_session_its_stored_queue_policy() -> None:
+    from gateway.broker.records import (
+        Message,
+        PutSession,
+        QueueEntry,
+        QueuePolicy,
+        SessionRecord,
+        Snapshot,
+        SubscriptionRecord,
+    )
+    from gateway.broker.settings import Overflow, QueueLimits
+
+    policy = QueuePolicy(
+        max_messages=2,
+        overflow=Overflow.REJECT_NEW,
+        coalesce=True,
+        default_expiry=30,
+        notify_topic="n/dev",
+        pending_topic="p/dev",
+    )
+    snap = Snapshot(
+        sessions=[
+            # Connected when the broker stopped: its record is written again, policy and all.
+            SessionRecord("dev", 3600, 5, queue_policy=policy),
+            SessionRecord("plain", 3600, 5, disconnected_at=999_000.0),
+        ],
+        subscriptions=[SubscriptionRecord("dev", "set/dev", 1)],
+        messages=[Message(5, "set/dev", b'{"a": 1}', 1, False)],
+        queue=[QueueEntry("dev", 1, 5, 1)],
+    )
+    h = Harness()
+    h.broker.restore(snap, h.now)
+    eff = h.broker.take_effects()
+    assert [op.record.queue_policy for op in eff.store if isinstance(op, PutSession)] == [policy]
+    dev, plain = h.broker._sessions["dev"], h.broker._sessions["plain"]
+    assert dev.policy == policy and plain.policy is None
+    assert dev.limits == QueueLimits(
+        max_messages=2, overflow=Overflow.REJECT_NEW, coalesce=True, default_expiry=30
+    )
+    assert (dev.notify_topic, dev.pending_topic) == ("n/dev", "p/dev")
+    assert plain.limits == h.settings.default_queue
+    assert (plain.notify_topic, plain.pending_topic) == (None, None)
+
+
 # --- randomised: what was acknowledged is delivered after any crash ---------------------------
 
 
