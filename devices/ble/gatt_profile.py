@@ -1,0 +1,438 @@
+"""A GATT device's command set declared in config.yaml (devices.gatt_profiles.<name>).
+
+Each command key of a JSON command maps to one write: a characteristic, a payload template
+(hex bytes with at most one placeholder for the command's value), and optionally a
+confirmation by notification or read-back. `profile_from_config` builds a
+`ConfiguredProfile` from the plain data YAML gives and refuses anything it cannot make sense of
+with a `ProfileError` whose message starts with the key path inside the profile
+(``commands.open.payload: ...``), so the config loader can prefix the file and full path.
+
+Placeholders: ``{u8} {i8} {u16le} {u16be} {i16le} {i16be} {u32le} {u32be} {i32le} {f32le}``
+(the command's value, times ``scale``; ``true``/``false`` are 1/0) and ``{raw}`` (the hex
+that ``values`` gives for the command's value). A payload without a placeholder is a trigger:
+the command's value must be ``true``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from devices.ble.gatt_ops import CommandError, Confirmation, GattStep
+
+# struct formats of the numeric placeholders.
+NUMERIC_PLACEHOLDERS: dict[str, str] = {
+    "u8": "<B",
+    "i8": "<b",
+    "u16le": "<H",
+    "u16be": ">H",
+    "i16le": "<h",
+    "i16be": ">h",
+    "u32le": "<I",
+    "u32be": ">I",
+    "i32le": "<i",
+    "f32le": "<f",
+}
+PLACEHOLDERS: tuple[str, ...] = (*NUMERIC_PLACEHOLDERS, "raw")
+COMMAND_KEYS = ("char", "payload", "values", "scale", "min", "max", "response", "confirm")
+CONFIRM_KEYS = ("notify", "read", "expect", "timeout")
+MAX_TIMEOUT = 300.0
+
+_BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
+_FULL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_SHORT_UUID = re.compile(r"^([0-9a-f]{4}|[0-9a-f]{8})$")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# Integral after scaling, allowing for binary floating point (0.1 * 10 is 1.0000000000000002).
+_INTEGRAL_TOLERANCE = 1e-9
+
+JsonKey = bool | int | str
+
+
+class ProfileError(ValueError):
+    """A profile in config that cannot be used; ``path`` is the key path inside the profile."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}" if path else detail)
+        self.path = path
+        self.detail = detail
+
+
+def _int_range(placeholder: str) -> tuple[int, int]:
+    bits = struct.calcsize(NUMERIC_PLACEHOLDERS[placeholder]) * 8
+    if placeholder.startswith("u"):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _json(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def _same_json(a: object, b: object) -> bool:
+    # In Python True == 1; in a JSON command they are different values.
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+@dataclass(frozen=True, slots=True)
+class GattCommandSpec:
+    """How one command key is written: ``prefix + <value> + suffix`` to ``char``."""
+
+    key: str
+    char: str
+    prefix: bytes
+    placeholder: str | None = None  # one of PLACEHOLDERS; None: a fixed payload
+    suffix: bytes = b""
+    values: tuple[tuple[JsonKey, bytes], ...] = ()  # for {raw}
+    scale: float = 1.0
+    min: float | None = None
+    max: float | None = None
+    response: bool = True
+    confirm_notify: str | None = None
+    confirm_read: str | None = None
+    expect: bytes | None = None  # prefix the confirming value must start with
+    timeout: float = 5.0
+
+    def encode(self, value: object) -> bytes:
+        """The bytes written for ``value``; raises `CommandError` naming the key."""
+        return self.prefix + self._value_bytes(value) + self.suffix
+
+    def _value_bytes(self, value: object) -> bytes:
+        key, placeholder = self.key, self.placeholder
+        if placeholder is None:
+            if value is not True:
+                raise CommandError(
+                    f"{key}: expected true (the payload is fixed), got {_json(value)}"
+                )
+            return b""
+        if placeholder == "raw":
+            for known, data in self.values:
+                if _same_json(known, value):
+                    return data
+            allowed = ", ".join(_json(known) for known, _ in self.values)
+            raise CommandError(f"{key}: expected one of {allowed}, got {_json(value)}")
+        fmt = NUMERIC_PLACEHOLDERS[placeholder]
+        if isinstance(value, bool):
+            return struct.pack(fmt, int(value))
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise CommandError(f"{key}: expected {self._expected()}, got {_json(value)}")
+        if (self.min is not None and value < self.min) or (
+            self.max is not None and value > self.max
+        ):
+            raise CommandError(f"{key}: expected {self._expected()}, got {_json(value)}")
+        scaled = value * self.scale
+        if placeholder == "f32le":
+            try:
+                return struct.pack(fmt, scaled)
+            except (OverflowError, struct.error):
+                raise CommandError(f"{key}: {_json(value)} does not fit a 32-bit float") from None
+        whole = round(scaled)
+        if abs(scaled - whole) > _INTEGRAL_TOLERANCE * max(1.0, abs(scaled)):
+            raise CommandError(
+                f"{key}: {_json(value)} * scale {self.scale:g} = {scaled:g} is not a whole "
+                f"number, which {{{placeholder}}} needs"
+            )
+        low, high = _int_range(placeholder)
+        if not low <= whole <= high:
+            raise CommandError(
+                f"{key}: {_json(value)} * scale {self.scale:g} = {whole} does not fit "
+                f"{{{placeholder}}} ({low}-{high})"
+            )
+        return struct.pack(fmt, whole)
+
+    def _expected(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"a number {self.min:g}-{self.max:g}"
+        if self.min is not None:
+            return f"a number >= {self.min:g}"
+        if self.max is not None:
+            return f"a number <= {self.max:g}"
+        return "a number"
+
+    def step(self, value: object) -> GattStep:
+        data = self.encode(value)
+        confirm: Confirmation | None = None
+        if self.confirm_notify is not None or self.confirm_read is not None:
+            confirm = Confirmation(
+                self._acceptor(data),
+                notify=self.confirm_notify,
+                read=self.confirm_read,
+                timeout=self.timeout,
+            )
+        return GattStep(self.char, data, response=self.response, confirm=confirm)
+
+    def _acceptor(self, written: bytes) -> Callable[[bytes], bool]:
+        expect = self.expect
+        if expect is not None:
+            return lambda answer: answer.startswith(expect)
+        if self.confirm_read is not None:
+            # Read-back without an expectation: the characteristic holds what was written.
+            return lambda answer: answer == written
+        return lambda answer: True
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredProfile:
+    """A command set from config (implements `gatt_ops.GattProfile`); reports no state."""
+
+    commands: tuple[GattCommandSpec, ...]
+
+    def __post_init__(self) -> None:
+        if not self.commands:
+            raise ProfileError("commands", "a profile needs at least one command")
+        keys = [spec.key for spec in self.commands]
+        if len(set(keys)) != len(keys):
+            raise ProfileError("commands", "command keys must be unique")
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(spec.key for spec in self.commands)
+
+    @property
+    def notify_chars(self) -> tuple[str, ...]:
+        chars = (spec.confirm_notify for spec in self.commands if spec.confirm_notify)
+        return tuple(dict.fromkeys(chars))
+
+    def plan(self, command: Mapping[str, object]) -> list[GattStep]:
+        """One step per key, in the order the profile declares its commands."""
+        keys = ", ".join(self.keys)
+        if not command:
+            raise CommandError(f"empty command; keys: {keys}")
+        for key in command:
+            if key not in self.keys:
+                raise CommandError(f"{key}: unknown key; keys: {keys}")
+        return [spec.step(command[spec.key]) for spec in self.commands if spec.key in command]
+
+    def state(self, notification: bytes) -> dict[str, object] | None:
+        return None
+
+
+# ---------------------------------------------------------------------------- from config
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return _json(value)
+
+
+def _key_name(key: object) -> str:
+    # How the key looks in YAML, so that the loader finds its line.
+    return _json(key).strip('"') if isinstance(key, str | bool | int) or key is None else str(key)
+
+
+def _mapping(path: str, raw: object, allowed: tuple[str, ...]) -> dict[str, object]:
+    if not isinstance(raw, dict):
+        raise ProfileError(path, f"expected a mapping of keys, got {_show(raw)}")
+    for key in raw:
+        if not isinstance(key, str):
+            raise ProfileError(path, f"keys must be strings, got {_show(key)}")
+        if key not in allowed:
+            where = f"{path}.{key}" if path else key
+            raise ProfileError(where, f"unknown key {key!r}; valid keys here: {', '.join(allowed)}")
+    return raw
+
+
+def normalize_uuid(value: str) -> str | None:
+    """The full lower-case 128-bit form of a UUID (16/32-bit short forms expanded), or None."""
+    text = value.strip().lower()
+    if _FULL_UUID.match(text):
+        return text
+    if _SHORT_UUID.match(text):
+        return text.rjust(8, "0") + _BASE_UUID_TAIL
+    return None
+
+
+def _uuid(path: str, raw: object) -> str:
+    uuid = normalize_uuid(raw) if isinstance(raw, str) else None
+    if uuid is None:
+        hint = " (in quotes: YAML reads bare digits as a number)" if isinstance(raw, int) else ""
+        raise ProfileError(
+            path,
+            "expected a characteristic UUID: 128-bit "
+            f"(0000fff1-0000-1000-8000-00805f9b34fb) or 16-bit (fff1){hint}, got {_show(raw)}",
+        )
+    return uuid
+
+
+def _hex(path: str, raw: object, *, allow_empty: bool = True) -> bytes:
+    problem = None
+    if not isinstance(raw, str):
+        problem = "(in quotes: YAML reads bare digits as a number) "
+    else:
+        try:
+            data = bytes.fromhex("".join(raw.split()))
+        except ValueError:
+            problem = ""
+        else:
+            if data or allow_empty:
+                return data
+            problem = "(at least one byte) "
+    raise ProfileError(path, f'expected hex bytes such as "01 ff" {problem}got {_show(raw)}')
+
+
+def _number(path: str, raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise ProfileError(path, f"expected a number, got {_show(raw)}")
+    return float(raw)
+
+
+def _payload(path: str, raw: object) -> tuple[bytes, str | None, bytes]:
+    if not isinstance(raw, str):
+        raise ProfileError(
+            path,
+            f'expected hex bytes and at most one placeholder, such as "57 01 {{u8}}" (in '
+            f"quotes), got {_show(raw)}",
+        )
+    found = list(_PLACEHOLDER.finditer(raw))
+    if len(found) > 1:
+        raise ProfileError(path, f"at most one placeholder, got {len(found)}: {raw!r}")
+    placeholder = None
+    before, after = raw, ""
+    if found:
+        match = found[0]
+        placeholder = match.group(1).strip()
+        if placeholder not in PLACEHOLDERS:
+            names = " ".join(f"{{{name}}}" for name in PLACEHOLDERS)
+            raise ProfileError(path, f"unknown placeholder {match.group(0)}; known: {names}")
+        before, after = raw[: match.start()], raw[match.end() :]
+    parts: list[bytes] = []
+    for text in (before, after):
+        try:
+            parts.append(bytes.fromhex("".join(text.split())))
+        except ValueError:
+            raise ProfileError(
+                path,
+                "expected hex bytes (spaces ignored) and at most one placeholder such as "
+                f"{{u8}}, got {raw!r}",
+            ) from None
+    prefix, suffix = parts
+    if placeholder is None and not prefix:
+        raise ProfileError(path, "an empty payload writes nothing")
+    return prefix, placeholder, suffix
+
+
+def _values(path: str, raw: object) -> tuple[tuple[JsonKey, bytes], ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise ProfileError(path, f"expected a mapping of command value to hex, got {_show(raw)}")
+    result: list[tuple[JsonKey, bytes]] = []
+    for key, data in raw.items():
+        if not isinstance(key, bool | int | str):
+            raise ProfileError(path, f"values must be true, false, numbers or strings: {key!r}")
+        result.append((key, _hex(f"{path}.{_key_name(key)}", data)))
+    return tuple(result)
+
+
+def _command(path: str, key: str, raw: object) -> GattCommandSpec:
+    spec = _mapping(path, raw, COMMAND_KEYS)
+    for required in ("char", "payload"):
+        if required not in spec:
+            raise ProfileError(f"{path}.{required}", "required")
+    char = _uuid(f"{path}.char", spec["char"])
+    prefix, placeholder, suffix = _payload(f"{path}.payload", spec["payload"])
+    numeric = placeholder in NUMERIC_PLACEHOLDERS
+
+    values: tuple[tuple[JsonKey, bytes], ...] = ()
+    if "values" in spec:
+        if placeholder != "raw":
+            raise ProfileError(f"{path}.values", "only for a payload with the {raw} placeholder")
+        values = _values(f"{path}.values", spec["values"])
+    elif placeholder == "raw":
+        raise ProfileError(f"{path}.values", "required by the {raw} placeholder of the payload")
+
+    for numeric_key in ("scale", "min", "max"):
+        if numeric_key in spec and not numeric:
+            raise ProfileError(
+                f"{path}.{numeric_key}",
+                "only for a payload with a numeric placeholder such as {u8}",
+            )
+    scale = _number(f"{path}.scale", spec["scale"]) if "scale" in spec else 1.0
+    if scale == 0:
+        raise ProfileError(f"{path}.scale", "expected a number other than 0, got 0")
+    low = _number(f"{path}.min", spec["min"]) if "min" in spec else None
+    high = _number(f"{path}.max", spec["max"]) if "max" in spec else None
+    if low is not None and high is not None and low > high:
+        raise ProfileError(f"{path}.max", f"expected a number >= min ({low:g}), got {high:g}")
+    if numeric and placeholder != "f32le":
+        assert placeholder is not None
+        lowest, highest = _int_range(placeholder)
+        for bound_key, bound in (("min", low), ("max", high)):
+            if bound is not None and not lowest <= bound * scale <= highest:
+                raise ProfileError(
+                    f"{path}.{bound_key}",
+                    f"{bound:g} * scale {scale:g} does not fit {{{placeholder}}} "
+                    f"({lowest}-{highest})",
+                )
+
+    response = spec.get("response", True)
+    if not isinstance(response, bool):
+        raise ProfileError(f"{path}.response", f"expected true or false, got {_show(response)}")
+
+    notify = read = None
+    expect = None
+    timeout = 5.0
+    if "confirm" in spec:
+        cpath = f"{path}.confirm"
+        confirm = _mapping(cpath, spec["confirm"], CONFIRM_KEYS)
+        if ("notify" in confirm) == ("read" in confirm):
+            raise ProfileError(cpath, "expected exactly one of notify, read (a UUID)")
+        if "notify" in confirm:
+            notify = _uuid(f"{cpath}.notify", confirm["notify"])
+        else:
+            read = _uuid(f"{cpath}.read", confirm["read"])
+        if "expect" in confirm:
+            expect = _hex(f"{cpath}.expect", confirm["expect"], allow_empty=False)
+        if "timeout" in confirm:
+            timeout = _number(f"{cpath}.timeout", confirm["timeout"])
+            if not 0 < timeout <= MAX_TIMEOUT:
+                raise ProfileError(
+                    f"{cpath}.timeout",
+                    f"expected seconds > 0 and <= {MAX_TIMEOUT:g}, got {timeout:g}",
+                )
+
+    return GattCommandSpec(
+        key=key,
+        char=char,
+        prefix=prefix,
+        placeholder=placeholder,
+        suffix=suffix,
+        values=values,
+        scale=scale,
+        min=low,
+        max=high,
+        response=response,
+        confirm_notify=notify,
+        confirm_read=read,
+        expect=expect,
+        timeout=timeout,
+    )
+
+
+def profile_from_config(raw: object) -> ConfiguredProfile:
+    """Build a profile from its config data (``{"commands": {...}}``); raises ProfileError."""
+    profile = _mapping("", raw, ("commands",))
+    commands = profile.get("commands")
+    if not isinstance(commands, dict) or not commands:
+        raise ProfileError(
+            "commands",
+            f"expected a mapping of command keys, at least one, got {_show(commands)}",
+        )
+    specs: list[GattCommandSpec] = []
+    for key, spec in commands.items():
+        if not isinstance(key, str) or not key:
+            hint = ""
+            if isinstance(key, bool):
+                hint = " (quote it: YAML reads on/off/yes/no as true/false)"
+            raise ProfileError("commands", f"command keys must be strings, got {_show(key)}{hint}")
+        specs.append(_command(f"commands.{key}", key, spec))
+    return ConfiguredProfile(tuple(specs))
