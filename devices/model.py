@@ -89,6 +89,10 @@ KIND_DEFAULTS: dict[str, DevicePolicy] = {
     "thermostat": DevicePolicy(
         session="persistent", coalesce=True, command_ttl=12 * 3600, wake_interval=600
     ),
+    # eQ-3 radiator thermostats (devices/ble/eq3.py) are thermostats of this kind.
+    "eq3": DevicePolicy(
+        session="persistent", coalesce=True, command_ttl=12 * 3600, wake_interval=600
+    ),
     "sleepy": DevicePolicy(session="persistent", coalesce=True, wake_interval=600),
     "switchbot": DevicePolicy(session="persistent", coalesce=False, command_ttl=3600),
     "gatt": DevicePolicy(session="persistent", coalesce=False),

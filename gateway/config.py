@@ -21,6 +21,7 @@ from typing import Literal, TypeVar
 
 import yaml
 
+from devices.ble.gatt_profile import ConfiguredProfile, ProfileError, profile_from_config
 from devices.model import KIND_DEFAULTS, DevicePolicy, PolicyError
 from gateway.auth.acl import (
     ACTIONS,
@@ -145,7 +146,7 @@ class LoggingConfig:
 
 SCANNING_MODES = ("auto", "active", "passive")
 # Device kinds the bridge can run from config today, and how each one is reached.
-BLE_KINDS = ("bthome",)
+BLE_KINDS = ("bthome", "eq3", "gatt")
 LAN_KINDS = ("shelly", "wled")
 _POLICY_KEYS = tuple(f.name for f in fields(DevicePolicy))
 _BLE_ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
@@ -183,6 +184,7 @@ class KnownDeviceConfig:
     host: str | None = None
     port: int = 80
     bind_key: str | None = None  # 32 hex digits
+    profile: str | None = None  # gatt devices: the name of a devices.gatt_profiles entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,15 @@ class DevicesConfig:
     policies: tuple[tuple[str, DevicePolicy], ...] = ()  # kind -> policy, overriding defaults
     policy_rules: tuple[PolicyRule, ...] = ()
     known: tuple[KnownDeviceConfig, ...] = ()
+    gatt_profiles: tuple[tuple[str, ConfiguredProfile], ...] = ()  # name -> profile
+
+    def gatt_profile(self, name: str) -> ConfiguredProfile:
+        """The profile declared as devices.gatt_profiles.<name>; KeyError if there is none
+        (cannot happen for the ``profile`` of a device under known: checked at load)."""
+        for candidate, profile in self.gatt_profiles:
+            if candidate == name:
+                return profile
+        raise KeyError(name)
 
     def policy_for(
         self,
@@ -855,19 +866,59 @@ def _interface_problem(value: str) -> str | None:
     return None
 
 
+# Which devices a kind-specific key of devices.known.<id> belongs to, for the error message.
+_KEY_OWNERS = {
+    "address": "BLE",
+    "bind_key": "bthome",
+    "profile": "gatt",
+    "host": "LAN",
+    "port": "LAN",
+}
+
+
+def _device_keys(kind: str) -> tuple[str, ...]:
+    if kind not in BLE_KINDS:
+        return ("host", "port")
+    extra = {"bthome": ("bind_key",), "gatt": ("profile",)}.get(kind, ())
+    return ("address", *extra)
+
+
+def _read_profile_name(section: _Map, profiles: dict[str, ConfiguredProfile]) -> str:
+    known = ", ".join(sorted(profiles)) or "none is declared"
+    value = section.take("profile")
+    if value is _MISSING or value is None:
+        raise section.error(
+            "profile", f"a gatt device needs the name of a devices.gatt_profiles entry ({known})"
+        )
+    if not isinstance(value, str) or value not in profiles:
+        message = (
+            f"expected the name of a devices.gatt_profiles entry ({known}), got {_show(value)}"
+        )
+        close = (
+            difflib.get_close_matches(value, list(profiles), n=1) if isinstance(value, str) else []
+        )
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        raise section.error("profile", message)
+    return value
+
+
 def _read_known_device(
-    src: _Source, section: _Map, device_id: str, policies: dict[str, DevicePolicy]
+    src: _Source,
+    section: _Map,
+    device_id: str,
+    policies: dict[str, DevicePolicy],
+    profiles: dict[str, ConfiguredProfile] | None = None,
 ) -> KnownDeviceConfig:
     kinds = BLE_KINDS + LAN_KINDS
     kind = section.choice("kind", "", kinds)
     if not kind:
         raise section.error("kind", f"expected one of {', '.join(kinds)} (every device needs one)")
     ble = kind in BLE_KINDS
-    own = ("kind", "name") + (("address", "bind_key") if ble else ("host", "port"))
-    for key in ("address", "bind_key", "host", "port"):
+    own = ("kind", "name", *_device_keys(kind))
+    for key, owner in _KEY_OWNERS.items():
         if key not in own:
-            where = "BLE" if key in ("address", "bind_key") else "LAN"
-            section.elsewhere[key] = f"{key!r} applies to {where} devices, not {kind}"
+            section.elsewhere[key] = f"{key!r} applies to {owner} devices, not {kind}"
     section.declare(own + _POLICY_KEYS)
     name = section.optional_string("name") or ""
     policy = _policy(section, policies.get(kind, DevicePolicy.for_kind(kind)), _POLICY_KEYS)
@@ -879,7 +930,7 @@ def _read_known_device(
             raise section.error(
                 "address", f"expected a BLE address such as AA:BB:CC:DD:EE:FF, got {address!r}"
             )
-        raw_key = section.take("bind_key")
+        raw_key = section.take("bind_key") if kind == "bthome" else None
         bind_key = None if raw_key is _MISSING or raw_key is None else raw_key
         if bind_key is not None and not (isinstance(bind_key, str) and _BIND_KEY.match(bind_key)):
             # The value is a secret: not repeated in the message. A key of digits only is
@@ -895,6 +946,7 @@ def _read_known_device(
             name=name,
             address=address.upper(),
             bind_key=bind_key.lower() if bind_key else None,
+            profile=_read_profile_name(section, profiles or {}) if kind == "gatt" else None,
         )
     else:
         host = section.string("host", "", _host_problem)
@@ -912,8 +964,31 @@ def _read_known_device(
     return result
 
 
+def _profile_error(src: _Source, path: str, exc: ProfileError) -> ConfigError:
+    full = _join(path, exc.path) if exc.path else path
+    # A key YAML turned into something else (``on:`` into true) is not in the line table
+    # under the name the profile reader gives it: the nearest enclosing key's line will do.
+    probe = full
+    while probe and probe not in src.lines:
+        probe = probe.rpartition(".")[0]
+    return ConfigError(src.name, full, exc.detail, src.lines.get(probe))
+
+
+def _read_gatt_profiles(src: _Source, section: _Map) -> dict[str, ConfiguredProfile]:
+    profiles: dict[str, ConfiguredProfile] = {}
+    for name, raw in section.raw.items():
+        path = section.key(name)
+        if not name:
+            raise src.error(path, "expected a profile name, got an empty string")
+        try:
+            profiles[name] = profile_from_config(raw)
+        except ProfileError as exc:
+            raise _profile_error(src, path, exc) from None
+    return profiles
+
+
 def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
-    section.declare(("ble", "lan", "policies", "policy_rules", "known"))
+    section.declare(("ble", "lan", "policies", "policy_rules", "gatt_profiles", "known"))
     d = DevicesConfig()
     ble_section = section.mapping("ble")
     ble = BleConfig(
@@ -970,6 +1045,8 @@ def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
             )
         )
 
+    profiles = _read_gatt_profiles(src, section.mapping("gatt_profiles"))
+
     known_section = section.mapping("known")
     known: list[KnownDeviceConfig] = []
     addresses: dict[str, str] = {}
@@ -979,7 +1056,9 @@ def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
             raise src.error(
                 path, "expected a device id that is one topic level: no '/', '+', '#', spaces"
             )
-        device = _read_known_device(src, known_section.mapping(device_id), device_id, policies)
+        device = _read_known_device(
+            src, known_section.mapping(device_id), device_id, policies, profiles
+        )
         where = device.address or f"{device.host}:{device.port}"
         if where in addresses:
             raise src.error(path, f"{where} is already declared as {addresses[where]!r}")
@@ -993,6 +1072,7 @@ def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
         policies=tuple(sorted(policies.items())),
         policy_rules=tuple(rules),
         known=tuple(known),
+        gatt_profiles=tuple(profiles.items()),
     )
 
 

@@ -467,7 +467,7 @@ BAD_DEVICE_CONFIGS = [
     ),
     ("devices: {known: {k: {kind: bthome, address: 'A4:C1'}}}", "devices.known.k.address", "BLE"),
     ("devices: {known: {k: {kind: bthome}}}", "devices.known.k.address", "needs its address"),
-    ("devices: {known: {k: {host: h}}}", "devices.known.k.kind", "bthome, shelly, wled"),
+    ("devices: {known: {k: {host: h}}}", "devices.known.k.kind", "bthome, eq3, gatt, shelly, wled"),
     ("devices: {known: {k: {kind: toaster}}}", "devices.known.k.kind", "got 'toaster'"),
     ("devices: {known: {k: {kind: shelly}}}", "devices.known.k.host", "host name or IP"),
     ("devices: {known: {k: {kind: shelly, host: 'a b'}}}", "devices.known.k.host", "host name"),
@@ -620,3 +620,181 @@ def test_bad_policy_rules_name_the_key(rule: str, path: str, expected: str) -> N
         parse_config(f"devices:\n  policy_rules:\n    - {rule}\n", "bad.yaml")
     message = str(err.value)
     assert path in message and expected in message, message
+
+
+# --- devices: eq3 and gatt devices, gatt_profiles -------------------------------------------
+
+VALVE_PROFILE = """
+devices:
+  gatt_profiles:
+    my-valve:
+      commands:
+        open:
+          char: fff1
+          payload: "57 01 {raw}"
+          values: {true: "01", false: "00"}
+          confirm: {notify: fff2, expect: "13 01"}
+        level: {char: fff1, payload: "57 02 {u8}", min: 0, max: 100}
+    other: {commands: {ring: {char: fff3, payload: "01"}}}
+"""
+
+
+def test_eq3_and_gatt_devices_with_a_profile() -> None:
+    from devices.ble.gatt_ops import GattStep
+
+    cfg = parse(
+        VALVE_PROFILE
+        + """
+  known:
+    living-room: {kind: eq3, address: "00:1a:22:0a:0b:0c", name: Living room}
+    garden: {kind: gatt, address: "C0:FF:EE:00:00:01", profile: my-valve, max_attempts: 2}
+"""
+    ).devices
+    eq3, garden = cfg.known
+    assert (eq3.kind, eq3.address, eq3.name, eq3.profile) == (
+        "eq3",
+        "00:1A:22:0A:0B:0C",
+        "Living room",
+        None,
+    )
+    assert eq3.policy == DevicePolicy.for_kind("thermostat")
+    assert (garden.kind, garden.profile, garden.bind_key) == ("gatt", "my-valve", None)
+    assert garden.policy == DevicePolicy.for_kind("gatt").with_overrides({"max_attempts": 2})
+    assert [name for name, _ in cfg.gatt_profiles] == ["my-valve", "other"]
+    profile = cfg.gatt_profile("my-valve")
+    assert profile.keys == ("open", "level")
+    assert profile.notify_chars == ("0000fff2-0000-1000-8000-00805f9b34fb",)
+    (step,) = profile.plan({"level": 40})
+    assert step == GattStep("0000fff1-0000-1000-8000-00805f9b34fb", bytes.fromhex("570228"))
+    assert cfg.gatt_profile("other").keys == ("ring",)
+    with pytest.raises(KeyError):
+        cfg.gatt_profile("nope")
+
+
+def test_eq3_policy_is_the_thermostats_and_can_be_overridden() -> None:
+    assert DevicePolicy.for_kind("eq3") == DevicePolicy.for_kind("thermostat")
+    cfg = parse("devices: {policies: {eq3: {wake_interval: 300}}}").devices
+    assert cfg.policy_for("eq3").wake_interval == 300
+
+
+def _commented_block(lines: list[str], start: str) -> list[str]:
+    begin = lines.index(f"  #   {start}:")
+    block = []
+    for line in lines[begin:]:
+        if not line.startswith("  #   "):
+            break
+        block.append("  " + line[len("  #   ") :])
+    return block
+
+
+def test_shipped_config_examples_of_profiles_and_known_devices_load() -> None:
+    lines = (REPO / "config.yaml").read_text().splitlines()
+    text = "\n".join(
+        ["devices:", *_commented_block(lines, "gatt_profiles"), *_commented_block(lines, "known")]
+    )
+    cfg = parse_config(text, "example.yaml").devices
+    assert [name for name, _ in cfg.gatt_profiles] == ["my-valve"]
+    assert {d.kind for d in cfg.known} == {"bthome", "eq3", "gatt", "shelly"}
+    garden = next(d for d in cfg.known if d.kind == "gatt")
+    assert cfg.gatt_profile(garden.profile or "").keys == ("open", "level")
+
+
+BAD_PROFILE_CONFIGS = [
+    (
+        "devices: {known: {k: {kind: gatt, address: 'C0:FF:EE:00:00:01'}}}",
+        "devices.known.k.profile",
+        "a gatt device needs the name of a devices.gatt_profiles entry (none is declared)",
+    ),
+    (
+        VALVE_PROFILE + "  known: {k: {kind: gatt, address: 'C0:FF:EE:00:00:01', profile: valve}}",
+        "devices.known.k.profile",
+        "entry (my-valve, other), got 'valve' (did you mean 'my-valve'?)",
+    ),
+    (
+        VALVE_PROFILE + "  known: {k: {kind: gatt, address: 'C0:FF:EE:00:00:01', profile: 3}}",
+        "devices.known.k.profile",
+        "(my-valve, other), got 3",
+    ),
+    (
+        VALVE_PROFILE + "  known: {k: {kind: eq3, address: 'C0:FF:EE:00:00:01', profile: other}}",
+        "devices.known.k.profile",
+        "'profile' applies to gatt devices, not eq3",
+    ),
+    (
+        "devices: {known: {k: {kind: shelly, host: h, profile: x}}}",
+        "devices.known.k.profile",
+        "'profile' applies to gatt devices, not shelly",
+    ),
+    (
+        "devices: {known: {k: {kind: eq3, address: 'C0:FF:EE:00:00:01', "
+        "bind_key: 231d39c1d7cc1ab1aee224cd096db932}}}",
+        "devices.known.k.bind_key",
+        "'bind_key' applies to bthome devices, not eq3",
+    ),
+    ("devices: {known: {k: {kind: eq3}}}", "devices.known.k.address", "needs its address"),
+    ("devices: {known: {k: {kind: gatt, host: h}}}", "devices.known.k.host", "LAN devices"),
+    ("devices: {gatt_profiles: [a]}", "devices.gatt_profiles", "expected a mapping of keys"),
+    ("devices: {gatt_profiles: {v: null}}", "devices.gatt_profiles.v", "got null"),
+    ("devices: {gatt_profiles: {v: {}}}", "devices.gatt_profiles.v.commands", "at least one"),
+    (
+        "devices: {gatt_profiles: {v: {comands: {}}}}",
+        "devices.gatt_profiles.v.comands",
+        "unknown key 'comands'",
+    ),
+    (
+        "devices: {gatt_profiles: {v: {commands: {open: {char: fff1, payload: '57 {u7}'}}}}}",
+        "devices.gatt_profiles.v.commands.open.payload",
+        "unknown placeholder {u7}",
+    ),
+    (
+        "devices: {gatt_profiles: {v: {commands: {open: {char: 1234, payload: '01'}}}}}",
+        "devices.gatt_profiles.v.commands.open.char",
+        "in quotes",
+    ),
+    (
+        "devices: {gatt_profiles: {v: {commands: {o: {char: fff1, payload: '01', "
+        "confirm: {notify: fff2, timeout: 0}}}}}}",
+        "devices.gatt_profiles.v.commands.o.confirm.timeout",
+        "seconds > 0",
+    ),
+    ("devices: {gatt_profile: {}}", "devices.gatt_profile", "did you mean 'gatt_profiles'"),
+]
+
+
+@pytest.mark.parametrize(("text", "key_path", "words"), BAD_PROFILE_CONFIGS)
+def test_bad_gatt_devices_and_profiles(text: str, key_path: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "bad.yaml")
+    assert caught.value.key_path == key_path
+    assert words in str(caught.value), str(caught.value)
+    assert str(caught.value).startswith("bad.yaml")
+    assert f": {key_path}: " in str(caught.value)
+
+
+def test_profile_errors_name_the_line() -> None:
+    text = VALVE_PROFILE.replace('payload: "57 02 {u8}", min: 0', 'payload: "57 02 {u8}", min: -1')
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "config.yaml")
+    assert str(caught.value) == (
+        "config.yaml:11: devices.gatt_profiles.my-valve.commands.level.min: "
+        "-1 * scale 1 does not fit {u8} (0-255)"
+    )
+
+
+def test_profile_error_on_a_key_yaml_rewrote_takes_the_enclosing_line() -> None:
+    # A bare `on:` is the boolean true to YAML: the message names it as such, on its line.
+    text = (
+        "devices:\n"
+        "  gatt_profiles:\n"
+        "    v:\n"
+        "      commands:\n"
+        "        power:\n"
+        "          char: fff1\n"
+        "          payload: '{raw}'\n"
+        "          values:\n"
+        "            on: zz\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "config.yaml")
+    assert caught.value.key_path == "devices.gatt_profiles.v.commands.power.values.true"
+    assert caught.value.line == 8
