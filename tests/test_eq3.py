@@ -138,6 +138,7 @@ def test_confirmation_timeout_is_the_profiles() -> None:
         ({"target_temp": True}, "target_temp: expected a number"),
         ({"target_temp": float("nan")}, "target_temp: expected a number"),
         ({"target_temp": None}, "target_temp: expected a number"),
+        ({"target_temp": 10**400}, "target_temp: expected a number"),
         ({"mode": "vacation"}, "mode: expected one of auto, manual, got 'vacation'"),
         ({"mode": 1}, "mode: expected one of auto, manual"),
         ({"preset": "night"}, "preset: expected one of comfort, eco"),
@@ -213,6 +214,27 @@ def test_state_of_boost_and_every_flag() -> None:
 def test_junk_is_no_state(junk: str) -> None:
     assert PROFILE.state(h(junk)) is None
     assert parse_status(h(junk)) is None
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["mode", "preset", "target_temp", "boost", "locked", "x"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=8),
+            st.sampled_from(["auto", "manual", "comfort", "eco"]),
+        ),
+    )
+)
+def test_plan_fails_only_with_a_command_error(command: dict[str, object]) -> None:
+    try:
+        steps = PROFILE.plan(command)
+    except CommandError:
+        return
+    assert len(steps) == len(command)
 
 
 @given(st.binary(max_size=32))

@@ -137,7 +137,16 @@ def test_i32le_round_trips(value: int) -> None:
     assert struct.unpack("<i", step(profile, {"set": value}).data) == (value,)
 
 
-@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5)))
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=2**1000),
+        st.floats(),
+        st.text(max_size=5),
+    )
+)
 def test_encoding_never_fails_other_than_with_a_command_error(value: object) -> None:
     for placeholder in ("u8", "i16be", "f32le"):
         profile = one_command(f'{{char: fff1, payload: "{{{placeholder}}}", scale: 3}}')
@@ -162,6 +171,8 @@ def test_encoding_never_fails_other_than_with_a_command_error(value: object) -> 
         ('{char: fff1, payload: "{u8}", min: 5}', {"set": 4}, "a number >= 5, got 4"),
         ('{char: fff1, payload: "{u8}", max: 9}', {"set": 10}, "a number <= 9, got 10"),
         ('{char: fff1, payload: "{f32le}"}', {"set": 1e300}, "does not fit a 32-bit float"),
+        ('{char: fff1, payload: "{u8}", scale: 10}', {"set": 1e308}, "too large for {u8}"),
+        ('{char: fff1, payload: "{u8}", scale: 0.5}', {"set": 10**400}, "too large for {u8}"),
         (
             '{char: fff1, payload: "{raw}", values: {true: "01", "on": "02", 3: "03"}}',
             {"set": 1},  # not the same JSON value as true
@@ -253,6 +264,11 @@ def test_raw_value_lookup_keeps_json_types_apart() -> None:
         ),
         ("{commands: {x: {char: fff1, payload: '{u8}', scale: a}}}", "commands.x.scale", "number"),
         ("{commands: {x: {char: fff1, payload: '{u8}', min: .nan}}}", "commands.x.min", "number"),
+        (
+            "{commands: {x: {char: fff1, payload: '{u8}', max: 1" + "0" * 400 + "}}}",
+            "commands.x.max",
+            "number",
+        ),
         (
             "{commands: {x: {char: fff1, payload: '{u8}', min: 5, max: 4}}}",
             "commands.x.max",

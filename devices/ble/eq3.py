@@ -142,7 +142,10 @@ def _target(value: object) -> float:
     allowed = f"a number {MIN_TEMP:g}-{MAX_TEMP:g} in steps of 0.5"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CommandError(f"target_temp: expected {allowed}, got {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
     if not math.isfinite(number) or not MIN_TEMP <= number <= MAX_TEMP or number * 2 % 1:
         raise CommandError(f"target_temp: expected {allowed}, got {value!r}")
     return number

@@ -122,13 +122,20 @@ class GattCommandSpec:
         fmt = NUMERIC_PLACEHOLDERS[placeholder]
         if isinstance(value, bool):
             return struct.pack(fmt, int(value))
-        if not isinstance(value, int | float) or not math.isfinite(value):
+        if not isinstance(value, int | float) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
             raise CommandError(f"{key}: expected {self._expected()}, got {_json(value)}")
         if (self.min is not None and value < self.min) or (
             self.max is not None and value > self.max
         ):
             raise CommandError(f"{key}: expected {self._expected()}, got {_json(value)}")
-        scaled = value * self.scale
+        try:
+            scaled = value * self.scale
+        except OverflowError:  # an integer too large for a float
+            scaled = math.inf
+        if not math.isfinite(scaled):
+            raise CommandError(f"{key}: {_json(value)} is too large for {{{placeholder}}}")
         if placeholder == "f32le":
             try:
                 return struct.pack(fmt, scaled)
@@ -226,9 +233,9 @@ def _show(value: object) -> str:
     return _json(value)
 
 
-def _key_name(key: object) -> str:
-    # How the key looks in YAML, so that the loader finds its line.
-    return _json(key).strip('"') if isinstance(key, str | bool | int) or key is None else str(key)
+def _key_name(key: JsonKey) -> str:
+    # As the key is written in YAML (true, 3, open), so that the loader finds its line.
+    return key if isinstance(key, str) else _json(key)
 
 
 def _mapping(path: str, raw: object, allowed: tuple[str, ...]) -> dict[str, object]:
@@ -282,9 +289,13 @@ def _hex(path: str, raw: object, *, allow_empty: bool = True) -> bytes:
 
 
 def _number(path: str, raw: object) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+    try:
+        number = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+    except OverflowError:  # an integer too large for a float
+        number = None
+    if number is None or not math.isfinite(number):
         raise ProfileError(path, f"expected a number, got {_show(raw)}")
-    return float(raw)
+    return number
 
 
 def _payload(path: str, raw: object) -> tuple[bytes, str | None, bytes]:
