@@ -237,11 +237,15 @@ class DeviceSession:
     async def check_presence(self) -> bool:
         """Mark a sleeping device ``offline`` once it missed too many wake-ups.
 
+        A reporting sensor (clean session) stays connected between readings, so for it too
+        only the time since it was last heard counts; its next reading brings it back.
         Returns True when this call published ``offline``. Call it periodically.
         """
         interval = self.device.policy.wake_interval
-        if interval is None or self.offline or self.awake:
+        if interval is None or self.offline:
             return False
+        if self.awake and self.device.policy.persistent:
+            return False  # in a wake window or connected: it is here
         if self.clock() - self.last_seen <= interval * self.missed_wakes:
             return False
         log.info("%s missed %d wake-ups: offline", self.device.id, self.missed_wakes)

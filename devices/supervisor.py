@@ -30,8 +30,13 @@ from typing import Any, Literal, Protocol
 
 from devices import homeassistant as ha
 from devices.ble.bthome import BTHomeReading
-from devices.ble.radio import Radio
+from devices.ble.eq3 import Eq3Profile
+from devices.ble.fleet import SleepyFleet
+from devices.ble.gatt_ops import GattProfile
+from devices.ble.link import BleakLink
+from devices.ble.radio import Advertisement, Link, Radio
 from devices.ble.scanner import BleakRadio, BTHomeDecoder, ScanningMode
+from devices.ble.sleepy import StateCallback, WakeSettings
 from devices.lan.discovery import LanDeviceInfo, LanDiscovery
 from devices.lan.poller import StatePoller
 from devices.lan.shelly import ShellyGen2
@@ -47,6 +52,8 @@ log = logging.getLogger(__name__)
 BRIDGE_CLIENT_ID = "edge-gateway-bridge"
 DISCOVERY_PREFIX = "homeassistant"
 LinkState = Literal["unknown", "online", "offline"]
+# Declared BLE devices that take commands over GATT in their wake windows.
+SLEEPY_KINDS = ("eq3", "gatt")
 
 
 # --- what the supervisor reads from the configuration -------------------------------------------
@@ -59,6 +66,12 @@ class BleView(Protocol):
     def scanning_mode(self) -> str: ...
     @property
     def adapter(self) -> str | None: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def wake_window(self) -> float: ...
+    @property
+    def retry_backoff(self) -> float: ...
 
 
 class LanView(Protocol):
@@ -89,6 +102,8 @@ class KnownDeviceView(Protocol):
     def port(self) -> int: ...
     @property
     def bind_key(self) -> str | None: ...
+    @property
+    def profile(self) -> str | None: ...
 
 
 class DevicesView(Protocol):
@@ -102,6 +117,8 @@ class DevicesView(Protocol):
     def policy_for(
         self, kind: str, device_id: str = "", address: str | None = None, name: str | None = None
     ) -> DevicePolicy: ...
+
+    def gatt_profile(self, name: str) -> GattProfile: ...
 
 
 # --- bookkeeping ---------------------------------------------------------------------------------
@@ -175,13 +192,21 @@ class Supervisor:
         prefix: str = "gw",
         *,
         radio: Radio | None = None,
+        link: Link | None = None,
+        wake: WakeSettings | None = None,
         ble_retry_interval: float = 30.0,
+        presence_interval: float = 10.0,
     ) -> None:
         self.config = config
         self.connector = connector
         self.prefix = prefix
         self.ble_retry_interval = ble_retry_interval
         self.radio: Radio | None = radio
+        self.link = link
+        self.wake = wake
+        self.presence_interval = presence_interval
+        self.fleet: SleepyFleet | None = None
+        self._presence: asyncio.Task[None] | None = None
         self.discovery: LanDiscovery | None = None
         self.sessions: dict[str, DeviceSession] = {}
         self.links: dict[str, LinkState] = {}
@@ -244,8 +269,14 @@ class Supervisor:
         self._running = True
         for known in self.config.known:
             self.links.setdefault(known.id, "unknown")
+        ble = self.config.ble
+        if ble.enabled:
+            self._make_radio()
+            self._make_fleet()
         if self.config.known:
             await self._ensure_bridge()
+        if self.fleet is not None:
+            await self.fleet.prime()
 
         lan = self.config.lan
         if lan.enabled:
@@ -276,21 +307,87 @@ class Supervisor:
                 else:
                     self.discovery = discovery
 
-        ble = self.config.ble
-        if ble.enabled:
+        if ble.enabled and self.radio is not None:
             keys = {a: d.bind_key for a, d in self._ble_ids.items() if d.bind_key}
             decoder = BTHomeDecoder(self._on_reading, bind_keys=keys)
-            if self.radio is None:
-                mode: ScanningMode = "auto"
-                if ble.scanning_mode in ("active", "passive"):
-                    mode = "active" if ble.scanning_mode == "active" else "passive"
-                self.radio = BleakRadio(
-                    scanning_mode=mode,
-                    adapter=ble.adapter,
-                    retry_interval=self.ble_retry_interval,
-                )
+            fleet = self.fleet
+
+            def on_advertisement(advertisement: Advertisement) -> None:
+                decoder(advertisement)
+                if fleet is not None and fleet.advertised(advertisement) is not None:
+                    self._set_link(self._sleepy_id(advertisement.address), "online")
+
             # Never raises for a missing adapter: logged once, retried in the background.
-            await self.radio.start(decoder)
+            await self.radio.start(on_advertisement)
+        self._presence = asyncio.create_task(self._check_presence(), name="device-presence")
+
+    def _make_radio(self) -> None:
+        if self.radio is not None:
+            return
+        ble = self.config.ble
+        mode: ScanningMode = "auto"
+        if ble.scanning_mode in ("active", "passive"):
+            mode = "active" if ble.scanning_mode == "active" else "passive"
+        self.radio = BleakRadio(
+            scanning_mode=mode, adapter=ble.adapter, retry_interval=self.ble_retry_interval
+        )
+
+    def _make_fleet(self) -> None:
+        declared = [k for k in self.config.known if k.kind in SLEEPY_KINDS and k.address]
+        if not declared:
+            return
+        link = self.link
+        if link is None:
+            # Connects to the BLEDevice the scanner has just seen: no second discovery.
+            radio = self.radio if isinstance(self.radio, BleakRadio) else None
+            link = BleakLink(radio, adapter=self.config.ble.adapter)
+        ble = self.config.ble
+        settings = self.wake or WakeSettings(
+            connect_timeout=ble.connect_timeout,
+            window=ble.wake_window,
+            backoff_min=ble.retry_backoff,
+        )
+        fleet = SleepyFleet(self.connector, link, self.prefix, settings=settings)
+        for known in declared:
+            assert known.address is not None
+            device = Device(known.id, known.kind, known.name or known.id, known.address,
+                            known.policy)  # fmt: skip
+            sleepy = fleet.add(device, self._gatt_profile(known), self._state_publisher)
+            self.sessions[device.id] = sleepy.session
+        self.fleet = fleet
+
+    def _gatt_profile(self, known: KnownDeviceView) -> GattProfile:
+        if known.kind == "eq3":
+            return Eq3Profile()
+        assert known.profile is not None, "config requires a profile for kind gatt"
+        return self.config.gatt_profile(known.profile)
+
+    def _state_publisher(self, session: DeviceSession) -> StateCallback:
+        """Readings a sleepy device reports in its wake window (e.g. a thermostat's status)."""
+
+        async def publish(values: dict[str, object]) -> None:
+            await session.publish_state(values)
+            await self._announce(session.device, values, merge=True)
+
+        return publish
+
+    def _sleepy_id(self, address: str) -> str:
+        assert self.fleet is not None
+        return next(s.session.device.id for s in self.fleet
+                    if s.session.device.address == address)  # fmt: skip
+
+    async def _check_presence(self) -> None:
+        """Devices with a wake interval that stopped being heard go ``offline`` (DESIGN §2)."""
+        while True:
+            await asyncio.sleep(self.presence_interval)
+            for device_id, session in list(self.sessions.items()):
+                if device_id in self._lan:
+                    continue  # reachability comes from the poller
+                try:
+                    if await session.check_presence():
+                        self._set_link(device_id, "offline")
+                except MQTTClientError as exc:
+                    log.warning("%s: availability not published: %s", device_id, exc)
 
     async def stop(self) -> None:
         """Stop listening, close every device session, then say the bridge is offline."""
@@ -300,6 +397,13 @@ class Supervisor:
             self.discovery = None
         if self.radio is not None:
             await self.radio.stop()
+        if self._presence is not None:
+            self._presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._presence
+            self._presence = None
+        if self.fleet is not None:
+            await self.fleet.stop()
         for entry in self._lan.values():
             await self._stop_lan(entry)
         tasks = [*self._ble_tasks.values(), *self._retries, *self._ha_tasks]
@@ -342,6 +446,9 @@ class Supervisor:
             for topic, payload in self._bridge_configs():
                 await bridge.publish(topic, payload, qos=1, retain=True)
             await bridge.subscribe(ha.status_topic(self.discovery_prefix), qos=1)
+            if self.fleet is not None:
+                # Tells each sleepy device whether its next advertisement should open a window.
+                await bridge.subscribe(self.fleet.pending_filter(), qos=1)
             self._publisher = asyncio.create_task(self._publish_devices(), name="bridge-devices")
             self._devices_changed.set()
 
@@ -354,6 +461,8 @@ class Supervisor:
         return ha.bridge_messages(prefix=self.prefix, discovery_prefix=self.discovery_prefix)
 
     async def _on_bridge_message(self, message: Publish) -> bool:
+        if self.fleet is not None and self.fleet.pending_message(message.topic, message.payload):
+            return True
         if message.topic == ha.status_topic(self.discovery_prefix) and message.payload == ONLINE:
             # A task: the handler runs on the bridge's receive path, and the re-send waits
             # for PUBACKs on the same link.

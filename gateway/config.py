@@ -159,6 +159,10 @@ class BleConfig:
     enabled: bool = True
     scanning_mode: str = "auto"  # auto | active | passive
     adapter: str | None = None  # e.g. "hci0"; None = BlueZ's default adapter
+    # Wake windows of sleepy command devices (devices/ble/sleepy.py), in seconds.
+    connect_timeout: float = 10.0
+    wake_window: float = 30.0
+    retry_backoff: float = 2.0  # first pause after a failed window; doubles, at most 300 s
 
 
 @dataclass(frozen=True, slots=True)
@@ -995,6 +999,13 @@ def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
         enabled=ble_section.boolean("enabled", d.ble.enabled),
         scanning_mode=ble_section.choice("scanning_mode", d.ble.scanning_mode, SCANNING_MODES),
         adapter=ble_section.optional_string("adapter"),
+        connect_timeout=ble_section.number(
+            "connect_timeout", d.ble.connect_timeout, 0, 120, low_open=True
+        ),
+        wake_window=ble_section.number("wake_window", d.ble.wake_window, 0, 600, low_open=True),
+        retry_backoff=ble_section.number(
+            "retry_backoff", d.ble.retry_backoff, 0, 300, low_open=True
+        ),
     )
     ble_section.finish()
     lan_section = section.mapping("lan")

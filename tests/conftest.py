@@ -196,3 +196,28 @@ async def harness(tmp_path: Path) -> AsyncIterator[Any]:
     for client in h.clients:
         await client.close()
     await h.stop()
+
+
+@pytest.fixture
+def system_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private dbus-daemon as the system bus (for a fake BlueZ); its address."""
+    from fakebluez import private_bus  # here: only BLE tests need dbus-fast
+
+    with private_bus(tmp_path) as bus:
+        # Read by dbus-fast whenever bleak opens its bus (on first use in a loop), and
+        # inherited by gateway subprocesses.
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+        yield bus.address
+
+
+@pytest.fixture
+async def bleak_released(system_bus: str) -> AsyncIterator[None]:
+    yield
+    # bleak keeps one BlueZ manager (and bus connection) per event loop for the process's
+    # lifetime; close this loop's one so that the next test's daemon starts from scratch.
+    from bleak.backends.bluezdbus import manager
+
+    instance = manager._global_instances.pop(asyncio.get_running_loop(), None)
+    if instance is not None and instance._bus is not None:
+        instance._bus.disconnect()
+        await asyncio.sleep(0)

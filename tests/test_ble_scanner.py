@@ -12,12 +12,12 @@ import contextlib
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-from fakebluez import FakeBlueZ, FakeDevice, private_bus
+from fakebluez import FakeBlueZ, FakeDevice
 
 from devices.ble.bthome import (
     BTHomeError,
@@ -73,27 +73,6 @@ def encrypted(payload: bytes, *, key: bytes, mac: str, counter: int) -> dict[str
 
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def system_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with private_bus(tmp_path) as bus:
-        # Read by dbus-fast whenever bleak opens its bus, i.e. on first use in the loop.
-        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
-        yield bus.address
-
-
-@pytest.fixture
-async def bleak_released(system_bus: str) -> AsyncIterator[None]:
-    yield
-    # bleak keeps one BlueZ manager (and bus connection) per event loop for the process's
-    # lifetime; close this loop's one so the next test's daemon starts from scratch.
-    from bleak.backends.bluezdbus import manager
-
-    instance = manager._global_instances.pop(asyncio.get_running_loop(), None)
-    if instance is not None and instance._bus is not None:
-        instance._bus.disconnect()
-        await asyncio.sleep(0)
 
 
 @pytest.fixture

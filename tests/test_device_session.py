@@ -351,6 +351,26 @@ async def test_missed_wakes_mark_a_sleeping_device_offline(harness: Harness) -> 
     await session.close()
 
 
+async def test_silent_sensor_goes_offline_and_comes_back_with_its_next_reading(
+    harness: Harness,
+) -> None:
+    now = [1000.0]
+    sensor = Device.of_kind("t1", "bthome", overrides={"wake_interval": 60})
+    session = DeviceSession(sensor, RecordingAdapter(), harness.connect, clock=lambda: now[0])
+    await session.wake()  # a reporting sensor's session stays connected between readings
+    await session.publish_state({"temperature": 20.0})
+    seen = await harness.observer("gw/t1/availability")
+    await until(lambda: len(seen) == 1)
+    now[0] += 60 * 3 + 1
+    assert await session.check_presence()
+    await until(lambda: len(seen) == 2)
+    assert seen[1].payload == b"offline" and not session.awake
+    await session.wake()  # what the supervisor does with the next reading
+    await until(lambda: len(seen) == 3)
+    assert seen[2].payload == b"online"
+    await session.close()
+
+
 # --- device model -------------------------------------------------------------------------
 
 

@@ -13,13 +13,13 @@ import asyncio
 import json
 import logging
 import queue
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import free_port
-from fakebluez import FakeBlueZ, private_bus
+from fakebluez import FakeBlueZ
 from lan_fakes import announcer, shelly_plus_1pm, shelly_service
 from lan_fakes import free_port as lan_free_port
 from paho_helpers import Client
@@ -207,26 +207,6 @@ async def test_lan_device_declared_by_host(start_gateway: Callable[..., Any]) ->
 
 
 # --- BLE ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def system_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with private_bus(tmp_path) as bus:
-        # Set before the gateway starts: bleak reads it when it first opens the bus.
-        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
-        yield bus.address
-
-
-@pytest.fixture
-async def bleak_released(system_bus: str) -> AsyncIterator[None]:
-    yield
-    # bleak keeps one BlueZ manager per event loop; drop this loop's one (see test_ble_scanner).
-    from bleak.backends.bluezdbus import manager
-
-    instance = manager._global_instances.pop(asyncio.get_running_loop(), None)
-    if instance is not None and instance._bus is not None:
-        instance._bus.disconnect()
-        await asyncio.sleep(0)
 
 
 def bthome(temperature: float, humidity: float, packet_id: int) -> dict[str, bytes]:
