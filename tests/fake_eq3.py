@@ -36,12 +36,8 @@ class FakeEq3:
         if device is None:
             # First heard: bluetoothd adds the device object (InterfacesAdded).
             device = self.bluez.add_device(self.address, "CC-RT-BLE", rssi=-71)
-            command = device.add_characteristic(
-                eq3.SERVICE_UUID, eq3.WRITE_CHAR, flags=["write"]
-            )
-            notify = device.add_characteristic(
-                eq3.SERVICE_UUID, eq3.NOTIFY_CHAR, flags=["notify"]
-            )
+            command = device.add_characteristic(eq3.SERVICE_UUID, eq3.WRITE_CHAR, flags=["write"])
+            notify = device.add_characteristic(eq3.SERVICE_UUID, eq3.NOTIFY_CHAR, flags=["notify"])
             command.write_errors = self.write_errors
             command.on_write = lambda data: self._written(data, notify)
             self.device = device

@@ -299,8 +299,6 @@ def _d_publish(b0: int, buf: bytes, pos: int, end: int, v: int) -> Publish:
     return new_publish(topic, buf[pos:end], qos, bool(b0 & 1), bool(b0 & 8), pid, props)
 
 
-
-
 _AckClass = type[PubAck] | type[PubRec] | type[PubRel] | type[PubComp]
 
 
