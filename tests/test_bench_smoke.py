@@ -42,3 +42,34 @@ def test_bench_broker_quick_runs_every_workload() -> None:
         assert match[3] == match[4], match[0]
     assert re.search(r"^mosquitto\s", proc.stdout, re.MULTILINE) is None  # --no-mosquitto
     assert "issue 2 target" in proc.stdout
+
+
+def test_bench_devices_quick_prints_its_figures() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_devices.py"), "all", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    # adverts: the fixed-rate row and a sweep row, each with adverts fed and states received.
+    rows = re.findall(
+        r"^([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+(\d+\.\d\d)\s+(\d+)%\s+\d+/\d+\s+\d+\.\d$",
+        out,
+        re.MULTILINE,
+    )
+    targets = [row[0] for row in rows]
+    assert targets[:4] == ["0", "200", "1,000", "5,000"], out
+    for row in rows[1:]:
+        assert int(row[1].replace(",", "")) > 0 and int(row[2].replace(",", "")) > 0, row
+    assert re.search(r"^adverts: gateway CPU at 200 adverts/s: \d+\.\d% of one core", out, re.M)
+    assert re.search(r"^adverts: max sustained adverts/s, each published: ", out, re.M)
+    assert re.search(r"^adverts: max state publishes/s: [\d,]+ ", out, re.M)
+    # restore: the quick store (50 devices x 3 commands) was restored, and is really usable.
+    restored = re.search(r"^50 x 3\s+50\s+50\s+150\s+100\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s", out, re.M)
+    assert restored is not None, out
+    assert "got 3 of its 3 commands in order" in out
+    assert re.search(r"^restore: start-up restore time: \d+\.\d\d s", out, re.M)
+    assert re.search(r"^restore: RSS growth: -?\d+\.\d MB", out, re.M)
