@@ -82,7 +82,9 @@ class DevicePolicy:
 
 KIND_DEFAULTS: dict[str, DevicePolicy] = {
     # Broadcast-only sensors: nothing to command, a missed reading is replaced by the next.
-    "bthome": DevicePolicy(session="clean"),
+    # Heard every few seconds to minutes; silent for 3 x 5 minutes (Home Assistant's own
+    # limit for BLE devices is 15 minutes) means gone: availability "offline".
+    "bthome": DevicePolicy(session="clean", wake_interval=300),
     "sensor": DevicePolicy(session="clean"),
     # Battery devices that sleep between short wake windows: commands wait, the newest
     # setpoint wins, and a few missed wake-ups mark them offline.
