@@ -23,6 +23,7 @@ import logging
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -284,9 +285,11 @@ async def _measure(
 ) -> dict[str, float]:
     received0 = await counter.count()
     use0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    loop0 = time.thread_time()  # this thread runs the event loop
     fed, elapsed = await _pace(fleet, callback, rate, seconds)
     received = await counter.count() - received0
     use, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall0
+    loop_cpu = time.thread_time() - loop0
     # Every thread of the process: the event loop and the SQLite writer.
     user, system = use.ru_utime - use0.ru_utime, use.ru_stime - use0.ru_stime
     # Publishes still in the pipeline when feeding stopped: not part of the rate above.
@@ -299,8 +302,17 @@ async def _measure(
         "cpu_pct": 100 * (user + system) / wall,
         "user_pct": 100 * user / wall,
         "sys_pct": 100 * system / wall,
+        "loop_pct": 100 * loop_cpu / wall,
         "seconds": wall,
     }
+
+
+def _combine(windows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Windows of one measurement as one: every figure averaged, weighted by duration."""
+    total = sum(m["seconds"] for m in windows)
+    combined = {k: sum(m[k] * m["seconds"] for m in windows) / total for k in windows[0]}
+    combined["seconds"] = total
+    return combined
 
 
 async def run_adverts(args: argparse.Namespace) -> dict[str, Any]:
@@ -330,7 +342,13 @@ async def run_adverts(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError(f"warm-up: {got} of {args.sensors} sensors published")
             await counter.settle()
             idle = await _measure(fleet, callback, counter, 0, min(args.cpu_seconds, 3.0))
-            busy = await _measure(fleet, callback, counter, args.rate, args.cpu_seconds)
+            # In windows, to show how much a shared machine moves the figure.
+            span = args.cpu_seconds / args.cpu_windows
+            windows = [
+                await _measure(fleet, callback, counter, args.rate, span)
+                for _ in range(args.cpu_windows)
+            ]
+            busy = _combine(windows)
             sweep = [await _measure(fleet, callback, counter, r, args.seconds) for r in args.rates]
             dropped = gw.server.stats.dropped_slow_consumer
         finally:
@@ -345,6 +363,7 @@ async def run_adverts(args: argparse.Namespace) -> dict[str, Any]:
             f"{m['published_per_advert']:.2f}",
             f"{m['cpu_pct']:.0f}%",
             f"{m['user_pct']:.0f}/{m['sys_pct']:.0f}",
+            f"{m['loop_pct']:.0f}%",
             f"{m['seconds']:.1f}",
         ]
         for m in [idle, busy, *sweep]
@@ -358,6 +377,7 @@ async def run_adverts(args: argparse.Namespace) -> dict[str, Any]:
             "msgs/advert",
             "gateway CPU",
             "user/sys",
+            "loop thread",
             "s",
         ],
         rows,
@@ -365,6 +385,7 @@ async def run_adverts(args: argparse.Namespace) -> dict[str, Any]:
     # "Sustained": the loop fed (and so decoded) at least 95% of the asked rate.
     # Sustained: the loop fed (and so decoded) at least 95% of the asked rate. One for one:
     # moreover nearly every advert became its own state message (no coalescing needed).
+    cpus = [m["cpu_pct"] for m in windows]
     kept_up = [m for m in sweep if m["fed_per_s"] >= 0.95 * m["target"]]
     one_for_one = [m for m in kept_up if m["published_per_advert"] >= 0.95]
     decoded = max(kept_up, key=lambda m: m["fed_per_s"], default=None)
@@ -372,11 +393,14 @@ async def run_adverts(args: argparse.Namespace) -> dict[str, Any]:
     top = max(sweep, key=lambda m: m["published_per_s"], default=None)
     print(
         f"adverts: gateway CPU at {args.rate:g} adverts/s: {busy['cpu_pct']:.1f}% of one core "
-        "(issue 3 target: <= 25%)"
+        f"(windows of {span:g} s: median {statistics.median(cpus):.1f}%, "
+        f"{min(cpus):.1f}-{max(cpus):.1f}%; issue 3 target: <= 25%)"
     )
     target = "issue 3 target: >= 5,000"
     for label, m in (("decoded (publishes coalesced)", decoded), ("each published", each)):
         figure = "below the lowest rate tried" if m is None else f"{m['fed_per_s']:,.0f}"
+        if m is not None and m is sweep[-1]:
+            figure += ", the highest rate tried"
         print(f"adverts: max sustained adverts/s, {label}: {figure} ({target})")
     if top is not None:
         print(
@@ -384,7 +408,13 @@ async def run_adverts(args: argparse.Namespace) -> dict[str, Any]:
             f"(at {top['fed_per_s']:,.0f} adverts/s fed)"
         )
     print(f"adverts: state messages dropped for the slow subscriber: {dropped}")
-    return {"idle": idle, "busy": busy, "sweep": sweep, "dropped_slow_consumer": dropped}
+    return {
+        "idle": idle,
+        "busy": busy,
+        "busy_windows": windows,
+        "sweep": sweep,
+        "dropped_slow_consumer": dropped,
+    }
 
 
 # --- restore --------------------------------------------------------------------------------------
@@ -602,9 +632,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0, help="adverts/s of the CPU measurement")
     p.add_argument("--cpu-seconds", type=float, default=10.0, help="length of the CPU measurement")
     p.add_argument(
+        "--cpu-windows", type=int, default=5, help="windows the CPU measurement is cut in"
+    )
+    p.add_argument(
         "--rates",
         type=lambda s: [float(x) for x in s.split(",") if x],
-        default=[1000.0, 2500.0, 5000.0, 10000.0, 20000.0],
+        default=[1000.0, 2500.0, 5000.0, 10000.0, 20000.0, 40000.0],
         help="comma-separated adverts/s of the throughput sweep",
     )
     p.add_argument("--seconds", type=float, default=3.0, help="length of each sweep step")
@@ -617,7 +650,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.sensors, args.cpu_seconds, args.seconds = 20, 1.0, 0.5
+        args.sensors, args.cpu_seconds, args.cpu_windows, args.seconds = 20, 1.0, 2, 0.5
         args.rates = [1000.0, 5000.0]
         args.devices, args.commands = 50, 3
     return args
