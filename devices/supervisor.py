@@ -207,6 +207,7 @@ class Supervisor:
         self.presence_interval = presence_interval
         self.fleet: SleepyFleet | None = None
         self._presence: asyncio.Task[None] | None = None
+        self._sessions_changed = asyncio.Event()
         self.discovery: LanDiscovery | None = None
         self.sessions: dict[str, DeviceSession] = {}
         self.links: dict[str, LinkState] = {}
@@ -353,7 +354,7 @@ class Supervisor:
             device = Device(known.id, known.kind, known.name or known.id, known.address,
                             known.policy)  # fmt: skip
             sleepy = fleet.add(device, self._gatt_profile(known), self._state_publisher)
-            self.sessions[device.id] = sleepy.session
+            self._add_session(sleepy.session)
         self.fleet = fleet
 
     def _gatt_profile(self, known: KnownDeviceView) -> GattProfile:
@@ -376,10 +377,23 @@ class Supervisor:
         return next(s.session.device.id for s in self.fleet
                     if s.session.device.address == address)  # fmt: skip
 
+    def _add_session(self, session: DeviceSession) -> None:
+        self.sessions[session.device.id] = session
+        self._sessions_changed.set()  # its wake interval may call for closer presence checks
+
     async def _check_presence(self) -> None:
         """Devices with a wake interval that stopped being heard go ``offline`` (DESIGN §2)."""
         while True:
-            await asyncio.sleep(self.presence_interval)
+            # At least four looks per wake interval, so that "offline" comes on time.
+            intervals = [
+                interval / 4
+                for session in self.sessions.values()
+                if (interval := session.device.policy.wake_interval) is not None
+            ]
+            self._sessions_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                pause = max(0.05, min([self.presence_interval, *intervals]))
+                await asyncio.wait_for(self._sessions_changed.wait(), pause)
             for device_id, session in list(self.sessions.items()):
                 if device_id in self._lan:
                     continue  # reachability comes from the poller
@@ -610,7 +624,7 @@ class Supervisor:
             policy = self.config.policy_for("bthome", ident, address)
             device = Device(ident, "bthome", ident, address, policy)
         session = DeviceSession(device, _NoAdapter(), self.connector, self.prefix)
-        self.sessions[device.id] = session
+        self._add_session(session)
         log.info("BLE: BTHome sensor %s is %s", address, device.id)
         return session
 
@@ -691,7 +705,7 @@ class Supervisor:
         if session is None:
             device = Device(device_id, kind, name or device_id, host, policy)
             session = DeviceSession(device, adapter, self.connector, self.prefix)
-            self.sessions[device_id] = session
+            self._add_session(session)
         else:
             session.adapter = adapter
         holder: list[_LanDevice] = []

@@ -248,6 +248,33 @@ async def test_ble_bthome_readings_become_state(
             await stop(gw)
 
 
+async def test_silent_ble_sensor_goes_offline_and_comes_back(
+    system_bus: str, bleak_released: None, start_gateway: Callable[..., Any]
+) -> None:
+    async with FakeBlueZ(system_bus) as bluez:
+        sensor = bluez.add_device(SENSOR, rssi=-67, service_data=bthome(21.5, 45.25, 1))
+        rules = [{"address": SENSOR, "wake_interval": 0.2}]
+        gw, port = await start_gateway({"lan": {"enabled": False}, "policy_rules": rules})
+        availability = "gw/bthome-a4c138000001/availability"
+        w = await Watcher.start(port)
+        try:
+            await w.until(lambda w: w.last.get(availability) == b"online")
+            sensor.advertising = False  # out of range: 3 missed wake-ups of 0.2 s
+            await w.until(lambda w: w.last.get(availability) == b"offline")
+            await w.until(
+                lambda w: (listed(w, "bthome-a4c138000001") or {}).get("link") == "offline"
+            )
+            sensor.advertising = True
+            sensor.advertise(service_data=bthome(21.0, 45.0, 2))
+            await w.until(lambda w: w.last.get(availability) == b"online")
+            await w.until(
+                lambda w: (listed(w, "bthome-a4c138000001") or {}).get("link") == "online"
+            )
+        finally:
+            await w.close()
+            await stop(gw)
+
+
 async def test_ble_without_bluez_keeps_the_gateway_serving(
     system_bus: str,
     bleak_released: None,
