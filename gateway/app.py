@@ -8,11 +8,21 @@ import logging
 import signal
 import ssl
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from devices.ble.radio import Link, Radio
+from devices.demo import DemoTimings
+from devices.demo.demo import Demo, start_demo
 from devices.supervisor import Supervisor
 from gateway.broker.core import Broker
-from gateway.config import GatewayConfig, ListenerConfig
+from gateway.config import (
+    DevicesConfig,
+    GatewayConfig,
+    KnownDeviceConfig,
+    ListenerConfig,
+    with_demo,
+)
 from gateway.persistence import MemoryStore, SqliteStore, Store
 from gateway.server.server import ListenerSpec, Server
 
@@ -59,11 +69,55 @@ def build_store(config: GatewayConfig) -> Store:
     )
 
 
-class Gateway:
-    """Everything that runs in the gateway process, started and stopped as one."""
+def _demo_devices(config: DevicesConfig, demo: Demo) -> DevicesConfig:
+    """The configured devices plus the demo's. Both transports are on: the demo needs them,
+    and its BLE devices come from a simulated radio, not from the adapter."""
+    added = tuple(
+        KnownDeviceConfig(
+            id=d.id,
+            kind=d.kind,
+            policy=config.policy_for(d.kind, d.id, d.address, d.name),
+            name=d.name,
+            address=d.address,
+            host=d.host,
+            port=d.port,
+        )
+        for d in demo.devices
+    )
+    return replace(
+        config,
+        ble=replace(config.ble, enabled=True),
+        lan=replace(config.lan, enabled=True),
+        known=(*config.known, *added),
+    )
 
-    def __init__(self, config: GatewayConfig) -> None:
+
+def _mqtt_flags(config: GatewayConfig) -> str:
+    """The mosquitto_sub/pub options that reach this gateway ("" for the tools' default)."""
+    for listener in config.listeners:
+        if listener.type == "tcp":
+            host = listener.host or "127.0.0.1"
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+            if host in ("127.0.0.1", "localhost") and listener.port == 1883:
+                return ""
+            return f"-h {host} -p {listener.port} "
+        if listener.type == "unix":
+            return f"--unix {listener.path} "
+    return ""
+
+
+class Gateway:
+    """Everything that runs in the gateway process, started and stopped as one.
+
+    `demo_timings`: how fast the demo's devices live when demo mode is on (tests speed it up).
+    """
+
+    def __init__(self, config: GatewayConfig, *, demo_timings: DemoTimings | None = None) -> None:
+        if config.demo:
+            with_demo(config)  # a config built in code may not have been checked: ConfigError
         self.config = config
+        self.demo_timings = demo_timings
+        self.demo: Demo | None = None
         settings = config.broker_settings()
         self.store = build_store(config)
         self.authenticator = config.build_authenticator()
@@ -115,11 +169,30 @@ class Gateway:
             len(snapshot.retained),
         )
         # Devices are clients of the broker, so they start once it serves.
+        devices = self.config.devices
+        radio: Radio | None = None
+        link: Link | None = None
+        if self.config.demo:
+            try:
+                self.demo = demo = await start_demo(self.demo_timings)
+            except OSError as exc:
+                log.error("the demo devices did not start, running without them: %s", exc)
+            else:
+                devices = _demo_devices(devices, demo)
+                radio, link = demo.radio, demo.link
         supervisor = Supervisor(
-            self.config.devices, self.server.connect_in_process, self.config.topic_prefix
+            devices,
+            self.server.connect_in_process,
+            self.config.topic_prefix,
+            radio=radio,
+            link=link,
         )
         for line in supervisor.describe():
+            if self.demo is not None and line.startswith("BLE:"):
+                line = "BLE: simulated by the demo (no Bluetooth adapter is used)"
             log.info("%s", line)
+        if self.demo is not None:
+            self._log_demo(self.demo)
         self.supervisor = supervisor
         try:
             await supervisor.start()
@@ -132,11 +205,44 @@ class Gateway:
                 await supervisor.stop()
             except Exception:
                 log.exception("stopping the device bridge failed")
+            await self._stop_demo()
         if supervisor.idle():
             log.info(
                 "no device source is active yet: running as a durable MQTT broker only "
                 "(see devices: in the config)"
             )
+
+    def _log_demo(self, demo: Demo) -> None:
+        prefix, flags = self.config.topic_prefix, _mqtt_flags(self.config)
+        log.info("DEMO MODE: simulated devices, no Bluetooth adapter or LAN device is used:")
+        for line in demo.describe():
+            log.info("  %s", line)
+        log.info("  watch everything:   mosquitto_sub %s-t '%s/#' -v", flags, prefix)
+        log.info(
+            "  switch the plug on: mosquitto_pub %s-t %s/demo-plug/set -m '{\"on\": true}' -q 1",
+            flags,
+            prefix,
+        )
+        log.info(
+            "  set the thermostat: mosquitto_pub %s-t %s/demo-thermostat/set "
+            "-m '{\"target_temp\": 22.5}' -q 1",
+            flags,
+            prefix,
+        )
+        log.info(
+            "  the thermostat's command waits in %s/demo-thermostat/pending while it sleeps; "
+            "%s/demo-thermostat/result says 'delivered' once it woke up and carried it out",
+            prefix,
+            prefix,
+        )
+
+    async def _stop_demo(self) -> None:
+        demo, self.demo = self.demo, None
+        if demo is not None:
+            try:
+                await demo.stop()
+            except Exception:
+                log.exception("stopping the demo devices failed")
 
     async def stop(self) -> None:
         # Device sessions close (and the bridge says offline) while the broker still runs.
@@ -146,6 +252,7 @@ class Gateway:
                 await supervisor.stop()
             except Exception:
                 log.exception("stopping the device supervisor failed")
+        await self._stop_demo()
         await self.server.stop()
         await self.store.close()
 

@@ -17,7 +17,13 @@ from gateway.auth.passwords import (
     set_user,
     validate_username,
 )
-from gateway.config import ConfigError, GatewayConfig, describe_listeners, load_config
+from gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    describe_listeners,
+    load_config,
+    with_demo,
+)
 
 PROG = "edge-gateway"
 EXIT_OK = 0
@@ -43,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("config.yaml"),
         metavar="FILE",
         help="configuration file (default: ./config.yaml)",
+    )
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="add simulated devices (a BTHome sensor, a sleepy eQ-3 thermostat, a Shelly "
+        "plug) to try the gateway without hardware; overrides `demo:` in the config",
     )
 
     check = commands.add_parser(
@@ -76,8 +88,13 @@ def _load(path: Path) -> GatewayConfig:
         raise CliError(str(exc)) from None
 
 
-def _cmd_run(config_path: Path) -> int:
+def _cmd_run(config_path: Path, demo: bool = False) -> int:
     cfg = _load(config_path)
+    if demo:
+        try:
+            cfg = with_demo(cfg, str(config_path))
+        except ConfigError as exc:
+            raise CliError(f"{exc} (--demo)") from None
     # Imported here: the app pulls in the whole gateway, which the other commands do not need.
     from gateway.app import run  # type: ignore[import-not-found, unused-ignore]
 
@@ -149,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            return _cmd_run(args.config)
+            return _cmd_run(args.config, args.demo)
         if args.command == "check-config":
             return _cmd_check_config(args.config, sys.stdout)
         if args.command == "passwd":

@@ -22,6 +22,7 @@ from typing import Literal, TypeVar
 import yaml
 
 from devices.ble.gatt_profile import ConfiguredProfile, ProfileError, profile_from_config
+from devices.demo import clashing_ids
 from devices.model import KIND_DEFAULTS, DevicePolicy, PolicyError
 from gateway.auth.acl import (
     ACTIONS,
@@ -255,6 +256,8 @@ class GatewayConfig:
     sys_interval: float = 10.0
     logging: LoggingConfig = LoggingConfig()
     devices: DevicesConfig = DevicesConfig()
+    # Simulated devices (devices/demo/), added to devices.known at start-up.
+    demo: bool = False
 
     def broker_settings(self) -> BrokerSettings:
         limits = self.limits
@@ -1087,6 +1090,18 @@ def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
     )
 
 
+def _check_demo_ids(src: _Source, devices: DevicesConfig) -> None:
+    for device_id in clashing_ids(device.id for device in devices.known):
+        path = f"devices.known.{device_id}"
+        raise src.error(path, "demo mode uses this id; rename the device, or turn the demo off")
+
+
+def with_demo(cfg: GatewayConfig, source: str = "<config>") -> GatewayConfig:
+    """`cfg` with demo mode on (``run --demo``); ConfigError if a declared id is the demo's."""
+    _check_demo_ids(_Source(source, {}), cfg.devices)
+    return replace(cfg, demo=True)
+
+
 def _read_config(src: _Source, raw: object) -> GatewayConfig:
     top = _Map(src, "", raw)
     top.declare(
@@ -1099,6 +1114,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
             "sys_interval",
             "logging",
             "devices",
+            "demo",
         )
     )
     topic_prefix = top.string("topic_prefix", "gw", _topic_prefix_problem)
@@ -1121,7 +1137,10 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
     logging = LoggingConfig(level=logging_section.choice("level", "info", LOG_LEVELS))
     logging_section.finish()
     devices = _read_devices(src, top.mapping("devices"))
+    demo = top.boolean("demo", False)
     top.finish()
+    if demo:
+        _check_demo_ids(src, devices)
     return GatewayConfig(
         topic_prefix=topic_prefix,
         listeners=tuple(listeners),
@@ -1131,6 +1150,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
         sys_interval=sys_interval,
         logging=logging,
         devices=devices,
+        demo=demo,
     )
 
 

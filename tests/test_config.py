@@ -344,7 +344,7 @@ BAD_CONFIGS = [
     ("sys_interval: fast", "sys_interval", "expected a number >= 0"),
     ("logging: {level: loud}", "logging.level", "debug, info, warning, error, critical"),
     ("listners: []", "listners", "unknown key 'listners' (did you mean 'listeners'?)"),
-    ("zzz: 1", "zzz", "unknown key 'zzz'; valid keys here: auth, devices, limits"),
+    ("zzz: 1", "zzz", "unknown key 'zzz'; valid keys here: auth, demo, devices, limits"),
     ("limits: {queue: {max_message: 1}}", "limits.queue.max_message", "'max_messages'"),
     ("1: x", "", "keys must be strings"),
     ("- a\n- b", "", "expected a mapping of keys, got a list"),
