@@ -56,7 +56,7 @@ def test_bench_devices_quick_prints_its_figures() -> None:
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     # adverts: the fixed-rate row and a sweep row, each with adverts fed and states received.
     rows = re.findall(
-        r"^([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+(\d+\.\d\d)\s+(\d+)%\s+\d+/\d+\s+\d+\.\d$",
+        r"^([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+(\d+\.\d\d)\s+(\d+)%\s+\d+/\d+\s+\d+%\s+\d+\.\d$",
         out,
         re.MULTILINE,
     )
