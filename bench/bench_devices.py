@@ -276,6 +276,17 @@ async def _pace(
     return fleet.fed - first, loop.time() - start
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _host_ticks() -> tuple[int, int]:
+    """(busy, steal) clock ticks of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields[:8]) - idle - steal, steal
+
+
 async def _measure(
     fleet: SensorFleet,
     callback: AdvertisementCallback,
@@ -286,10 +297,12 @@ async def _measure(
     received0 = await counter.count()
     use0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     loop0 = time.thread_time()  # this thread runs the event loop
+    host0 = _host_ticks()
     fed, elapsed = await _pace(fleet, callback, rate, seconds)
     received = await counter.count() - received0
     use, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall0
     loop_cpu = time.thread_time() - loop0
+    busy_ticks, steal_ticks = (b - a for a, b in zip(host0, _host_ticks(), strict=True))
     # Every thread of the process: the event loop and the SQLite writer.
     user, system = use.ru_utime - use0.ru_utime, use.ru_stime - use0.ru_stime
     # Publishes still in the pipeline when feeding stopped: not part of the rate above.
@@ -303,6 +316,9 @@ async def _measure(
         "user_pct": 100 * user / wall,
         "sys_pct": 100 * system / wall,
         "loop_pct": 100 * loop_cpu / wall,
+        # The whole machine (every process, shared with whatever else runs), in cores.
+        "host_cores": busy_ticks / _TICKS / wall,
+        "steal_pct": 100 * steal_ticks / _TICKS / wall,
         "seconds": wall,
     }
 
@@ -364,6 +380,8 @@ async def run_adverts(args: argparse.Namespace) -> dict[str, Any]:
             f"{m['cpu_pct']:.0f}%",
             f"{m['user_pct']:.0f}/{m['sys_pct']:.0f}",
             f"{m['loop_pct']:.0f}%",
+            f"{m['host_cores']:.2f}",
+            f"{m['steal_pct']:.0f}%",
             f"{m['seconds']:.1f}",
         ]
         for m in [idle, busy, *sweep]
@@ -378,6 +396,8 @@ async def run_adverts(args: argparse.Namespace) -> dict[str, Any]:
             "gateway CPU",
             "user/sys",
             "loop thread",
+            "host cores busy",
+            "steal",
             "s",
         ],
         rows,

@@ -54,16 +54,19 @@ def test_bench_devices_quick_prints_its_figures() -> None:
     )
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
-    # adverts: the fixed-rate row and a sweep row, each with adverts fed and states received.
-    rows = re.findall(
-        r"^([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+(\d+\.\d\d)\s+(\d+)%\s+\d+/\d+\s+\d+%\s+\d+\.\d$",
-        out,
-        re.MULTILINE,
-    )
-    targets = [row[0] for row in rows]
-    assert targets[:4] == ["0", "200", "1,000", "5,000"], out
+    # adverts: the idle row, the fixed-rate row and the sweep, with adverts fed and states
+    # received (columns: target, fed, received, per advert, CPU, ...).
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("target adverts/s"))
+    rows = []
+    for line in lines[header + 1 :]:
+        if not line[:1].isdigit():
+            break
+        rows.append([cell.replace(",", "") for cell in line.split()])
+    assert [row[0] for row in rows] == ["0", "200", "1000", "5000"], out
     for row in rows[1:]:
-        assert int(row[1].replace(",", "")) > 0 and int(row[2].replace(",", "")) > 0, row
+        assert int(row[1]) > 0 and int(row[2]) > 0, row
+        assert row[4].endswith("%"), row
     assert re.search(r"^adverts: gateway CPU at 200 adverts/s: \d+\.\d% of one core", out, re.M)
     assert re.search(r"^adverts: max sustained adverts/s, each published: ", out, re.M)
     assert re.search(r"^adverts: max state publishes/s: [\d,]+ ", out, re.M)
