@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import ssl
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -102,15 +105,53 @@ def _cmd_run(config_path: Path, demo: bool = False) -> int:
     return status
 
 
+def _check_tls(cfg: GatewayConfig, config_path: Path) -> None:
+    """Load each TLS listener's certificate and key the way the server will (a key that does
+    not belong to its certificate only shows up here)."""
+    for index, listener in enumerate(cfg.listeners):
+        if listener.type != "tls":
+            continue
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(str(listener.certfile), str(listener.keyfile))
+            if listener.cafile is not None:
+                ctx.load_verify_locations(str(listener.cafile))
+        except (ssl.SSLError, OSError) as exc:
+            raise CliError(
+                f"{config_path}: listeners[{index}] ({listener.name}): cannot load the TLS "
+                f"certificate, key or CA file: {exc}"
+            ) from None
+
+
+def _store_warning(path: Path) -> str | None:
+    directory = (Path.cwd() / path).parent
+    if not directory.is_dir():
+        return f"warning: the store's directory {directory} does not exist (yet)"
+    if not os.access(directory, os.W_OK):
+        return f"warning: the store's directory {directory} is not writable by this user"
+    return None
+
+
 def _cmd_check_config(config_path: Path, out: TextIO) -> int:
+    # load_config checks every key, and reads the files the config names: the password file
+    # (and that admin users are in it), ACL rules, device policies, GATT profiles.
     cfg = _load(config_path)
+    _check_tls(cfg, config_path)
     print(f"{config_path}: OK", file=out)
     print("listeners:", file=out)
-    for line in describe_listeners(cfg):
+    for listener, line in zip(cfg.listeners, describe_listeners(cfg), strict=True):
         print(f"  {line}", file=out)
+        path = listener.path
+        if listener.type == "unix" and path is not None and not path.is_absolute():
+            print(f"    = {Path.cwd() / path} from the working directory", file=out)
     store = cfg.persistence
     if store.enabled:
         print(f"store: {store.path} (synchronous={store.synchronous})", file=out)
+        if not store.path.is_absolute():
+            print(f"  = {Path.cwd() / store.path} from the working directory", file=out)
+        warning = _store_warning(store.path)
+        if warning is not None:
+            print(f"  {warning}", file=out)
     else:
         print("store: disabled (nothing survives a restart)", file=out)
     auth = cfg.auth
@@ -119,8 +160,22 @@ def _cmd_check_config(config_path: Path, out: TextIO) -> int:
         print(f"password file: {auth.password_file} ({count} users)", file=out)
     else:
         print("password file: none", file=out)
+    if auth.admin_users:
+        print(f"admin users: {', '.join(auth.admin_users)}", file=out)
     acl = auth.acl
     print(f"acl: {len(acl.rules)} rules, default {acl.default}", file=out)
+    devices = cfg.devices
+    kinds = Counter(device.kind for device in devices.known)
+    declared = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none"
+    print(
+        f"devices: BLE {'on' if devices.ble.enabled else 'off'}, "
+        f"LAN {'on' if devices.lan.enabled else 'off'}; declared: {declared}; "
+        f"{len(devices.policies)} kind policies, {len(devices.policy_rules)} policy rules, "
+        f"{len(devices.gatt_profiles)} GATT profiles",
+        file=out,
+    )
+    if cfg.demo:
+        print("demo: on (simulated devices are added)", file=out)
     return EXIT_OK
 
 
