@@ -1,0 +1,1 @@
+"""The admin API: requests on ``<prefix>/bridge/request/<action>``, live updates, events."""
