@@ -153,13 +153,14 @@ class DeviceSession:
                 raise
             self.offline = False
 
-    async def prime(self) -> bool:
+    async def prime(self, *, announce: bool = True) -> bool:
         """Make sure the broker session and its subscription exist, without running commands.
 
         For a persistent device known from config but not reachable yet: commands sent before
         its first wake must already have a session to wait in. A command the broker hands
         over meanwhile is refused (left unacknowledged), so it simply comes again at the real
-        wake. Publishes ``online`` (a device that is expected to wake can take commands).
+        wake. Publishes ``online`` (a device that is expected to wake can take commands)
+        unless `announce` is False (a policy change renews the session: availability stays).
         Returns whether the session already existed.
         """
         if not self.device.policy.persistent:
@@ -184,10 +185,12 @@ class DeviceSession:
             try:
                 if not ack.session_present:
                     await client.subscribe(self.set_topic, qos=1)
-                await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+                if announce:
+                    await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
             finally:
                 await client.disconnect()
-            self.offline = False
+            if announce:
+                self.offline = False
             return ack.session_present
 
     async def sleep(self) -> None:
@@ -270,6 +273,10 @@ class DeviceSession:
             except TimeoutError:
                 if not self._busy and not self._reports:
                     return True
+
+    def attempts(self, payload: bytes, correlation_data: bytes | None) -> int:
+        """Failed delivery attempts so far of the command with this payload (admin API)."""
+        return self._attempts.get((payload, correlation_data), 0)
 
     # --- publishing ---------------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -42,7 +43,7 @@ from devices.lan.poller import StatePoller
 from devices.lan.shelly import ShellyGen2
 from devices.lan.static import make_driver
 from devices.lan.wled import Wled
-from devices.model import Device, DevicePolicy
+from devices.model import Device, DevicePolicy, PolicyError
 from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
 from devices.session import DISCONNECT_WITH_WILL, OFFLINE, ONLINE, DeviceSession
 from gateway.mqtt.packets import Publish, Will
@@ -54,6 +55,9 @@ DISCOVERY_PREFIX = "homeassistant"
 LinkState = Literal["unknown", "online", "offline"]
 # Declared BLE devices that take commands over GATT in their wake windows.
 SLEEPY_KINDS = ("eq3", "gatt")
+BLE_KINDS = ("bthome", *SLEEPY_KINDS)
+# Retained <prefix>/bridge/policy/<id>: a device's policy overrides set at run time.
+POLICY_TOPIC = "bridge/policy/"
 
 
 # --- what the supervisor reads from the configuration -------------------------------------------
@@ -231,6 +235,14 @@ class Supervisor:
         self._ha_lock = asyncio.Lock()
         self._ha_tasks: set[asyncio.Task[None]] = set()
         self._ble_events: dict[str, list[dict[str, str]]] = {}
+        # Admin hooks (see the section "admin API hooks" below).
+        self.version = 0  # goes up whenever the device listing may have changed
+        self._rssi: dict[str, int] = {}  # last advertisement RSSI per BLE address
+        self._base_policies: dict[str, DevicePolicy] = {}  # the config's, per device
+        self._policy_overrides: dict[str, dict[str, object]] = {}  # set at run time
+        self._policy_lock = asyncio.Lock()
+        self._policy_tasks: set[asyncio.Task[None]] = set()
+        self._started = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -313,7 +325,10 @@ class Supervisor:
             decoder = BTHomeDecoder(self._on_reading, bind_keys=keys)
             fleet = self.fleet
 
+            rssi = self._rssi
+
             def on_advertisement(advertisement: Advertisement) -> None:
+                rssi[advertisement.address] = advertisement.rssi
                 decoder(advertisement)
                 if fleet is not None and fleet.advertised(advertisement) is not None:
                     self._set_link(self._sleepy_id(advertisement.address), "online")
@@ -321,6 +336,7 @@ class Supervisor:
             # Never raises for a missing adapter: logged once, retried in the background.
             await self.radio.start(on_advertisement)
         self._presence = asyncio.create_task(self._check_presence(), name="device-presence")
+        self._started = True
 
     def _make_radio(self) -> None:
         if self.radio is not None:
@@ -378,8 +394,15 @@ class Supervisor:
                     if s.session.device.address == address)  # fmt: skip
 
     def _add_session(self, session: DeviceSession) -> None:
-        self.sessions[session.device.id] = session
+        device = session.device
+        self._base_policies.setdefault(device.id, device.policy)
+        policy = self._stored_policy(device.id, device.policy)
+        if policy != device.policy:
+            # Before the session first connects: it asks the broker for this queue at once.
+            session.device = dataclasses.replace(device, policy=policy)
+        self.sessions[device.id] = session
         self._sessions_changed.set()  # its wake interval may call for closer presence checks
+        self._listing_changed()
 
     async def _check_presence(self) -> None:
         """Devices with a wake interval that stopped being heard go ``offline`` (DESIGN §2)."""
@@ -406,6 +429,7 @@ class Supervisor:
     async def stop(self) -> None:
         """Stop listening, close every device session, then say the bridge is offline."""
         self._running = False
+        self._started = False
         if self.discovery is not None:
             await self.discovery.stop()
             self.discovery = None
@@ -420,7 +444,7 @@ class Supervisor:
             await self.fleet.stop()
         for entry in self._lan.values():
             await self._stop_lan(entry)
-        tasks = [*self._ble_tasks.values(), *self._retries, *self._ha_tasks]
+        tasks = [*self._ble_tasks.values(), *self._retries, *self._ha_tasks, *self._policy_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -459,6 +483,9 @@ class Supervisor:
             await bridge.publish(self._topic("bridge/state"), ONLINE, qos=1, retain=True)
             for topic, payload in self._bridge_configs():
                 await bridge.publish(topic, payload, qos=1, retain=True)
+            # Policies set at run time (admin API), kept as retained messages: subscribed
+            # before the sessions connect, so that they ask the broker for the right queue.
+            await bridge.subscribe(self._topic("bridge/policy/+"), qos=1)
             await bridge.subscribe(ha.status_topic(self.discovery_prefix), qos=1)
             if self.fleet is not None:
                 # Tells each sleepy device whether its next advertisement should open a window.
@@ -476,6 +503,10 @@ class Supervisor:
 
     async def _on_bridge_message(self, message: Publish) -> bool:
         if self.fleet is not None and self.fleet.pending_message(message.topic, message.payload):
+            self._listing_changed()  # its pending count
+            return True
+        if message.topic.startswith(self._topic(POLICY_TOPIC)):
+            self._policy_message(message.topic, message.payload)
             return True
         if message.topic == ha.status_topic(self.discovery_prefix) and message.payload == ONLINE:
             # A task: the handler runs on the bridge's receive path, and the re-send waits
@@ -559,7 +590,7 @@ class Supervisor:
     def _set_link(self, device_id: str, link: LinkState) -> None:
         if self.links.get(device_id) != link:
             self.links[device_id] = link
-            self._devices_changed.set()
+            self._listing_changed()
 
     async def _publish_devices(self) -> None:
         # One task publishes the latest list: a burst of changes becomes one or two publishes.
@@ -744,7 +775,7 @@ class Supervisor:
         adapter.on_failure = retry_later
         self._lan[device_id] = entry
         self.links.setdefault(device_id, "unknown")
-        self._devices_changed.set()
+        self._listing_changed()
         if policy.persistent:
             # Commands sent before the first successful poll must have a session to wait in.
             try:
@@ -752,3 +783,172 @@ class Supervisor:
             except MQTTClientError as exc:
                 log.warning("LAN %s: session not prepared: %s", device_id, exc)
         await poller.start()
+
+    # --- admin API hooks (gateway/admin) ---------------------------------------------------------
+
+    def _listing_changed(self) -> None:
+        self.version += 1
+        self._devices_changed.set()
+
+    def _known(self, device_id: str) -> KnownDeviceView | None:
+        return next((k for k in self.config.known if k.id == device_id), None)
+
+    def client_id_of(self, device_id: str) -> str | None:
+        """The MQTT client id of a device's session; None for an unknown device."""
+        session = self.sessions.get(device_id)
+        if session is not None:
+            return session.client_id
+        return f"dev-{device_id}" if self._known(device_id) is not None else None
+
+    def device_of_client(self, client_id: str) -> str | None:
+        """The device a broker session belongs to (its session or its status link)."""
+        if not client_id.startswith("dev-"):
+            return None
+        for device_id, session in self.sessions.items():
+            if client_id in (session.client_id, f"{session.client_id}.status"):
+                return device_id
+        return None
+
+    def attempts(self, device_id: str, payload: bytes, correlation: bytes | None) -> int:
+        """Failed delivery attempts of a queued command so far (held in memory)."""
+        session = self.sessions.get(device_id)
+        return 0 if session is None else session.attempts(payload, correlation)
+
+    def device_listing(self) -> list[dict[str, object]]:
+        """Every device as the admin API lists it. ``pending`` is the count of commands
+        waiting as far as the device layer knows it (sleepy BLE devices follow their pending
+        lists); None when only the broker knows (the admin service asks it)."""
+        listing: list[dict[str, object]] = []
+        for device_id in sorted(self.links):
+            session = self.sessions.get(device_id)
+            known = self._known(device_id)
+            if session is not None:
+                device = session.device
+            elif known is not None:
+                address = known.address or known.host
+                policy = self._stored_policy(device_id, known.policy)
+                device = Device(device_id, known.kind, known.name or device_id, address, policy)
+            else:  # pragma: no cover - every listed device is known or has a session
+                continue
+            link = self.links[device_id]
+            sleepy = self.fleet.get(device_id) if self.fleet is not None else None
+            rssi = None
+            if device.kind in BLE_KINDS and device.address:
+                rssi = self._rssi.get(device.address.upper())
+            last_seen = None
+            if session is not None and link != "unknown":
+                last_seen = round(session.last_seen, 3)
+            listing.append(
+                {
+                    "id": device_id,
+                    "kind": device.kind,
+                    "name": device.name or device_id,
+                    "policy": dataclasses.asdict(device.policy),
+                    "link": link,
+                    "last_seen": last_seen,
+                    "address": device.address,
+                    "rssi": rssi,
+                    "wake_interval": device.policy.wake_interval,
+                    "pending": sleepy.pending if sleepy is not None else None,
+                }
+            )
+        return listing
+
+    def _config_policy(self, device_id: str) -> DevicePolicy:
+        base = self._base_policies.get(device_id)
+        if base is not None:
+            return base
+        known = self._known(device_id)
+        if known is None or device_id not in self.links:
+            raise KeyError(device_id)
+        return known.policy
+
+    def _stored_policy(self, device_id: str, base: DevicePolicy) -> DevicePolicy:
+        overrides = self._policy_overrides.get(device_id)
+        if not overrides:
+            return base
+        try:
+            return base.with_overrides(overrides)
+        except (PolicyError, TypeError) as exc:
+            log.warning("%s: stored policy %s not applied: %s", device_id, overrides, exc)
+            return base
+
+    async def set_policy(
+        self, device_id: str, overrides: Mapping[str, object] | None
+    ) -> DevicePolicy:
+        """Apply a device's policy overrides (None: back to the config's policy) at once.
+
+        The device session reconnects with the new queue policy (or renews its broker session
+        while it sleeps). Raises KeyError for an unknown device, PolicyError for a bad key or
+        value. Keeping it across restarts is the caller's job (retained
+        ``<prefix>/bridge/policy/<id>``, which this supervisor reads back at start).
+        """
+        base = self._config_policy(device_id)
+        policy = base.with_overrides(overrides) if overrides else base
+        async with self._policy_lock:
+            if overrides:
+                self._policy_overrides[device_id] = dict(overrides)
+            else:
+                self._policy_overrides.pop(device_id, None)
+            session = self._replace_policy(device_id, policy)
+            if session is not None:
+                await self._reconnect(device_id, session)
+        return policy
+
+    def _replace_policy(self, device_id: str, policy: DevicePolicy) -> DeviceSession | None:
+        """Give the device its new policy; the session if it changed (to reconnect)."""
+        self._listing_changed()
+        session = self.sessions.get(device_id)
+        if session is None or session.device.policy == policy:
+            return None
+        session.device = dataclasses.replace(session.device, policy=policy)
+        self._sessions_changed.set()  # the wake interval may have changed
+        return session
+
+    async def _reconnect(self, device_id: str, session: DeviceSession) -> None:
+        """The broker learns a session's queue policy from its CONNECT: connect again."""
+        entry = self._lan.get(device_id)
+        lock = entry.lock if entry is not None else contextlib.nullcontext()
+        try:
+            async with lock:
+                if session.awake:
+                    await session.sleep()
+                    await session.wake()
+                elif session.device.policy.persistent:
+                    await session.prime(announce=False)
+        except MQTTClientError as exc:
+            log.warning("%s: new policy not given to the broker yet: %s", device_id, exc)
+
+    def _policy_message(self, topic: str, payload: bytes) -> None:
+        """A retained policy (at start, or the echo of an admin change)."""
+        device_id = topic[len(self._topic(POLICY_TOPIC)) :]
+        overrides: object = None
+        if payload:
+            try:
+                overrides = json.loads(payload)
+            except (ValueError, UnicodeDecodeError):
+                overrides = "unreadable"
+            if not isinstance(overrides, dict):
+                log.warning("%s: unreadable policy %r ignored", topic, payload[:80])
+                return
+        if (overrides or None) == self._policy_overrides.get(device_id):
+            return
+        if overrides:
+            assert isinstance(overrides, dict)
+            self._policy_overrides[device_id] = overrides
+        else:
+            self._policy_overrides.pop(device_id, None)
+        try:
+            base = self._config_policy(device_id)
+        except KeyError:
+            return  # applied when the device shows up (_add_session)
+        session = self._replace_policy(device_id, self._stored_policy(device_id, base))
+        # Until start() is done, it connects the sessions itself, with this policy.
+        if session is not None and (self._started or session.awake):
+            task = asyncio.get_running_loop().create_task(self._reconnect_later(device_id, session))
+            self._policy_tasks.add(task)
+            task.add_done_callback(self._policy_tasks.discard)
+
+    async def _reconnect_later(self, device_id: str, session: DeviceSession) -> None:
+        async with self._policy_lock:
+            await self._reconnect(device_id, session)
