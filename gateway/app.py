@@ -15,16 +15,21 @@ from devices.ble.radio import Link, Radio
 from devices.demo import DemoTimings
 from devices.demo.demo import Demo, start_demo
 from devices.supervisor import Supervisor
+from gateway.auth.passwords import PasswordFileError
 from gateway.broker.core import Broker
 from gateway.config import (
+    ConfigError,
     DevicesConfig,
     GatewayConfig,
     KnownDeviceConfig,
     ListenerConfig,
+    load_config,
     with_demo,
 )
 from gateway.persistence import MemoryStore, SqliteStore, Store
+from gateway.reload import plan_reload
 from gateway.server.server import ListenerSpec, Server
+from gateway.systemd import Notifier
 
 log = logging.getLogger("gateway")
 
@@ -110,12 +115,21 @@ class Gateway:
     """Everything that runs in the gateway process, started and stopped as one.
 
     `demo_timings`: how fast the demo's devices live when demo mode is on (tests speed it up).
+    `config_path`: the file `reload()` reads again (None: the config was built in code).
     """
 
-    def __init__(self, config: GatewayConfig, *, demo_timings: DemoTimings | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        demo_timings: DemoTimings | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         if config.demo:
             with_demo(config)  # a config built in code may not have been checked: ConfigError
         self.config = config
+        self.config_path = config_path
+        self._reloading = asyncio.Lock()
         self.demo_timings = demo_timings
         self.demo: Demo | None = None
         settings = config.broker_settings()
@@ -244,6 +258,50 @@ class Gateway:
             except Exception:
                 log.exception("stopping the demo devices failed")
 
+    async def reload(self) -> list[str]:
+        """Read the config file again and apply what can change while running (see
+        gateway/reload.py): auth, admin users, ACLs, connection limits, log level. Every
+        connection is kept. Returns the changes applied, and logs them and the changes that
+        need a restart. A bad file raises ConfigError (logged) and changes nothing."""
+        async with self._reloading:
+            path = self.config_path
+            if path is None:
+                raise ConfigError("<config>", "", "no config file to reload from")
+            try:
+                new = await asyncio.to_thread(load_config, path)
+                if self.config.demo and not new.demo:
+                    new = with_demo(new, str(path))  # `run --demo` outlives the reload
+                plan = plan_reload(self.config, new)
+                # Both built before anything is swapped, so a failure leaves the old in force.
+                authenticator = plan.config.build_authenticator()
+                authorizer = plan.config.build_authorizer()
+            except PasswordFileError as exc:
+                error = ConfigError(str(path), "auth.password_file", str(exc))
+                log.error("reload failed, the previous configuration stays in force: %s", error)
+                raise error from None
+            except ConfigError as exc:
+                log.error("reload failed, the previous configuration stays in force: %s", exc)
+                raise
+            self.server.set_auth(authenticator, authorizer)
+            self.authenticator = authenticator
+            self.server.connect_timeout = plan.config.limits.connect_timeout
+            self.server.max_connections = plan.config.limits.max_connections
+            logging.getLogger().setLevel(plan.config.logging.level.upper())
+            self.config = plan.config
+            log.info(
+                "reloaded %s: %d users, %d ACL rules; connections kept",
+                path,
+                len(authenticator.users),
+                len(plan.config.auth.acl.rules),
+            )
+            if not plan.applied and not plan.restart_needed:
+                log.info("  nothing changed")
+            for change in plan.applied:
+                log.info("  applied: %s", change)
+            for key in plan.restart_needed:
+                log.warning("  %s changed: needs a restart, the old value stays in force", key)
+            return list(plan.applied)
+
     async def stop(self) -> None:
         # Device sessions close (and the bridge says offline) while the broker still runs.
         supervisor, self.supervisor = self.supervisor, None
@@ -257,16 +315,77 @@ class Gateway:
         await self.store.close()
 
 
-async def serve(config: GatewayConfig) -> None:
-    gateway = Gateway(config)
+def _serving_status(gateway: Gateway) -> str:
+    clients = gateway.server.outside_connections
+    return f"serving {clients} client{'' if clients == 1 else 's'}"
+
+
+async def _reload_for_signal(gateway: Gateway, notifier: Notifier) -> None:
+    notifier.reloading()
+    try:
+        await gateway.reload()
+    except ConfigError as exc:  # already logged by reload()
+        notifier.ready(f"reload failed, previous configuration in force: {exc}")
+    except Exception:
+        log.exception("reload failed, the previous configuration stays in force")
+        notifier.ready("reload failed, previous configuration in force (see the log)")
+    else:
+        notifier.ready(_serving_status(gateway))
+
+
+async def _report_status(gateway: Gateway, notifier: Notifier, every: float = 5.0) -> None:
+    shown = ""
+    while True:
+        await asyncio.sleep(every)
+        status = _serving_status(gateway)
+        if status != shown:
+            notifier.status(status)
+            shown = status
+
+
+async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
+    notifier = Notifier()
+    notifier.status("starting")
+    # Pinging already: systemd counts the watchdog from start-up, and restoring a large store
+    # keeps the loop running (TimeoutStartSec covers a start-up that never finishes).
+    notifier.start_watchdog()
+    gateway = Gateway(config, config_path=config_path)
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+    started = False
+    early_reload = False
+
+    def on_sighup() -> None:
+        nonlocal early_reload
+        if not started:  # reloading a half-started gateway: do it once it is up instead
+            early_reload = True
+            return
+        task = loop.create_task(_reload_for_signal(gateway, notifier))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    # Installed first: SIGHUP's default action would kill the process.
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     await gateway.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    started = True
+    notifier.ready(_serving_status(gateway))
+    if early_reload:
+        on_sighup()
+    status = loop.create_task(_report_status(gateway, notifier)) if notifier.enabled else None
     await stop.wait()
     log.info("stopping")
+    notifier.stopping()
+    loop.remove_signal_handler(signal.SIGHUP)
+    if status is not None:
+        status.cancel()
+    for task in list(reloads):
+        await task  # a reload half-way through finishes before the server goes away
     await gateway.stop()
+    await notifier.stop_watchdog()
+    notifier.close()
     log.info("stopped")
 
 
@@ -280,5 +399,5 @@ def run(config: GatewayConfig, *, config_path: Path) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log.info("edge-gateway starting with %s", config_path)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, config_path))
     return 0
