@@ -1,0 +1,516 @@
+"""The terminal UI: tables of devices, sessions, pending commands and events, and actions.
+
+The app draws a `Model` that a `Source` (normally an `AdminClient`) feeds; it never talks
+to the broker otherwise. Tables are redrawn on a short timer and only when their view
+changed, so a flood of updates costs one redraw per tick, and a redraw touches only the
+cells that changed while the rows stay the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets.data_table import RowDoesNotExist
+
+from gateway.tui.client import LinkState, LinkStatus, RequestError
+from gateway.tui.model import COLUMNS, VIEWS, Model, View, compact_json
+from gateway.tui.screens import (
+    ConfirmScreen,
+    PolicyChange,
+    PolicyScreen,
+    SendRequest,
+    SendScreen,
+)
+
+log = logging.getLogger(__name__)
+
+_TITLES: dict[View, str] = {
+    "devices": "Devices",
+    "sessions": "Sessions",
+    "pending": "Pending",
+    "events": "Events",
+}
+
+# Which actions make sense on which tab (the footer shows only those).
+_ACTION_VIEWS: dict[str, tuple[View, ...]] = {
+    "send": ("devices", "pending"),
+    "cancel": ("pending",),
+    "flush": ("devices", "pending"),
+    "kick": ("sessions",),
+    "delete": ("sessions",),
+    "policy": ("devices",),
+}
+
+
+class Source(Protocol):
+    """Where the app's data comes from and where its requests go (see client.AdminClient)."""
+
+    status: LinkStatus
+
+    def start(
+        self,
+        on_message: Callable[[str, bytes], None],
+        on_status: Callable[[LinkStatus], None],
+    ) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def request(
+        self, action: str, body: dict[str, object] | None = None, timeout: float | None = None
+    ) -> object: ...
+
+    def retry_now(self) -> None: ...
+
+
+class _Table:
+    """Keeps one DataTable in step with the model's rows, touching as little as possible."""
+
+    def __init__(self, widget: DataTable[Text]) -> None:
+        self.widget = widget
+        self.keys: list[str] = []
+        self.cells: dict[str, tuple[str, ...]] = {}
+        self.columns = [key for _, key in COLUMNS[self.view]]
+
+    @property
+    def view(self) -> View:
+        view = self.widget.id
+        assert view in VIEWS
+        return view
+
+    def show(self, rows: list[tuple[str, tuple[str, ...]]]) -> None:
+        table = self.widget
+        keys = [key for key, _ in rows]
+        if keys == self.keys:
+            for key, cells in rows:
+                old = self.cells.get(key)
+                if old == cells:
+                    continue
+                for index, value in enumerate(cells):
+                    if old is None or old[index] != value:
+                        table.update_cell(key, self.columns[index], Text(value))
+            self.cells = dict(rows)
+            return
+        selected = self.selected()
+        table.clear()
+        for key, cells in rows:
+            table.add_row(*(Text(c) for c in cells), key=key)
+        self.keys = keys
+        self.cells = dict(rows)
+        if selected is not None and selected in self.cells:
+            table.move_cursor(row=keys.index(selected), animate=False)
+
+    def selected(self) -> str | None:
+        table = self.widget
+        if table.row_count == 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except (RowDoesNotExist, LookupError):
+            return None
+        return key
+
+
+class FilterInput(Input):
+    """The filter line; Escape clears it and gives the focus back to the table."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear", "Clear filter")]
+
+    def action_clear(self) -> None:
+        self.value = ""
+        self.add_class("hidden")
+        self.app.query_one(TabbedContent).active_pane.query_one(DataTable).focus()  # type: ignore[union-attr]
+
+
+class GatewayTUI(App[None]):
+    """`edge-gateway tui`."""
+
+    TITLE = "edge-gateway"
+    ENABLE_COMMAND_PALETTE = False
+    CSS = """
+    #status {
+        height: auto;
+        padding: 0 1;
+        background: $panel;
+    }
+    #banner {
+        height: auto;
+        padding: 0 1;
+        background: $error;
+        color: $text;
+        text-style: bold;
+    }
+    #banner.hidden {
+        display: none;
+    }
+    #filter {
+        dock: bottom;
+        margin-bottom: 1;
+        height: 3;
+    }
+    #filter.hidden {
+        display: none;
+    }
+    DataTable {
+        height: 1fr;
+    }
+    TabbedContent, ContentSwitcher {
+        height: 1fr;
+    }
+    TabPane {
+        height: 1fr;
+        padding: 0;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "send", "Send"),
+        Binding("c", "cancel", "Cancel cmd"),
+        Binding("f", "flush", "Flush"),
+        Binding("k", "kick", "Kick"),
+        Binding("d", "delete", "Delete"),
+        Binding("p", "policy", "Policy"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("q", "quit", "Quit"),
+        Binding("1", "show('devices')", "Devices", show=False),
+        Binding("2", "show('sessions')", "Sessions", show=False),
+        Binding("3", "show('pending')", "Pending", show=False),
+        Binding("4", "show('events')", "Events", show=False),
+    ]
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        prefix: str = "gw",
+        clock: Callable[[], float] = time.time,
+        model: Model | None = None,
+        tick: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.clock = clock
+        self.model = model if model is not None else Model(prefix=prefix)
+        self.tick = tick
+        self.link = source.status
+        self.filters: dict[View, str] = dict.fromkeys(VIEWS, "")
+        self._drawn: dict[str, int] = {}  # view -> model version drawn
+        self._drawn_filter = ""
+        self._tables: dict[View, _Table] = {}
+        self.last_result = ""  # the outcome of the last action, also shown as a notification
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        yield Static(id="banner", classes="hidden")
+        with TabbedContent(initial="tab-devices"):
+            for number, view in enumerate(VIEWS, 1):
+                with TabPane(f"{number} {_TITLES[view]}", id=f"tab-{view}"):
+                    table: DataTable[Text] = DataTable(
+                        id=view, cursor_type="row", zebra_stripes=True
+                    )
+                    for label, key in COLUMNS[view]:
+                        table.add_column(label, key=key)
+                    yield table
+        yield FilterInput(
+            placeholder="filter: words to look for (Enter: keep, Esc: clear)",
+            id="filter",
+            classes="hidden",
+        )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for view in VIEWS:
+            self._tables[view] = _Table(self.query_one(f"#{view}", DataTable))
+        self._show_link(self.source.status)
+        self.redraw(force=True)
+        self.set_interval(self.tick, self.redraw)
+        # Ages and "expires in" change with time alone.
+        self.set_interval(5.0, lambda: self.redraw(force=True))
+        self.source.start(self._feed, self._link_changed)
+
+    async def on_unmount(self) -> None:
+        await self.source.stop()
+
+    # --- data in ------------------------------------------------------------------------------
+
+    def _feed(self, topic: str, payload: bytes) -> None:
+        try:
+            self.model.handle_message(topic, payload)
+        except Exception:  # the model is meant never to raise; the UI must survive if it does
+            log.exception("model failed on %r", topic)
+
+    def _link_changed(self, status: LinkStatus) -> None:
+        was = self.link.state
+        self.link = status
+        self._show_link(status)
+        if status.state is LinkState.CONNECTED and was is not LinkState.CONNECTED:
+            self.run_worker(self.load_all(), group="load", exclusive=True)
+
+    async def load_all(self) -> None:
+        """Ask for the full lists (live updates only say what changes afterwards)."""
+        for action in ("devices", "sessions", "pending"):
+            try:
+                data = await self.source.request(action)
+            except RequestError as exc:
+                self._report(f"could not load {action}: {exc}", error=True)
+                return
+            try:
+                self.model.apply_response(action, data)
+            except Exception:
+                log.exception("model failed on the %s response", action)
+        self.redraw()
+
+    # --- drawing ------------------------------------------------------------------------------
+
+    @property
+    def view(self) -> View:
+        active = self.query_one(TabbedContent).active.removeprefix("tab-")
+        return active if active in VIEWS else "devices"
+
+    def _show_link(self, status: LinkStatus) -> None:
+        banner = self.query_one("#banner", Static)
+        if status.state is LinkState.CONNECTED:
+            banner.add_class("hidden")
+        else:
+            if status.state is LinkState.CONNECTING:
+                text = f"{status.detail}…"
+            elif status.state is LinkState.REFUSED:
+                text = f"gateway refused the connection — retrying: {status.detail}"
+            else:
+                text = f"gateway unreachable — retrying ({status.detail})"
+            banner.update(Text(text))
+            banner.remove_class("hidden")
+        self._draw_status()
+
+    def _draw_status(self) -> None:
+        state = self.link.state
+        if state is LinkState.CONNECTED:
+            link = "[connected]"
+        elif state is LinkState.CONNECTING:
+            link = "[connecting]"
+        else:
+            link = "[DISCONNECTED, data may be stale]"
+        line = f"{self.model.header(self.clock())}  {link}"
+        self.query_one("#status", Static).update(Text(line))
+
+    def redraw(self, force: bool = False) -> None:
+        """Bring the header and the visible table up to date (cheap when nothing changed)."""
+        versions = self.model.versions
+        if force or self._drawn.get("status") != versions["status"]:
+            self._drawn["status"] = versions["status"]
+            self._draw_status()
+        view = self.view
+        key = f"{view}:{self.filters[view]}"
+        if force or self._drawn.get(view) != versions[view] or self._drawn_filter != key:
+            self._drawn[view] = versions[view]
+            self._drawn_filter = key
+            self._draw_table(view)
+
+    def _draw_table(self, view: View) -> None:
+        rows = self.model.rows(view, self.clock(), self.filters[view])
+        self._tables[view].show(rows)
+        total = len(self.model.rows(view, self.clock())) if self.filters[view] else len(rows)
+        count = f"{len(rows)}/{total}" if self.filters[view] else str(total)
+        number = VIEWS.index(view) + 1
+        tab = self.query_one(TabbedContent).get_tab(f"tab-{view}")
+        tab.label = f"{number} {_TITLES[view]} ({count})"
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self) -> None:
+        filter_input = self.query_one("#filter", Input)
+        filter_input.value = self.filters[self.view]
+        filter_input.set_class(not self.filters[self.view], "hidden")
+        self.redraw(force=True)
+        self.refresh_bindings()
+        self.query_one(f"#{self.view}", DataTable).focus()
+
+    # --- filter -------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        filter_input = self.query_one("#filter", Input)
+        filter_input.remove_class("hidden")
+        filter_input.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filters[self.view] = event.value
+        self.redraw()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one(f"#{self.view}", DataTable).focus()
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def action_show(self, view: str) -> None:
+        self.query_one(TabbedContent).active = f"tab-{view}"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        views = _ACTION_VIEWS.get(action)
+        if views is None:
+            return True
+        if self.view not in views:
+            return False
+        # Shown but greyed out while disconnected: the keys are there, they just cannot work.
+        return True if self.link.state is LinkState.CONNECTED else None
+
+    def _selected(self, view: View | None = None) -> str | None:
+        view = view or self.view
+        if view != self.view:
+            return None
+        return self._tables[view].selected()
+
+    def _selected_device(self) -> str | None:
+        key = self._selected()
+        return None if key is None else self.model.device_of_key(self.view, key)
+
+    def _report(self, message: str, error: bool = False) -> None:
+        self.last_result = message
+        self.notify(message, severity="error" if error else "information", markup=False)
+
+    def _request(self, action: str, body: dict[str, object], done: str) -> None:
+        async def run() -> None:
+            try:
+                data = await self.source.request(action, body)
+            except RequestError as exc:
+                self._report(str(exc), error=True)
+                return
+            self._report(f"{done}: {compact_json(data)}")
+
+        self.run_worker(run(), group="actions")
+
+    def _confirmed(
+        self,
+        question: str,
+        detail: str,
+        action: str,
+        body: dict[str, object],
+        done: str,
+        yes: str = "Yes",
+    ) -> None:
+        def answer(ok: bool | None) -> None:
+            if ok:
+                self._request(action, body, done)
+            else:
+                self._report("cancelled: nothing was changed")
+
+        self.push_screen(ConfirmScreen(question, detail, yes), answer)
+
+    def action_send(self) -> None:
+        device = self._selected_device()
+        if device is None:
+            self._report("select a device first", error=True)
+            return
+
+        def sent(request: SendRequest | None) -> None:
+            if request is None:
+                return
+            body: dict[str, object] = {"device": request.device, "command": request.command}
+            if request.ttl is not None:
+                body["ttl"] = request.ttl
+            self._request("send", body, f"sent to {request.device}")
+
+        self.push_screen(SendScreen(device), sent)
+
+    def action_cancel(self) -> None:
+        key = self._selected()
+        entry = None if key is None else self.model.pending_for_key(key)
+        if entry is None:
+            self._report("select a pending command first", error=True)
+            return
+        self._confirmed(
+            f"Cancel command {entry.id} of {entry.device}?",
+            f"{compact_json(entry.command)} (it is reported as 'cancelled')",
+            "cancel",
+            {"device": entry.device, "id": entry.id},
+            f"cancelled on {entry.device}",
+            yes="Cancel it",
+        )
+
+    def action_flush(self) -> None:
+        device = self._selected_device()
+        if device is None:
+            self._report("select a device first", error=True)
+            return
+        count = len(self.model.pending.get(device, ()))
+        self._confirmed(
+            f"Flush the queue of {device}?",
+            f"{count} pending command(s) will be cancelled.",
+            "flush",
+            {"device": device},
+            f"flushed {device}",
+            yes="Flush",
+        )
+
+    def action_kick(self) -> None:
+        client_id = self._selected("sessions")
+        if client_id is None:
+            self._report("select a session first", error=True)
+            return
+        self._confirmed(
+            f"Kick {client_id}?",
+            "Its connection is closed; a persistent session stays and the client may reconnect.",
+            "kick",
+            {"client_id": client_id},
+            f"kicked {client_id}",
+            yes="Kick",
+        )
+
+    def action_delete(self) -> None:
+        client_id = self._selected("sessions")
+        if client_id is None:
+            self._report("select a session first", error=True)
+            return
+        session = self.model.sessions.get(client_id)
+        queued = 0 if session is None else session.queued
+        self._confirmed(
+            f"Delete the session of {client_id}?",
+            f"Its subscriptions and {queued} queued message(s) are lost; a connected "
+            "client is disconnected.",
+            "delete_session",
+            {"client_id": client_id},
+            f"deleted {client_id}",
+            yes="Delete",
+        )
+
+    def action_policy(self) -> None:
+        device = self._selected_device()
+        if device is None or self.view != "devices":
+            self._report("select a device first", error=True)
+            return
+        current = self.model.devices[device].policy_dict if device in self.model.devices else {}
+
+        def edited(change: PolicyChange | None) -> None:
+            if change is None:
+                return
+            if change.policy is None:
+                question, detail = f"Reset the policy of {device}?", "Back to the config's."
+            else:
+                question, detail = f"Change the policy of {device}?", compact_json(change.policy)
+            self._confirmed(
+                question,
+                f"{detail} The device's session reconnects with it.",
+                "set_policy",
+                {"device": device, "policy": change.policy},
+                f"policy of {device}",
+                yes="Apply",
+            )
+
+        self.push_screen(PolicyScreen(device, current), edited)
+
+    def action_refresh(self) -> None:
+        if self.link.state is LinkState.CONNECTED:
+            self.run_worker(self.load_all(), group="load", exclusive=True)
+        else:
+            self.source.retry_now()
+        self.redraw(force=True)

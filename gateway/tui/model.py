@@ -1,0 +1,683 @@
+"""What the terminal UI knows about the gateway, built from the admin API's messages.
+
+Pure: no I/O, no clock of its own (``now`` is passed in), no Textual. Every payload comes
+from the network, so nothing here trusts its shape: an entry that does not look right is
+logged and skipped, and a message that is not what its topic promises changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+log = logging.getLogger(__name__)
+
+View = Literal["devices", "sessions", "pending", "events"]
+VIEWS: Final[tuple[View, ...]] = ("devices", "sessions", "pending", "events")
+
+# (label, key) of each table column, in display order.
+COLUMNS: Final[dict[View, tuple[tuple[str, str], ...]]] = {
+    "devices": (
+        ("Device", "id"),
+        ("Kind", "kind"),
+        ("Link", "link"),
+        ("Seen", "seen"),
+        ("Pending", "pending"),
+        ("Session", "session"),
+        ("Wake", "wake"),
+        ("RSSI", "rssi"),
+        ("Address", "address"),
+        ("Name", "name"),
+    ),
+    "sessions": (
+        ("Client", "client_id"),
+        ("State", "state"),
+        ("Session", "kind"),
+        ("Queued", "queued"),
+        ("In flight", "inflight"),
+        ("Expires", "expires"),
+        ("MQTT", "protocol"),
+        ("Subs", "subs"),
+        ("User", "user"),
+        ("Listener", "listener"),
+        ("Address", "address"),
+    ),
+    "pending": (
+        ("Device", "device"),
+        ("Id", "id"),
+        ("State", "state"),
+        ("Command", "command"),
+        ("Age", "age"),
+        ("Expires in", "expires"),
+        ("Tries", "attempts"),
+        ("Topic", "topic"),
+    ),
+    "events": (
+        ("Time", "time"),
+        ("Event", "type"),
+        ("Who", "who"),
+        ("Detail", "detail"),
+    ),
+}
+
+Row = tuple[str, tuple[str, ...]]  # (row key, cell texts)
+
+_SEP = "\x1f"  # joins the parts of a row key; cannot occur in a client id or device id
+_COMMAND_WIDTH = 40
+_DETAIL_WIDTH = 60
+
+
+# --- tolerant readers ------------------------------------------------------------------------
+
+
+def _str(obj: Mapping[str, object], key: str, default: str = "") -> str:
+    value = obj.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return default
+
+
+def _int(obj: Mapping[str, object], key: str, default: int = 0) -> int:
+    value = obj.get(key)
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value == value and abs(value) < 2**53:
+        return int(value)
+    return default
+
+
+def _opt_float(obj: Mapping[str, object], key: str) -> float | None:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    as_float = float(value)
+    if as_float != as_float or as_float in (float("inf"), float("-inf")):
+        return None
+    return as_float
+
+
+def _opt_int(obj: Mapping[str, object], key: str) -> int | None:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return _int(obj, key)
+
+
+def _bool(obj: Mapping[str, object], key: str) -> bool:
+    return obj.get(key) is True
+
+
+def _is_object(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+def compact_json(value: object) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())  # newlines would break a table row
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    client_id: str
+    username: str = ""
+    protocol: int = 0
+    persistent: bool = False
+    connected: bool = False
+    offline_since: float | None = None
+    session_expiry: int = 0
+    expires_at: float | None = None
+    subscriptions: tuple[str, ...] = ()
+    queued: int = 0
+    queued_bytes: int = 0
+    inflight: int = 0
+    inflight_bytes: int = 0
+    listener: str = ""
+    address: str = ""
+    device: str | None = None
+
+    @classmethod
+    def parse(cls, obj: object) -> Session | None:
+        if not _is_object(obj):
+            return None
+        assert isinstance(obj, dict)
+        client_id = obj.get("client_id")
+        if not isinstance(client_id, str):
+            return None
+        subs = obj.get("subscriptions")
+        device = obj.get("device")
+        return cls(
+            client_id=client_id,
+            username=_str(obj, "username"),
+            protocol=_int(obj, "protocol"),
+            persistent=_bool(obj, "persistent"),
+            connected=_bool(obj, "connected"),
+            offline_since=_opt_float(obj, "offline_since"),
+            session_expiry=_int(obj, "session_expiry"),
+            expires_at=_opt_float(obj, "expires_at"),
+            subscriptions=tuple(s for s in subs if isinstance(s, str))
+            if isinstance(subs, list)
+            else (),
+            queued=_int(obj, "queued"),
+            queued_bytes=_int(obj, "queued_bytes"),
+            inflight=_int(obj, "inflight"),
+            inflight_bytes=_int(obj, "inflight_bytes"),
+            listener=_str(obj, "listener"),
+            address=_str(obj, "address"),
+            device=device if isinstance(device, str) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    kind: str = ""
+    name: str = ""
+    policy: tuple[tuple[str, object], ...] = ()
+    link: str = "unknown"
+    last_seen: float | None = None
+    address: str = ""
+    rssi: int | None = None
+    wake_interval: float | None = None
+    pending: int = 0
+
+    @property
+    def policy_dict(self) -> dict[str, object]:
+        return dict(self.policy)
+
+    @classmethod
+    def parse(cls, obj: object) -> Device | None:
+        if not _is_object(obj):
+            return None
+        assert isinstance(obj, dict)
+        device_id = obj.get("id")
+        if not isinstance(device_id, str):
+            return None
+        policy = obj.get("policy")
+        return cls(
+            id=device_id,
+            kind=_str(obj, "kind"),
+            name=_str(obj, "name"),
+            policy=tuple(sorted(policy.items())) if _is_object(policy) else (),  # type: ignore[union-attr]
+            link=_str(obj, "link", "unknown"),
+            last_seen=_opt_float(obj, "last_seen"),
+            address=_str(obj, "address"),
+            rssi=_opt_int(obj, "rssi"),
+            wake_interval=_opt_float(obj, "wake_interval"),
+            pending=_int(obj, "pending"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    device: str
+    id: int | str
+    command: object = None
+    queued_at: float | None = None
+    expires_at: float | None = None
+    state: str = "queued"
+    attempts: int = 0
+    topic: str = ""
+
+    @classmethod
+    def parse(cls, device: str, obj: object) -> Pending | None:
+        if not _is_object(obj):
+            return None
+        assert isinstance(obj, dict)
+        ident = obj.get("id")
+        if isinstance(ident, bool) or not isinstance(ident, int | str):
+            return None
+        return cls(
+            device=device,
+            id=ident,
+            command=obj.get("command"),
+            queued_at=_opt_float(obj, "queued_at"),
+            expires_at=_opt_float(obj, "expires_at"),
+            state=_str(obj, "state", "queued"),
+            attempts=_int(obj, "attempts"),
+            topic=_str(obj, "topic"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int  # our own arrival counter: events may come without one
+    ts: float | None
+    type: str
+    who: str
+    detail: str
+    result: str = ""  # command events: their outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    version: str = ""
+    started_at: float | None = None
+    uptime: float | None = None
+    clients: int | None = None
+    sessions: int | None = None
+    devices: int | None = None
+    msgs_in_per_s: float | None = None
+    msgs_out_per_s: float | None = None
+    store_bytes: int | None = None
+
+    @classmethod
+    def parse(cls, obj: object) -> Status | None:
+        if not _is_object(obj):
+            return None
+        assert isinstance(obj, dict)
+        return cls(
+            version=_str(obj, "version"),
+            started_at=_opt_float(obj, "started_at"),
+            uptime=_opt_float(obj, "uptime"),
+            clients=_opt_int(obj, "clients"),
+            sessions=_opt_int(obj, "sessions"),
+            devices=_opt_int(obj, "devices"),
+            msgs_in_per_s=_opt_float(obj, "msgs_in_per_s"),
+            msgs_out_per_s=_opt_float(obj, "msgs_out_per_s"),
+            store_bytes=_opt_int(obj, "store_bytes"),
+        )
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def fmt_duration(seconds: float) -> str:
+    """A short, sortable-by-eye duration: 45s, 12m, 3h05m, 2d04h."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def fmt_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def fmt_ago(ts: float | None, now: float) -> str:
+    return "-" if ts is None else f"{fmt_duration(now - ts)} ago"
+
+
+def fmt_until(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    if ts <= now:
+        return "expired"
+    return fmt_duration(ts - now)
+
+
+def _protocol(level: int) -> str:
+    return {3: "3.1", 4: "3.1.1", 5: "5"}.get(level, str(level) if level else "?")
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    """The gateway as last reported. ``versions`` counts the changes of each view so that a
+    UI redraws only what changed."""
+
+    prefix: str = "gw"
+    max_events: int = 500
+    history_per_device: int = 5
+    # Renders event times; tests pass time.gmtime so that output does not depend on TZ.
+    localtime: Callable[[float], time.struct_time] = time.localtime
+    sessions: dict[str, Session] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+    pending: dict[str, tuple[Pending, ...]] = field(default_factory=dict)
+    events: deque[Event] = field(default_factory=deque)
+    # Outcomes of commands that did not run (superseded, expired, cancelled, ...), per device,
+    # newest first: shown under the device's pending commands.
+    history: dict[str, deque[Event]] = field(default_factory=dict)
+    status: Status | None = None
+    versions: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*VIEWS, "status"), 0))
+    ignored: int = 0  # payloads that made no sense (for tests and the curious)
+    _event_seq: int = 0
+
+    # --- input -------------------------------------------------------------------------------
+
+    def handle_message(self, topic: str, payload: bytes) -> str | None:
+        """Apply one live message; returns the view it changed (or "status"), None if none."""
+        base = f"{self.prefix}/bridge/"
+        if not topic.startswith(base):
+            return None
+        rest = topic[len(base) :]
+        data = self._decode(topic, payload)
+        if data is _BAD:
+            return None
+        changed: bool
+        if rest == "updates/sessions":
+            changed, view = self.set_sessions(data), "sessions"
+        elif rest == "updates/devices":
+            changed, view = self.set_devices(data), "devices"
+        elif rest == "updates/pending":
+            changed, view = self.set_pending(data), "pending"
+        elif rest == "events":
+            changed, view = self.add_event(data), "events"
+        elif rest == "status":
+            changed, view = self.set_status(data), "status"
+        else:
+            return None
+        return view if changed else None
+
+    def _decode(self, topic: str, payload: bytes) -> object:
+        if not payload:
+            return _BAD  # a cleared retained message: nothing to show
+        try:
+            return json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            self._ignore(f"{topic}: not JSON")
+            return _BAD
+
+    def _ignore(self, why: str) -> None:
+        self.ignored += 1
+        log.warning("ignored: %s", why)
+
+    def set_sessions(self, data: object) -> bool:
+        if not isinstance(data, list):
+            self._ignore("sessions: not a list")
+            return False
+        sessions: dict[str, Session] = {}
+        for item in data:
+            session = Session.parse(item)
+            if session is None:
+                self._ignore(f"sessions: bad entry {_clip(repr(item), 80)}")
+                continue
+            sessions[session.client_id] = session
+        if sessions == self.sessions:
+            return False
+        self.sessions = sessions
+        self.versions["sessions"] += 1
+        return True
+
+    def set_devices(self, data: object) -> bool:
+        if not isinstance(data, list):
+            self._ignore("devices: not a list")
+            return False
+        devices: dict[str, Device] = {}
+        for item in data:
+            device = Device.parse(item)
+            if device is None:
+                self._ignore(f"devices: bad entry {_clip(repr(item), 80)}")
+                continue
+            devices[device.id] = device
+        if devices == self.devices:
+            return False
+        self.devices = devices
+        self.versions["devices"] += 1
+        return True
+
+    def set_pending(self, data: object, device: str | None = None) -> bool:
+        """`data` maps device ids to lists; with `device`, only that device's list changes."""
+        if not _is_object(data):
+            self._ignore("pending: not an object")
+            return False
+        assert isinstance(data, dict)
+        pending = {} if device is None else dict(self.pending)
+        if device is not None:
+            pending.pop(device, None)
+        for dev, items in data.items():
+            if not isinstance(items, list):
+                self._ignore(f"pending: {dev!r} is not a list")
+                continue
+            parsed = []
+            for item in items:
+                entry = Pending.parse(dev, item)
+                if entry is None:
+                    self._ignore(f"pending: bad entry {_clip(repr(item), 80)}")
+                    continue
+                parsed.append(entry)
+            if parsed:
+                pending[dev] = tuple(parsed)
+        if pending == self.pending:
+            return False
+        self.pending = pending
+        self.versions["pending"] += 1
+        return True
+
+    def add_event(self, data: object) -> bool:
+        if not _is_object(data):
+            self._ignore("event: not an object")
+            return False
+        assert isinstance(data, dict)
+        kind = _str(data, "type", "?")
+        self._event_seq += 1
+        result = ""
+        if kind == "command":
+            who = _str(data, "device", "?")
+            result = _str(data, "result", "?")
+            detail = data.get("detail")
+            text = result if detail in (None, "") else f"{result}: {self._detail(detail)}"
+        elif kind == "events_dropped":
+            who = ""
+            text = f"{_int(data, 'count')} events not shown (rate limit)"
+        else:
+            who = _str(data, "client_id")
+            detail = data.get("detail")
+            text = "" if detail in (None, "") else self._detail(detail)
+        event = Event(self._event_seq, _opt_float(data, "ts"), kind, who, text, result)
+        self.events.appendleft(event)
+        while len(self.events) > self.max_events:
+            self.events.pop()
+        self.versions["events"] += 1
+        if kind == "command" and result not in ("", "delivered", "?"):
+            past = self.history.setdefault(who, deque(maxlen=self.history_per_device))
+            past.appendleft(event)
+            self.versions["pending"] += 1
+        return True
+
+    @staticmethod
+    def _detail(detail: object) -> str:
+        if isinstance(detail, str):
+            return detail
+        if _is_object(detail):
+            assert isinstance(detail, dict)
+            # A command notice: what matters is which command it was.
+            if "command" in detail:
+                return compact_json(detail["command"])
+        return compact_json(detail)
+
+    def set_status(self, data: object) -> bool:
+        status = Status.parse(data)
+        if status is None:
+            self._ignore("status: not an object")
+            return False
+        if status == self.status:
+            return False
+        self.status = status
+        self.versions["status"] += 1
+        return True
+
+    def apply_response(self, action: str, data: object) -> bool:
+        """Feed the data of a successful list request (sessions, devices, pending)."""
+        if action == "sessions":
+            return self.set_sessions(data)
+        if action == "devices":
+            return self.set_devices(data)
+        if action == "pending":
+            return self.set_pending(data)
+        return False
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def pending_for_key(self, key: str) -> Pending | None:
+        """The live pending command behind a Pending-table row key (None for history rows)."""
+        parts = key.split(_SEP)
+        if len(parts) != 3 or parts[0] != "p":
+            return None
+        for entry in self.pending.get(parts[1], ()):
+            if str(entry.id) == parts[2]:
+                return entry
+        return None
+
+    @staticmethod
+    def device_of_key(view: View, key: str) -> str | None:
+        """The device a row of the Devices or Pending table is about."""
+        if view == "devices":
+            return key
+        if view == "pending":
+            parts = key.split(_SEP)
+            return parts[1] if len(parts) == 3 else None
+        return None
+
+    # --- output -------------------------------------------------------------------------------
+
+    def rows(self, view: View, now: float, query: str = "") -> list[Row]:
+        """The rows of a table, sorted, keeping those whose text contains `query`
+        (case-insensitive; every word must appear)."""
+        if view == "devices":
+            rows = [self._device_row(d, now) for _, d in sorted(self.devices.items())]
+        elif view == "sessions":
+            rows = [self._session_row(s, now) for _, s in sorted(self.sessions.items())]
+        elif view == "pending":
+            rows = list(self._pending_rows(now))
+        else:
+            rows = [self._event_row(e) for e in self.events]
+        words = query.lower().split()
+        if not words:
+            return rows
+        return [row for row in rows if all(w in " ".join(row[1]).lower() for w in words)]
+
+    def _device_row(self, d: Device, now: float) -> Row:
+        policy = d.policy_dict
+        session = policy.get("session")
+        wake = "always on" if d.wake_interval is None else fmt_duration(d.wake_interval)
+        return (
+            d.id,
+            (
+                d.id,
+                d.kind,
+                d.link,
+                fmt_ago(d.last_seen, now),
+                str(d.pending),
+                session if isinstance(session, str) else "-",
+                wake,
+                "-" if d.rssi is None else f"{d.rssi} dBm",
+                d.address or "-",
+                d.name or "-",
+            ),
+        )
+
+    def _session_row(self, s: Session, now: float) -> Row:
+        if s.connected:
+            state = "online"
+        elif s.offline_since is not None:
+            state = f"offline {fmt_duration(now - s.offline_since)}"
+        else:
+            state = "offline"
+        expires = "-" if s.connected or not s.persistent else fmt_until(s.expires_at, now)
+        queued = f"{s.queued} ({fmt_bytes(s.queued_bytes)})" if s.queued else "0"
+        inflight = f"{s.inflight} ({fmt_bytes(s.inflight_bytes)})" if s.inflight else "0"
+        who = s.client_id if s.device is None else f"{s.client_id} [{s.device}]"
+        return (
+            s.client_id,
+            (
+                who,
+                state,
+                "persistent" if s.persistent else "clean",
+                queued,
+                inflight,
+                expires,
+                _protocol(s.protocol),
+                str(len(s.subscriptions)),
+                s.username or "-",
+                s.listener or "-",
+                s.address or "-",
+            ),
+        )
+
+    def _pending_rows(self, now: float) -> Iterable[Row]:
+        for device in sorted(set(self.pending) | set(self.history)):
+            for p in self.pending.get(device, ()):
+                yield (
+                    _SEP.join(("p", device, str(p.id))),
+                    (
+                        device,
+                        str(p.id),
+                        p.state.replace("_", " "),
+                        _clip(compact_json(p.command), _COMMAND_WIDTH),
+                        "-" if p.queued_at is None else fmt_duration(now - p.queued_at),
+                        fmt_until(p.expires_at, now),
+                        str(p.attempts),
+                        p.topic,
+                    ),
+                )
+            for e in self.history.get(device, ()):
+                yield (
+                    _SEP.join(("h", device, str(e.seq))),
+                    (
+                        device,
+                        "-",
+                        e.result,
+                        _clip(e.detail.partition(": ")[2] or e.detail, _COMMAND_WIDTH),
+                        "-" if e.ts is None else fmt_duration(now - e.ts),
+                        "-",
+                        "-",
+                        "",
+                    ),
+                )
+
+    def _event_row(self, e: Event) -> Row:
+        when = "--:--:--" if e.ts is None else time.strftime("%H:%M:%S", self.localtime(e.ts))
+        return (str(e.seq), (when, e.type, e.who or "-", _clip(e.detail, _DETAIL_WIDTH)))
+
+    def header(self, now: float) -> str:
+        """One line about the gateway (without the connection state, which the UI adds)."""
+        s = self.status
+        if s is None:
+            return "gateway status not received yet"
+        parts = [f"edge-gateway {s.version}".rstrip()]
+        if s.started_at is not None:
+            parts.append(f"up {fmt_duration(now - s.started_at)}")
+        elif s.uptime is not None:
+            parts.append(f"up {fmt_duration(s.uptime)}")
+        if s.clients is not None:
+            parts.append(f"clients {s.clients}")
+        if s.devices is not None:
+            parts.append(f"devices {s.devices}")
+        if s.msgs_in_per_s is not None or s.msgs_out_per_s is not None:
+            rate_in = s.msgs_in_per_s or 0.0
+            rate_out = s.msgs_out_per_s or 0.0
+            parts.append(f"msgs/s in {rate_in:.0f} out {rate_out:.0f}")
+        if s.store_bytes is not None:
+            parts.append(f"store {fmt_bytes(s.store_bytes)}")
+        return " | ".join(parts)
+
+
+class _Bad:
+    """Marks a payload that could not be decoded (None is valid JSON)."""
+
+
+_BAD: Final = _Bad()

@@ -1,0 +1,197 @@
+"""The TUI's dialogs: confirmation, sending a command, changing a device's policy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+_DIALOG_CSS = """
+{name} {{
+    align: center middle;
+}}
+{name} > Vertical {{
+    width: 70;
+    max-width: 100%;
+    height: auto;
+    border: heavy $accent;
+    padding: 0 1;
+    background: $surface;
+}}
+{name} Label {{
+    width: 100%;
+}}
+{name} .error {{
+    color: $error;
+}}
+{name} Horizontal {{
+    height: auto;
+    align: right middle;
+}}
+{name} Button {{
+    margin: 0 0 0 1;
+}}
+"""
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Asks before a destructive action: y/Enter on "Yes" confirms, n/Escape declines."""
+
+    DEFAULT_CSS = _DIALOG_CSS.format(name="ConfirmScreen")
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, detail: str = "", yes: str = "Yes") -> None:
+        super().__init__()
+        self.question = question
+        self.detail = detail
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(self.question, style="bold"), id="question")
+            if self.detail:
+                yield Label(Text(self.detail), id="detail")
+            with Horizontal():
+                yield Button(f"{self.yes} (y)", id="yes", variant="error")
+                yield Button("No (n)", id="no", variant="primary")
+
+    def on_mount(self) -> None:
+        # The safe answer has the focus: a stray Enter must not destroy anything.
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    device: str
+    command: dict[str, object]
+    ttl: int | None
+
+
+def parse_command(text: str) -> dict[str, object]:
+    """A command typed by the user: a non-empty JSON object (ValueError says what is wrong)."""
+    if not text.strip():
+        raise ValueError('type a JSON object, e.g. {"on": true}')
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict) or not value:
+        raise ValueError("the command must be a non-empty JSON object")
+    return value
+
+
+def parse_ttl(text: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) == 0:
+        raise ValueError("ttl: a whole number of seconds > 0, or empty")
+    return int(text)
+
+
+class SendScreen(ModalScreen[SendRequest | None]):
+    """Asks for a JSON command (and an optional time to live) for one device."""
+
+    DEFAULT_CSS = _DIALOG_CSS.format(name="SendScreen")
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, device: str, example: str = "") -> None:
+        super().__init__()
+        self.device = device
+        self.example = example
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(f"Send a command to {self.device}", style="bold"))
+            yield Label("Command (JSON object):")
+            yield Input(placeholder=self.example or '{"on": true}', id="command")
+            yield Label("Time to live in seconds (empty: the device's default):")
+            yield Input(placeholder="e.g. 600", id="ttl")
+            yield Label("", id="error", classes="error")
+            with Horizontal():
+                yield Button("Send", id="send", variant="primary")
+                yield Button("Cancel (Esc)", id="cancel")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#send")
+    def _submit(self) -> None:
+        try:
+            command = parse_command(self.query_one("#command", Input).value)
+            ttl = parse_ttl(self.query_one("#ttl", Input).value)
+        except ValueError as exc:
+            self.query_one("#error", Label).update(Text(f"Error: {exc}"))
+            return
+        self.dismiss(SendRequest(self.device, command, ttl))
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    device: str
+    policy: dict[str, object] | None  # None: back to the configuration's policy
+
+
+class PolicyScreen(ModalScreen[PolicyChange | None]):
+    """Edits a device's policy as JSON; "Reset" returns it to the configuration's."""
+
+    DEFAULT_CSS = _DIALOG_CSS.format(name="PolicyScreen")
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, device: str, policy: dict[str, object]) -> None:
+        super().__init__()
+        self.device = device
+        self.policy = policy
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(f"Policy of {self.device}", style="bold"))
+            yield Label(
+                "Keys to change (JSON object), e.g. "
+                '{"command_ttl": 600, "queue_depth": 5}; Enter applies.'
+            )
+            current = json.dumps(self.policy, separators=(", ", ": "), sort_keys=True)
+            yield Input(value=current, id="policy")
+            yield Label("", id="error", classes="error")
+            with Horizontal():
+                yield Button("Apply", id="apply", variant="primary")
+                yield Button("Reset to config", id="reset")
+                yield Button("Cancel (Esc)", id="cancel")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#apply")
+    def _submit(self) -> None:
+        try:
+            policy = parse_command(self.query_one("#policy", Input).value)
+        except ValueError as exc:
+            self.query_one("#error", Label).update(Text(f"Error: {exc}"))
+            return
+        self.dismiss(PolicyChange(self.device, policy))
+
+    @on(Button.Pressed, "#reset")
+    def _reset(self) -> None:
+        self.dismiss(PolicyChange(self.device, None))
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
