@@ -76,6 +76,8 @@ class BleView(Protocol):
     def wake_window(self) -> float: ...
     @property
     def retry_backoff(self) -> float: ...
+    @property
+    def state_refresh(self) -> float: ...
 
 
 class LanView(Protocol):
@@ -363,6 +365,7 @@ class Supervisor:
             connect_timeout=ble.connect_timeout,
             window=ble.wake_window,
             backoff_min=ble.retry_backoff,
+            refresh_interval=ble.state_refresh,
         )
         fleet = SleepyFleet(self.connector, link, self.prefix, settings=settings)
         for known in declared:

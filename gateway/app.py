@@ -15,8 +15,9 @@ from devices.ble.radio import Link, Radio
 from devices.demo import DemoTimings
 from devices.demo.demo import Demo, start_demo
 from devices.supervisor import Supervisor
+from gateway.admin.service import AdminService
 from gateway.auth.passwords import PasswordFileError
-from gateway.broker.core import Broker
+from gateway.broker.core import VERSION, Broker
 from gateway.config import (
     ConfigError,
     DevicesConfig,
@@ -149,6 +150,7 @@ class Gateway:
 
         self.broker.sys_extra = self._sys_figures
         self.supervisor: Supervisor | None = None
+        self.admin: AdminService | None = None
 
     def _sys_figures(self) -> list[tuple[str, str]]:
         """Counters of the connection layer and the store, for $SYS/broker/..."""
@@ -225,6 +227,26 @@ class Gateway:
                 "no device source is active yet: running as a durable MQTT broker only "
                 "(see devices: in the config)"
             )
+        await self._start_admin()
+
+    async def _start_admin(self) -> None:
+        """The admin API (gateway/admin), after the devices it reports on."""
+        admin = AdminService(
+            self.server,
+            self.server.connect_in_process,
+            lambda: self.supervisor,
+            self.config.topic_prefix,
+            reload=self.reload,
+            store_bytes=lambda: self.store.stats.size_bytes,
+            version=VERSION,
+        )
+        try:
+            await admin.start()
+        except Exception:
+            log.exception("the admin API failed to start; running without it")
+            await admin.stop()
+            return
+        self.admin = admin
 
     def _log_demo(self, demo: Demo) -> None:
         prefix, flags = self.config.topic_prefix, _mqtt_flags(self.config)
@@ -303,6 +325,9 @@ class Gateway:
             return list(plan.applied)
 
     async def stop(self) -> None:
+        admin, self.admin = self.admin, None
+        if admin is not None:
+            await admin.stop()
         # Device sessions close (and the bridge says offline) while the broker still runs.
         supervisor, self.supervisor = self.supervisor, None
         if supervisor is not None:
@@ -374,7 +399,10 @@ async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
     notifier.ready(_serving_status(gateway))
     if early_reload:
         on_sighup()
-    status = loop.create_task(_report_status(gateway, notifier)) if notifier.enabled else None
+    status = None
+    if notifier.enabled:
+        every = min(5.0, notifier.watchdog_interval or 5.0)
+        status = loop.create_task(_report_status(gateway, notifier, every))
     await stop.wait()
     log.info("stopping")
     notifier.stopping()

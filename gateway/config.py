@@ -164,6 +164,7 @@ class BleConfig:
     connect_timeout: float = 10.0
     wake_window: float = 30.0
     retry_backoff: float = 2.0  # first pause after a failed window; doubles, at most 300 s
+    state_refresh: float = 3600.0  # ask a device for its state when it is older than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -1008,6 +1009,9 @@ def _read_devices(src: _Source, section: _Map) -> DevicesConfig:
         wake_window=ble_section.number("wake_window", d.ble.wake_window, 0, 600, low_open=True),
         retry_backoff=ble_section.number(
             "retry_backoff", d.ble.retry_backoff, 0, 300, low_open=True
+        ),
+        state_refresh=ble_section.number(
+            "state_refresh", d.ble.state_refresh, 0, 7 * 24 * 3600, low_open=True
         ),
     )
     ble_section.finish()

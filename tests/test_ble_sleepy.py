@@ -31,8 +31,9 @@ class SetpointProfile:
 
     notify_chars = (STATUS,)
 
-    def __init__(self, confirm_timeout: float = 5.0) -> None:
+    def __init__(self, confirm_timeout: float = 5.0, *, can_refresh: bool = False) -> None:
         self.confirm_timeout = confirm_timeout
+        self.can_refresh = can_refresh
 
     def plan(self, command: Mapping[str, object]) -> list[GattStep]:
         if set(command) != {"target_temp"} or not isinstance(command["target_temp"], int | float):
@@ -44,6 +45,13 @@ class SetpointProfile:
 
         confirm = Confirmation(accept, notify=STATUS, timeout=self.confirm_timeout)
         return [GattStep(WRITE, bytes([0x41, raw]), confirm=confirm)]
+
+    def refresh(self) -> list[GattStep]:
+        """0x03 asks for the status; the toy device answers with its current setpoint."""
+        if not self.can_refresh:
+            return []
+        confirm = Confirmation(lambda data: data[:1] == b"\x02", notify=STATUS)
+        return [GattStep(WRITE, b"\x03", confirm=confirm)]
 
     def state(self, notification: bytes) -> dict[str, object] | None:
         if len(notification) == 2 and notification[0] == 0x02:
@@ -60,6 +68,7 @@ class FakeThermostat:
         self.connect_error: LinkErrorKind | None = None
         self.write_errors = 0  # the next writes fail with a GATT error
         self.silent = False  # writes succeed but nothing is notified
+        self.target = 40  # 20 °C
         self.connected = False
         self.queues: dict[str, asyncio.Queue[bytes]] = {}
 
@@ -77,8 +86,10 @@ class FakeGatt:
             self.device.write_errors -= 1
             raise LinkError("gatt", "org.bluez.Error.Failed")
         self.device.writes.append(data)
+        if data[0] == 0x41:
+            self.device.target = data[1]
         if not self.device.silent and STATUS in self.device.queues:
-            self.device.queues[STATUS].put_nowait(bytes([0x02, data[1]]))
+            self.device.queues[STATUS].put_nowait(bytes([0x02, self.device.target]))
 
     async def read(self, char_uuid: str) -> bytes:
         raise LinkError("gatt", "not readable")
@@ -234,6 +245,30 @@ async def test_commands_wait_across_a_gateway_restart(harness: Harness) -> None:
     sleepy, fake, _ = await make(harness)  # the supervisor's start after a restart
     await window(sleepy)
     assert fake.writes == [bytes([0x41, 46])]
+
+
+async def test_device_that_never_reported_is_asked_for_its_state(harness: Harness) -> None:
+    now = [100.0]
+    fake = FakeThermostat()
+    device = Device.of_kind("trv", "thermostat", address=ADDRESS)
+    profile = SetpointProfile(can_refresh=True)
+    adapter = GattAdapter(profile, FakeLink(fake), ADDRESS)
+    session = DeviceSession(device, adapter, harness.connect)
+    adapter.on_state = session.publish_state
+    await session.prime()
+    settings = WakeSettings(quiet=0.1, refresh_interval=600)
+    sleepy = SleepyDevice(session, adapter, settings, clock=lambda: now[0])
+    sleepy.pending_changed(0)  # nothing to deliver
+    state = await harness.observer("gw/trv/state")
+    await window(sleepy)
+    assert fake.writes == [b"\x03"] and not session.awake  # no MQTT wake was needed
+    await until(lambda: bool(state))
+    assert json.loads(state[-1].payload)["target_temp"] == 20
+    now[0] += 599
+    assert sleepy.advertised(advert()) is None  # fresh enough
+    now[0] += 1
+    await window(sleepy)
+    assert fake.writes == [b"\x03", b"\x03"]
 
 
 async def test_backoff_grows_and_is_capped() -> None:

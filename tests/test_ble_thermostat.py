@@ -214,3 +214,29 @@ async def test_write_that_keeps_failing_fails_after_max_attempts(
             trv.sleep()
             await observer.close()
             gateway.stop_if_running()
+
+
+async def test_thermostat_nobody_commanded_reports_its_state_when_it_wakes(
+    tmp_path: Path, system_bus: str
+) -> None:
+    port = free_port()
+    gateway = ProcessGateway(thermostat_config(tmp_path, port), port)
+    observer = Observer(port)
+    async with FakeBlueZ(system_bus) as bluez:
+        trv = FakeEq3(bluez, ADDRESS, status=eq3.Eq3Status(target_temp=17.5, valve=12))
+        try:
+            gateway.start()
+            await observer.connect()
+            await observer.until(lambda: observer.last("gw/trv/availability") == b"online")
+            trv.wake()
+            await observer.until(lambda: observer.last("gw/trv/state") is not None)
+            state = json.loads(observer.last("gw/trv/state") or b"{}")
+            assert (state["target_temp"], state["valve"]) == (17.5, 12)
+            # One status request (which also set the thermostat's clock), no command.
+            assert [w[0] for w in trv.writes] == [eq3.OP_STATUS_REQUEST]
+            assert len(trv.writes[0]) == 7
+            assert observer.results() == []
+        finally:
+            trv.sleep()
+            await observer.close()
+            gateway.stop_if_running()

@@ -6,6 +6,7 @@ in Heckie75/eQ-3-radiator-thermostat, eq-3-radiator-thermostat-api.md; each test
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 
 import pytest
@@ -343,3 +344,14 @@ def test_simulated_thermostat_presets_and_requests() -> None:
 def test_simulated_thermostat_refuses_what_it_does_not_understand(write: str) -> None:
     with pytest.raises(ValueError):
         apply_command(Eq3Status(), h(write))
+
+
+def test_refresh_asks_for_the_status_and_sets_the_clock() -> None:
+    when = datetime.datetime(2026, 11, 22, 7, 52, 31)
+    (step,) = Eq3Profile(clock=lambda: when).refresh()
+    # 03 YY MM DD hh mm ss: the status request that also sets the thermostat's clock.
+    assert (step.char, step.data) == (WRITE_CHAR, bytes.fromhex("03 1a 0b 16 07 34 1f"))
+    assert step.confirm is not None and step.confirm.notify == NOTIFY_CHAR
+    assert step.confirm.accept(encode_status(Eq3Status(target_temp=19.0)))
+    assert not step.confirm.accept(b"\x01\x02")
+    assert apply_command(Eq3Status(target_temp=19.0), step.data) == Eq3Status(target_temp=19.0)

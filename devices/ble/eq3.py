@@ -22,6 +22,7 @@ protocol, used by tests and the demo's simulated thermostat.
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -161,8 +162,24 @@ class Eq3Profile:
     temperature only the thermostat knows, by any status notification).
     """
 
-    def __init__(self, timeout: float = 5.0) -> None:
+    def __init__(
+        self, timeout: float = 5.0, clock: Callable[[], datetime.datetime] = datetime.datetime.now
+    ) -> None:
         self.timeout = timeout
+        self.clock = clock  # local time: the thermostat runs its week programme on it
+
+    def refresh(self) -> list[GattStep]:
+        """Ask for the status and set the thermostat's clock on the way (``03 YY MM DD hh mm
+        ss``, as the vendor app does on every connection)."""
+        now = self.clock()
+        data = bytes(
+            (OP_STATUS_REQUEST, now.year % 100, now.month, now.day, now.hour, now.minute,
+             now.second)
+        )  # fmt: skip
+        confirm = Confirmation(
+            _accept_status(_any_status), notify=NOTIFY_CHAR, timeout=self.timeout
+        )
+        return [GattStep(WRITE_CHAR, data, response=True, confirm=confirm)]
 
     @property
     def notify_chars(self) -> tuple[str, ...]:

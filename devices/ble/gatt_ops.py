@@ -69,3 +69,9 @@ class GattProfile(Protocol):
     def state(self, notification: bytes) -> dict[str, object] | None:
         """Readings carried by a notification (e.g. a thermostat's status), if any."""
         ...
+
+    def refresh(self) -> list[GattStep]:
+        """Steps that make the device report its state (and set its clock, where it has
+        one), for a device that is otherwise only heard when it carries out a command;
+        empty when it cannot be asked."""
+        ...

@@ -218,6 +218,9 @@ class ConfiguredProfile:
                 raise CommandError(f"{key}: unknown key; keys: {keys}")
         return [spec.step(command[spec.key]) for spec in self.commands if spec.key in command]
 
+    def refresh(self) -> list[GattStep]:
+        return []  # a declared profile has no status request
+
     def state(self, notification: bytes) -> dict[str, object] | None:
         return None
 

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from devices.ble.gatt_ops import Confirmation, GattProfile
+from devices.ble.gatt_ops import Confirmation, GattProfile, GattStep
 from devices.ble.radio import Advertisement, GattSession, Link, LinkError, LinkErrorKind
 from devices.model import DeviceUnreachable
 from devices.mqtt_client import MQTTClientError
@@ -50,6 +50,9 @@ class WakeSettings:
     connect_timeout: float = 10.0
     window: float = 30.0  # a window closes at this deadline even if commands keep coming
     quiet: float = 0.3  # the queue counts as drained after this long without a command
+    # Ask a device that can be asked (GattProfile.refresh) for its state when it last reported
+    # longer ago than this: a thermostat nobody commands would otherwise never show its state.
+    refresh_interval: float = 3600.0
     backoff_min: float = 2.0
     backoff_max: float = 300.0
 
@@ -82,11 +85,14 @@ class GattAdapter:
         self.on_state = on_state
         self.writes = 0
         self.last_error: LinkErrorKind | None = None  # the window's last failure, by kind
+        self.clock: Callable[[], float] = time.monotonic
+        self.state_at: float | None = None  # clock() when the device last reported its state
         self._stack: contextlib.AsyncExitStack | None = None
         self._gatt: GattSession | None = None
         self._received: dict[str, list[bytes]] = {}
         self._news = asyncio.Event()
         self._pumps: list[asyncio.Task[None]] = []
+        self._publishing: set[asyncio.Task[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -94,7 +100,15 @@ class GattAdapter:
 
     async def execute(self, command: dict[str, object]) -> None:
         steps = self.profile.plan(command)  # InvalidCommand: refused before any radio work
-        gatt = await self._connection()
+        await self._run(await self._connection(), steps)
+
+    async def refresh(self) -> None:
+        """Have the device report its state (its notification is published as state)."""
+        steps = self.profile.refresh()
+        if steps:
+            await self._run(await self._connection(), steps)
+
+    async def _run(self, gatt: GattSession, steps: list[GattStep]) -> None:
         for step in steps:
             notify = step.confirm.notify if step.confirm is not None else None
             seen = len(self._received.get(notify, ())) if notify is not None else 0
@@ -146,11 +160,21 @@ class GattAdapter:
             self._received[char].append(data)
             self._news.set()
             values = self.profile.state(data)
-            if values and self.on_state is not None:
-                try:
-                    await self.on_state(values)
-                except (MQTTClientError, OSError) as exc:
-                    log.warning("%s: state not published: %s", self.address, exc)
+            if values:
+                self.state_at = self.clock()
+                if self.on_state is not None:
+                    # Its own task: the confirmation this notification brings may end the
+                    # window (and this pump) before the state is published.
+                    task = asyncio.get_running_loop().create_task(self._publish(values))
+                    self._publishing.add(task)
+                    task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, values: dict[str, object]) -> None:
+        assert self.on_state is not None
+        try:
+            await self.on_state(values)
+        except (MQTTClientError, OSError) as exc:
+            log.warning("%s: state not published: %s", self.address, exc)
 
     async def _confirm(self, gatt: GattSession, confirm: Confirmation, seen: int) -> None:
         if confirm.read is not None:
@@ -182,6 +206,8 @@ class GattAdapter:
         stack, self._stack, self._gatt = self._stack, None, None
         if stack is not None:
             await self._unwind(stack)
+        if self._publishing:
+            await asyncio.wait(set(self._publishing), timeout=10)
 
 
 class SleepyDevice:
@@ -199,6 +225,8 @@ class SleepyDevice:
         self.adapter = adapter
         self.settings = settings or WakeSettings()
         self.clock = clock
+        adapter.clock = clock
+        self.can_refresh = bool(adapter.profile.refresh())
         # Commands the broker holds for the device, from its retained pending list; None until
         # the list is first seen (then one window finds out).
         self.pending: int | None = None
@@ -216,6 +244,12 @@ class SleepyDevice:
     def pending_changed(self, count: int) -> None:
         self.pending = count
 
+    def refresh_due(self) -> bool:
+        state_at = self.adapter.state_at
+        return self.can_refresh and (
+            state_at is None or self.clock() - state_at >= self.settings.refresh_interval
+        )
+
     def advertised(self, advertisement: Advertisement) -> asyncio.Task[None] | None:
         """An advertisement from the device: it is awake for a moment. Returns the window's
         task when one was opened."""
@@ -223,7 +257,9 @@ class SleepyDevice:
         if self.session.offline and (self._heard is None or self._heard.done()):
             # It had missed its wake-ups and was marked offline: it is back.
             self._heard = asyncio.get_running_loop().create_task(self.session.back_online())
-        if not advertisement.connectable or self.busy or self.pending == 0:
+        if not advertisement.connectable or self.busy:
+            return None
+        if self.pending == 0 and not self.refresh_due():
             return None
         if self.clock() < self._not_before:
             return None
@@ -237,14 +273,21 @@ class SleepyDevice:
         self.windows += 1
         self.adapter.last_error = None
         failures = self.session.failed_attempts
+        device_id = self.session.device.id
         try:
-            await self.session.wake()
-            drained = await self.session.wait_quiet(settings.quiet, settings.window)
-            if not drained:
-                log.info("%s: wake window closed at its %g s deadline", self.session.device.id,
-                         settings.window)  # fmt: skip
+            if self.pending != 0:
+                await self.session.wake()
+                drained = await self.session.wait_quiet(settings.quiet, settings.window)
+                if not drained:
+                    log.info("%s: wake window closed at its %g s deadline", device_id,
+                             settings.window)  # fmt: skip
+            # No command brought a status report along, and the device is not misbehaving.
+            if self.adapter.last_error is None and self.refresh_due():
+                await self.adapter.refresh()
+        except (LinkError, DeviceUnreachable) as exc:
+            log.info("%s: state not refreshed: %s", device_id, exc)
         except MQTTClientError as exc:
-            log.warning("%s: wake window not opened: %s", self.session.device.id, exc)
+            log.warning("%s: wake window not opened: %s", device_id, exc)
         finally:
             await self.adapter.close()
             with contextlib.suppress(MQTTClientError):

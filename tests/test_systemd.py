@@ -1,0 +1,271 @@
+"""The systemd service: sd_notify from the gateway, and the unit file checked by systemd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from configparser import ConfigParser
+from pathlib import Path
+
+import pytest
+from conftest import REPO, free_port, write_config
+from paho_helpers import Client
+
+from gateway.systemd import Notifier, watchdog_interval
+
+UNIT = REPO / "systemd" / "edge-gateway.service"
+SHIPPED_BIN = "/opt/edge-gateway/bin/edge-gateway"
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+)
+
+
+class NotifySocket:
+    """The service manager's end: a datagram socket the gateway sends its state to."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address  # as NOTIFY_SOCKET spells it
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        bind = "\0" + address[1:] if address.startswith("@") else address
+        self.sock.bind(bind)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+
+    def receive(self, timeout: float) -> dict[str, str] | None:
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(65536)
+        except (TimeoutError, BlockingIOError):
+            return None
+        fields = dict(line.split("=", 1) for line in data.decode().splitlines())
+        self.messages.append((time.monotonic(), fields))
+        return fields
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, str]], bool], timeout: float = 20
+    ) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            fields = self.receive(left)
+            if fields is not None and predicate(fields):
+                return fields
+        raise AssertionError(f"no such notification; got {[m for _, m in self.messages]}")
+
+    def drain(self) -> list[dict[str, str]]:
+        out = []
+        while (fields := self.receive(0.001)) is not None:
+            out.append(fields)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[NotifySocket]:
+    # Abstract namespace: no path length limit, nothing left on disk.
+    sock = NotifySocket(f"@edge-gateway-test-{uuid.uuid4().hex}")
+    yield sock
+    sock.close()
+
+
+# --- the protocol ------------------------------------------------------------------------------
+
+
+def test_notifier_is_a_no_op_without_notify_socket() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled
+    assert notifier.notify("READY=1") is False
+    notifier.ready("x")
+    notifier.stopping()
+    assert notifier.watchdog_interval is None
+
+
+def test_notifier_path_socket(tmp_path: Path) -> None:
+    path = tmp_path / "n.sock"
+    if len(str(path)) > 100:
+        pytest.skip("temporary path too long for a Unix socket")
+    manager = NotifySocket(str(path))
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        notifier.ready("serving 3 clients")
+        assert manager.receive(2) == {"READY": "1", "STATUS": "serving 3 clients"}
+        notifier.reloading()
+        fields = manager.receive(2)
+        assert fields is not None and fields["RELOADING"] == "1"
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        assert 0 < now_usec - int(fields["MONOTONIC_USEC"]) < 60_000_000
+        notifier.status("two\nlines")  # a newline would start another field
+        assert manager.receive(2) == {"STATUS": "two lines"}
+        notifier.stopping()
+        assert manager.receive(2) == {"STOPPING": "1", "STATUS": "stopping"}
+        notifier.close()
+    finally:
+        manager.close()
+
+
+def test_notifier_survives_a_vanished_manager(notify_socket: NotifySocket) -> None:
+    notifier = Notifier({"NOTIFY_SOCKET": notify_socket.address})
+    assert notifier.notify("READY=1")
+    notify_socket.close()
+    assert notifier.notify("WATCHDOG=1") is False  # logged, not raised
+
+
+def test_watchdog_interval() -> None:
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
+    assert (
+        watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) == 15.0
+    )
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "0"}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "soon"}) is None
+    assert watchdog_interval({}) is None
+    # Without a socket there is nobody to ping.
+    assert Notifier({"WATCHDOG_USEC": "30000000"}).watchdog_interval is None
+
+
+async def test_a_blocked_loop_stops_the_watchdog(notify_socket: NotifySocket) -> None:
+    notifier = Notifier({"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "100000"})
+    assert notifier.watchdog_interval == 0.05
+    notifier.start_watchdog()
+    await asyncio.sleep(0.3)
+    assert {"WATCHDOG": "1"} in notify_socket.drain()
+    time.sleep(0.5)  # the loop is stuck: ten intervals pass without a ping
+    assert notify_socket.drain() == []
+    await asyncio.sleep(0.3)  # running again: pinging again
+    assert {"WATCHDOG": "1"} in notify_socket.drain()
+    await notifier.stop_watchdog()
+    notifier.close()
+
+
+# --- the gateway as a notify service ------------------------------------------------------------
+
+
+def test_gateway_notifies_ready_watchdog_status_stopping(
+    tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        NOTIFY_SOCKET=notify_socket.address,
+        WATCHDOG_USEC="400000",  # a ping every 0.2 s
+    )
+    log = (tmp_path / "gateway.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        ready = notify_socket.wait_for(lambda m: "READY" in m)
+        # READY=1 means the listeners are bound and the store is loaded: connect at once.
+        assert ready["STATUS"] == "serving 0 clients"
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+        assert (tmp_path / "gw.db").exists()
+        before = [m for _, m in notify_socket.messages]
+        assert before[0] == {"STATUS": "starting"}
+        notify_socket.wait_for(lambda m: m == {"WATCHDOG": "1"})
+        notify_socket.wait_for(lambda m: m == {"WATCHDOG": "1"})
+
+        client = Client(port, "status-client")
+        notify_socket.wait_for(lambda m: m.get("STATUS") == "serving 1 client", timeout=15)
+        client.disconnect()
+
+        proc.send_signal(signal.SIGTERM)
+        stopping = notify_socket.wait_for(lambda m: "STOPPING" in m)
+        assert stopping == {"STOPPING": "1", "STATUS": "stopping"}
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+    stamps = [t for t, m in notify_socket.messages if m == {"WATCHDOG": "1"}]
+    assert len(stamps) >= 2
+
+
+# --- the unit file ------------------------------------------------------------------------------
+
+
+def _unit() -> ConfigParser:
+    parser = ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment, method-assign]
+    parser.read_string(UNIT.read_text())
+    return parser
+
+
+def test_unit_settings() -> None:
+    service = _unit()["Service"]
+    assert service["Type"] == "notify"
+    assert service["NotifyAccess"] == "main"
+    assert service["WatchdogSec"] == "30"
+    assert service["Restart"] == "on-failure"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["ExecStart"] == f"{SHIPPED_BIN} run --config /etc/edge-gateway/config.yaml"
+    assert service["StateDirectory"] == "edge-gateway"
+    assert service["ConfigurationDirectory"] == "edge-gateway"
+    for key, value in {
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+    }.items():
+        assert service[key] == value
+    families = set(service["RestrictAddressFamilies"].split())
+    assert families == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
+
+
+def _runnable_unit(directory: Path) -> Path:
+    """The shipped unit with ExecStart pointing at this checkout's real command (verify checks
+    that the binary exists and is executable)."""
+    script = Path(sys.executable).parent / "edge-gateway"
+    command = str(script) if script.exists() else f"{sys.executable} -m gateway"
+    text = UNIT.read_text()
+    assert text.count(SHIPPED_BIN) == 1
+    unit = directory / "edge-gateway.service"
+    unit.write_text(text.replace(SHIPPED_BIN, command))
+    return unit
+
+
+@needs_analyze
+def test_unit_verifies(tmp_path: Path) -> None:
+    unit = _runnable_unit(tmp_path)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    problems = [line for line in done.stderr.splitlines() if "edge-gateway" in line]
+    assert problems == []
+
+
+@needs_analyze
+def test_unit_security_exposure_is_ok(tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", done.stdout)
+    assert found, done.stdout[-2000:]
+    assert float(found.group(1)) <= 2.5, done.stdout
+    assert found.group(2) in ("OK", "SAFE")
