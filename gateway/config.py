@@ -31,11 +31,12 @@ from gateway.auth.acl import (
     Acl,
     AclDefault,
     AclRule,
+    BridgeGuard,
     topic_filter_problem,
 )
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.passwords import PasswordFileError, read_password_file
-from gateway.broker.access import AllowAll, Authorizer
+from gateway.broker.access import Authorizer
 from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits, QueueRule
 
 _BROKER_DEFAULTS = BrokerSettings()
@@ -88,6 +89,9 @@ class ListenerConfig:
     keyfile: Path | None = None
     cafile: Path | None = None
     require_client_cert: bool = False
+    # Every client of this listener is an admin (unix only: the socket's file mode, 0660,
+    # decides who can connect).
+    admin: bool = False
 
 
 DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
@@ -98,6 +102,7 @@ DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
         host=None,
         port=None,
         path=DEFAULT_SOCKET_PATH,
+        admin=True,  # the local terminal UI works out of the box
     ),
 )
 
@@ -277,14 +282,20 @@ class GatewayConfig:
         )
 
     def build_authorizer(self) -> Authorizer:
+        """The ACL rules (if any) behind the built-in guard of <topic_prefix>/bridge/..."""
         acl = self.auth.acl
-        if not acl.rules and acl.default == "allow":
-            return AllowAll()
-        return Acl(acl.rules, acl.default, self.auth.admin_users)
+        inner: Authorizer | None = None
+        if acl.rules or acl.default != "allow":
+            inner = Acl(acl.rules, acl.default, self.auth.admin_users)
+        return BridgeGuard(self.topic_prefix, inner, self.auth.admin_users)
 
     def build_authenticator(self) -> Authenticator:
         """Raises PasswordFileError if the password file became unreadable since loading."""
-        return Authenticator(self.auth.password_file, self.auth.admin_users)
+        return Authenticator(
+            self.auth.password_file,
+            self.auth.admin_users,
+            admin_listeners=[listener.name for listener in self.listeners if listener.admin],
+        )
 
 
 def is_loopback_host(host: str) -> bool:
@@ -311,6 +322,8 @@ def describe_listener(listener: ListenerConfig) -> str:
         where = f"{listener.type} {_host_port(listener.host or '', listener.port or 0)}"
     if listener.require_client_cert:
         access += ", client certificate required"
+    if listener.admin:
+        access += ", every client is an admin"
     return f"{listener.name}: {where}, {access}"
 
 
@@ -567,13 +580,18 @@ _LISTENER_KEYS = {
         "cafile",
         "require_client_cert",
     ),
-    "unix": ("type", "name", "path", "allow_anonymous"),
+    "unix": ("type", "name", "path", "allow_anonymous", "admin"),
 }
 
 
 def _read_listener(src: _Source, path: str, raw: object) -> ListenerConfig:
     section = _Map(src, path, raw)
     kind = section.choice("type", "tcp", LISTENER_TYPES)
+    if kind != "unix":
+        section.elsewhere["admin"] = (
+            "'admin' applies to unix listeners only (the socket file's mode decides who may "
+            "connect); on tcp/tls listeners name admins in auth.admin_users"
+        )
     for other, keys in _LISTENER_KEYS.items():
         for key in keys:
             if key not in _LISTENER_KEYS[kind] and key not in section.elsewhere:
@@ -592,6 +610,7 @@ def _read_listener(src: _Source, path: str, raw: object) -> ListenerConfig:
             port=None,
             path=sock_path,
             allow_anonymous=section.boolean("allow_anonymous", True),
+            admin=section.boolean("admin", False),
         )
     else:
         default_host = "127.0.0.1" if kind == "tcp" else "0.0.0.0"

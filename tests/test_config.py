@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from devices.model import DevicePolicy
-from gateway.auth.acl import Acl, AclRule
+from gateway.auth.acl import AclRule, BridgeGuard
 from gateway.auth.passwords import hash_password, write_password_file
-from gateway.broker.access import AllowAll
 from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits, QueueRule
 from gateway.config import (
     DEFAULT_LISTENERS,
@@ -196,12 +195,14 @@ def test_acl_rules_and_authorizer(in_tmp: Path, passwords: Path) -> None:
     )
     assert rules[1].actions == frozenset({"write"}) and rules[1].reason_code == 0x87
     authorizer = cfg.build_authorizer()
-    assert isinstance(authorizer, Acl)
+    assert isinstance(authorizer, BridgeGuard) and authorizer.restricted_prefix is None
     assert authorizer.subscribe_refusal("bob", "c", "test/nosubscribe") == 0x80
     assert authorizer.can_publish("bob", "c", "users/bob/x")
     assert not authorizer.can_publish("bob", "c", "users/alice/x")
     assert authorizer.can_publish("alice", "c", "anything")  # admin
-    assert isinstance(GatewayConfig().build_authorizer(), AllowAll)
+    # No rules: only the built-in guard of gw/bridge, which restricts nothing else.
+    default = GatewayConfig().build_authorizer()
+    assert isinstance(default, BridgeGuard) and default.restricted_prefix == "gw/bridge"
     authenticator = cfg.build_authenticator()
     assert authenticator.users == {"alice", "bob"}
 

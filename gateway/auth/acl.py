@@ -15,6 +15,9 @@ include the one asked about decides; when none does, ``default`` decides.
 
 As in MQTT subscriptions, a rule filter starting with a wildcard never matches a ``$`` topic
 (``#`` does not grant ``$SYS/...``). Admin users bypass every rule.
+
+``BridgeGuard`` wraps the rules (or stands alone when there are none): the gateway's own
+``<prefix>/bridge/...`` topics are protected from non-admin clients whatever the rules say.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+from gateway.broker.access import Authorizer
 
 READ = "read"
 WRITE = "write"
@@ -244,3 +249,75 @@ class Acl:
     def forget(self, username: str | None, client_id: str) -> None:
         """Drop the per-client cache entry (e.g. when the client disconnects)."""
         self._bound.pop((username, client_id), None)
+
+
+# Below <prefix>/bridge: what only admins may receive (whatever the ACL rules say). The
+# admin API's requests and answers, its live updates and events are the gateway's own
+# business; bridge/state and bridge/devices stay readable by everyone (Home Assistant).
+_PRIVATE_BRIDGE_FILTERS = ("request/#", "response/#", "updates/#", "events/#")
+
+
+class BridgeGuard:
+    """An ``Authorizer`` protecting the gateway's own topics from non-admin clients, then
+    asking ``inner`` (the ACL, if any) about everything else.
+
+    * publish to ``<prefix>/bridge`` and below: refused (only the gateway and admins speak
+      there: device commands through the admin API, policies, state);
+    * receive of ``<prefix>/bridge/{request,response,updates,events}`` and below: refused;
+      a subscription entirely inside them is refused (SUBACK 0x87), a broader one
+      (``#``, ``<prefix>/bridge/+``) is granted and simply never carries them.
+
+    Admin clients never get here (the broker exempts them); admin user names are also let
+    through, for sessions restored before their client is back. Without ``inner`` the guard
+    only restricts topics starting with ``restricted_prefix``, so the broker skips the
+    per-message check for every other topic.
+    """
+
+    def __init__(
+        self,
+        topic_prefix: str = "gw",
+        inner: Authorizer | None = None,
+        admin_users: Iterable[str] = (),
+    ) -> None:
+        self.scope = f"{topic_prefix}/bridge"
+        self._inner = inner
+        self._admins = frozenset(admin_users)
+        self.restricted_prefix: str | None = self.scope if inner is None else None
+        self._private = tuple(
+            tuple(f"{self.scope}/{flt}".split("/")) for flt in _PRIVATE_BRIDGE_FILTERS
+        )
+
+    def _in_scope(self, topic: str) -> bool:
+        scope = self.scope
+        return topic.startswith(scope) and (len(topic) == len(scope) or topic[len(scope)] == "/")
+
+    def is_private(self, topic: str) -> bool:
+        """Is ``topic`` one non-admins may not receive?"""
+        if not self._in_scope(topic):
+            return False
+        levels = topic.split("/")
+        return any(_filter_matches(flt, levels) for flt in self._private)
+
+    def can_publish(self, username: str | None, client_id: str, topic: str) -> bool:
+        if username is not None and username in self._admins:
+            return True
+        if self._in_scope(topic):
+            return False
+        return self._inner is None or self._inner.can_publish(username, client_id, topic)
+
+    def can_receive(self, username: str | None, client_id: str, topic: str) -> bool:
+        if username is not None and username in self._admins:
+            return True
+        if self.is_private(topic):
+            return False
+        return self._inner is None or self._inner.can_receive(username, client_id, topic)
+
+    def subscribe_refusal(self, username: str | None, client_id: str, topic_filter: str) -> int:
+        if username is not None and username in self._admins:
+            return 0
+        requested = _strip_share(topic_filter).split("/")
+        if any(_filter_covers(flt, requested) for flt in self._private):
+            return NOT_AUTHORIZED
+        if self._inner is None:
+            return 0
+        return self._inner.subscribe_refusal(username, client_id, topic_filter)

@@ -31,10 +31,19 @@ class Authenticator:
       for ACLs or admin rights — an unchecked name must not impersonate anyone.
     * Trusted clients are the gateway itself: their name is taken as given, and they are
       admins.
+    * Every client let in on one of ``admin_listeners`` (listener names; config allows
+      ``admin: true`` on Unix sockets only, whose file mode limits who can connect) is an
+      admin, whoever it authenticated as.
     """
 
-    def __init__(self, password_file: Path | None = None, admin_users: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        password_file: Path | None = None,
+        admin_users: Iterable[str] = (),
+        admin_listeners: Iterable[str] = (),
+    ) -> None:
         self._admins = frozenset(admin_users)
+        self._admin_listeners = frozenset(admin_listeners)
         self._users: dict[str, str] = {}
         self._password_file: Path | None = None
         # (user, stored hash, keyed digest of the password) of recent successful logins, so a
@@ -66,6 +75,14 @@ class Authenticator:
         return hmac.new(self._cache_key, password, hashlib.sha256).digest()
 
     async def authenticate(
+        self, username: str | None, password: bytes | None, info: ConnectionInfo
+    ) -> Identity:
+        identity = await self._authenticate(username, password, info)
+        if identity.ok and not identity.is_admin and info.listener in self._admin_listeners:
+            return Identity(ok=True, username=identity.username, is_admin=True)
+        return identity
+
+    async def _authenticate(
         self, username: str | None, password: bytes | None, info: ConnectionInfo
     ) -> Identity:
         if info.trusted:

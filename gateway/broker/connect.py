@@ -66,12 +66,15 @@ class Connects(Disconnects):
         if existing is not None and existing.conn is not None:
             self.stats.takeovers += 1
             old = existing.conn
+            self._event("disconnect", client_id, "taken over by a new connection")
             self._detach(old, ReasonCode.SESSION_TAKEN_OVER)
             self._after_disconnect(existing, old.will, now, takeover=True)
             taken_over = True
         if existing is not None:
             expires = None if taken_over else existing.expires_at()
             if packet.clean_start or (expires is not None and expires <= now):
+                if not packet.clean_start:
+                    self._event("session_expired", client_id, f"offline for {existing.expiry} s")
                 self._end_session(existing, now, expired=not packet.clean_start)
                 existing = None
         session_present = existing is not None
@@ -128,6 +131,15 @@ class Connects(Disconnects):
 
         self.stats.connections_total += 1
         self._online += 1
+        self._sessions_version += 1
+        info = conn.info
+        self._event(
+            "connect",
+            client_id,
+            f"{info.listener} {info.peer}, MQTT {'5' if v5 else '3.1.1'}"
+            + (f", user {username!r}" if username is not None else "")
+            + (", session resumed" if session_present else ""),
+        )
         if self._online > self.stats.clients_maximum:
             self.stats.clients_maximum = self._online
 

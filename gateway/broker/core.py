@@ -12,6 +12,7 @@ mirrored in the store (``Session.stored``), so clean sessions never cost a write
 (so a module only calls down) and all on the single owner of the state, state.BrokerState:
 
     connect, inbound_publish, subscribe, timers   the inputs: packets and the clock
+    admin         an administrator's actions (kick, delete, cancel) and what pollers read
     disconnect    how a connection ends, and what becomes of its session
     wills         which will a CONNECT may carry, when it is published
     routing       a publication to every matching subscription
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from gateway.broker.admin import Admin, entries_of
 from gateway.broker.connect import Connects
 from gateway.broker.effects import ConnectionInfo, Effects, Identity, Send
 from gateway.broker.inbound_publish import InboundPublish
@@ -65,7 +67,7 @@ VERSION = "0.1.0"
 _PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR.value
 
 
-class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
+class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
     """The broker. Every method takes the current time: the core never reads a clock."""
 
     def take_effects(self) -> Effects:
@@ -88,10 +90,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
             for s in dirty.values():
                 topic = s.pending_topic
                 if topic is not None and self._sessions.get(s.client_id) is s:
-                    entries = [(e.seq, e.message, True) for e in s.inflight.values()]
-                    entries.sort(key=lambda t: t[0])
-                    entries.extend((e.seq, e.message, False) for e in s.queue)
-                    payload = pending_list(entries)
+                    payload = pending_list(entries_of(s))
                     self.publish_local(topic, payload, 1, True, NO_PROPERTIES, self._now)
             notices, self._notices = self._notices, []
             for topic, payload in notices:
@@ -162,6 +161,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Restore):
             return
         s = self._unlink(conn)
         if s is not None:
+            self._event("disconnect", s.client_id, "connection lost")
             self._after_disconnect(s, conn.will, now)
 
     def shutdown(self, now: float) -> None:

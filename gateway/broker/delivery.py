@@ -62,7 +62,7 @@ class Delivery(Durability):
             props = delivery_properties(props, sub_ids, msg.expires_at, now)
         out = new_publish(msg.topic, msg.payload, 0, retain, False, None, props)
         if conn.max_packet_size and conn.too_large(out):  # the check first: hot path
-            self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}")
+            self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}", s.client_id)
             return
         self._actions.append(Send(conn.conn_id, out))
         self.stats.publish_sent += 1
@@ -81,11 +81,12 @@ class Delivery(Durability):
             # §3.1.2.25: discard as if delivered.
             if persisted:
                 self._finish(s, e)
-            self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}")
+            self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}", s.client_id)
             return
         e.packet_id = pid
         e.state = SENT
         s.inflight[pid] = e
+        self._queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
         if s.stored and (not persisted or e.qos == 2):
@@ -116,6 +117,7 @@ class Delivery(Durability):
                     "queue_full",
                     1,
                     f"queue of {s.client_id!r} full, new message on {msg.topic} refused",
+                    s.client_id,
                 )
                 self._notify(s, "dropped", msg, reason="queue_full")
                 return False
@@ -131,12 +133,16 @@ class Delivery(Durability):
                 self._notify(s, "dropped", oldest.message, reason="queue_full")
                 dropped += 1
             self.stats.dropped(
-                "queue_full", dropped, f"queue of {s.client_id!r} full, oldest message(s) dropped"
+                "queue_full",
+                dropped,
+                f"queue of {s.client_id!r} full, oldest message(s) dropped",
+                s.client_id,
             )
         seq = self._next_seq
         self._next_seq = seq + 1
         e = QEntry(seq, msg, qos, retain, sub_ids)
         queue.append(e)
+        self._queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
         if s.stored:
@@ -183,7 +189,9 @@ class Delivery(Durability):
             msg = e.message
             if msg.expires_at is not None and msg.expires_at <= now:
                 self._finish(s, e)
-                self.stats.dropped("expired", 1, f"queued for {s.client_id!r} on {msg.topic}")
+                self.stats.dropped(
+                    "expired", 1, f"queued for {s.client_id!r} on {msg.topic}", s.client_id
+                )
                 self._notify(s, "expired", msg)
                 continue
             if e.qos == 0:
@@ -207,7 +215,9 @@ class Delivery(Durability):
             if conn.max_packet_size and conn.too_large(out):  # the check first: hot path
                 del s.inflight[pid]
                 self._finish(s, e)
-                self.stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}")
+                self.stats.dropped(
+                    "too_large", 1, f"for {s.client_id!r} on {msg.topic}", s.client_id
+                )
                 continue
             self._send(cid, out)
             self.stats.publish_sent += 1
@@ -219,6 +229,7 @@ class Delivery(Durability):
         if e is None or e.qos != 1:
             return  # unknown ids are tolerated (e.g. acks for a session that was reset)
         del s.inflight[pid]
+        self._queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
         if s.stored:  # _finish() inlined: one call less on the QoS 1 path
@@ -244,6 +255,7 @@ class Delivery(Durability):
                 self._pump(conn, s, now)
             return
         e.state = RELEASED
+        self._queues_version += 1
         if s.stored:
             self._store.append(PutQueueEntry(e.record(s.client_id)))
         self._send(conn.conn_id, PubRel(pid))

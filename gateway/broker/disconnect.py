@@ -29,11 +29,18 @@ class Disconnects(Wills):
             if p.reason_code == ReasonCode.DISCONNECT_WITH_WILL:
                 will = conn.will
         conn.will = None
+        self._event("disconnect", s.client_id, "DISCONNECT from the client")
         self._detach(conn, None)
         self._after_disconnect(s, will, now)
 
     def _violation(self, conn: Connection, reason_code: int, now: float) -> None:
         self.stats.protocol_violations += 1
+        held = conn.session
+        client_id = held.client_id if held is not None else None
+        if reason_code == ReasonCode.KEEP_ALIVE_TIMEOUT:
+            self._event("disconnect", client_id, "keep-alive timeout")
+        else:
+            self._event("protocol_error", client_id, f"reason code 0x{reason_code:02X}")
         s = self._detach(conn, reason_code)
         if s is not None:
             self._after_disconnect(s, conn.will, now)
@@ -55,6 +62,7 @@ class Disconnects(Wills):
         if s is not None and s.conn is conn:
             s.conn = None
             self._online -= 1
+            self._sessions_version += 1
             return s
         return None
 
@@ -85,6 +93,8 @@ class Disconnects(Wills):
         newer command may still supersede them before the next connection. They are sent
         again then, as the spec asks of in-flight messages, unless superseded."""
         back = [e for e in s.inflight.values() if e.qos == 1 and e.state is SENT]
+        if back:
+            self._queues_version += 1
         for e in sorted(back, key=lambda e: e.seq, reverse=True):
             del s.inflight[e.packet_id]  # type: ignore[arg-type]
             e.state = QUEUED
@@ -95,6 +105,9 @@ class Disconnects(Wills):
 
     def _end_session(self, s: Session, now: float, expired: bool = False) -> None:
         client_id = s.client_id
+        self._sessions_version += 1
+        if s.queue or s.inflight:
+            self._queues_version += 1
         if self._sessions.get(client_id) is s:
             del self._sessions[client_id]
         for f in s.subscriptions:
@@ -106,6 +119,7 @@ class Disconnects(Wills):
                 "session_expired",
                 len(s.queue) + len(s.inflight),
                 f"session {client_id!r} expired with messages still queued",
+                client_id,
             )
         if s.will is not None:
             will = s.will

@@ -47,6 +47,7 @@ class Durability(BrokerState):
 
     def _finish(self, s: Session, e: QEntry) -> None:
         """An entry is done (acknowledged or discarded): forget it durably."""
+        self._queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
         if s.stored:

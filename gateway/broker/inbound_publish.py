@@ -52,7 +52,8 @@ class InboundPublish(Disconnects):
         if topic[0] == "$" and is_sys_topic(topic):
             refusal = _NOT_AUTHORIZED  # only the broker publishes $SYS (like Mosquitto)
         elif (
-            self._acl
+            (scope := self._acl_scope) is not None
+            and topic.startswith(scope)
             and not s.acl_exempt
             and not self.authorizer.can_publish(s.username, s.client_id, topic)
         ):

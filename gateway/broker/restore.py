@@ -103,3 +103,5 @@ class Restore(BrokerState):
             self._retained.put(m)
         self._next_msg_id = max(self._next_msg_id, max_msg_id + 1)
         self._next_seq = max(self._next_seq, max_seq + 1)
+        self._sessions_version += 1
+        self._queues_version += 1

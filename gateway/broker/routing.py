@@ -67,7 +67,8 @@ class Routing(Delivery):
             return 0
         result = MATCHED
         sessions = self._sessions
-        acl = self._acl
+        scope = self._acl_scope
+        acl = scope is not None and topic.startswith(scope)
         actions = self._actions
         for t in match.targets:
             client_id = t.client_id
@@ -118,7 +119,7 @@ class Routing(Delivery):
                 else:
                     out = new_publish(topic, payload, 0, out_retain, False, None, props)
                 if conn.max_packet_size and conn.too_large(out):  # the check first: hot path
-                    self.stats.dropped("too_large", 1, f"for {client_id!r} on {topic}")
+                    self.stats.dropped("too_large", 1, f"for {client_id!r} on {topic}", client_id)
                     continue
                 actions.append(Send(conn.conn_id, out))
                 self.stats.publish_sent += 1
@@ -155,13 +156,14 @@ class Routing(Delivery):
         sessions = self._sessions
         start = group.next_index % n
         fallback: tuple[int, Session] | None = None
+        acl = self._checked(topic)
         for k in range(n):
             i = (start + k) % n
             s = sessions.get(order[i])
             if s is None:
                 continue
             if (
-                self._acl
+                acl
                 and not s.acl_exempt
                 and not self.authorizer.can_receive(s.username, s.client_id, topic)
             ):

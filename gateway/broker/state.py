@@ -7,6 +7,7 @@ extra layer between the shell's call and the code that handles it.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from gateway.broker.access import AllowAll, Authorizer
@@ -24,6 +25,9 @@ from gateway.mqtt.packets import Packet, Properties
 WILL_TIMER = 0
 EXPIRY_TIMER = 1
 
+# Broker events kept for the admin API (events_since); older ones are forgotten.
+EVENT_RING_SIZE = 1000
+
 
 class BrokerState:
     """Everything the broker owns; the mixins in the other modules operate on it."""
@@ -35,9 +39,9 @@ class BrokerState:
         server_name: str = "edge-gateway",
     ) -> None:
         self.settings = settings
-        self.authorizer: Authorizer = authorizer if authorizer is not None else AllowAll()
-        # With no ACL the per-message authorisation calls are skipped altogether.
-        self._acl = not isinstance(self.authorizer, AllowAll)
+        self.authorizer: Authorizer = AllowAll()
+        self._acl_scope: str | None = None
+        self.set_authorizer(authorizer if authorizer is not None else AllowAll())
         self.server_name = server_name
         self.stats = BrokerStats()
         self._conns: dict[int, Connection] = {}
@@ -67,6 +71,48 @@ class BrokerState:
         # Figures that live outside the core (connection layer, store), as (name, value)
         # pairs below $SYS/broker/; set by the composition root.
         self.sys_extra: Callable[[], Iterable[tuple[str, str]]] | None = None
+        # Change counters for pollers (admin API): the session list, and any queue or
+        # in-flight window. Bumped where the change happens; reading them costs nothing.
+        self._sessions_version = 0
+        self._queues_version = 0
+        self._events: deque[dict[str, object]] = deque(maxlen=EVENT_RING_SIZE)
+        self._event_seq = 0
+        self.stats.on_drop = self._on_drop
+
+    def set_authorizer(self, authorizer: Authorizer) -> None:
+        """Use ``authorizer`` from now on (also on a configuration reload).
+
+        The per-message checks are skipped for topics the authorizer cannot refuse: all of
+        them with AllowAll, and every topic outside its ``restricted_prefix`` when it has one
+        (an authorizer that only guards the gateway's own topics). ``_acl_scope`` holds the
+        prefix of the topics to check ("" = all of them, None = none).
+        """
+        self.authorizer = authorizer
+        if isinstance(authorizer, AllowAll):
+            self._acl_scope = None
+        else:
+            restricted = getattr(authorizer, "restricted_prefix", None)
+            self._acl_scope = restricted if isinstance(restricted, str) and restricted else ""
+
+    def _checked(self, topic: str) -> bool:
+        """Must the authorizer be asked about ``topic``?"""
+        scope = self._acl_scope
+        return scope is not None and topic.startswith(scope)
+
+    def _event(self, kind: str, client_id: str | None, detail: str) -> None:
+        self._event_seq += 1
+        self._events.append(
+            {
+                "seq": self._event_seq,
+                "ts": round(self._now, 3),
+                "type": kind,
+                "client_id": client_id,
+                "detail": detail,
+            }
+        )
+
+    def _on_drop(self, reason: str, n: int, detail: str, client_id: str | None) -> None:
+        self._event("dropped", client_id, f"{n} message(s), {reason}: {detail}")
 
     def _send(self, conn_id: int, packet: Packet) -> None:
         self._actions.append(Send(conn_id, packet))

@@ -4,7 +4,8 @@ dashboards and ``mosquitto_sub -t '$SYS/#'`` habits keep working)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 log = logging.getLogger("gateway.broker")
 
@@ -42,6 +43,10 @@ class BrokerStats:
     dropped_retained_full: int = 0
     dropped_qos0_offline: int = 0
     dropped_session_expired: int = 0
+    # Told about every drop (reason, count, detail, client id): the broker's event ring.
+    on_drop: Callable[[str, int, str, str | None], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def dropped_total(self) -> int:
@@ -53,15 +58,19 @@ class BrokerStats:
             + self.dropped_session_expired
         )
 
-    def dropped(self, reason: str, n: int, detail: str) -> None:
+    def dropped(self, reason: str, n: int, detail: str, client_id: str | None = None) -> None:
         """Count ``n`` messages dropped for ``reason`` and log it, rate-limited: the first
         time, then every 1000th, so that a flood cannot flood the log too."""
+        if not n:
+            return
         attr = "dropped_" + reason
         before = getattr(self, attr)
         after = before + n
         setattr(self, attr, after)
         if before == 0 or before // 1000 != after // 1000:
             log.warning("dropped %d message(s) (%s, %d so far): %s", n, reason, after, detail)
+        if self.on_drop is not None:
+            self.on_drop(reason, n, detail, client_id)
 
 
 @dataclass(frozen=True, slots=True)

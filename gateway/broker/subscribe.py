@@ -73,12 +73,13 @@ class Subscriptions(Disconnects):
             # Retained messages are not sent for shared subscriptions (§4.8.2).
             if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
                 retained_for.append((rec, inner))
+        self._sessions_version += 1
         self._send(conn.conn_id, SubAck(p.packet_id, tuple(codes)))
         for rec, inner in retained_for:
             ids = () if rec.subscription_id is None else (rec.subscription_id,)
             for msg in self._retained.matching(inner, now):
                 if (
-                    self._acl
+                    self._checked(msg.topic)
                     and not s.acl_exempt
                     and not self.authorizer.can_receive(s.username, client_id, msg.topic)
                 ):
@@ -99,4 +100,5 @@ class Subscriptions(Disconnects):
             if s.stored:
                 self._store.append(DeleteSubscription(client_id, f))
             codes.append(0)
+        self._sessions_version += 1
         self._send(conn.conn_id, UnsubAck(p.packet_id, tuple(codes) if conn.v5 else ()))

@@ -45,6 +45,7 @@ class Timers(Disconnects):
                     heapq.heappush(timers, (expires, EXPIRY_TIMER, client_id))
                     continue
                 self.stats.sessions_expired += 1
+                self._event("session_expired", client_id, f"offline for {s.expiry} s")
                 self._end_session(s, now, expired=True)
         heap = self._queue_expiry
         while heap and heap[0][0] <= now:
@@ -53,7 +54,9 @@ class Timers(Disconnects):
                 continue  # sent, dropped or its session ended since
             s.queue.discard(e)
             self._finish(s, e)
-            self.stats.dropped("expired", 1, f"queued for {s.client_id!r} on {e.message.topic}")
+            self.stats.dropped(
+                "expired", 1, f"queued for {s.client_id!r} on {e.message.topic}", s.client_id
+            )
             self._notify(s, "expired", e.message)
         for msg in self._retained.expire(now):
             if not is_sys_topic(msg.topic):

@@ -25,7 +25,9 @@ class Wills(Routing):
         if not is_valid_topic_name(topic):
             return ReasonCode.TOPIC_NAME_INVALID
         if is_sys_topic(topic) or (
-            self._acl and not exempt and not self.authorizer.can_publish(username, client_id, topic)
+            self._checked(topic)
+            and not exempt
+            and not self.authorizer.can_publish(username, client_id, topic)
         ):
             return _NOT_AUTHORIZED
         if v5:

@@ -10,21 +10,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from gateway.broker.access import Authorizer
 from gateway.broker.core import Broker
 from gateway.broker.effects import ConnectionInfo, Effects, Identity, Send, SetKeepAlive
-from gateway.broker.records import DeleteMessage, DeleteQueueEntry, PutQueueEntry, StoreOp
+from gateway.broker.records import (
+    DeleteMessage,
+    DeleteQueueEntry,
+    Message,
+    PutQueueEntry,
+    StoreOp,
+)
+from gateway.broker.session_info import SessionInfo
 from gateway.mqtt.reason_codes import ReasonCode
 from gateway.server.connection import MQTTConnection
 from gateway.server.inprocess import open_in_process
 
 log = logging.getLogger(__name__)
+
+# Unix socket files: the gateway's user and group only (an admin listener trusts whoever
+# can connect).
+SOCKET_MODE = 0o660
 
 
 class Committer(Protocol):
@@ -115,6 +128,7 @@ class Server:
         self._commits: set[asyncio.Task[None]] = set()
         self._dirty: dict[int, MQTTConnection] = {}
         self._flush_scheduled = False
+        self.started_at = time.time()  # wall clock; set again when the listeners start
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -128,11 +142,7 @@ class Server:
 
             if spec.kind == "unix":
                 path = Path(spec.path)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if path.is_socket():
-                    path.unlink()  # a stale socket left by a crash would make bind fail
-                srv = await loop.create_unix_server(factory, str(path))
-                os.chmod(path, 0o660)
+                srv = await loop.create_unix_server(factory, sock=_bound_unix_socket(path))
                 self.bound.append((spec, str(path)))
             else:
                 srv = await loop.create_server(
@@ -148,6 +158,7 @@ class Server:
             self._servers.append(srv)
             log.info("listening on %s (%s)", self.bound[-1][1], spec.name)
         self._housekeeping = loop.create_task(self._housekeep())
+        self.started_at = time.time()
 
     async def connect_in_process(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A trusted MQTT connection from inside the process (device sessions), as streams."""
@@ -184,6 +195,54 @@ class Server:
                     os.unlink(address)
                 except OSError:
                     pass
+
+    def set_auth(self, authenticator: Authenticates, authorizer: Authorizer) -> None:
+        """Swap authentication and ACLs (configuration reload). Connected clients stay; the
+        authorizer applies to their next message, the authenticator to the next CONNECT."""
+        self.authenticator = authenticator
+        self.broker.set_authorizer(authorizer)
+
+    # --- admin ------------------------------------------------------------------------------
+    # Thin wrappers for the admin API: the broker call at the current time, then its effects
+    # performed like those of any packet. Call them on the event loop.
+
+    def kick(self, client_id: str) -> bool:
+        done = self.broker.kick(client_id, time.time())
+        self.flush_effects()
+        return done
+
+    def delete_session(self, client_id: str) -> bool:
+        done = self.broker.delete_session(client_id, time.time())
+        self.flush_effects()
+        return done
+
+    def queue_entries(self, client_id: str) -> list[tuple[int, Message, bool]] | None:
+        return self.broker.queue_entries(client_id)
+
+    def cancel_queued(self, client_id: str, seqs: Collection[int] | None = None) -> list[int]:
+        cancelled = self.broker.cancel_queued(client_id, seqs, time.time())
+        self.flush_effects()
+        return cancelled
+
+    def versions(self) -> tuple[int, int]:
+        return self.broker.versions()
+
+    def events_since(self, seq: int) -> tuple[int, list[dict[str, object]]]:
+        return self.broker.events_since(seq)
+
+    def sessions_info(self) -> list[SessionInfo]:
+        return self.broker.sessions_info()
+
+    def stats_snapshot(self) -> dict[str, float | int]:
+        """The broker's figures, plus the connection layer's and the store size if known."""
+        snapshot = self.broker.stats_snapshot()
+        snapshot["connections"] = len(self.connections)
+        snapshot["uptime"] = round(time.time() - self.started_at, 3)
+        snapshot["dropped_slow_consumer"] = self.stats.dropped_slow_consumer
+        size = getattr(getattr(self.store, "stats", None), "size_bytes", None)
+        if isinstance(size, int):
+            snapshot["store_bytes"] = size
+        return snapshot
 
     # --- connections ------------------------------------------------------------------------
 
@@ -312,3 +371,22 @@ class Server:
                 self.broker.protocol_violation(conn.conn_id, ReasonCode.KEEP_ALIVE_TIMEOUT, now)
         self.broker.tick(now)
         self.flush_effects()
+
+
+def _bound_unix_socket(path: Path) -> socket.socket:
+    """A Unix socket bound to ``path`` with mode SOCKET_MODE, not listening yet.
+
+    The mode is set between bind and listen: until listen() every connect() is refused, so
+    no client can slip in while the file still has the mode the umask gave it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()  # a stale socket left by a crash would make bind fail
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, SOCKET_MODE)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

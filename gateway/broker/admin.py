@@ -1,0 +1,141 @@
+"""What an administrator may do to sessions and queues (the admin API and the TUI), and
+what the broker tells pollers: change counters, recent events, figures.
+
+Like every other input, these calls leave their packets and store operations to
+``take_effects()``; the shell flushes them right after the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from gateway.broker.disconnect import Disconnects
+from gateway.broker.queue_policy import pending_list
+from gateway.broker.records import Message
+from gateway.broker.session import Session
+from gateway.mqtt.packets import NO_PROPERTIES
+from gateway.mqtt.reason_codes import ReasonCode
+
+_ADMINISTRATIVE_ACTION = ReasonCode.ADMINISTRATIVE_ACTION.value
+
+
+class Admin(Disconnects):
+    def kick(self, client_id: str, now: float) -> bool:
+        """Close the client's connection (v5: DISCONNECT 0x98 Administrative action) as if
+        the link had dropped: the will is published, a persistent session stays. False if
+        the client is not connected."""
+        self._clock(now)
+        s = self._sessions.get(client_id)
+        if s is None or s.conn is None:
+            return False
+        conn = s.conn
+        self._event("kick", client_id, "disconnected by an administrator")
+        self._detach(conn, _ADMINISTRATIVE_ACTION)
+        self._after_disconnect(s, conn.will, now)
+        return True
+
+    def delete_session(self, client_id: str, now: float) -> bool:
+        """Remove the session with its subscriptions and queue, from memory and the store.
+        A connected client is disconnected first (0x98 for v5) and no will is published:
+        an administrator removing a client does not want its last words sent. False if
+        there is no such session."""
+        self._clock(now)
+        s = self._sessions.get(client_id)
+        if s is None:
+            return False
+        conn = s.conn
+        if conn is not None:
+            conn.will = None
+            self._detach(conn, _ADMINISTRATIVE_ACTION)
+        s.will = None
+        s.will_due_at = None
+        pending_topic = s.pending_topic
+        dropped = len(s.queue) + len(s.inflight)
+        self._event(
+            "session_deleted",
+            client_id,
+            "deleted by an administrator" + (f", {dropped} message(s) dropped" if dropped else ""),
+        )
+        self._end_session(s, now)
+        if pending_topic is not None:
+            # Its commands are gone: a retained pending list must not keep showing them.
+            self._publish_report(pending_topic, pending_list(()))
+        return True
+
+    def _publish_report(self, topic: str, payload: bytes) -> None:
+        """A retained QoS 1 report of the broker's own (a pending list)."""
+        self._accept(None, topic, payload, 1, True, NO_PROPERTIES, None, "", self._now, None)
+
+    def queue_entries(self, client_id: str) -> list[tuple[int, Message, bool]] | None:
+        """(seq, message, in flight) of the session's undelivered messages in delivery order:
+        in flight first, then queued; None if there is no such session."""
+        s = self._sessions.get(client_id)
+        if s is None:
+            return None
+        return entries_of(s)
+
+    def cancel_queued(self, client_id: str, seqs: Collection[int] | None, now: float) -> list[int]:
+        """Remove queued (not yet sent) messages of a session durably: those whose seq is in
+        ``seqs``, or all of them for None. A session with a queue policy gets a ``cancelled``
+        notice for each and its pending list again. Returns the seqs removed, in delivery
+        order; in-flight and unknown seqs are skipped."""
+        self._clock(now)
+        s = self._sessions.get(client_id)
+        if s is None:
+            return []
+        wanted = None if seqs is None else set(seqs)
+        chosen = [e for e in s.queue if wanted is None or e.seq in wanted]
+        for e in chosen:
+            s.queue.discard(e)
+            self._finish(s, e)
+            self._notify(s, "cancelled", e.message, id=e.seq)
+        return [e.seq for e in chosen]
+
+    def versions(self) -> tuple[int, int]:
+        """(sessions, queues): counters that grow with every change of the session list and
+        subscriptions, and of any session's queue or in-flight window."""
+        return self._sessions_version, self._queues_version
+
+    def events_since(self, seq: int) -> tuple[int, list[dict[str, object]]]:
+        """The last event seq and the (at most 1000 most recent) events after ``seq``."""
+        last = self._event_seq
+        if seq >= last:
+            return last, []
+        events = self._events
+        newer = last - seq
+        if newer >= len(events):
+            return last, [dict(e) for e in events]
+        return last, [dict(events[i]) for i in range(len(events) - newer, len(events))]
+
+    def stats_snapshot(self) -> dict[str, float | int]:
+        """Point-in-time figures and running totals (a caller computes rates from two)."""
+        stats = self.stats
+        connected = queued = inflight = 0
+        for s in self._sessions.values():
+            if s.conn is not None:
+                connected += 1
+            queued += len(s.queue)
+            inflight += len(s.inflight)
+        return {
+            "clients_connected": connected,
+            "sessions": len(self._sessions),
+            "subscriptions": len(self._tree),
+            "retained": len(self._retained),
+            "queued": queued,
+            "inflight": inflight,
+            "messages_received": stats.messages_received,
+            "messages_sent": stats.messages_sent,
+            "publish_received": stats.publish_received,
+            "publish_sent": stats.publish_sent,
+            "publish_dropped": stats.dropped_total,
+            "bytes_received": stats.bytes_received,
+            "bytes_sent": stats.bytes_sent,
+            "connections_total": stats.connections_total,
+        }
+
+
+def entries_of(s: Session) -> list[tuple[int, Message, bool]]:
+    entries = [(e.seq, e.message, True) for e in s.inflight.values()]
+    entries.sort(key=lambda t: t[0])
+    entries.extend((e.seq, e.message, False) for e in s.queue)
+    return entries
