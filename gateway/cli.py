@@ -1,4 +1,4 @@
-"""The ``edge-gateway`` command: run, check-config, passwd."""
+"""The ``edge-gateway`` command: run, check-config, passwd, tui."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from gateway.config import (
     load_config,
     with_demo,
 )
+from gateway.tui.main import TuiError, run_tui
+from gateway.tui.main import add_arguments as add_tui_arguments
 
 PROG = "edge-gateway"
 EXIT_OK = 0
@@ -81,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     passwd.add_argument("file", type=Path, metavar="FILE", help="password file")
     passwd.add_argument("user", metavar="USER", help="user name")
     passwd.add_argument("-D", dest="delete", action="store_true", help="delete USER")
+
+    tui = commands.add_parser(
+        "tui",
+        help="terminal UI: devices, sessions, pending commands, events",
+        description="Manage a running gateway from the terminal. Connects to its Unix socket "
+        "(from the config) by default, or over TCP with --host/--port/--user.",
+    )
+    add_tui_arguments(tui)
     return parser
 
 
@@ -217,6 +227,13 @@ def _cmd_passwd(path: Path, user: str, delete: bool, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_tui(args: argparse.Namespace) -> int:
+    try:
+        return run_tui(args)
+    except TuiError as exc:
+        raise CliError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -226,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check_config(args.config, sys.stdout)
         if args.command == "passwd":
             return _cmd_passwd(args.file, args.user, args.delete, sys.stdout)
+        if args.command == "tui":
+            return _cmd_tui(args)
     except CliError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_CONFIG if args.command in ("run", "check-config") else EXIT_FAILURE

@@ -87,3 +87,15 @@ def test_only_the_composition_root_wires_components() -> None:
         and any(n == w or n.startswith(w + ".") for n in imports_of(path) for w in wiring)
     )
     assert users == ["gateway/app.py"]
+
+
+def test_tui_is_an_mqtt_client_only() -> None:
+    """The terminal UI reaches the gateway over MQTT (the admin API), never its insides."""
+    forbidden = ("gateway.broker", "gateway.server", "gateway.persistence", "gateway.app")
+    bad = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in modules("gateway.tui")
+        for name in sorted(imports_of(path))
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
+    assert bad == []

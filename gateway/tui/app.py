@@ -204,6 +204,7 @@ class GatewayTUI(App[None]):
         self.filters: dict[View, str] = dict.fromkeys(VIEWS, "")
         self._drawn: dict[str, int] = {}  # view -> model version drawn
         self._drawn_filter = ""
+        self._shown: dict[View, int | None] = {}  # rows matching the filter, per view
         self._tables: dict[View, _Table] = {}
         self.last_result = ""  # the outcome of the last action, also shown as a notification
 
@@ -309,6 +310,10 @@ class GatewayTUI(App[None]):
         if force or self._drawn.get("status") != versions["status"]:
             self._drawn["status"] = versions["status"]
             self._draw_status()
+        total = sum(versions.values())
+        if force or self._drawn.get("all") != total:
+            self._drawn["all"] = total
+            self._draw_counts()
         view = self.view
         key = f"{view}:{self.filters[view]}"
         if force or self._drawn.get(view) != versions[view] or self._drawn_filter != key:
@@ -319,11 +324,19 @@ class GatewayTUI(App[None]):
     def _draw_table(self, view: View) -> None:
         rows = self.model.rows(view, self.clock(), self.filters[view])
         self._tables[view].show(rows)
-        total = len(self.model.rows(view, self.clock())) if self.filters[view] else len(rows)
-        count = f"{len(rows)}/{total}" if self.filters[view] else str(total)
-        number = VIEWS.index(view) + 1
-        tab = self.query_one(TabbedContent).get_tab(f"tab-{view}")
-        tab.label = f"{number} {_TITLES[view]} ({count})"
+        self._shown[view] = self.model.count(view, rows) if self.filters[view] else None
+        self._draw_counts()
+
+    def _draw_counts(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        for number, view in enumerate(VIEWS, 1):
+            total = self.model.count(view)
+            shown = self._shown.get(view)
+            count = str(total) if shown is None else f"{shown}/{total}"
+            label = f"{number} {_TITLES[view]} ({count})"
+            tab = tabs.get_tab(f"tab-{view}")
+            if str(tab.label) != label:
+                tab.label = label
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self) -> None:

@@ -570,6 +570,21 @@ class Model:
             return rows
         return [row for row in rows if all(w in " ".join(row[1]).lower() for w in words)]
 
+    def count(self, view: View, rows: list[Row] | None = None) -> int:
+        """How many items a view has (of `rows`, if given): pending counts live commands,
+        not the history shown under them."""
+        if rows is not None:
+            if view == "pending":
+                return sum(1 for key, _ in rows if key.startswith("p" + _SEP))
+            return len(rows)
+        if view == "devices":
+            return len(self.devices)
+        if view == "sessions":
+            return len(self.sessions)
+        if view == "pending":
+            return sum(len(entries) for entries in self.pending.values())
+        return len(self.events)
+
     def _device_row(self, d: Device, now: float) -> Row:
         policy = d.policy_dict
         session = policy.get("session")

@@ -1,0 +1,49 @@
+"""Snapshots of the TUI's main views, from fixed sample data (no gateway, no clock).
+
+Update after an intended change of the screens with
+``python -m pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the SVGs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.tui.app import GatewayTUI
+from gateway.tui.model import Model
+from gateway.tui.sample import NOW, StaticSource
+
+SIZES = [(80, 24), (120, 40)]
+
+
+def app(connected: bool = True) -> GatewayTUI:
+    return GatewayTUI(
+        StaticSource(connected=connected),
+        clock=lambda: NOW,
+        model=Model(localtime=time.gmtime),
+    )
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("keys", [["1"], ["2"], ["3"], ["4"]], ids=lambda k: f"tab{k[0]}")
+def test_main_views(snap_compare: Callable[..., bool], size: tuple[int, int], keys: Any) -> None:
+    assert snap_compare(app(), press=keys, terminal_size=size)
+
+
+def test_gateway_unreachable_banner(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(connected=False), terminal_size=(80, 24))
+
+
+def test_filtered_sessions(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), press=["2", "slash", *"offline", "enter"], terminal_size=(80, 24))
+
+
+def test_cancel_confirmation_dialog(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), press=["3", "c"], terminal_size=(80, 24))
+
+
+def test_send_dialog_rejects_bad_json(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), press=["s", *"{on", "enter"], terminal_size=(80, 24))
