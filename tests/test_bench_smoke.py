@@ -76,3 +76,18 @@ def test_bench_devices_quick_prints_its_figures() -> None:
     assert "got 3 of its 3 commands in order" in out
     assert re.search(r"^restore: start-up restore time: \d+\.\d\d s", out, re.M)
     assert re.search(r"^restore: RSS growth: -?\d+\.\d MB", out, re.M)
+
+
+def test_bench_wake_quick_prints_its_figures() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_wake.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = dict(line.split() for line in proc.stdout.splitlines()[1:] if line.strip())
+    assert float(figures["rounds"]) == 3
+    assert float(figures["wake_to_write_p50_ms"]) > 0
+    assert float(figures["fake_bluez_connect_p50_ms"]) > 0
