@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth.acl import Acl, AclRule, topic_filter_problem
+from gateway.auth.acl import Acl, AclRule, BridgeGuard, topic_filter_problem
 
 R, W, S = "read", "write", "subscribe"
 
@@ -209,3 +209,71 @@ def test_invalid_rules_are_refused() -> None:
 )  # fmt: skip
 def test_topic_filter_problem(flt: str, ok: bool) -> None:
     assert (topic_filter_problem(flt) is None) is ok
+
+
+# --- the built-in guard of <prefix>/bridge/ ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topic", "publish", "receive"),
+    [
+        ("gw/bridge/request/kick", False, False),
+        ("gw/bridge/request", False, False),
+        ("gw/bridge/response/sessions", False, False),
+        ("gw/bridge/updates/devices", False, False),
+        ("gw/bridge/events", False, False),
+        ("gw/bridge/state", False, True),
+        ("gw/bridge/devices", False, True),
+        ("gw/bridge/policy/thermo", False, True),
+        ("gw/bridge", False, True),
+        ("gw/bridgework/request/x", True, True),  # not below gw/bridge
+        ("gw/thermo/set", True, True),
+        ("other/bridge/request/x", True, True),
+    ],
+)
+def test_bridge_guard_topics(topic: str, publish: bool, receive: bool) -> None:
+    guard = BridgeGuard("gw")
+    assert guard.can_publish("bob", "c", topic) is publish
+    assert guard.can_receive("bob", "c", topic) is receive
+    assert guard.can_publish(None, "c", topic) is publish
+
+
+@pytest.mark.parametrize(
+    ("flt", "code"),
+    [
+        ("gw/bridge/response/#", 0x87),
+        ("gw/bridge/request/+", 0x87),
+        ("gw/bridge/events", 0x87),
+        ("gw/bridge/updates/#", 0x87),
+        ("$share/grp/gw/bridge/response/#", 0x87),
+        ("gw/bridge/state", 0),
+        ("gw/bridge/+", 0),  # state and devices too: granted, the rest filtered per message
+        ("gw/bridge/#", 0),
+        ("gw/#", 0),
+        ("#", 0),
+        ("gw/+/response/x", 0),
+    ],
+)
+def test_bridge_guard_subscriptions(flt: str, code: int) -> None:
+    assert BridgeGuard("gw").subscribe_refusal("bob", "c", flt) == code
+
+
+def test_bridge_guard_prefix_admins_and_inner_rules() -> None:
+    guard = BridgeGuard("home/gw", admin_users=["root"])
+    assert guard.restricted_prefix == "home/gw/bridge"
+    assert not guard.can_publish("bob", "c", "home/gw/bridge/request/x")
+    assert guard.can_publish("bob", "c", "gw/bridge/request/x")
+    assert guard.can_publish("root", "c", "home/gw/bridge/request/x")
+    assert guard.can_receive("root", "c", "home/gw/bridge/events")
+    assert guard.subscribe_refusal("root", "c", "home/gw/bridge/response/#") == 0
+    # With ACL rules behind it, the guard comes first and the rules decide the rest.
+    inner = Acl([rule("gw/#"), rule("#", allow=False, reason_code=0x80)], "deny")
+    guard = BridgeGuard("gw", inner)
+    assert guard.restricted_prefix is None  # every topic needs the rules
+    assert not guard.can_publish("bob", "c", "gw/bridge/request/x")  # allowed by the rules
+    assert guard.subscribe_refusal("bob", "c", "gw/bridge/events") == 0x87
+    assert guard.can_publish("bob", "c", "gw/thermo/set")
+    assert not guard.can_publish("bob", "c", "elsewhere")
+    assert guard.subscribe_refusal("bob", "c", "elsewhere/#") == 0x80
+    assert guard.can_receive("bob", "c", "gw/bridge/state")
+    assert not guard.can_receive("bob", "c", "elsewhere")

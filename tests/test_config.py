@@ -799,3 +799,64 @@ def test_profile_error_on_a_key_yaml_rewrote_takes_the_enclosing_line() -> None:
         parse_config(text, "config.yaml")
     assert caught.value.key_path == "devices.gatt_profiles.v.commands.power.values.true"
     assert caught.value.line == 8
+
+
+# --- admin listeners (issue 4) ------------------------------------------------------------
+
+
+def test_admin_listener_only_on_unix(in_tmp: Path) -> None:
+    cfg = parse(
+        """
+        listeners:
+          - {type: tcp, port: 1884}
+          - {type: unix, path: admin.sock, admin: true, name: local}
+          - {type: unix, path: other.sock}
+        """
+    )
+    assert [listener.admin for listener in cfg.listeners] == [False, True, False]
+    assert describe_listeners(cfg)[1] == (
+        "local: unix socket admin.sock, anonymous allowed, every client is an admin"
+    )
+    assert DEFAULT_LISTENERS[1].admin and not DEFAULT_LISTENERS[0].admin
+    for kind in ("tcp", "tls"):
+        with pytest.raises(ConfigError) as caught:
+            parse(f"listeners: [{{type: {kind}, port: 1884, admin: true}}]")
+        assert caught.value.key_path == "listeners[0].admin"
+        assert "unix listeners only" in str(caught.value)
+        assert "auth.admin_users" in str(caught.value)
+    with pytest.raises(ConfigError, match="expected true or false"):
+        parse("listeners: [{type: unix, admin: 'yes'}]")
+
+
+async def test_admin_listener_makes_every_client_of_it_an_admin(in_tmp: Path) -> None:
+    from gateway.broker.effects import ConnectionInfo
+
+    cfg = parse(
+        """
+        listeners:
+          - {type: tcp, port: 1884}
+          - {type: unix, path: admin.sock, admin: true, name: local}
+        """
+    )
+    authenticator = cfg.build_authenticator()
+    local = await authenticator.authenticate(None, None, ConnectionInfo(1, "local", "unix"))
+    tcp = await authenticator.authenticate(None, None, ConnectionInfo(2, "tcp:127.0.0.1:1884", "x"))
+    assert local.ok and local.is_admin
+    assert tcp.ok and not tcp.is_admin
+
+
+async def test_admin_listener_still_checks_passwords(passwords: Path) -> None:
+    from gateway.broker.effects import ConnectionInfo
+
+    cfg = parse(
+        """
+        listeners: [{type: unix, path: admin.sock, admin: true, allow_anonymous: false}]
+        auth: {password_file: users.pw}
+        """
+    )
+    authenticator = cfg.build_authenticator()
+    info = ConnectionInfo(1, "unix:admin.sock", "unix", allow_anonymous=False)
+    assert not (await authenticator.authenticate(None, None, info)).ok
+    assert not (await authenticator.authenticate("bob", b"wrong", info)).ok
+    bob = await authenticator.authenticate("bob", b"b", info)
+    assert bob.ok and bob.is_admin and bob.username == "bob"
