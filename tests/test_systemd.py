@@ -228,3 +228,63 @@ def test_unit_security_exposure_is_ok(tmp_path: Path) -> None:
     assert found, done.stdout[-2000:]
     assert float(found.group(1)) <= 2.5, done.stdout
     assert found.group(2) in ("OK", "SAFE")
+
+
+# --- installation -------------------------------------------------------------------------------
+
+INSTALL = REPO / "systemd" / "install.sh"
+
+
+def test_install_script_parses_and_its_config_checks(tmp_path: Path) -> None:
+    assert subprocess.run(["sh", "-n", str(INSTALL)], check=False).returncode == 0
+    printed = subprocess.run(
+        ["sh", str(INSTALL), "--print-config"], capture_output=True, text=True, check=True
+    ).stdout
+    config = tmp_path / "config.yaml"
+    config.write_text(printed)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # Everything the service writes lands where its unit lets it write.
+    assert "store: /var/lib/edge-gateway/edge-gateway.db" in done.stdout
+    assert "unix socket /run/edge-gateway/edge-gateway.sock" in done.stdout
+    assert "working directory" not in done.stdout  # no relative path left
+    service = _unit()["Service"]
+    assert service["StateDirectory"] == "edge-gateway"
+    assert service["RuntimeDirectory"] == "edge-gateway"
+
+
+def _entries(path: Path) -> dict[str, list[str]]:
+    return {line.split(":")[0]: line.split(":") for line in path.read_text().splitlines()}
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="no systemd-sysusers")
+def test_sysusers_creates_the_service_account(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        (etc / name).touch()
+    done = subprocess.run(
+        [
+            "systemd-sysusers",
+            f"--root={tmp_path}",
+            str(REPO / "systemd" / "edge-gateway.sysusers"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    users = _entries(etc / "passwd")
+    groups = _entries(etc / "group")
+    user = users["edge-gateway"]
+    assert user[3] == groups["edge-gateway"][2]  # its own primary group
+    assert user[6] == "/usr/sbin/nologin"
+    assert "edge-gateway" in groups["bluetooth"][3].split(",")  # may talk to BlueZ
+    assert _unit()["Service"]["User"] == "edge-gateway"
