@@ -130,6 +130,20 @@ class DevicesView(Protocol):
 # --- bookkeeping ---------------------------------------------------------------------------------
 
 
+def _shape(value: object) -> object:
+    """What Home Assistant discovery configs are built from: keys, the kinds of values, and
+    text values (events, firmware versions), recursively; numbers only as "a number"."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _shape(v)) for k, v in value.items()))
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return ("str", value)
+    return type(value).__name__
+
+
 def bthome_id(address: str) -> str:
     """The id of an undeclared BTHome sensor: stable, from its address."""
     return "bthome-" + address.replace(":", "").lower()
@@ -234,6 +248,7 @@ class Supervisor:
         # last payload sent per config topic (only a change is published again).
         self._ha_keys: dict[str, dict[str, object]] = {}
         self._ha_sent: dict[str, bytes] = {}
+        self._ha_shapes: dict[str, tuple[Device, object]] = {}
         self._ha_lock = asyncio.Lock()
         self._ha_tasks: set[asyncio.Task[None]] = set()
         self._ble_events: dict[str, list[dict[str, str]]] = {}
@@ -543,6 +558,13 @@ class Supervisor:
                 return
             previous = self._ha_keys.get(device.id)
             keys = {**previous, **state} if merge and previous is not None else dict(state)
+            # The configs depend on the keys and the kinds of their values, not on the numbers:
+            # most readings change none of them, and rebuilding every config to find that out
+            # was a fifth of the event loop under a stream of advertisements.
+            signature = (device, _shape(keys))
+            if self._ha_shapes.get(device.id) == signature:
+                self._ha_keys[device.id] = keys
+                return
             kwargs = {"prefix": self.prefix, "discovery_prefix": self.discovery_prefix}
             messages = ha.discovery_messages(device, keys, **kwargs)
             if previous is not None:
@@ -560,6 +582,7 @@ class Supervisor:
                 log.warning("%s: Home Assistant discovery not published: %s", device.id, exc)
                 return  # the keys stay as they were: the next state tries again
             self._ha_keys[device.id] = keys
+            self._ha_shapes[device.id] = signature
 
     async def _publish_events(self, device: Device, events: list[dict[str, str]]) -> None:
         bridge = self._bridge
