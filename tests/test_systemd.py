@@ -16,6 +16,7 @@ from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, free_port, write_config
 from notify_helpers import NotifySocket, abstract_notify_socket
 from paho_helpers import Client
@@ -288,3 +289,68 @@ def test_sysusers_creates_the_service_account(tmp_path: Path) -> None:
     assert user[6] == "/usr/sbin/nologin"
     assert "edge-gateway" in groups["bluetooth"][3].split(",")  # may talk to BlueZ
     assert _unit()["Service"]["User"] == "edge-gateway"
+
+
+def _check_config(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=config.parent,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=False,
+    )
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_check_config_loads_tls_certificates(tmp_path: Path) -> None:
+    def self_signed(name: str) -> tuple[Path, Path]:
+        cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+                *("-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return cert, key
+
+    cert, key = self_signed("one")
+    _, other_key = self_signed("two")
+    listener = {"type": "tls", "host": "127.0.0.1", "port": 8883}
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump({"listeners": [{**listener, "certfile": str(cert), "keyfile": str(key)}]})
+    )
+    done = _check_config(config)
+    assert done.returncode == 0, done.stderr
+    assert "tls 127.0.0.1:8883" in done.stdout
+    # Both files exist and parse, but the key is not the certificate's: only loading tells.
+    config.write_text(
+        yaml.safe_dump(
+            {"listeners": [{**listener, "certfile": str(cert), "keyfile": str(other_key)}]}
+        )
+    )
+    done = _check_config(config)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "listeners[0].certfile: cannot load certificate and key" in done.stderr
+
+
+def test_check_config_reports_device_policies_and_profiles(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "devices:\n"
+        "  policies: {shelly: {session: persistent, command_ttl: 600}}\n"
+        "  known:\n"
+        "    porch: {kind: shelly, host: 192.168.1.20}\n"
+        "    hall: {kind: eq3, address: '00:1A:22:0A:0B:0C'}\n"
+    )
+    done = _check_config(config)
+    assert done.returncode == 0, done.stderr
+    assert "declared: 1 eq3, 1 shelly; 1 kind policies" in done.stdout
+    config.write_text("devices:\n  policies: {shelly: {queue_depth: many}}\n")
+    done = _check_config(config)
+    assert done.returncode == 2
+    assert "devices.policies.shelly.queue_depth" in done.stderr
