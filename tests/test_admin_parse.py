@@ -15,7 +15,7 @@ from gateway.broker.session_info import SessionInfo
 
 def test_request_with_id_and_arguments() -> None:
     req = p.parse_request("gw/bridge/request/cancel", b'{"device": "x", "id": 7, "n": 1}', "gw")
-    assert req == p.Request("cancel", {"device": "x", "n": 1}, 7)
+    assert req == p.Request("cancel", {"device": "x", "id": 7, "n": 1}, 7)
     assert req.error is None
 
 

@@ -3,7 +3,8 @@
 A request is a JSON object (or an empty payload) published to ``<prefix>/bridge/request/<action>``.
 The answer is ``{"ok": true, "data": ...}`` or ``{"ok": false, "error": "..."}``; a request's
 ``"id"`` member is echoed so that MQTT 3.1.1 clients, which have no correlation data, can
-match answers to requests.
+match answers to requests (for ``cancel`` it is the id of the command to cancel, echoed all
+the same).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def parse_request(topic: str, payload: bytes, prefix: str) -> Request:
             return Request(action, {}, error=f"the request is not valid JSON: {exc}")
     if not isinstance(body, dict):
         return Request(action, {}, error="the request must be a JSON object")
-    request_id = body.pop("id", MISSING)
+    # Not removed from the body: `cancel` names the command to cancel by its "id" too.
+    request_id = body.get("id", MISSING)
     if action not in ACTIONS:
         return Request(
             action,

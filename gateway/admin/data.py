@@ -1,0 +1,141 @@
+"""What the admin API reports, read from the broker (via the server) and the device layer.
+
+The admin service answers requests with it and the live publisher sends the same shapes as
+updates, so a UI can start from a response and keep it current from the updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Protocol
+
+from devices.model import DevicePolicy
+from gateway.admin import protocol
+from gateway.broker.records import Message
+from gateway.broker.session_info import SessionInfo
+
+
+class BrokerView(Protocol):
+    """The server's admin primitives (gateway/server/server.py)."""
+
+    started_at: float
+
+    def sessions_info(self) -> list[SessionInfo]: ...
+    def queue_entries(self, client_id: str) -> list[tuple[int, Message, bool]] | None: ...
+    def cancel_queued(self, client_id: str, seqs: Collection[int] | None) -> list[int]: ...
+    def kick(self, client_id: str) -> bool: ...
+    def delete_session(self, client_id: str) -> bool: ...
+    def versions(self) -> tuple[int, int]: ...
+    def events_since(self, seq: int) -> tuple[int, list[dict[str, object]]]: ...
+    def stats_snapshot(self) -> dict[str, float | int]: ...
+
+
+class DeviceLayer(Protocol):
+    """The device supervisor's admin hooks (devices/supervisor.py)."""
+
+    @property
+    def version(self) -> int: ...
+
+    def device_listing(self) -> list[dict[str, object]]: ...
+    def client_id_of(self, device_id: str) -> str | None: ...
+    def device_of_client(self, client_id: str) -> str | None: ...
+    def attempts(self, device_id: str, payload: bytes, correlation: bytes | None) -> int: ...
+    async def set_policy(
+        self, device_id: str, overrides: Mapping[str, object] | None
+    ) -> DevicePolicy: ...
+
+
+def _persistent(entry: Mapping[str, object]) -> bool:
+    policy = entry.get("policy")
+    return isinstance(policy, dict) and policy.get("session") == "persistent"
+
+
+class AdminData:
+    def __init__(
+        self,
+        broker: BrokerView,
+        devices: Callable[[], DeviceLayer | None],
+        *,
+        store_bytes: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self.broker = broker
+        self._devices = devices
+        self.store_bytes = store_bytes
+
+    @property
+    def devices_layer(self) -> DeviceLayer | None:
+        return self._devices()
+
+    def devices_version(self) -> int:
+        layer = self._devices()
+        return -1 if layer is None else layer.version
+
+    # --- lists ----------------------------------------------------------------------------------
+
+    def sessions(self) -> list[dict[str, object]]:
+        layer = self._devices()
+        infos = sorted(self.broker.sessions_info(), key=lambda i: i.client_id)
+        return [
+            protocol.session_entry(
+                info, None if layer is None else layer.device_of_client(info.client_id)
+            )
+            for info in infos
+        ]
+
+    def devices(self) -> list[dict[str, object]]:
+        layer = self._devices()
+        if layer is None:
+            return []
+        listing = layer.device_listing()
+        for entry in listing:
+            if entry.get("pending") is None:
+                entry["pending"] = self._queued_count(layer, str(entry["id"]), entry)
+        return listing
+
+    def _queued_count(self, layer: DeviceLayer, device_id: str, entry: Mapping[str, object]) -> int:
+        if not _persistent(entry):
+            return 0
+        client_id = layer.client_id_of(device_id)
+        entries = None if client_id is None else self.broker.queue_entries(client_id)
+        return 0 if entries is None else len(entries)
+
+    def device(self, device_id: str) -> dict[str, object]:
+        """One device's listing entry; RequestError if there is no such device."""
+        for entry in self.devices():
+            if entry["id"] == device_id:
+                return entry
+        raise protocol.RequestError(f"unknown device {device_id!r}")
+
+    def client_id(self, device_id: str) -> str:
+        layer = self._devices()
+        client_id = None if layer is None else layer.client_id_of(device_id)
+        if client_id is None:
+            raise protocol.RequestError(f"unknown device {device_id!r}")
+        return client_id
+
+    def pending(self, device_id: str | None = None) -> dict[str, list[dict[str, object]]]:
+        """Commands waiting, per device: one device, or every persistent device."""
+        layer = self._devices()
+        if layer is None:
+            if device_id is not None:
+                raise protocol.RequestError(f"unknown device {device_id!r}")
+            return {}
+        if device_id is not None:
+            self.client_id(device_id)  # RequestError for an unknown device
+            ids = [device_id]
+        else:
+            ids = [str(e["id"]) for e in layer.device_listing() if _persistent(e)]
+        out: dict[str, list[dict[str, object]]] = {}
+        for dev in ids:
+            client_id = layer.client_id_of(dev)
+            entries = None if client_id is None else self.broker.queue_entries(client_id)
+            out[dev] = [
+                protocol.pending_entry(
+                    seq,
+                    msg,
+                    in_flight,
+                    layer.attempts(dev, msg.payload, msg.properties.correlation_data),
+                )
+                for seq, msg, in_flight in entries or ()
+            ]
+        return out

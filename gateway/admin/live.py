@@ -1,0 +1,187 @@
+"""Live updates for UIs: lists that changed, events, gateway status (DESIGN §5).
+
+Polls the broker's change counters (`versions()`), event ring (`events_since()`) and the
+device layer's version a few times per second; a list is computed only when a counter it
+depends on moved, and published at most once per second, and only if it differs from what
+was sent last. Events are limited to a number per second; the excess is counted and
+reported as one ``events_dropped`` event. Everything is QoS 0 and not retained except the
+status, which a UI wants at once when it subscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from gateway.admin import protocol
+from gateway.admin.data import AdminData
+from gateway.admin.limits import EventLimiter, Throttle
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, bool], Awaitable[None]]  # topic, payload, retain
+
+
+class LivePublisher:
+    def __init__(
+        self,
+        data: AdminData,
+        publish: Publish,
+        prefix: str = "gw",
+        *,
+        version: str = "",
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 0.25,
+        update_interval: float = 1.0,
+        status_interval: float = 2.0,
+        devices_refresh: float = 5.0,
+        events_per_second: int = 50,
+    ) -> None:
+        self.data = data
+        self.publish = publish
+        self.prefix = prefix
+        self.version = version
+        self.clock = clock
+        self.poll_interval = poll_interval
+        # last_seen and RSSI change without a version change: looked at now and then.
+        self.devices_refresh = devices_refresh
+        self.limiter = EventLimiter(events_per_second)
+        self._throttles = {name: Throttle(update_interval) for name in self.LISTS}
+        self._keys: dict[str, object] = {}
+        self._sent: dict[str, bytes] = {}
+        self._devices_looked = float("-inf")
+        self._status = Throttle(status_interval)
+        self._status_sent: dict[str, object] | None = None
+        self._totals: tuple[float, float, float] | None = None  # time, msgs in, msgs out
+        self._event_seq: int | None = None
+        self._pushed: list[dict[str, object]] = []
+        self.published: dict[str, int] = {}  # per topic, for tests and figures
+
+    LISTS = ("sessions", "devices", "pending")
+
+    def topic(self, suffix: str) -> str:
+        return f"{self.prefix}/bridge/{suffix}"
+
+    def push_event(self, event: dict[str, object]) -> None:
+        """An event from elsewhere (a command outcome); sent with the next poll."""
+        self._pushed.append(event)
+
+    def prime(self) -> None:
+        """Events from now on will be sent (call before the first poll)."""
+        if self._event_seq is None:
+            self._event_seq, _ = self.data.broker.events_since(1 << 62)
+
+    async def run(self) -> None:
+        self.prime()
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad poll must not end live updates for good
+                log.exception("admin live updates: poll failed")
+
+    async def step(self) -> None:
+        now = self.clock()
+        await self._events(now)
+        await self._lists(now)
+        await self._send_status(now)
+
+    async def _send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        await self.publish(topic, payload, retain)
+        self.published[topic] = self.published.get(topic, 0) + 1
+
+    # --- events ---------------------------------------------------------------------------------
+
+    async def _events(self, now: float) -> None:
+        broker = self.data.broker
+        self.prime()
+        assert self._event_seq is not None
+        last, events = broker.events_since(self._event_seq)
+        if events:
+            first = events[0].get("seq")
+            if isinstance(first, int) and first > self._event_seq + 1:
+                self.limiter.count_dropped(first - self._event_seq - 1)  # the ring overflowed
+        self._event_seq = last
+        pushed, self._pushed = self._pushed, []
+        dropped = self.limiter.take_report(now)
+        if dropped:
+            report = {"type": "events_dropped", "ts": round(now, 3), "count": dropped}
+            await self._send(self.topic("events"), protocol.encode(report))
+        for event in [*events, *pushed]:
+            if self.limiter.admit(now):
+                await self._send(self.topic("events"), protocol.encode(event))
+
+    # --- lists ----------------------------------------------------------------------------------
+
+    async def _lists(self, now: float) -> None:
+        sessions_v, queues_v = self.data.broker.versions()
+        devices_v = self.data.devices_version()
+        keys: dict[str, object] = {
+            "sessions": (sessions_v, queues_v, devices_v),
+            "devices": (devices_v, queues_v),
+            "pending": (queues_v, devices_v),
+        }
+        if now - self._devices_looked >= self.devices_refresh:
+            keys["devices"] = (devices_v, queues_v, now)
+        for name in self.LISTS:
+            if keys[name] == self._keys.get(name) or not self._throttles[name].due(now):
+                continue
+            self._keys[name] = keys[name]
+            if name == "devices":
+                self._devices_looked = now
+            payload = protocol.encode(self._compute(name))
+            if payload == self._sent.get(name):
+                continue
+            self._throttles[name].mark(now)
+            self._sent[name] = payload
+            await self._send(self.topic(f"updates/{name}"), payload)
+
+    def _compute(self, name: str) -> object:
+        if name == "sessions":
+            return self.data.sessions()
+        if name == "devices":
+            return self.data.devices()
+        return self.data.pending()
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def status(self, now: float) -> dict[str, object]:
+        snap = self.data.broker.stats_snapshot()
+        received = float(snap.get("publish_received", snap.get("messages_received", 0)))
+        sent = float(snap.get("publish_sent", snap.get("messages_sent", 0)))
+        rate_in = rate_out = 0.0
+        if self._totals is not None and now > self._totals[0]:
+            elapsed = now - self._totals[0]
+            rate_in = max(0.0, received - self._totals[1]) / elapsed
+            rate_out = max(0.0, sent - self._totals[2]) / elapsed
+        self._totals = (now, received, sent)
+        started = self.data.broker.started_at
+        store = snap.get("store_bytes")
+        if store is None:
+            store = self.data.store_bytes()
+        return {
+            "version": self.version,
+            "started_at": round(started, 3),
+            "uptime": round(max(0.0, now - started)),
+            "clients": snap.get("clients_connected", 0),
+            "sessions": snap.get("sessions", 0),
+            "devices": len(self.data.devices()),
+            "msgs_in_per_s": round(rate_in, 1),
+            "msgs_out_per_s": round(rate_out, 1),
+            "store_bytes": store,
+        }
+
+    async def _send_status(self, now: float) -> None:
+        if not self._status.due(now):
+            return
+        self._status.mark(now)
+        status = self.status(now)
+        compared = {k: v for k, v in status.items() if k != "uptime"}
+        if compared == self._status_sent:
+            return
+        self._status_sent = compared
+        await self._send(self.topic("status"), protocol.encode(status), retain=True)

@@ -1,0 +1,267 @@
+"""The admin service: the gateway's own MQTT client that answers admin requests.
+
+It connects in process (trusted, so an admin; DESIGN §5) as ``edge-gateway-admin``, subscribes
+to ``<prefix>/bridge/request/+`` and ``<prefix>/+/result`` and:
+
+* answers each request on ``<prefix>/bridge/response/<action>``, and on the request's MQTT 5
+  response topic with its correlation data when it has one;
+* turns command outcomes into events and runs the live publisher (gateway/admin/live.py).
+
+Who may send requests is the broker's business: its built-in guard lets only admins publish
+under ``<prefix>/bridge/`` and read the responses, updates and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from devices.model import PolicyError
+from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
+from gateway.admin import protocol
+from gateway.admin.data import AdminData, BrokerView, DeviceLayer
+from gateway.admin.live import LivePublisher
+from gateway.admin.protocol import Request, RequestError
+from gateway.mqtt.packets import NO_PROPERTIES, Properties, Publish
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID = "edge-gateway-admin"
+Reload = Callable[[], Awaitable[object]]
+
+
+class AdminService:
+    def __init__(
+        self,
+        broker: BrokerView,
+        connector: Connector,
+        devices: Callable[[], DeviceLayer | None],
+        prefix: str = "gw",
+        *,
+        reload: Reload | None = None,
+        store_bytes: Callable[[], int | None] = lambda: None,
+        version: str = "",
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 0.25,
+        reconnect_delay: float = 1.0,
+    ) -> None:
+        self.connector = connector
+        self.prefix = prefix
+        self.reload = reload
+        self.clock = clock
+        self.reconnect_delay = reconnect_delay
+        self.data = AdminData(broker, devices, store_bytes=store_bytes)
+        self.live = LivePublisher(
+            self.data, self._publish_live, prefix, version=version, clock=clock,
+            poll_interval=poll_interval,
+        )  # fmt: skip
+        self.requests = 0
+        self._client: MQTTClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and subscribe (requests are answered once this returns); then keep the
+        client connected (an administrator may kick it) and the live updates going."""
+        self._running = True
+        # Events from the service's start on (the gateway's own start-up: devices connecting).
+        self.live.prime()
+        client = await self._connect()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._keep_connected(client), name="admin-client"),
+            loop.create_task(self.live.run(), name="admin-live"),
+        ]
+
+    async def stop(self) -> None:
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(MQTTClientError):
+                await client.disconnect()
+
+    async def _connect(self) -> MQTTClient:
+        client = MQTTClient(self.connector, self._on_message)
+        await client.connect(CLIENT_ID)
+        try:
+            for topic_filter in (
+                f"{protocol.request_prefix(self.prefix)}+",
+                f"{self.prefix}/+/result",
+            ):
+                codes = await client.subscribe(topic_filter, qos=1)
+                if codes[0] >= 0x80:
+                    raise MQTTClientError(f"subscribe to {topic_filter} refused: {codes}")
+        except BaseException:
+            await client.close()
+            raise
+        self._client = client
+        return client
+
+    async def _keep_connected(self, client: MQTTClient) -> None:
+        while self._running:
+            reason = await client.wait_closed()
+            if not self._running:
+                return
+            log.warning("admin service: link to the broker lost (%s); reconnecting", reason)
+            while self._running:
+                await asyncio.sleep(self.reconnect_delay)
+                try:
+                    client = await self._connect()
+                    break
+                except MQTTClientError as exc:
+                    log.warning("admin service: reconnect failed: %s", exc)
+
+    async def _publish_live(self, topic: str, payload: bytes, retain: bool) -> None:
+        client = self._client
+        if client is None or not client.connected:
+            return
+        try:
+            await client.publish(topic, payload, qos=1 if retain else 0, retain=retain)
+        except MQTTClientError as exc:
+            log.debug("admin live update on %s not sent: %s", topic, exc)
+
+    # --- messages -------------------------------------------------------------------------------
+
+    async def _on_message(self, message: Publish) -> bool:
+        if message.topic.startswith(protocol.request_prefix(self.prefix)):
+            await self._request(message)
+            return True
+        head, tail = f"{self.prefix}/", "/result"
+        if message.topic.startswith(head) and message.topic.endswith(tail):
+            device = message.topic[len(head) : -len(tail)]
+            event = protocol.command_event(device, message.payload, self.clock())
+            if event is not None:
+                self.live.push_event(event)
+        return True
+
+    async def _request(self, message: Publish) -> None:
+        self.requests += 1
+        request = protocol.parse_request(message.topic, message.payload, self.prefix)
+        if request.error is not None:
+            payload = protocol.response(error=request.error, request_id=request.id)
+        else:
+            try:
+                data = await self.handle(request)
+            except RequestError as exc:
+                payload = protocol.response(error=str(exc), request_id=request.id)
+            except Exception as exc:
+                log.exception("admin request %s failed", request.action)
+                error = f"internal error: {type(exc).__name__}: {exc}"
+                payload = protocol.response(error=error, request_id=request.id)
+            else:
+                payload = protocol.response(data=data, request_id=request.id)
+        client = self._client
+        if client is None:
+            return
+        replies = [
+            (protocol.response_topic(self.prefix, request.action or "unknown"), NO_PROPERTIES)
+        ]
+        reply_to = message.properties.response_topic
+        if reply_to:
+            props = Properties(correlation_data=message.properties.correlation_data)
+            replies.append((reply_to, props))
+        for topic, props in replies:
+            try:
+                await client.publish(topic, payload, qos=1, properties=props)
+            except (MQTTClientError, ValueError) as exc:
+                log.warning("admin response on %r not sent: %s", topic, exc)
+
+    # --- actions --------------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> object:
+        """Carry out one request; its data, or RequestError."""
+        body = request.body
+        data, broker = self.data, self.data.broker
+        match request.action:
+            case "sessions":
+                return data.sessions()
+            case "devices":
+                return data.devices()
+            case "pending":
+                return data.pending(protocol.optional_str(body, "device"))
+            case "cancel":
+                device = protocol.required_str(body, "device")
+                seq = protocol.required_int(body, "id")
+                cancelled = broker.cancel_queued(data.client_id(device), [seq])
+                if not cancelled:
+                    raise RequestError(
+                        f"command {seq} of {device!r} is not queued: unknown, already "
+                        "delivered or expired, or in flight (being delivered right now)"
+                    )
+                return {"cancelled": cancelled}
+            case "flush":
+                device = protocol.required_str(body, "device")
+                return {"cancelled": broker.cancel_queued(data.client_id(device), None)}
+            case "send":
+                return await self._send(body)
+            case "kick":
+                return {"kicked": broker.kick(protocol.required_str(body, "client_id"))}
+            case "delete_session":
+                client_id = protocol.required_str(body, "client_id")
+                return {"deleted": broker.delete_session(client_id)}
+            case "set_policy":
+                return await self._set_policy(body)
+            case "reload":
+                return await self._reload()
+        raise RequestError(f"unknown action {request.action!r}")  # pragma: no cover
+
+    async def _send(self, body: dict[str, object]) -> object:
+        device = protocol.required_str(body, "device")
+        command = protocol.required_object(body, "command")
+        ttl = protocol.optional_ttl(body)
+        entry = self.data.device(device)
+        policy = entry.get("policy")
+        if not (isinstance(policy, dict) and policy.get("session") == "persistent"):
+            raise RequestError(f"{device!r} takes no commands (its session policy is clean)")
+        client = self._client
+        if client is None or not client.connected:
+            raise RequestError("the admin service is reconnecting to the broker; try again")
+        props = Properties(message_expiry_interval=ttl) if ttl is not None else NO_PROPERTIES
+        try:
+            await client.publish(
+                f"{self.prefix}/{device}/set", protocol.encode(command), qos=1, properties=props
+            )
+        except MQTTClientError as exc:
+            raise RequestError(f"the command was not accepted: {exc}") from exc
+        return {"queued": True}
+
+    async def _set_policy(self, body: dict[str, object]) -> object:
+        device = protocol.required_str(body, "device")
+        overrides = protocol.policy_overrides(body)
+        layer = self.data.devices_layer
+        if layer is None:
+            raise RequestError(f"unknown device {device!r}")
+        try:
+            policy = await layer.set_policy(device, overrides)
+        except KeyError:
+            raise RequestError(f"unknown device {device!r}") from None
+        except (PolicyError, TypeError) as exc:
+            raise RequestError(f"policy: {exc}") from None
+        client = self._client
+        if client is None or not client.connected:
+            raise RequestError("applied, but not stored: the admin service is reconnecting")
+        # Kept by the broker (retained, durable) and read back by the device layer at start.
+        stored = protocol.encode(overrides) if overrides else b""
+        await client.publish(f"{self.prefix}/bridge/policy/{device}", stored, qos=1, retain=True)
+        return {"policy": protocol.policy_dict(policy)}
+
+    async def _reload(self) -> object:
+        if self.reload is None:
+            raise RequestError("not available: this gateway cannot reload its configuration")
+        try:
+            applied = await self.reload()
+        except Exception as exc:  # a bad config file: the old one stays in force
+            raise RequestError(f"reload failed, the previous configuration stays: {exc}") from None
+        result: dict[str, object] = {"reloaded": True}
+        if isinstance(applied, list):
+            result["applied"] = [str(change) for change in applied]
+        return result
