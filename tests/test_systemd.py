@@ -354,3 +354,53 @@ def test_check_config_reports_device_policies_and_profiles(tmp_path: Path) -> No
     done = _check_config(config)
     assert done.returncode == 2
     assert "devices.policies.shelly.queue_depth" in done.stderr
+
+
+# The unit's MemoryDenyWriteExecute=yes, as the kernel's own switch (Linux 6.3+): no memory
+# may become writable and executable, which breaks anything that generates code at run time.
+_MDWE_RUNNER = """
+import ctypes, runpy, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+import bleak.backends.bluezdbus.manager, dbus_fast, zeroconf, aiohttp  # noqa: the BLE/LAN stack
+sys.argv = ["edge-gateway", *sys.argv[1:]]
+runpy.run_module("gateway", run_name="__main__")
+"""
+
+
+def test_gateway_runs_without_writable_executable_memory(
+    tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    env = dict(os.environ, PYTHONPATH=str(REPO), NOTIFY_SOCKET=notify_socket.address)
+    with (tmp_path / "gateway.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _MDWE_RUNNER, "run", "--demo", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        try:
+            notify_socket.wait_for(lambda m: "READY" in m)
+        except AssertionError:
+            if proc.poll() == 77:
+                pytest.skip("this kernel has no PR_SET_MDWE")
+            raise
+        client = Client(port, "mdwe")
+        client.subscribe("gw/#", qos=1)
+        client.publish("gw/demo-plug/set", b'{"on": true}', qos=1)
+        topics = set()
+        while "gw/demo-plug/result" not in topics:
+            topics.add(client.get(timeout=15).topic)
+        client.disconnect()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "Traceback" not in (tmp_path / "gateway.log").read_text()
