@@ -6,7 +6,12 @@ from typing import Protocol
 
 
 class Authorizer(Protocol):
-    """ACL decisions, synchronous and cheap (called on the hot path)."""
+    """ACL decisions, synchronous and cheap (called on the hot path).
+
+    An authorizer that can only refuse topics starting with some prefix may say so with an
+    attribute ``restricted_prefix: str``; the broker then never asks it about other topics
+    (see BrokerState.set_authorizer).
+    """
 
     def can_publish(self, username: str | None, client_id: str, topic: str) -> bool: ...
 
