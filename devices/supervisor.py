@@ -830,10 +830,10 @@ class Supervisor:
         """The device a broker session belongs to (its session or its status link)."""
         if not client_id.startswith("dev-"):
             return None
-        for device_id, session in self.sessions.items():
-            if client_id in (session.client_id, f"{session.client_id}.status"):
-                return device_id
-        return None
+        # One lookup, not a scan: the session list asks this for every session.
+        base = client_id.removesuffix(".status")
+        session = self.sessions.get(base[len("dev-") :])
+        return session.device.id if session is not None and session.client_id == base else None
 
     def attempts(self, device_id: str, payload: bytes, correlation: bytes | None) -> int:
         """Failed delivery attempts of a queued command so far (held in memory)."""

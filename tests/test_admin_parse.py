@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -202,3 +203,113 @@ def test_throttle() -> None:
     t.mark(0.0)
     assert not t.due(0.99)
     assert t.due(1.0)
+
+
+# --- the live publisher, with a fake broker and clock --------------------------------------------
+
+
+class FakeBroker:
+    started_at = 1000.0
+
+    def __init__(self) -> None:
+        self.sessions_v = self.queues_v = 0
+        self.events: list[dict[str, object]] = []
+        self.listed = 0
+
+    def sessions_info(self) -> list[SessionInfo]:
+        self.listed += 1
+        return []
+
+    def queue_entries(self, client_id: str) -> list[tuple[int, Message, bool]] | None:
+        return None
+
+    def cancel_queued(self, client_id: str, seqs: object) -> list[int]:
+        return []
+
+    def kick(self, client_id: str) -> bool:
+        return False
+
+    def delete_session(self, client_id: str) -> bool:
+        return False
+
+    def versions(self) -> tuple[int, int]:
+        return self.sessions_v, self.queues_v
+
+    def event(self) -> None:
+        seq = len(self.events) + 1
+        self.events.append({"seq": seq, "type": "connect", "client_id": f"c{seq}"})
+
+    def events_since(self, seq: int) -> tuple[int, list[dict[str, object]]]:
+        last = len(self.events)
+        return last, [e for e in self.events[-1000:] if int(e["seq"]) > seq]  # type: ignore[call-overload]
+
+    def stats_snapshot(self) -> dict[str, float | int]:
+        return {"clients_connected": 1, "sessions": 1, "publish_received": 0, "publish_sent": 0}
+
+
+async def _live() -> tuple[Any, FakeBroker, list[tuple[str, Any]], list[float]]:
+    from gateway.admin.data import AdminData
+    from gateway.admin.live import LivePublisher
+
+    broker = FakeBroker()
+    sent: list[tuple[str, Any]] = []
+    now = [2000.0]
+
+    async def publish(topic: str, payload: bytes, retain: bool) -> None:
+        sent.append((topic, json.loads(payload)))
+
+    data = AdminData(broker, lambda: None)
+    live = LivePublisher(data, publish, "gw", clock=lambda: now[0])
+    live.prime()
+    return live, broker, sent, now
+
+
+async def test_live_events_limited_and_dropped_reported() -> None:
+    live, broker, sent, now = await _live()
+    for _ in range(200):
+        broker.event()
+    await live.step()
+    events = [p for t, p in sent if t == "gw/bridge/events"]
+    assert len(events) == 50 and events[0]["seq"] == 1
+    now[0] += 0.5
+    await live.step()
+    assert len([t for t, _ in sent if t == "gw/bridge/events"]) == 50  # window still full
+    now[0] += 0.6
+    sent.clear()
+    broker.event()
+    await live.step()
+    events = [p for t, p in sent if t == "gw/bridge/events"]
+    assert events[0]["type"] == "events_dropped" and events[0]["count"] == 150 + 0
+    assert events[1]["seq"] == 201
+    # A ring that overflowed between two polls: the missed events are counted too.
+    for _ in range(1500):
+        broker.event()
+    sent.clear()
+    for _ in range(3):
+        now[0] += 1.0
+        await live.step()
+    events = [p for t, p in sent if t == "gw/bridge/events"]
+    reports = [e["count"] for e in events if e["type"] == "events_dropped"]
+    passed = [e for e in events if e["type"] != "events_dropped"]
+    assert len(passed) == 49 and len(reports) == 2  # the first report took a slot
+    assert sum(reports) + len(passed) == 1500
+    assert [e["seq"] for e in passed] == list(range(702, 751))  # in order; the ring kept 1000
+
+
+async def test_live_lists_only_when_changed_and_at_most_once_per_second() -> None:
+    live, broker, sent, now = await _live()
+    await live.step()
+    first = [t for t, _ in sent]
+    assert "gw/bridge/updates/sessions" in first and "gw/bridge/status" in first
+    listed = broker.listed
+    sent.clear()
+    for _ in range(10):  # nothing changed: nothing computed, nothing sent
+        now[0] += 0.25
+        await live.step()
+    assert broker.listed == listed
+    assert not [t for t, _ in sent if t.startswith("gw/bridge/updates/sessions")]
+    for _ in range(8):  # changes every poll for two seconds: listed again each second at most
+        broker.sessions_v += 1
+        now[0] += 0.25
+        await live.step()
+    assert broker.listed - listed <= 2

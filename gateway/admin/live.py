@@ -133,10 +133,12 @@ class LivePublisher:
             self._keys[name] = keys[name]
             if name == "devices":
                 self._devices_looked = now
+            # Computing is the cost (a list of every session): once per interval at most,
+            # whether or not the result turns out to differ.
+            self._throttles[name].mark(now)
             payload = protocol.encode(self._compute(name))
             if payload == self._sent.get(name):
                 continue
-            self._throttles[name].mark(now)
             self._sent[name] = payload
             await self._send(self.topic(f"updates/{name}"), payload)
 
