@@ -308,7 +308,8 @@ class Gateway:
             self.authenticator = authenticator
             self.server.connect_timeout = plan.config.limits.connect_timeout
             self.server.max_connections = plan.config.limits.max_connections
-            logging.getLogger().setLevel(plan.config.logging.level.upper())
+            if plan.config.logging != self.config.logging:  # run() set it from the config
+                logging.getLogger().setLevel(plan.config.logging.level.upper())
             self.config = plan.config
             log.info(
                 "reloaded %s: %d users, %d ACL rules; connections kept",
