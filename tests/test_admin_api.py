@@ -551,3 +551,67 @@ async def test_events_stream_is_rate_limited(env: Env) -> None:
     assert accounted(w) == end_seq - start_seq
     sent = sum(1 for e in w.on("gw/bridge/events") if e.get("seq", 0) > start_seq)
     assert sent <= 50 * (elapsed + 1), (sent, elapsed)
+
+
+# --- BLE devices (demo mode: a simulated BTHome sensor and a sleepy eQ-3 thermostat) ----------
+
+
+async def test_ble_devices_in_the_listing(tmp_path: Path) -> None:
+    from devices.demo import DemoTimings
+    from gateway.admin.protocol import Request, RequestError
+    from gateway.config import parse_config
+
+    timings = DemoTimings(
+        sensor_interval=0.1, thermostat_period=3.0, thermostat_awake=0.4, advert_interval=0.1
+    )
+    config = {
+        "listeners": [{"type": "tcp", "host": "127.0.0.1", "port": free_port()}],
+        "persistence": {"path": str(tmp_path / "gw.db")},
+        "sys_interval": 0,
+        "devices": {"ble": {"enabled": False}, "lan": {"poll_interval": 0.2, "timeout": 1}},
+        "demo": True,
+    }
+    gw = Gateway(parse_config(json.dumps(config), "demo.yaml"), demo_timings=timings)
+    await gw.start()
+    try:
+        admin = gw.admin
+        assert admin is not None
+
+        async def devices() -> list[dict[str, Any]]:
+            return await admin.handle(Request("devices", {}))  # type: ignore[no-any-return]
+
+        async def sensor_heard() -> bool:
+            sensor = by(await devices(), "id", "demo-sensor")
+            return sensor is not None and sensor["link"] == "online"
+
+        await until_async(sensor_heard)
+        listing = await devices()
+        sensor = by(listing, "id", "demo-sensor")
+        assert sensor is not None and sensor["kind"] == "bthome"
+        assert isinstance(sensor["rssi"], int) and sensor["last_seen"] is not None
+        assert sensor["policy"]["session"] == "clean" and sensor["pending"] == 0
+        thermostat = by(listing, "id", "demo-thermostat")
+        assert thermostat is not None and thermostat["kind"] == "eq3"
+        assert thermostat["wake_interval"] == thermostat["policy"]["wake_interval"]
+        assert isinstance(thermostat["pending"], int)
+
+        # A sensor that only reports takes no commands.
+        with pytest.raises(RequestError, match="takes no commands"):
+            await admin.handle(Request("send", {"device": "demo-sensor", "command": {"x": 1}}))
+        # The sleepy thermostat's policy changes at run time too.
+        data = await admin.handle(
+            Request("set_policy", {"device": "demo-thermostat", "policy": {"queue_depth": 2}})
+        )
+        assert data == {"policy": {**thermostat["policy"], "queue_depth": 2}}
+        assert gw.supervisor is not None
+        assert gw.supervisor.sessions["demo-thermostat"].device.policy.queue_depth == 2
+    finally:
+        await gw.stop()
+
+
+async def until_async(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met")
+        await asyncio.sleep(0.05)
