@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable
 
 from devices.demo import DemoTimings
 from gateway.app import Gateway
@@ -21,6 +20,7 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.tui.app import GatewayTUI
 from gateway.tui.client import AdminClient, LinkState, unix_connector
 from gateway.tui.screens import ConfirmScreen, SendScreen
+from gateway.tui.table import Table
 
 pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning")]
 
@@ -72,17 +72,15 @@ async def until(
 
 
 def table_keys(app: GatewayTUI, view: str) -> list[str]:
-    table = app.query_one(f"#{view}", DataTable)
-    return [str(row.key.value) for row in table.ordered_rows]
+    return app.query_one(f"#{view}", Table).keys
 
 
 def cells(app: GatewayTUI, view: str, key: str) -> list[str]:
-    return [str(cell) for cell in app.query_one(f"#{view}", DataTable).get_row(key)]
+    return list(app.query_one(f"#{view}", Table).row(key))
 
 
 async def select(pilot: Pilot[None], app: GatewayTUI, view: str, key: str) -> None:
-    table = app.query_one(f"#{view}", DataTable)
-    table.move_cursor(row=table.get_row_index(key))
+    assert app.query_one(f"#{view}", Table).select(key)
     await pilot.pause()
 
 

@@ -17,8 +17,7 @@ from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
-from textual.widgets.data_table import RowDoesNotExist
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from gateway.tui.client import LinkState, LinkStatus, RequestError
 from gateway.tui.model import COLUMNS, VIEWS, Model, View, compact_json
@@ -29,6 +28,7 @@ from gateway.tui.screens import (
     SendRequest,
     SendScreen,
 )
+from gateway.tui.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -70,54 +70,6 @@ class Source(Protocol):
     def retry_now(self) -> None: ...
 
 
-class _Table:
-    """Keeps one DataTable in step with the model's rows, touching as little as possible."""
-
-    def __init__(self, widget: DataTable[Text]) -> None:
-        self.widget = widget
-        self.keys: list[str] = []
-        self.cells: dict[str, tuple[str, ...]] = {}
-        self.columns = [key for _, key in COLUMNS[self.view]]
-
-    @property
-    def view(self) -> View:
-        view = self.widget.id
-        assert view in VIEWS
-        return view
-
-    def show(self, rows: list[tuple[str, tuple[str, ...]]]) -> None:
-        table = self.widget
-        keys = [key for key, _ in rows]
-        if keys == self.keys:
-            for key, cells in rows:
-                old = self.cells.get(key)
-                if old == cells:
-                    continue
-                for index, value in enumerate(cells):
-                    if old is None or old[index] != value:
-                        table.update_cell(key, self.columns[index], Text(value))
-            self.cells = dict(rows)
-            return
-        selected = self.selected()
-        table.clear()
-        for key, cells in rows:
-            table.add_row(*(Text(c) for c in cells), key=key)
-        self.keys = keys
-        self.cells = dict(rows)
-        if selected is not None and selected in self.cells:
-            table.move_cursor(row=keys.index(selected), animate=False)
-
-    def selected(self) -> str | None:
-        table = self.widget
-        if table.row_count == 0:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except (RowDoesNotExist, LookupError):
-            return None
-        return key
-
-
 class FilterInput(Input):
     """The filter line; Escape clears it and gives the focus back to the table."""
 
@@ -126,7 +78,9 @@ class FilterInput(Input):
     def action_clear(self) -> None:
         self.value = ""
         self.add_class("hidden")
-        self.app.query_one(TabbedContent).active_pane.query_one(DataTable).focus()  # type: ignore[union-attr]
+        pane = self.app.query_one(TabbedContent).active_pane
+        if pane is not None:
+            pane.query_one(Table).focus()
 
 
 class GatewayTUI(App[None]):
@@ -157,9 +111,6 @@ class GatewayTUI(App[None]):
     }
     #filter.hidden {
         display: none;
-    }
-    DataTable {
-        height: 1fr;
     }
     TabbedContent, ContentSwitcher {
         height: 1fr;
@@ -205,7 +156,7 @@ class GatewayTUI(App[None]):
         self._drawn: dict[str, int] = {}  # view -> model version drawn
         self._drawn_filter = ""
         self._shown: dict[View, int | None] = {}  # rows matching the filter, per view
-        self._tables: dict[View, _Table] = {}
+        self._tables: dict[View, Table] = {}
         self.last_result = ""  # the outcome of the last action, also shown as a notification
 
     # --- layout -------------------------------------------------------------------------------
@@ -216,12 +167,7 @@ class GatewayTUI(App[None]):
         with TabbedContent(initial="tab-devices"):
             for number, view in enumerate(VIEWS, 1):
                 with TabPane(f"{number} {_TITLES[view]}", id=f"tab-{view}"):
-                    table: DataTable[Text] = DataTable(
-                        id=view, cursor_type="row", zebra_stripes=True
-                    )
-                    for label, key in COLUMNS[view]:
-                        table.add_column(label, key=key)
-                    yield table
+                    yield Table([label for label, _ in COLUMNS[view]], id=view)
         yield FilterInput(
             placeholder="filter: words to look for (Enter: keep, Esc: clear)",
             id="filter",
@@ -231,7 +177,7 @@ class GatewayTUI(App[None]):
 
     def on_mount(self) -> None:
         for view in VIEWS:
-            self._tables[view] = _Table(self.query_one(f"#{view}", DataTable))
+            self._tables[view] = self.query_one(f"#{view}", Table)
         self._show_link(self.source.status)
         self.redraw(force=True)
         self.set_interval(self.tick, self.redraw)
@@ -306,6 +252,8 @@ class GatewayTUI(App[None]):
 
     def redraw(self, force: bool = False) -> None:
         """Bring the header and the visible table up to date (cheap when nothing changed)."""
+        if not self.is_running or not self._tables:
+            return  # a timer firing while the app shuts down
         versions = self.model.versions
         if force or self._drawn.get("status") != versions["status"]:
             self._drawn["status"] = versions["status"]
@@ -323,7 +271,7 @@ class GatewayTUI(App[None]):
 
     def _draw_table(self, view: View) -> None:
         rows = self.model.rows(view, self.clock(), self.filters[view])
-        self._tables[view].show(rows)
+        self._tables[view].set_rows(rows)
         self._shown[view] = self.model.count(view, rows) if self.filters[view] else None
         self._draw_counts()
 
@@ -345,7 +293,7 @@ class GatewayTUI(App[None]):
         filter_input.set_class(not self.filters[self.view], "hidden")
         self.redraw(force=True)
         self.refresh_bindings()
-        self.query_one(f"#{self.view}", DataTable).focus()
+        self.query_one(f"#{self.view}", Table).focus()
 
     # --- filter -------------------------------------------------------------------------------
 
@@ -361,7 +309,7 @@ class GatewayTUI(App[None]):
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one(f"#{self.view}", DataTable).focus()
+        self.query_one(f"#{self.view}", Table).focus()
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -381,7 +329,7 @@ class GatewayTUI(App[None]):
         view = view or self.view
         if view != self.view:
             return None
-        return self._tables[view].selected()
+        return self._tables[view].selected
 
     def _selected_device(self) -> str | None:
         key = self._selected()
