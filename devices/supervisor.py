@@ -435,6 +435,7 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 pause = max(0.05, min([self.presence_interval, *intervals]))
                 await asyncio.wait_for(self._sessions_changed.wait(), pause)
+            await self.rejoin()
             for device_id, session in list(self.sessions.items()):
                 if device_id in self._lan:
                     continue  # reachability comes from the poller
@@ -818,6 +819,22 @@ class Supervisor:
 
     def _known(self, device_id: str) -> KnownDeviceView | None:
         return next((k for k in self.config.known if k.id == device_id), None)
+
+    async def rejoin(self) -> None:
+        """Reconnect the sessions of reachable LAN devices that lost their link to the broker
+        (an administrator kicked them, or deleted them): nothing else would, as the poller
+        only reports changes of reachability. Runs with the presence checks."""
+        for entry in list(self._lan.values()):
+            session = entry.session
+            if entry.poller.reachable is not True or session.awake or entry.lock.locked():
+                continue
+            async with entry.lock:
+                if entry.poller.reachable is True and not session.awake:
+                    try:
+                        await session.wake()
+                        log.info("%s: session link was cut; reconnected", session.device.id)
+                    except MQTTClientError as exc:
+                        log.warning("%s: session not reconnected: %s", session.device.id, exc)
 
     def client_id_of(self, device_id: str) -> str | None:
         """The MQTT client id of a device's session; None for an unknown device."""

@@ -417,6 +417,24 @@ async def test_kick_and_delete_session(env: Env) -> None:
         lambda w: {"kick", "session_deleted"} <= {e.get("type") for e in w.on("gw/bridge/events")}
     )
 
+    # The gateway's own service connections are not the admin's to cut.
+    for action in ("kick", "delete_session"):
+        for own in ("edge-gateway-admin", "edge-gateway-bridge"):
+            refused = await admin.call(action, {"client_id": own})
+            assert refused["ok"] is False and "gateway's own" in refused["error"], refused
+    # A device session may go: it comes back by itself (with the presence checks).
+    assert env.gateway is not None and env.gateway.supervisor is not None
+    for action, answer in (("kick", {"kicked": True}), ("delete_session", {"deleted": True})):
+        assert await admin.ok(action, {"client_id": "dev-plug"}) == answer
+        plug = by(await admin.ok("sessions"), "client_id", "dev-plug")
+        assert plug is None or plug["connected"] is False
+        await env.gateway.supervisor.rejoin()
+        plug = by(await admin.ok("sessions"), "client_id", "dev-plug")
+        assert plug is not None and plug["connected"] is True
+        assert plug["subscriptions"] == ["gw/plug/set"]
+    assert await admin.ok("send", {"device": "plug", "command": {"on": True}}) == {"queued": True}
+    await until(lambda: env.fake.components["switch:0"]["output"] is True)
+
 
 async def test_set_policy_applies_and_survives_a_restart(env: Env) -> None:
     admin = await env.admin(V5)

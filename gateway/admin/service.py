@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from devices.model import PolicyError
 from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
+from devices.supervisor import BRIDGE_CLIENT_ID
 from gateway.admin import protocol
 from gateway.admin.data import AdminData, BrokerView, DeviceLayer
 from gateway.admin.live import LivePublisher
@@ -204,15 +205,27 @@ class AdminService:
             case "send":
                 return await self._send(body)
             case "kick":
-                return {"kicked": broker.kick(protocol.required_str(body, "client_id"))}
+                client_id = self._outside_client(body)
+                return {"kicked": broker.kick(client_id)}
             case "delete_session":
-                client_id = protocol.required_str(body, "client_id")
+                client_id = self._outside_client(body)
                 return {"deleted": broker.delete_session(client_id)}
             case "set_policy":
                 return await self._set_policy(body)
             case "reload":
                 return await self._reload()
         raise RequestError(f"unknown action {request.action!r}")  # pragma: no cover
+
+    def _outside_client(self, body: dict[str, object]) -> str:
+        """The `client_id` argument, unless it is the bridge or this service: cut off, the
+        bridge would stay away (and say the gateway is offline) and the answer to this very
+        request would be lost. A device session may go: it connects again by itself."""
+        client_id = protocol.required_str(body, "client_id")
+        if client_id in (CLIENT_ID, BRIDGE_CLIENT_ID):
+            raise RequestError(
+                f"{client_id!r} is one of the gateway's own connections; restart the gateway"
+            )
+        return client_id
 
     async def _send(self, body: dict[str, object]) -> object:
         device = protocol.required_str(body, "device")
