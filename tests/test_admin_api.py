@@ -155,7 +155,7 @@ async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
 
 
 class Env:
-    def __init__(self, tmp_path: Path, fake: FakeShelly) -> None:
+    def __init__(self, tmp_path: Path, fake: FakeShelly, **extra: Any) -> None:
         self.tmp_path = tmp_path
         self.port = free_port()
         self.fake = fake
@@ -178,6 +178,7 @@ class Env:
                 },
             },
         }
+        config.update(extra)
         self.config_path = tmp_path / "config.yaml"
         self.config_path.write_text(json.dumps(config))
 
@@ -475,6 +476,30 @@ async def test_reload(env: Env) -> None:
     failed = await admin.call("reload")
     assert failed["ok"] is False and "reload failed" in failed["error"]
     assert (await admin.call("sessions"))["ok"] is True
+
+
+async def test_an_answer_too_large_for_the_broker_is_an_error(tmp_path: Path) -> None:
+    fake = shelly_plus_1pm()
+    async with fake:
+        env = Env(tmp_path, fake, limits={"max_packet_size": 1500})
+        await env.start()
+        try:
+            admin = await env.admin(V5)
+            w = await env.watch("gw/bridge/updates/sessions")
+            too_large = await admin.call("sessions")
+            assert too_large["ok"] is False and "max_packet_size" in too_large["error"]
+            # The service kept its connection: it still answers.
+            assert await admin.ok("pending", {"device": "plug"}) == {"plug": []}
+            assert env.gateway is not None and env.gateway.admin is not None
+            published = env.gateway.admin.live.published
+            await until(lambda: published.get("gw/bridge/updates/pending", 0) >= 1)
+            assert published.get("gw/bridge/updates/sessions", 0) == 0  # skipped, not sent
+            w.drain()
+            assert w.all == []
+        finally:
+            for client in env.clients:
+                await asyncio.to_thread(client.close)  # type: ignore[union-attr]
+            await env.stop()
 
 
 # --- live updates ---------------------------------------------------------------------------------

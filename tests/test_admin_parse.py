@@ -255,8 +255,9 @@ async def _live() -> tuple[Any, FakeBroker, list[tuple[str, Any]], list[float]]:
     sent: list[tuple[str, Any]] = []
     now = [2000.0]
 
-    async def publish(topic: str, payload: bytes, retain: bool) -> None:
+    async def publish(topic: str, payload: bytes, retain: bool) -> bool:
         sent.append((topic, json.loads(payload)))
+        return True
 
     data = AdminData(broker, lambda: None)
     live = LivePublisher(data, publish, "gw", clock=lambda: now[0])

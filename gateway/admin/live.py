@@ -21,7 +21,7 @@ from gateway.admin.limits import EventLimiter, Throttle
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, bytes, bool], Awaitable[None]]  # topic, payload, retain
+Publish = Callable[[str, bytes, bool], Awaitable[bool]]  # topic, payload, retain -> sent
 
 
 class LivePublisher:
@@ -57,7 +57,7 @@ class LivePublisher:
         self._totals: tuple[float, float, float] | None = None  # time, msgs in, msgs out
         self._event_seq: int | None = None
         self._pushed: list[dict[str, object]] = []
-        self.published: dict[str, int] = {}  # per topic, for tests and figures
+        self.published: dict[str, int] = {}  # sent per topic, for tests and figures
 
     LISTS = ("sessions", "devices", "pending")
 
@@ -91,8 +91,8 @@ class LivePublisher:
         await self._send_status(now)
 
     async def _send(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        await self.publish(topic, payload, retain)
-        self.published[topic] = self.published.get(topic, 0) + 1
+        if await self.publish(topic, payload, retain):
+            self.published[topic] = self.published.get(topic, 0) + 1
 
     # --- events ---------------------------------------------------------------------------------
 

@@ -121,14 +121,26 @@ class AdminService:
                 except MQTTClientError as exc:
                     log.warning("admin service: reconnect failed: %s", exc)
 
-    async def _publish_live(self, topic: str, payload: bytes, retain: bool) -> None:
+    def _fits(self, client: MQTTClient, topic: str, payload: bytes) -> bool:
+        """Would the broker take this PUBLISH? A larger one would cost us the connection."""
+        limit = client.connack.properties.maximum_packet_size if client.connack else None
+        # Fixed header, topic, packet id and properties: well within 64 bytes beyond these.
+        return limit is None or len(payload) + len(topic.encode()) + 64 <= limit
+
+    async def _publish_live(self, topic: str, payload: bytes, retain: bool) -> bool:
         client = self._client
         if client is None or not client.connected:
-            return
+            return False
+        if not self._fits(client, topic, payload):
+            log.warning("admin live update on %s skipped: %d bytes is over the broker's "
+                        "max_packet_size", topic, len(payload))  # fmt: skip
+            return False
         try:
             await client.publish(topic, payload, qos=1 if retain else 0, retain=retain)
         except MQTTClientError as exc:
             log.debug("admin live update on %s not sent: %s", topic, exc)
+            return False
+        return True
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -163,6 +175,10 @@ class AdminService:
         client = self._client
         if client is None:
             return
+        if not self._fits(client, protocol.response_topic(self.prefix, request.action), payload):
+            error = (f"the answer ({len(payload)} bytes) is over the broker's max_packet_size "
+                     "(limits.max_packet_size in the config)")  # fmt: skip
+            payload = protocol.response(error=error, request_id=request.id)
         replies = [
             (protocol.response_topic(self.prefix, request.action or "unknown"), NO_PROPERTIES)
         ]
