@@ -63,6 +63,7 @@ class AdminService:
         self._client: MQTTClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._too_large: set[str] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -132,9 +133,12 @@ class AdminService:
         if client is None or not client.connected:
             return False
         if not self._fits(client, topic, payload):
-            log.warning("admin live update on %s skipped: %d bytes is over the broker's "
-                        "max_packet_size", topic, len(payload))  # fmt: skip
+            if topic not in self._too_large:  # once, not every second
+                self._too_large.add(topic)
+                log.warning("admin live updates on %s skipped: %d bytes is over the broker's "
+                            "max_packet_size", topic, len(payload))  # fmt: skip
             return False
+        self._too_large.discard(topic)
         try:
             await client.publish(topic, payload, qos=1 if retain else 0, retain=retain)
         except MQTTClientError as exc:
