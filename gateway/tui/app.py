@@ -147,6 +147,9 @@ class GatewayTUI(App[None]):
         tick: float = 0.2,
     ) -> None:
         super().__init__()
+        # A key press shows its effect at once: no sliding underlines or smooth scrolls,
+        # which also cost CPU on a small gateway box.
+        self.animation_level = "none"
         self.source = source
         self.clock = clock
         self.model = model if model is not None else Model(prefix=prefix)
