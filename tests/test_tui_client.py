@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 
 from gateway.app import Gateway
 from gateway.auth.passwords import hash_password, set_user
@@ -23,6 +23,12 @@ from gateway.tui.client import (
 )
 
 pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
