@@ -201,8 +201,13 @@ class GatewayTUI(App[None]):
 
     def _link_changed(self, status: LinkStatus) -> None:
         was = self.link.state
+        down = (LinkState.UNREACHABLE, LinkState.REFUSED)
+        if status.state is LinkState.CONNECTING and was in down:
+            # Another attempt: the banner keeps saying why we are retrying (no flicker).
+            return
         self.link = status
         self._show_link(status)
+        self.refresh_bindings()  # actions are greyed out while disconnected
         if status.state is LinkState.CONNECTED and was is not LinkState.CONNECTED:
             self.run_worker(self.load_all(), group="load", exclusive=True)
 

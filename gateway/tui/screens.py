@@ -85,8 +85,8 @@ class SendRequest:
     ttl: int | None
 
 
-def parse_command(text: str) -> dict[str, object]:
-    """A command typed by the user: a non-empty JSON object (ValueError says what is wrong)."""
+def parse_command(text: str, what: str = "the command") -> dict[str, object]:
+    """A JSON object typed by the user, not empty (ValueError says what is wrong)."""
     if not text.strip():
         raise ValueError('type a JSON object, e.g. {"on": true}')
     try:
@@ -94,7 +94,7 @@ def parse_command(text: str) -> dict[str, object]:
     except ValueError as exc:
         raise ValueError(f"not valid JSON: {exc}") from None
     if not isinstance(value, dict) or not value:
-        raise ValueError("the command must be a non-empty JSON object")
+        raise ValueError(f"{what} must be a non-empty JSON object")
     return value
 
 
@@ -182,7 +182,7 @@ class PolicyScreen(ModalScreen[PolicyChange | None]):
     @on(Button.Pressed, "#apply")
     def _submit(self) -> None:
         try:
-            policy = parse_command(self.query_one("#policy", Input).value)
+            policy = parse_command(self.query_one("#policy", Input).value, "the policy")
         except ValueError as exc:
             self.query_one("#error", Label).update(Text(f"Error: {exc}"))
             return
