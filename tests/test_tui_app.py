@@ -7,14 +7,13 @@ import json
 import time
 
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, Tab
 
 from gateway.tui.app import GatewayTUI
 from gateway.tui.client import LinkState, LinkStatus
 from gateway.tui.model import Model
 from gateway.tui.sample import NOW, StaticSource
 from gateway.tui.screens import ConfirmScreen, PolicyScreen, SendScreen
-from gateway.tui.table import Table
 
 
 def make(source: StaticSource | None = None) -> tuple[GatewayTUI, StaticSource]:
@@ -24,7 +23,8 @@ def make(source: StaticSource | None = None) -> tuple[GatewayTUI, StaticSource]:
 
 
 def keys(app: GatewayTUI, view: str) -> list[str]:
-    return app.query_one(f"#{view}", Table).keys
+    assert app.view == view
+    return app.table.keys
 
 
 def footer_actions(app: GatewayTUI) -> set[str]:
@@ -44,7 +44,7 @@ async def test_send_validates_json_and_sends_with_ttl() -> None:
     app, source = make()
     async with app.run_test() as pilot:
         await settle(pilot)
-        app.query_one("#devices", Table).select("demo-thermostat")
+        app.table.select("demo-thermostat")
         await pilot.press("s")
         assert isinstance(app.screen, SendScreen)
         await pilot.press(*"[1]", "enter")
@@ -64,7 +64,7 @@ async def test_flush_delete_and_policy_ask_first_and_send_the_right_request() ->
     app, source = make()
     async with app.run_test() as pilot:
         await settle(pilot)
-        app.query_one("#devices", Table).select("demo-thermostat")
+        app.table.select("demo-thermostat")
         await pilot.press("f")
         assert isinstance(app.screen, ConfirmScreen)
         assert "2 pending command(s)" in app.screen.detail
@@ -85,7 +85,7 @@ async def test_flush_delete_and_policy_ask_first_and_send_the_right_request() ->
         )
 
         await pilot.press("2")
-        app.query_one("#sessions", Table).select("logger")
+        app.table.select("logger")
         sent = len(source.requests)
         await pilot.press("d")
         assert isinstance(app.screen, ConfirmScreen)
@@ -118,9 +118,10 @@ async def test_filter_narrows_the_visible_table_and_escape_clears_it() -> None:
         app.query_one("#filter", Input).value += "LINE"
         await settle(pilot)
         assert keys(app, "sessions") == ["gw-device-demo-thermostat", "logger"]
-        assert "(2/5)" in str(app.query_one("TabbedContent").get_tab("tab-sessions").label)  # type: ignore[attr-defined]
+        assert app.query_one("#filter").border_title == "2 of 5 match"
+        assert "(5)" in app.query_one("#sessions", Tab).label_text
         await pilot.press("enter")
-        assert app.query_one("#sessions", Table).has_focus
+        assert app.table.has_focus
         await pilot.press("1")  # each tab has its own filter
         await settle(pilot)
         assert len(keys(app, "devices")) == 3
@@ -188,7 +189,7 @@ async def test_live_update_keeps_the_cursor_on_the_same_row() -> None:
     app, source = make()
     async with app.run_test() as pilot:
         await settle(pilot)
-        table = app.query_one("#devices", Table)
+        table = app.table
         table.select("demo-sensor")
         devices = json.loads(json.dumps(source.data["devices"]))
         devices.insert(0, {"id": "a-first-device", "kind": "wled"})

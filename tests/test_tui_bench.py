@@ -21,6 +21,6 @@ def test_bench_tui_quick_prints_its_figures() -> None:
     lines = run.stdout.splitlines()
     assert lines[0].startswith("TUI with 50 devices, 100 sessions, 100 msgs/s")
     rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("  ")}
-    for key in ("tab", "filter", "cursor", "dialog"):
+    for key in ("tab", "cursor", "filter-open", "filter-type", "dialog-open", "dialog-close"):
         count, median, p95, worst = rows[key]
         assert int(count) >= 1 and 0 < float(median) <= float(p95) <= float(worst)

@@ -20,7 +20,6 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.tui.app import GatewayTUI
 from gateway.tui.client import AdminClient, LinkState, unix_connector
 from gateway.tui.screens import ConfirmScreen, SendScreen
-from gateway.tui.table import Table
 
 pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning")]
 
@@ -72,15 +71,17 @@ async def until(
 
 
 def table_keys(app: GatewayTUI, view: str) -> list[str]:
-    return app.query_one(f"#{view}", Table).keys
+    assert app.view == view
+    return app.table.keys
 
 
 def cells(app: GatewayTUI, view: str, key: str) -> list[str]:
-    return list(app.query_one(f"#{view}", Table).row(key))
+    assert app.view == view
+    return list(app.table.row(key))
 
 
 async def select(pilot: Pilot[None], app: GatewayTUI, view: str, key: str) -> None:
-    assert app.query_one(f"#{view}", Table).select(key)
+    assert app.view == view and app.table.select(key)
     await pilot.pause()
 
 

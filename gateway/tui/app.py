@@ -17,7 +17,7 @@ from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Static, Tab, Tabs
 
 from gateway.tui.client import LinkState, LinkStatus, RequestError
 from gateway.tui.model import COLUMNS, VIEWS, Model, View, compact_json
@@ -78,9 +78,7 @@ class FilterInput(Input):
     def action_clear(self) -> None:
         self.value = ""
         self.add_class("hidden")
-        pane = self.app.query_one(TabbedContent).active_pane
-        if pane is not None:
-            pane.query_one(Table).focus()
+        self.app.query_one("#table", Table).focus()
 
 
 class GatewayTUI(App[None]):
@@ -111,13 +109,6 @@ class GatewayTUI(App[None]):
     }
     #filter.hidden {
         display: none;
-    }
-    TabbedContent, ContentSwitcher {
-        height: 1fr;
-    }
-    TabPane {
-        height: 1fr;
-        padding: 0;
     }
     """
 
@@ -158,8 +149,9 @@ class GatewayTUI(App[None]):
         self.filters: dict[View, str] = dict.fromkeys(VIEWS, "")
         self._drawn: dict[str, int] = {}  # view -> model version drawn
         self._drawn_filter = ""
-        self._shown: dict[View, int | None] = {}  # rows matching the filter, per view
-        self._tables: dict[View, Table] = {}
+        self._view: View = "devices"
+        self._cursor: dict[View, str | None] = {}  # the selected row of each view
+        self._mounted = False
         self.last_result = ""  # the outcome of the last action, also shown as a notification
 
     # --- layout -------------------------------------------------------------------------------
@@ -167,10 +159,13 @@ class GatewayTUI(App[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="status")
         yield Static(id="banner", classes="hidden")
-        with TabbedContent(initial="tab-devices"):
-            for number, view in enumerate(VIEWS, 1):
-                with TabPane(f"{number} {_TITLES[view]}", id=f"tab-{view}"):
-                    yield Table([label for label, _ in COLUMNS[view]], id=view)
+        # One table for every view: switching views swaps its rows, which is much cheaper
+        # than switching between four mounted tables.
+        yield Tabs(
+            *(Tab(f"{n} {_TITLES[view]}", id=view) for n, view in enumerate(VIEWS, 1)),
+            active="devices",
+        )
+        yield Table([label for label, _ in COLUMNS["devices"]], id="table")
         yield FilterInput(
             placeholder="filter: words to look for (Enter: keep, Esc: clear)",
             id="filter",
@@ -179,8 +174,8 @@ class GatewayTUI(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        for view in VIEWS:
-            self._tables[view] = self.query_one(f"#{view}", Table)
+        self._mounted = True
+        self.query_one("#table", Table).focus()
         self._show_link(self.source.status)
         self.redraw(force=True)
         self.set_interval(self.tick, self.redraw)
@@ -229,8 +224,11 @@ class GatewayTUI(App[None]):
 
     @property
     def view(self) -> View:
-        active = self.query_one(TabbedContent).active.removeprefix("tab-")
-        return active if active in VIEWS else "devices"
+        return self._view
+
+    @property
+    def table(self) -> Table:
+        return self.query_one("#table", Table)
 
     def _show_link(self, status: LinkStatus) -> None:
         banner = self.query_one("#banner", Static)
@@ -260,7 +258,7 @@ class GatewayTUI(App[None]):
 
     def redraw(self, force: bool = False) -> None:
         """Bring the header and the visible table up to date (cheap when nothing changed)."""
-        if not self.is_running or not self._tables:
+        if not self.is_running or not self._mounted:
             return  # a timer firing while the app shuts down
         versions = self.model.versions
         if force or self._drawn.get("status") != versions["status"]:
@@ -277,31 +275,40 @@ class GatewayTUI(App[None]):
             self._drawn_filter = key
             self._draw_table(view)
 
-    def _draw_table(self, view: View) -> None:
+    def _draw_table(self, view: View, select: str | None = None) -> None:
         rows = self.model.rows(view, self.clock(), self.filters[view])
-        self._tables[view].set_rows(rows)
-        self._shown[view] = self.model.count(view, rows) if self.filters[view] else None
-        self._draw_counts()
+        self.table.set_rows(rows, select)
+        if self.filters[view]:
+            # Here, not in the tab's label: a label changing width re-lays out the screen.
+            shown, total = self.model.count(view, rows), self.model.count(view)
+            self.query_one("#filter", Input).border_title = f"{shown} of {total} match"
 
     def _draw_counts(self) -> None:
-        tabs = self.query_one(TabbedContent)
+        tabs = self.query_one(Tabs)
         for number, view in enumerate(VIEWS, 1):
-            total = self.model.count(view)
-            shown = self._shown.get(view)
-            count = str(total) if shown is None else f"{shown}/{total}"
-            label = f"{number} {_TITLES[view]} ({count})"
-            tab = tabs.get_tab(f"tab-{view}")
-            if str(tab.label) != label:
+            label = f"{number} {_TITLES[view]} ({self.model.count(view)})"
+            tab = tabs.query_one(f"#{view}", Tab)
+            if tab.label_text != label:
                 tab.label = label
 
-    @on(TabbedContent.TabActivated)
-    def _tab_changed(self) -> None:
+    @on(Tabs.TabActivated)
+    def _tab_changed(self, event: Tabs.TabActivated) -> None:
+        view = event.tab.id
+        if view not in VIEWS or view == self._view:
+            return
+        table = self.table
+        self._cursor[self._view] = table.selected
+        self._view = view
+        table.set_columns([label for label, _ in COLUMNS[view]])
         filter_input = self.query_one("#filter", Input)
-        filter_input.value = self.filters[self.view]
-        filter_input.set_class(not self.filters[self.view], "hidden")
-        self.redraw(force=True)
+        with filter_input.prevent(Input.Changed):
+            filter_input.value = self.filters[view]
+        filter_input.set_class(not self.filters[view], "hidden")
+        self._drawn[view] = self.model.versions[view]
+        self._drawn_filter = f"{view}:{self.filters[view]}"
+        self._draw_table(view, self._cursor.get(view))
         self.refresh_bindings()
-        self.query_one(f"#{self.view}", Table).focus()
+        table.focus()
 
     # --- filter -------------------------------------------------------------------------------
 
@@ -317,12 +324,12 @@ class GatewayTUI(App[None]):
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one(f"#{self.view}", Table).focus()
+        self.table.focus()
 
     # --- actions ------------------------------------------------------------------------------
 
     def action_show(self, view: str) -> None:
-        self.query_one(TabbedContent).active = f"tab-{view}"
+        self.query_one(Tabs).active = view
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         views = _ACTION_VIEWS.get(action)
@@ -337,7 +344,7 @@ class GatewayTUI(App[None]):
         view = view or self.view
         if view != self.view:
             return None
-        return self._tables[view].selected
+        return self.table.selected
 
     def _selected_device(self) -> str | None:
         key = self._selected()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import logging
 import os
@@ -83,9 +84,18 @@ def read_password(user: str | None) -> str | None:
     return getpass.getpass(f"Password for {user}: ")
 
 
+def tune_gc() -> None:
+    """Every live update of a big gateway parses thousands of small objects that are garbage
+    a second later; with CPython's default threshold (700) generation-0 collections ran
+    all the time and older generations were scanned often enough to stall key presses
+    (bench/bench_tui.py). The gateway process does the same (gateway/app.py)."""
+    gc.set_threshold(50_000, 20, 20)
+
+
 def run_tui(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     password = read_password(args.user)
+    tune_gc()
     # Anything logged to the terminal would tear the screen apart.
     root = logging.getLogger()
     root.addHandler(logging.NullHandler())

@@ -84,11 +84,25 @@ class Table(ScrollView, can_focus=True):
             return None
         return self.rows[self.cursor][0]
 
-    def set_rows(self, rows: list[Row]) -> None:
-        """Show these rows; the cursor stays on the same key if it is still there."""
-        if rows == self.rows:
-            return
+    def set_columns(self, columns: Sequence[str]) -> None:
+        """Other columns (another view): the rows go until the next set_rows."""
+        self.labels = tuple(columns)
+        self._widths = [cell_len(label) for label in self.labels]
+        self._header = self._format(self.labels)
+        self.rows = []
+        self.index = {}
+        self.cursor = 0
+        self.scroll_to(0, 0, animate=False)
+        self.refresh()
+
+    def set_rows(self, rows: list[Row], select: str | None = None) -> None:
+        """Show these rows; the cursor goes to `select` if given, else it stays on the
+        same key while that is still there."""
         selected = self.selected
+        if rows == self.rows and (select is None or select == selected):
+            return
+        if select is not None:
+            selected = select
         self.rows = rows
         self.index = {key: n for n, (key, _) in enumerate(rows)}
         widths = [cell_len(label) for label in self.labels]
@@ -106,8 +120,7 @@ class Table(ScrollView, can_focus=True):
         self.cursor = max(0, min(self.cursor, len(rows) - 1))
         self._keep_cursor_visible()
         self.refresh()
-        if self.selected != selected:
-            self.post_message(self.CursorMoved(self, self.selected))
+        self.post_message(self.CursorMoved(self, self.selected))
 
     # --- drawing --------------------------------------------------------------------------
 
