@@ -20,6 +20,7 @@ from gateway.tui.client import (
     LinkStatus,
     RequestError,
     tcp_connector,
+    unix_connector,
 )
 
 pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning")]
@@ -158,3 +159,30 @@ async def test_nothing_listening_is_unreachable_and_retried() -> None:
         assert all(s.retry_in for s in rec.states if s.state is LinkState.UNREACHABLE)
     finally:
         await nobody.stop()
+
+
+async def test_a_missing_socket_says_so(tmp_path: Path) -> None:
+    rec = Recorder()
+    nobody = AdminClient(unix_connector(str(tmp_path / "none.sock")), backoff_initial=0.05)
+    nobody.start(rec.message, rec.status)
+    try:
+        await rec.until(lambda r: any(s.state is LinkState.UNREACHABLE for s in r.states))
+        down = next(s for s in rec.states if s.state is LinkState.UNREACHABLE)
+        assert "is the gateway running" in down.detail
+    finally:
+        await nobody.stop()
+
+
+async def test_a_socket_we_may_not_use_says_why(tmp_path: Path) -> None:
+    async def denied() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        raise PermissionError(13, "Permission denied")
+
+    rec = Recorder()
+    client = AdminClient(denied, backoff_initial=0.05)
+    client.start(rec.message, rec.status)
+    try:
+        await rec.until(lambda r: any(s.state is LinkState.UNREACHABLE for s in r.states))
+        down = next(s for s in rec.states if s.state is LinkState.UNREACHABLE)
+        assert "add yourself to its group" in down.detail
+    finally:
+        await client.stop()

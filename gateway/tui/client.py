@@ -237,7 +237,7 @@ class AdminClient:
                 failure = LinkStatus(LinkState.REFUSED, str(exc))
                 await client.disconnect()
             except (ConnectionClosed, MQTTClientError, OSError) as exc:
-                failure = LinkStatus(LinkState.UNREACHABLE, str(exc))
+                failure = LinkStatus(LinkState.UNREACHABLE, _why_unreachable(exc))
             else:
                 delay = self._backoff_initial
                 self._set_status(LinkStatus(LinkState.CONNECTED, f"connected to {self.where}"))
@@ -276,3 +276,16 @@ class AdminClient:
 
 class _NotAdmin(Exception):
     pass
+
+
+def _why_unreachable(exc: BaseException) -> str:
+    """The error, with a hint for the two usual mistakes with a local socket."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, PermissionError):
+        return (
+            f"{exc} - the gateway's socket is only for its user and group: "
+            "run the TUI as that user, or add yourself to its group"
+        )
+    if isinstance(cause, FileNotFoundError):
+        return f"{exc} - is the gateway running, and is this its socket?"
+    return str(exc)
