@@ -157,10 +157,11 @@ class DeviceSession:
         """Make sure the broker session and its subscription exist, without running commands.
 
         For a persistent device known from config but not reachable yet: commands sent before
-        its first wake must already have a session to wait in. A command the broker hands
-        over meanwhile is refused (left unacknowledged), so it simply comes again at the real
-        wake. Publishes ``online`` (a device that is expected to wake can take commands)
-        unless `announce` is False (a policy change renews the session: availability stays).
+        its first wake must already have a session to wait in. The connection asks the broker
+        to hold the queue (none is handed over: a command in flight could no longer be
+        superseded), and a command that comes anyway is refused, left unacknowledged.
+        Publishes ``online`` (a device that is expected to wake can take commands) unless
+        `announce` is False (a policy change renews the session: availability stays).
         Returns whether the session already existed.
         """
         if not self.device.policy.persistent:
@@ -180,7 +181,9 @@ class DeviceSession:
                 session_expiry=policy.session_expiry,
                 keep_alive=self.keep_alive,
                 receive_maximum=1,
-                user_properties=self._queue_policy(),
+                # Take nothing into flight (gateway/broker/queue_policy.py HOLD): a command
+                # in flight could no longer be superseded by a newer one.
+                user_properties=(*self._queue_policy(), ("queue-hold", "1")),
             )
             try:
                 if not ack.session_present:

@@ -362,3 +362,29 @@ def test_ending_the_session_deletes_its_policy() -> None:
     assert any(isinstance(op, DeleteSession) for op in h.store.ops)
     h2 = restart(h)
     assert not h2.broker.session_exists("dev-thermo")
+
+
+def test_a_held_connection_takes_nothing_into_flight() -> None:
+    """queue-hold: a trusted client that connects only to set up its session (a device that
+    is not awake) receives nothing, so every command stays queued and can be superseded."""
+    h = Harness()
+    asleep_with_subscription(h)
+    app = h.connect("app", V311)
+    app.publish("gw/thermo/set", b'{"target_temp": 20}', qos=1)
+    held = device(h, (*POLICY, ("queue-hold", "1")))
+    app.publish("gw/thermo/set", b'{"target_temp": 21}', qos=1)  # supersedes 20, queued
+    app.publish("gw/thermo/set", b'{"mode": "auto"}', qos=0)  # QoS 0 waits too
+    assert held.publishes() == []
+    held.disconnect()
+    awake = device(h)
+    payloads = [json.loads(p.payload) for p in awake.publishes()]
+    assert payloads == [{"target_temp": 21}, {"mode": "auto"}]
+
+
+def test_only_trusted_clients_can_hold_their_queue() -> None:
+    h = Harness()
+    asleep_with_subscription(h)
+    app = h.connect("app", V311)
+    untrusted = device(h, (("queue-hold", "1"),), trusted=False)
+    app.publish("gw/thermo/set", b'{"target_temp": 20}', qos=1)
+    assert [p.payload for p in untrusted.publishes()] == [b'{"target_temp": 20}']

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.effects import Identity, SetKeepAlive
-from gateway.broker.queue_policy import parse_queue_policy
+from gateway.broker.queue_policy import HOLD, parse_queue_policy
 from gateway.broker.records import PutSession
 from gateway.broker.session import Connection, Session
 from gateway.mqtt.packets import PROTOCOL_V5, ConnAck, Connect, Properties, Will
@@ -109,6 +109,8 @@ class Connects(Disconnects):
         else:
             receive_max = 65535
         conn.window = max(1, min(receive_max, settings.max_inflight_out))
+        if identity.is_admin and v5 and HOLD in props.user_properties:
+            conn.window = 0  # queue_policy.HOLD: this connection takes nothing into flight
 
         keep_alive = packet.keep_alive
         server_keep_alive = None
@@ -158,7 +160,7 @@ class Connects(Disconnects):
         self._send(conn.conn_id, ack)
         self._actions.append(SetKeepAlive(conn.conn_id, keep_alive))
         self._non_send += 1
-        if session_present:
+        if session_present and conn.window:
             self._resume(conn, s, now)
 
     def _connack_properties(self) -> Properties:

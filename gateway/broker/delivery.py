@@ -34,7 +34,7 @@ class Delivery(Durability):
     ) -> bool:
         """Hand one message to one session. False if its queue refused it (REJECT_NEW)."""
         conn = s.conn
-        if conn is not None:
+        if conn is not None and conn.window:
             if qos == 0:
                 self._send_qos0(conn, s, msg, retain, sub_ids, now)
                 return True
@@ -43,7 +43,7 @@ class Delivery(Durability):
                 self._next_seq = seq + 1
                 self._transmit(conn, s, QEntry(seq, msg, qos, retain, sub_ids), now, False)
                 return True
-        elif qos == 0 and not s.limits.queue_qos0:
+        elif qos == 0 and conn is None and not s.limits.queue_qos0:
             self.stats.dropped_qos0_offline += 1
             return True
         return self._enqueue(s, msg, qos, retain, sub_ids)

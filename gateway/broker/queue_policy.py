@@ -8,7 +8,12 @@ MQTT 5 user properties, and honoured only for trusted connections:
     queue-max-messages   int >= 0         queue-overflow   drop-oldest | reject-new
     queue-max-bytes      int >= 0         queue-coalesce   json-keys | off
     queue-default-expiry seconds >= 0     queue-notify-topic  a topic name
-                                          queue-pending-topic a topic name
+    queue-hold           1                queue-pending-topic a topic name
+
+``queue-hold`` belongs to the connection, not the session: nothing is delivered to it (QoS 0
+included; everything stays queued). A client that connects only to create or reconfigure its
+session -- a device known from config that is not awake -- must not take a command into
+flight: a newer command could no longer supersede it.
 
 Untrusted clients' user properties are ignored (and passed on nowhere): the limits of
 config.yaml apply to them.
@@ -36,6 +41,7 @@ from gateway.mqtt.packets import UserProperty
 log = logging.getLogger("gateway.broker")
 
 PREFIX = "queue-"
+HOLD = ("queue-hold", "1")
 
 
 def parse_queue_policy(properties: tuple[UserProperty, ...], client_id: str) -> QueuePolicy | None:

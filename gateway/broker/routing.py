@@ -95,8 +95,9 @@ class Routing(Delivery):
                 dq = qos
             out_retain = retain and rap
             conn = s.conn
-            if dq == 0 and conn is not None:
-                # QoS 0 to a live connection goes straight out; the publisher's packet is
+            if dq == 0 and conn is not None and conn.window:
+                # QoS 0 to a live connection goes straight out (not to a held one:
+                # queue_policy.HOLD); the publisher's packet is
                 # reused whenever it is exactly what this subscriber must receive.
                 if conn.v5 and ids:
                     out: Publish = new_publish(
