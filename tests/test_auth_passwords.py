@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import stat
 from pathlib import Path
 
@@ -121,7 +122,8 @@ def test_set_and_delete_keep_comments_and_order(tmp_path: Path) -> None:
         f"bob:{bob}",
         f"carol:{bob}",
     ]
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # Never readable by others; the group may read it as before (the service's group).
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert delete_user(path, "bob")
     assert not delete_user(path, "bob")
     assert list(read_password_file(path)) == ["alice", "carol"]
@@ -173,3 +175,20 @@ def test_refuses_to_rewrite_a_malformed_file(tmp_path: Path) -> None:
     with pytest.raises(PasswordFileError):
         set_user(path, "u", hash_password("p"))
     assert path.read_text() == "garbage line\n"
+
+
+def test_rewrite_keeps_the_group_that_lets_the_service_read_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    write_password_file(path, {"alice": hash_password("a")})
+    other_gid = os.getegid() + 1234
+    try:
+        os.chown(path, -1, other_gid)
+    except PermissionError:
+        pytest.skip("changing a file's group needs privileges here")
+    path.chmod(0o640)
+    set_user(path, "bob", hash_password("b"))
+    info = path.stat()
+    assert (info.st_gid, stat.S_IMODE(info.st_mode)) == (other_gid, 0o640)
+    path.chmod(0o600)
+    delete_user(path, "bob")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # no group bit added that was not there

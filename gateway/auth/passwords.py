@@ -221,10 +221,21 @@ def read_password_file(path: Path) -> dict[str, str]:
 def _write_atomically(path: Path, text: str) -> None:
     # A crash half-way must leave the old file intact, and the file must never be readable
     # by others, not even for a moment: create the temporary file 0600 beside the target.
+    # A file that exists keeps its group and group-read bit: the service reads it through
+    # its group (systemd/README), and `edge-gateway passwd` run by root must not take that
+    # away. Nothing beyond owner read/write and group read is ever kept.
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, 0o600)
+        try:
+            old = os.stat(path)
+        except FileNotFoundError:
+            old = None
+        if old is not None:
+            if old.st_gid != os.getegid():
+                os.fchown(fd, -1, old.st_gid)
+            os.fchmod(fd, 0o600 | (old.st_mode & 0o040))
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
