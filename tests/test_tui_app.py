@@ -13,7 +13,7 @@ from gateway.tui.app import GatewayTUI
 from gateway.tui.client import LinkState, LinkStatus
 from gateway.tui.model import Model
 from gateway.tui.sample import NOW, StaticSource
-from gateway.tui.screens import ConfirmScreen, PolicyScreen, SendScreen
+from gateway.tui.screens import ConfirmScreen, DetailScreen, PolicyScreen, SendScreen
 
 
 def make(source: StaticSource | None = None) -> tuple[GatewayTUI, StaticSource]:
@@ -197,3 +197,16 @@ async def test_live_update_keeps_the_cursor_on_the_same_row() -> None:
         await settle(pilot)
         assert table.keys[0] == "a-first-device"
         assert table.selected == "demo-sensor"
+
+
+async def test_enter_shows_every_field_of_a_row() -> None:
+    app, _ = make()
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        app.table.select("home-assistant")
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        assert dict(app.screen.fields)["subscriptions"] == "gw/#, homeassistant/status"
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DetailScreen)

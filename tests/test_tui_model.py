@@ -181,3 +181,22 @@ def test_header_and_formatting() -> None:
     assert fmt_duration(3 * 86400 + 7200) == "3d02h"
     assert fmt_bytes(1023) == "1023 B" and fmt_bytes(2048) == "2.0 KiB"
     assert fmt_until(None, NOW) == "never" and fmt_until(NOW - 1, NOW) == "expired"
+
+
+def test_details_show_what_the_table_has_no_room_for() -> None:
+    model = loaded()
+    title, fields = model.details("sessions", "home-assistant") or ("", [])
+    values = dict(fields)
+    assert title == "home-assistant"
+    assert values["subscriptions"] == "gw/#, homeassistant/status"
+    assert values["protocol"] == "4"
+    title, fields = model.details("devices", "demo-thermostat") or ("", [])
+    assert json.loads(dict(fields)["policy"])["command_ttl"] == 600
+    pending_key = model.rows("pending", NOW)[0][0]
+    title, fields = model.details("pending", pending_key) or ("", [])
+    assert title == "demo-thermostat 17"
+    assert dict(fields)["queued_at"] == "2026-09-21 14:12:00 (1789999920.0)"
+    history_key = model.rows("pending", NOW)[2][0]
+    assert model.details("pending", history_key) is not None
+    assert model.details("sessions", "nobody") is None
+    assert model.details("pending", "garbage") is None

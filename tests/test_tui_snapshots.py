@@ -47,3 +47,7 @@ def test_cancel_confirmation_dialog(snap_compare: Callable[..., bool]) -> None:
 
 def test_send_dialog_rejects_bad_json(snap_compare: Callable[..., bool]) -> None:
     assert snap_compare(app(), press=["s", *"{on", "enter"], terminal_size=(80, 24))
+
+
+def test_session_details(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), press=["2", "down", "down", "enter"], terminal_size=(80, 24))

@@ -23,6 +23,7 @@ from gateway.tui.client import LinkState, LinkStatus, RequestError
 from gateway.tui.model import COLUMNS, VIEWS, Model, View, compact_json
 from gateway.tui.screens import (
     ConfirmScreen,
+    DetailScreen,
     PolicyChange,
     PolicyScreen,
     SendRequest,
@@ -309,6 +310,12 @@ class GatewayTUI(App[None]):
         self._draw_table(view, self._cursor.get(view))
         self.refresh_bindings()
         table.focus()
+
+    @on(Table.Opened)
+    def _open_row(self, event: Table.Opened) -> None:
+        found = self.model.details(self.view, event.key)
+        if found is not None:
+            self.push_screen(DetailScreen(*found))
 
     # --- filter -------------------------------------------------------------------------------
 

@@ -532,6 +532,46 @@ class Model:
 
     # --- lookups ------------------------------------------------------------------------------
 
+    def details(self, view: View, key: str) -> tuple[str, list[tuple[str, str]]] | None:
+        """Everything known about one row, as (title, [(field, value)]): what the table
+        has no room for (subscriptions, the whole policy, the whole command)."""
+        record: object = None
+        title = key
+        if view == "devices":
+            record = self.devices.get(key)
+        elif view == "sessions":
+            record = self.sessions.get(key)
+        elif view == "pending":
+            record = self.pending_for_key(key)
+            if record is None:
+                parts = key.split(_SEP)
+                past = self.history.get(parts[1], ()) if len(parts) == 3 else ()
+                record = next((e for e in past if str(e.seq) == parts[2]), None)
+            if record is not None:
+                title = f"{getattr(record, 'device', '')} {getattr(record, 'id', '')}".strip()
+        else:
+            record = next((e for e in self.events if str(e.seq) == key), None)
+        if record is None:
+            return None
+        fields: list[tuple[str, str]] = []
+        for name in getattr(record, "__slots__", ()):
+            value = getattr(record, name)
+            if name == "policy" and isinstance(value, tuple):
+                value = dict(value)
+            if isinstance(value, float) and (
+                name.endswith(("_at", "_since", "_seen")) or name == "ts"
+            ):
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.localtime(value))
+                text = f"{stamp} ({compact_json(value)})"
+            elif isinstance(value, str):
+                text = value
+            elif isinstance(value, tuple):
+                text = ", ".join(str(v) for v in value) or "-"
+            else:
+                text = compact_json(value)
+            fields.append((name, text))
+        return title, fields
+
     def pending_for_key(self, key: str) -> Pending | None:
         """The live pending command behind a Pending-table row key (None for history rows)."""
         parts = key.split(_SEP)

@@ -195,3 +195,39 @@ class PolicyScreen(ModalScreen[PolicyChange | None]):
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class DetailScreen(ModalScreen[None]):
+    """Every field of one row; any of Escape, Enter or q closes it."""
+
+    DEFAULT_CSS = (
+        _DIALOG_CSS.format(name="DetailScreen")
+        + """
+    DetailScreen > Vertical {
+        width: 90;
+        max-height: 100%;
+    }
+    """
+    )
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,enter,q", "close", "Close"),
+    ]
+
+    def __init__(self, title: str, fields: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.heading = title
+        self.fields = fields
+
+    def compose(self) -> ComposeResult:
+        width = max((len(name) for name, _ in self.fields), default=0)
+        text = Text()
+        text.append(self.heading + "\n", style="bold")
+        for name, value in self.fields:
+            text.append(f"{name.ljust(width)}  ", style="bold")
+            text.append(value + "\n")
+        with Vertical():
+            yield Label(text, id="fields")
+            yield Label("Escape, Enter or q: close")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -52,7 +52,16 @@ class Table(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "jump(0)", "First", show=False),
         Binding("end", "jump(-1)", "Last", show=False),
+        Binding("enter", "open", "Details"),
     ]
+
+    class Opened(Message):
+        """Enter on a row."""
+
+        def __init__(self, table: Table, key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
 
     class CursorMoved(Message):
         def __init__(self, table: Table, key: str | None) -> None:
@@ -185,6 +194,10 @@ class Table(ScrollView, can_focus=True):
 
     def action_jump(self, where: int) -> None:
         self.move_to(len(self.rows) - 1 if where < 0 else 0)
+
+    def action_open(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.Opened(self, self.selected))
 
     def on_click(self, event: events.Click) -> None:
         if event.y >= 1:
