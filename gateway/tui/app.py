@@ -1,9 +1,9 @@
 """The terminal UI: tables of devices, sessions, pending commands and events, and actions.
 
 The app draws a `Model` that a `Source` (normally an `AdminClient`) feeds; it never talks
-to the broker otherwise. Tables are redrawn on a short timer and only when their view
-changed, so a flood of updates costs one redraw per tick, and a redraw touches only the
-cells that changed while the rows stay the same.
+to the broker otherwise. The visible view is redrawn on a short timer and only when it
+changed, so a flood of updates costs at most one redraw per tick; a key press redraws at
+once. One `Table` shows whichever view is selected and renders only the lines on screen.
 """
 
 from __future__ import annotations

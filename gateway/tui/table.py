@@ -63,12 +63,6 @@ class Table(ScrollView, can_focus=True):
             self.table = table
             self.key = key
 
-    class CursorMoved(Message):
-        def __init__(self, table: Table, key: str | None) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
-
     def __init__(self, columns: Sequence[str], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.labels = tuple(columns)
@@ -129,7 +123,6 @@ class Table(ScrollView, can_focus=True):
         self.cursor = max(0, min(self.cursor, len(rows) - 1))
         self._keep_cursor_visible()
         self.refresh()
-        self.post_message(self.CursorMoved(self, self.selected))
 
     # --- drawing --------------------------------------------------------------------------
 
@@ -170,7 +163,6 @@ class Table(ScrollView, can_focus=True):
         self.cursor = index
         self._keep_cursor_visible()
         self.refresh()
-        self.post_message(self.CursorMoved(self, self.selected))
 
     def select(self, key: str) -> bool:
         if key not in self.index:
