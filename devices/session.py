@@ -284,27 +284,34 @@ class DeviceSession:
     # --- publishing ---------------------------------------------------------------------------
 
     async def publish_state(self, values: dict[str, object]) -> None:
-        """Publish the device's latest readings (retained, with ``ts``)."""
+        """Publish the device's latest readings (retained, with ``ts``).
+
+        At QoS 0: a reading is replaced by the next one, and the broker then stores the
+        retained state without a commit of its own (no fsync per reading on an SD card);
+        a crash loses at most the last reading of a second, never a command.
+        """
         self.seen()
         payload = _json({**values, "ts": round(self.clock(), 3)})
         client = self._client
         if client is not None and client.connected:
-            await client.publish(self.state_topic, payload, qos=1, retain=True)
+            await client.publish(self.state_topic, payload, qos=0, retain=True)
         else:
             # Waking the session would start command delivery, which must wait until the
             # device is connectable; a separate clean link carries the reading meanwhile.
-            await self._publish_status(self.state_topic, payload, retain=True)
+            await self._publish_status(self.state_topic, payload, retain=True, qos=0)
             if self.offline:
                 # Heard from again after missing its wake-ups: it is back.
                 await self._publish_status(self.availability_topic, ONLINE, retain=True)
                 self.offline = False
 
-    async def _publish_status(self, topic: str, payload: bytes, *, retain: bool) -> None:
+    async def _publish_status(
+        self, topic: str, payload: bytes, *, retain: bool, qos: int = 1
+    ) -> None:
         if self._status is None or not self._status.connected:
             status = MQTTClient(self.connector)
             await status.connect(f"{self.client_id}.status", keep_alive=self.keep_alive)
             self._status = status
-        await self._status.publish(topic, payload, qos=1, retain=retain)
+        await self._status.publish(topic, payload, qos=qos, retain=retain)
 
     async def _close_status(self) -> None:
         status, self._status = self._status, None

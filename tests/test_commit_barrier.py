@@ -36,6 +36,7 @@ RELAXED: list[list[StoreOp]] = [
     [DeleteQueueEntry("c", 1), DeleteMessage(1)],  # a QoS 1/2 delivery finished
     [entry(1)],  # QoS 1 in flight
     [DeleteQueueEntry("c", 1), DeleteMessage(1), entry(1)],  # PUBACK, next message sent
+    [PutRetained(Message(1, "t", b"x", 0, True))],  # retained QoS 0: nobody was told it is safe
 ]
 STRICT: list[list[StoreOp]] = [
     [PutMessage(MSG), entry(1, EntryState.QUEUED)],  # a new message before its PUBACK

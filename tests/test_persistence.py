@@ -375,6 +375,30 @@ async def test_lone_commit_waits_in_the_window_for_company(tmp_path: Path) -> No
     await store.close()
 
 
+async def test_relaxed_ops_wait_for_an_urgent_commit_or_their_window(tmp_path: Path) -> None:
+    """Ops nobody waits for (urgent=False) do not cost a commit of their own: they go with
+    the next urgent group, or once the relaxed window has passed, or at close."""
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, group_window=0.0, relaxed_window=30.0)
+    await store.open()
+    relaxed = [store.submit([PutMessage(message(n))], urgent=False) for n in range(1, 4)]
+    await asyncio.sleep(0.1)
+    assert store.stats.commits == 0 and not any(f.done() for f in relaxed)
+    await asyncio.wait_for(store.commit([PutMessage(message(4))]), timeout=10)
+    assert store.stats.commits == 1 and all(f.done() for f in relaxed)  # all in one group
+    late = store.submit([PutMessage(message(5))], urgent=False)
+    await store.close()  # closing writes what was held back
+    assert late.done() and late.exception() is None
+    snap = await reopen(path)
+    assert sorted(m.msg_id for m in snap.messages) == [1, 2, 3, 4, 5]
+
+    quick = SqliteStore(tmp_path / "quick.db", relaxed_window=0.05)
+    await quick.open()
+    await asyncio.wait_for(quick.submit([PutMessage(message(1))], urgent=False), timeout=10)
+    assert quick.stats.commits == 1
+    await quick.close()
+
+
 async def test_failed_transaction_fails_only_its_group(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

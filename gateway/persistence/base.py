@@ -47,10 +47,12 @@ class Store(Protocol):
         """
         ...
 
-    def submit(self, ops: Sequence[StoreOp]) -> asyncio.Future[None]:
+    def submit(self, ops: Sequence[StoreOp], *, urgent: bool = True) -> asyncio.Future[None]:
         """Queue ``ops`` now, in call order, and return a future that is done once they are
         durable (or failed with StoreError). ``commit`` is ``await submit(ops)``; submitting
-        synchronously lets a caller fix the order of its ops without awaiting anything."""
+        synchronously lets a caller fix the order of its ops without awaiting anything.
+        ``urgent=False``: nobody waits for these ops; the store may hold them back (up to its
+        relaxed window) to write them with later ones."""
         ...
 
     async def close(self) -> None:

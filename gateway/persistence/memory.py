@@ -135,7 +135,7 @@ class MemoryStore:
     async def commit(self, ops: Sequence[StoreOp]) -> None:
         self._apply(ops)
 
-    def submit(self, ops: Sequence[StoreOp]) -> asyncio.Future[None]:
+    def submit(self, ops: Sequence[StoreOp], *, urgent: bool = True) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             self._apply(ops)

@@ -372,6 +372,7 @@ class SqliteStore:
         *,
         synchronous: str = "full",
         group_window: float = 0.002,
+        relaxed_window: float = 1.0,
         max_size_bytes: int = 0,
     ) -> None:
         sync = synchronous.lower()
@@ -379,11 +380,18 @@ class SqliteStore:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         if group_window < 0:
             raise ValueError("group_window must be >= 0")
+        if relaxed_window < 0:
+            raise ValueError("relaxed_window must be >= 0")
         if max_size_bytes < 0:
             raise ValueError("max_size_bytes must be >= 0 (0 = unlimited)")
         self.path = Path(path)
         self._synchronous = sync
         self._window = group_window
+        # Ops nobody waits for (submit(urgent=False): delivery progress, QoS 0 retained
+        # state) are committed with the next urgent group, or this long after they came:
+        # a sensor stream must not cost an fsync per reading (an SD card wears out).
+        self._relaxed = relaxed_window
+        self._first_urgent: float | None = None
         self._max_size = max_size_bytes
         self._conn: aiosqlite.Connection | None = None
         self._queue: list[tuple[Sequence[StoreOp], asyncio.Future[None]]] = []
@@ -512,7 +520,7 @@ class SqliteStore:
         # A cancelled caller does not withdraw its ops: they are committed with their group.
         await self.submit(ops)
 
-    def submit(self, ops: Sequence[StoreOp]) -> asyncio.Future[None]:
+    def submit(self, ops: Sequence[StoreOp], *, urgent: bool = True) -> asyncio.Future[None]:
         if self._closing or self._wake is None:
             raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
@@ -522,7 +530,16 @@ class SqliteStore:
             self._wake.set()
         self._queue.append((ops, future))
         waiter = self._window_waiter
-        if waiter is not None and len(self._queue) >= self._enough and not waiter.done():
+        if urgent and self._first_urgent is None:
+            self._first_urgent = loop.time()
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)  # the writer waits for relaxed ops: wait less
+        elif (
+            self._first_urgent is not None
+            and waiter is not None
+            and len(self._queue) >= self._enough
+            and not waiter.done()
+        ):
             waiter.set_result(None)
         return future
 
@@ -537,10 +554,19 @@ class SqliteStore:
                 wake.clear()
                 await wake.wait()
                 continue
-            delay = self._first_arrival + self._window - loop.time()
-            if delay > 0 and not self._closing and len(self._queue) < self._enough:
-                await self._wait_window(loop, delay)
+            urgent_at = self._first_urgent
+            if urgent_at is None:
+                delay = self._first_arrival + self._relaxed - loop.time()
+                if delay > 0 and not self._closing:
+                    await self._wait_window(loop, delay)
+                    if self._first_urgent is not None:
+                        continue  # an urgent call came: its own window applies
+            else:
+                delay = urgent_at + self._window - loop.time()
+                if delay > 0 and not self._closing and len(self._queue) < self._enough:
+                    await self._wait_window(loop, delay)
             group, self._queue = self._queue, []
+            self._first_urgent = None
             # The window is cut short once a group as large as this one has gathered: when
             # as many callers as last time are already back (e.g. all publishers waiting on
             # their acks), waiting longer only leaves the disk idle. A lone call still waits

@@ -26,6 +26,7 @@ from gateway.broker.records import (
     DeleteQueueEntry,
     Message,
     PutQueueEntry,
+    PutRetained,
     StoreOp,
 )
 from gateway.broker.session_info import SessionInfo
@@ -41,15 +42,16 @@ SOCKET_MODE = 0o660
 
 
 class Committer(Protocol):
-    def submit(self, ops: Sequence[StoreOp]) -> asyncio.Future[None]: ...
+    def submit(self, ops: Sequence[StoreOp], *, urgent: bool = True) -> asyncio.Future[None]: ...
 
 
 def needs_barrier(ops: Sequence[StoreOp]) -> bool:
     """Must the packets of this batch wait until its store ops are durable?
 
     Yes, unless every op only records outgoing QoS 0/1 progress or forgets finished
-    deliveries: a crash before such a commit makes the broker redeliver a QoS 1 message,
-    which QoS 1 allows. Everything else must be durable first: a new message before its
+    deliveries, or stores a retained QoS 0 message: a crash before such a commit makes the
+    broker redeliver a QoS 1 message, which QoS 1 allows, or forget a QoS 0 message, which
+    nobody was told was safe. Everything else must be durable first: a new message before its
     PUBACK/PUBREC, QoS 2 state before the packet that relies on it (or a message would be
     delivered twice or lost), sessions, subscriptions and retained messages before the
     client is told about them.
@@ -59,6 +61,8 @@ def needs_barrier(ops: Sequence[StoreOp]) -> bool:
         if kind is DeleteQueueEntry or kind is DeleteMessage:
             continue
         if kind is PutQueueEntry and op.entry.qos < 2:  # type: ignore[union-attr]
+            continue
+        if kind is PutRetained and op.message.qos == 0:  # type: ignore[union-attr]
             continue
         return True
     return False
@@ -276,8 +280,11 @@ class Server:
             if effects.actions:
                 self._perform(effects)
             return
-        durable = self.store.submit(effects.store)  # now, so store order = broker order
-        if not needs_barrier(effects.store):
+        barrier = needs_barrier(effects.store)
+        # Submitted now, so that store order = broker order; what nobody waits for may wait
+        # for company (SqliteStore's relaxed window).
+        durable = self.store.submit(effects.store, urgent=barrier)
+        if not barrier:
             durable.add_done_callback(_log_background_failure)
             self._perform(effects)
             return
