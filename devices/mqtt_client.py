@@ -133,6 +133,7 @@ class MQTTClient:
         keep_alive: int = 60,
         receive_maximum: int | None = None,
         username: str | None = None,
+        password: bytes | None = None,
         user_properties: tuple[tuple[str, str], ...] = (),
     ) -> ConnAck:
         """Open the link and send CONNECT; raises ConnectRefused or ConnectionClosed."""
@@ -159,6 +160,7 @@ class MQTTClient:
                 keep_alive=keep_alive,
                 will=will,
                 username=username,
+                password=password,
                 properties=props,
             )
         )

@@ -23,11 +23,10 @@ from devices.mqtt_client import (
     ConnectionClosed,
     Connector,
     ConnectRefused,
-    MessageHandler,
     MQTTClient,
     MQTTClientError,
 )
-from gateway.mqtt.packets import Connect, Packet, Properties, Publish
+from gateway.mqtt.packets import Properties, Publish
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +61,6 @@ def tcp_connector(host: str, port: int) -> Connector:
         return await asyncio.open_connection(host, port)
 
     return connect
-
-
-class _PasswordClient(MQTTClient):
-    """MQTTClient sends no password (device sessions need none): add ours to its CONNECT."""
-
-    def __init__(
-        self, connector: Connector, on_message: MessageHandler, password: bytes | None
-    ) -> None:
-        super().__init__(connector, on_message, connect_timeout=5.0)
-        self._password = password
-
-    def _send(self, packet: Packet) -> None:
-        if isinstance(packet, Connect) and self._password is not None:
-            packet = dataclasses.replace(packet, password=self._password)
-        super()._send(packet)
 
 
 _REFUSALS = {
@@ -220,13 +204,14 @@ class AdminClient:
         delay = self._backoff_initial
         while True:
             self._set_status(LinkStatus(LinkState.CONNECTING, f"connecting to {self.where}"))
-            client = _PasswordClient(self._connector, self._handle, self._password)
+            client = MQTTClient(self._connector, self._handle, connect_timeout=5.0)
             try:
                 await client.connect(
                     self.client_id,
                     clean_start=True,
                     keep_alive=self._keep_alive,
                     username=self._username,
+                    password=self._password,
                 )
                 self._client = client
                 await self._subscribe(client)
