@@ -227,7 +227,10 @@ class Gateway:
                 "no device source is active yet: running as a durable MQTT broker only "
                 "(see devices: in the config)"
             )
-        await self._start_admin()
+        if self.config.admin_api:
+            await self._start_admin()
+        else:
+            log.info("admin API off (admin_api: false): no requests answered, no live updates")
 
     async def _start_admin(self) -> None:
         """The admin API (gateway/admin), after the devices it reports on."""

@@ -264,6 +264,8 @@ class GatewayConfig:
     devices: DevicesConfig = DevicesConfig()
     # Simulated devices (devices/demo/), added to devices.known at start-up.
     demo: bool = False
+    # The admin API service (gateway/admin): requests, live updates, events.
+    admin_api: bool = True
 
     def broker_settings(self) -> BrokerSettings:
         limits = self.limits
@@ -1138,6 +1140,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
             "logging",
             "devices",
             "demo",
+            "admin_api",
         )
     )
     topic_prefix = top.string("topic_prefix", "gw", _topic_prefix_problem)
@@ -1161,6 +1164,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
     logging_section.finish()
     devices = _read_devices(src, top.mapping("devices"))
     demo = top.boolean("demo", False)
+    admin_api = top.boolean("admin_api", True)
     top.finish()
     if demo:
         _check_demo_ids(src, devices)
@@ -1174,6 +1178,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
         logging=logging,
         devices=devices,
         demo=demo,
+        admin_api=admin_api,
     )
 
 

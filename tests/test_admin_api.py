@@ -502,6 +502,22 @@ async def test_an_answer_too_large_for_the_broker_is_an_error(tmp_path: Path) ->
             await env.stop()
 
 
+async def test_admin_api_false_answers_nothing(tmp_path: Path) -> None:
+    fake = shelly_plus_1pm()
+    async with fake:
+        env = Env(tmp_path, fake, admin_api=False)
+        gateway = await env.start()
+        try:
+            assert gateway.admin is None
+            admin = await env.admin(V5)
+            with pytest.raises(AssertionError, match="no response to sessions"):
+                await asyncio.to_thread(admin.request, "sessions", None, 1.0)
+        finally:
+            for client in env.clients:
+                await asyncio.to_thread(client.close)  # type: ignore[union-attr]
+            await env.stop()
+
+
 # --- live updates ---------------------------------------------------------------------------------
 
 

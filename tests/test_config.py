@@ -345,7 +345,7 @@ BAD_CONFIGS = [
     ("sys_interval: fast", "sys_interval", "expected a number >= 0"),
     ("logging: {level: loud}", "logging.level", "debug, info, warning, error, critical"),
     ("listners: []", "listners", "unknown key 'listners' (did you mean 'listeners'?)"),
-    ("zzz: 1", "zzz", "unknown key 'zzz'; valid keys here: auth, demo, devices, limits"),
+    ("zzz: 1", "zzz", "unknown key 'zzz'; valid keys here: admin_api, auth, demo, devices"),
     ("limits: {queue: {max_message: 1}}", "limits.queue.max_message", "'max_messages'"),
     ("1: x", "", "keys must be strings"),
     ("- a\n- b", "", "expected a mapping of keys, got a list"),
@@ -860,3 +860,14 @@ async def test_admin_listener_still_checks_passwords(passwords: Path) -> None:
     assert not (await authenticator.authenticate("bob", b"wrong", info)).ok
     bob = await authenticator.authenticate("bob", b"b", info)
     assert bob.ok and bob.is_admin and bob.username == "bob"
+
+
+def test_admin_api_switch() -> None:
+    assert GatewayConfig().admin_api is True
+    assert "admin_api: true" in (REPO / "config.yaml").read_text()
+    assert parse("admin_api: false").admin_api is False
+    assert parse("admin_api: true").admin_api is True
+    with pytest.raises(ConfigError) as caught:
+        parse("admin_api: 'no'")
+    assert caught.value.key_path == "admin_api"
+    assert "expected true or false" in str(caught.value)
