@@ -11,18 +11,17 @@ import asyncio
 import dataclasses
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import REPO, free_port, wait_for, write_config
 from paho_helpers import Client
+from watcher import Watcher
 
 from devices.ble.eq3 import OP_STATUS_REQUEST, OP_TARGET, WRITE_CHAR
 from devices.ble.radio import LinkError
@@ -39,61 +38,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning")]
 FAST = DemoTimings(
     sensor_interval=0.1, thermostat_period=3.0, thermostat_awake=0.4, advert_interval=0.1
 )
-
-
-class Watcher:
-    """A paho client subscribed to gw/# and homeassistant/#, keeping every message."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.last: dict[str, bytes] = {}
-        self.all: list[tuple[str, bytes]] = []
-
-    @classmethod
-    async def start(cls, port: int) -> Watcher:
-        client = await asyncio.to_thread(Client, port, "demo-watcher")
-        await asyncio.to_thread(client.subscribe, "gw/#", 1)
-        await asyncio.to_thread(client.subscribe, "homeassistant/#", 1)
-        return cls(client)
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                m = self.client.messages.get_nowait()
-            except queue.Empty:
-                return
-            self.last[m.topic] = bytes(m.payload)
-            self.all.append((m.topic, bytes(m.payload)))
-
-    async def until(self, predicate: Callable[[Watcher], bool], timeout: float = 5.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self._drain()
-            if predicate(self):
-                return
-            if loop.time() > deadline:
-                raise AssertionError(f"condition not met; last messages: {self.last}")
-            await asyncio.sleep(0.02)
-
-    def json(self, topic: str) -> Any:
-        return json.loads(self.last[topic])
-
-    def results(self, device_id: str) -> list[dict[str, Any]]:
-        self._drain()
-        topic = f"gw/{device_id}/result"
-        return [json.loads(p) for t, p in self.all if t == topic]
-
-    def discovery(self, device_id: str) -> list[dict[str, Any]]:
-        """The non-empty retained HA configs whose entity reads gw/<device_id>/..."""
-        self._drain()
-        found = []
-        for topic, payload in self.last.items():
-            if topic.startswith("homeassistant/") and topic.endswith("/config") and payload:
-                config = json.loads(payload)
-                if str(config.get("state_topic", "")).startswith(f"gw/{device_id}/"):
-                    found.append(config)
-        return found
 
 
 @pytest.fixture
@@ -128,7 +72,7 @@ async def test_demo_devices_report_take_commands_and_queue_while_asleep(
     demo = gw.demo
     assert demo is not None and gw.supervisor is not None
     assert gw.supervisor.radio is demo.radio  # no bleak radio was built
-    w = await Watcher.start(port)
+    w = await Watcher.start(port, "gw/#", "homeassistant/#", client_id="demo-watcher")
     try:
         # The sensor: BTHome readings through the parser, a new packet id each time.
         sensor = "gw/demo-sensor/state"
@@ -144,8 +88,8 @@ async def test_demo_devices_report_take_commands_and_queue_while_asleep(
         await w.until(lambda w: w.last.get(plug_state) is not None)
         assert w.json(plug_state)["on"] is False
         await asyncio.to_thread(w.client.publish, "gw/demo-plug/set", b'{"on": true}', 1)
-        await w.until(lambda w: bool(w.results("demo-plug")))
-        assert w.results("demo-plug")[0]["result"] == "delivered"
+        await w.until(lambda w: bool(w.results("gw/demo-plug/result")))
+        assert w.results("gw/demo-plug/result")[0]["result"] == "delivered"
         assert demo.plug.output is True
         await w.until(lambda w: w.json(plug_state)["on"] is True)
         assert w.json(plug_state)["power"] > 0
@@ -162,11 +106,11 @@ async def test_demo_devices_report_take_commands_and_queue_while_asleep(
         await w.until(lambda w: len(json.loads(w.last.get(pending) or b"[]")) == 1, 1.5)
         assert w.json(pending)[0]["command"] == {"target_temp": 22.5}
         assert not thermostat.awake and thermostat.wakes == wake, "the test needs it asleep"
-        assert w.results("demo-thermostat") == [] and commands(thermostat.writes) == []
+        assert w.results("gw/demo-thermostat/result") == [] and commands(thermostat.writes) == []
 
         # ...and is carried out at its next wake-up, then reported and shown in its state.
-        await w.until(lambda w: bool(w.results("demo-thermostat")), 5)
-        assert w.results("demo-thermostat")[0]["result"] == "delivered"
+        await w.until(lambda w: bool(w.results("gw/demo-thermostat/result")), 5)
+        assert w.results("gw/demo-thermostat/result")[0]["result"] == "delivered"
         assert commands(thermostat.writes) == [(wake + 1, bytes((OP_TARGET, 45)))]
         await w.until(lambda w: w.last.get(pending) == b"[]")
         state = "gw/demo-thermostat/state"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from conftest import free_port
 from fakebluez import FakeBlueZ
 from lan_fakes import announcer, shelly_plus_1pm, shelly_service
 from lan_fakes import free_port as lan_free_port
-from paho_helpers import Client
+from watcher import Watcher, listed
 
 from devices.ble.radio import BTHOME_UUID, Advertisement
 from devices.supervisor import Supervisor
@@ -68,57 +67,6 @@ stopped: list[Gateway] = []
 async def stop(gw: Gateway) -> None:
     stopped.append(gw)
     await gw.stop()
-
-
-class Watcher:
-    """A paho client subscribed to everything under gw/, keeping the last message per topic."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.last: dict[str, bytes] = {}
-        self.all: list[tuple[str, bytes]] = []
-
-    @classmethod
-    async def start(cls, port: int) -> Watcher:
-        client = await asyncio.to_thread(Client, port, "watcher")
-        await asyncio.to_thread(client.subscribe, "gw/#", 1)
-        return cls(client)
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                m = self.client.messages.get_nowait()
-            except queue.Empty:
-                return
-            self.last[m.topic] = bytes(m.payload)
-            self.all.append((m.topic, bytes(m.payload)))
-
-    async def until(self, predicate: Callable[[Watcher], bool], timeout: float = 5.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self._drain()
-            if predicate(self):
-                return
-            if loop.time() > deadline:
-                raise AssertionError(f"condition not met; last messages: {self.last}")
-            await asyncio.sleep(0.02)
-
-    def json(self, topic: str) -> Any:
-        return json.loads(self.last[topic])
-
-    def results(self, topic: str) -> list[dict[str, Any]]:
-        self._drain()
-        return [json.loads(p) for t, p in self.all if t == topic]
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self.client.disconnect)
-
-
-def listed(w: Watcher, device_id: str) -> dict[str, Any] | None:
-    if "gw/bridge/devices" not in w.last:
-        return None
-    return next((d for d in w.json("gw/bridge/devices") if d["id"] == device_id), None)
 
 
 async def test_lan_shelly_state_commands_and_queue_while_away(

@@ -13,8 +13,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
+_Row = TypeVar("_Row")
 log = logging.getLogger(__name__)
 
 View = Literal["devices", "sessions", "pending", "events"]
@@ -405,35 +406,37 @@ class Model:
         self.ignored += 1
         log.warning("ignored: %s", why)
 
-    def set_sessions(self, data: object) -> bool:
+    def _parse_list(
+        self,
+        view: str,
+        data: object,
+        parse: Callable[[object], _Row | None],
+        key: Callable[[_Row], str],
+    ) -> dict[str, _Row] | None:
+        """Entries of a list answer by key; None (and counted as ignored) if it is no list."""
         if not isinstance(data, list):
-            self._ignore("sessions: not a list")
-            return False
-        sessions: dict[str, Session] = {}
+            self._ignore(f"{view}: not a list")
+            return None
+        rows: dict[str, _Row] = {}
         for item in data:
-            session = Session.parse(item)
-            if session is None:
-                self._ignore(f"sessions: bad entry {_clip(repr(item), 80)}")
+            row = parse(item)
+            if row is None:
+                self._ignore(f"{view}: bad entry {_clip(repr(item), 80)}")
                 continue
-            sessions[session.client_id] = session
-        if sessions == self.sessions:
+            rows[key(row)] = row
+        return rows
+
+    def set_sessions(self, data: object) -> bool:
+        sessions = self._parse_list("sessions", data, Session.parse, lambda s: s.client_id)
+        if sessions is None or sessions == self.sessions:
             return False
         self.sessions = sessions
         self.versions["sessions"] += 1
         return True
 
     def set_devices(self, data: object) -> bool:
-        if not isinstance(data, list):
-            self._ignore("devices: not a list")
-            return False
-        devices: dict[str, Device] = {}
-        for item in data:
-            device = Device.parse(item)
-            if device is None:
-                self._ignore(f"devices: bad entry {_clip(repr(item), 80)}")
-                continue
-            devices[device.id] = device
-        if devices == self.devices:
+        devices = self._parse_list("devices", data, Device.parse, lambda d: d.id)
+        if devices is None or devices == self.devices:
             return False
         self.devices = devices
         self.versions["devices"] += 1
