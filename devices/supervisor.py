@@ -7,15 +7,8 @@ connector it is given). Its own bridge session keeps ``<prefix>/bridge/state`` (
 ``online``; ``offline`` is its will) and ``<prefix>/bridge/devices`` (retained JSON list of the
 devices with kind, session policy and link state) current.
 
-The bridge session also publishes Home Assistant MQTT discovery (devices/homeassistant.py):
-one retained config per entity, sent when a device's state first shows it and again only when
-it changes; an entity whose key went away gets an empty retained config (Home Assistant removes
-it). Home Assistant loses non-retained state on restart and announces itself with ``online`` on
-``homeassistant/status``: every config is then sent again. BTHome button and dimmer events go
-to ``<prefix>/<id>/event``, not retained, so that a restart never replays a button press.
-
-It reads its configuration through the small protocols below, not through the gateway's config
-class: the device layer does not depend on how the gateway loads its settings.
+The bridge session also carries Home Assistant MQTT discovery (devices/discovery_publisher.py).
+The supervisor reads its configuration through the protocols of devices/views.py.
 """
 
 from __future__ import annotations
@@ -25,11 +18,9 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from devices import homeassistant as ha
 from devices.ble.bthome import BTHomeReading
 from devices.ble.eq3 import Eq3Profile
 from devices.ble.fleet import SleepyFleet
@@ -38,20 +29,20 @@ from devices.ble.link import BleakLink
 from devices.ble.radio import Advertisement, Link, Radio
 from devices.ble.scanner import BleakRadio, BTHomeDecoder, ScanningMode
 from devices.ble.sleepy import StateCallback, WakeSettings
+from devices.discovery_publisher import DiscoveryPublisher
 from devices.lan.discovery import LanDeviceInfo, LanDiscovery
+from devices.lan.managed import DriverAdapter, LanDevice, StateSource
 from devices.lan.poller import StatePoller
-from devices.lan.shelly import ShellyGen2
 from devices.lan.static import make_driver
-from devices.lan.wled import Wled
 from devices.model import Device, DevicePolicy, PolicyError
 from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
 from devices.session import DISCONNECT_WITH_WILL, OFFLINE, ONLINE, DeviceSession
+from devices.views import DevicesView, KnownDeviceView
 from gateway.mqtt.packets import Publish, Will
 
 log = logging.getLogger(__name__)
 
 BRIDGE_CLIENT_ID = "edge-gateway-bridge"
-DISCOVERY_PREFIX = "homeassistant"
 LinkState = Literal["unknown", "online", "offline"]
 # Declared BLE devices that take commands over GATT in their wake windows.
 SLEEPY_KINDS = ("eq3", "gatt")
@@ -60,141 +51,12 @@ BLE_KINDS = ("bthome", *SLEEPY_KINDS)
 POLICY_TOPIC = "bridge/policy/"
 
 
-# --- what the supervisor reads from the configuration -------------------------------------------
-
-
-class BleView(Protocol):
-    @property
-    def enabled(self) -> bool: ...
-    @property
-    def scanning_mode(self) -> str: ...
-    @property
-    def adapter(self) -> str | None: ...
-    @property
-    def connect_timeout(self) -> float: ...
-    @property
-    def wake_window(self) -> float: ...
-    @property
-    def retry_backoff(self) -> float: ...
-    @property
-    def state_refresh(self) -> float: ...
-
-
-class LanView(Protocol):
-    @property
-    def enabled(self) -> bool: ...
-    @property
-    def interfaces(self) -> Sequence[str]: ...
-    @property
-    def poll_interval(self) -> float: ...
-    @property
-    def timeout(self) -> float: ...
-
-
-class KnownDeviceView(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def policy(self) -> DevicePolicy: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def address(self) -> str | None: ...
-    @property
-    def host(self) -> str | None: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def bind_key(self) -> str | None: ...
-    @property
-    def profile(self) -> str | None: ...
-
-
-class DevicesView(Protocol):
-    @property
-    def ble(self) -> BleView: ...
-    @property
-    def lan(self) -> LanView: ...
-    @property
-    def known(self) -> Sequence[KnownDeviceView]: ...
-
-    def policy_for(
-        self, kind: str, device_id: str = "", address: str | None = None, name: str | None = None
-    ) -> DevicePolicy: ...
-
-    def gatt_profile(self, name: str) -> GattProfile: ...
-
-
 # --- bookkeeping ---------------------------------------------------------------------------------
-
-
-def _shape(value: object) -> object:
-    """What Home Assistant discovery configs are built from: keys, the kinds of values, and
-    text values (events, firmware versions), recursively; numbers only as "a number"."""
-    if isinstance(value, dict):
-        return tuple(sorted((str(k), _shape(v)) for k, v in value.items()))
-    if isinstance(value, bool) or value is None:
-        return type(value).__name__
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return ("str", value)
-    return type(value).__name__
 
 
 def bthome_id(address: str) -> str:
     """The id of an undeclared BTHome sensor: stable, from its address."""
     return "bthome-" + address.replace(":", "").lower()
-
-
-class _DriverAdapter:
-    """Runs commands on a LAN driver and has the poller read the result back soon."""
-
-    def __init__(
-        self,
-        driver: ShellyGen2 | Wled,
-        poller: StatePoller | None = None,
-        on_failure: Callable[[], None] | None = None,
-    ) -> None:
-        self.driver = driver
-        self.poller = poller
-        self.on_failure = on_failure
-
-    async def execute(self, command: dict[str, object]) -> None:
-        try:
-            await self.driver.execute(command)
-        except Exception:
-            if self.on_failure is not None:
-                self.on_failure()
-            raise
-        if self.poller is not None:
-            self.poller.poll_soon()
-
-
-class _StateSource:
-    """The driver as the poller sees it (its protocol wants a plain ``label`` attribute)."""
-
-    def __init__(self, driver: ShellyGen2 | Wled) -> None:
-        self.driver = driver
-        self.label = driver.label
-
-    async def get_state(self) -> dict[str, Any]:
-        return await self.driver.get_state()
-
-
-@dataclass
-class _LanDevice:
-    session: DeviceSession
-    driver: ShellyGen2 | Wled
-    poller: StatePoller
-    host: str
-    port: int
-    known: bool
-    # Serialises reachability changes: a wake must not overtake the go_offline before it.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    retry: asyncio.Task[None] | None = None
 
 
 class _NoAdapter:
@@ -231,7 +93,7 @@ class Supervisor:
         self.discovery: LanDiscovery | None = None
         self.sessions: dict[str, DeviceSession] = {}
         self.links: dict[str, LinkState] = {}
-        self._lan: dict[str, _LanDevice] = {}
+        self._lan: dict[str, LanDevice] = {}
         self._ble_ids = {
             d.address.upper(): d for d in config.known if d.kind == "bthome" and d.address
         }
@@ -243,13 +105,7 @@ class Supervisor:
         self._devices_changed = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
         self._running = False
-        self.discovery_prefix = DISCOVERY_PREFIX
-        # Home Assistant discovery: the keys each device's entities were built from, and the
-        # last payload sent per config topic (only a change is published again).
-        self._ha_keys: dict[str, dict[str, object]] = {}
-        self._ha_sent: dict[str, bytes] = {}
-        self._ha_shapes: dict[str, tuple[Device, object]] = {}
-        self._ha_lock = asyncio.Lock()
+        self.ha = DiscoveryPublisher(lambda: self._bridge, prefix)
         self._ha_tasks: set[asyncio.Task[None]] = set()
         self._ble_events: dict[str, list[dict[str, str]]] = {}
         # Admin hooks (see the section "admin API hooks" below).
@@ -402,7 +258,7 @@ class Supervisor:
 
         async def publish(values: dict[str, object]) -> None:
             await session.publish_state(values)
-            await self._announce(session.device, values, merge=True)
+            await self.ha.announce(session.device, values, merge=True)
 
         return publish
 
@@ -500,12 +356,12 @@ class Supervisor:
             )
             self._bridge = bridge
             await bridge.publish(self._topic("bridge/state"), ONLINE, qos=1, retain=True)
-            for topic, payload in self._bridge_configs():
+            for topic, payload in self.ha.bridge_messages():
                 await bridge.publish(topic, payload, qos=1, retain=True)
             # Policies set at run time (admin API), kept as retained messages: subscribed
             # before the sessions connect, so that they ask the broker for the right queue.
             await bridge.subscribe(self._topic("bridge/policy/+"), qos=1)
-            await bridge.subscribe(ha.status_topic(self.discovery_prefix), qos=1)
+            await bridge.subscribe(self.ha.status_topic, qos=1)
             if self.fleet is not None:
                 # Tells each sleepy device whether its next advertisement should open a window.
                 await bridge.subscribe(self.fleet.pending_filter(), qos=1)
@@ -515,10 +371,7 @@ class Supervisor:
     def _topic(self, suffix: str) -> str:
         return f"{self.prefix}/{suffix}"
 
-    # --- Home Assistant discovery ---------------------------------------------------------------
-
-    def _bridge_configs(self) -> list[ha.Message]:
-        return ha.bridge_messages(prefix=self.prefix, discovery_prefix=self.discovery_prefix)
+    # --- messages to the bridge ----------------------------------------------------------------
 
     async def _on_bridge_message(self, message: Publish) -> bool:
         if self.fleet is not None and self.fleet.pending_message(message.topic, message.payload):
@@ -527,71 +380,13 @@ class Supervisor:
         if message.topic.startswith(self._topic(POLICY_TOPIC)):
             self._policy_message(message.topic, message.payload)
             return True
-        if message.topic == ha.status_topic(self.discovery_prefix) and message.payload == ONLINE:
+        if message.topic == self.ha.status_topic and message.payload == ONLINE:
             # A task: the handler runs on the bridge's receive path, and the re-send waits
             # for PUBACKs on the same link.
-            task = asyncio.get_running_loop().create_task(self._resend_discovery())
+            task = asyncio.get_running_loop().create_task(self.ha.resend())
             self._ha_tasks.add(task)
             task.add_done_callback(self._ha_tasks.discard)
         return True
-
-    async def _resend_discovery(self) -> None:
-        async with self._ha_lock:
-            bridge = self._bridge
-            if bridge is None or not bridge.connected:
-                return
-            messages = [*self._bridge_configs(), *self._ha_sent.items()]
-            try:
-                for topic, payload in messages:
-                    await bridge.publish(topic, payload, qos=1, retain=True)
-            except MQTTClientError as exc:
-                log.warning("Home Assistant discovery not re-sent: %s", exc)
-
-    async def _announce(self, device: Device, state: dict[str, object], *, merge: bool) -> None:
-        """Publish the discovery configs that `state` adds or changes, remove those it drops.
-
-        `merge`: the state is partial (a BTHome packet carries some readings, the next one
-        others), so keys seen before stay; a LAN device reports its whole state every time.
-        """
-        async with self._ha_lock:
-            bridge = self._bridge
-            if bridge is None or not bridge.connected:
-                return
-            previous = self._ha_keys.get(device.id)
-            keys = {**previous, **state} if merge and previous is not None else dict(state)
-            # The configs depend on the keys and the kinds of their values, not on the numbers:
-            # most readings change none of them, and rebuilding every config to find that out
-            # was a fifth of the event loop under a stream of advertisements.
-            signature = (device, _shape(keys))
-            if self._ha_shapes.get(device.id) == signature:
-                self._ha_keys[device.id] = keys
-                return
-            kwargs = {"prefix": self.prefix, "discovery_prefix": self.discovery_prefix}
-            messages = ha.discovery_messages(device, keys, **kwargs)
-            if previous is not None:
-                messages += ha.removal_messages(device, previous, keys, **kwargs)
-            try:
-                for topic, payload in messages:
-                    if self._ha_sent.get(topic, b"") == payload:
-                        continue  # unchanged, or a removal of what was never sent
-                    await bridge.publish(topic, payload, qos=1, retain=True)
-                    if payload:
-                        self._ha_sent[topic] = payload
-                    else:
-                        self._ha_sent.pop(topic, None)
-            except MQTTClientError as exc:
-                log.warning("%s: Home Assistant discovery not published: %s", device.id, exc)
-                return  # the keys stay as they were: the next state tries again
-            self._ha_keys[device.id] = keys
-            self._ha_shapes[device.id] = signature
-
-    async def _publish_events(self, device: Device, events: list[dict[str, str]]) -> None:
-        bridge = self._bridge
-        if bridge is None or not bridge.connected:
-            return
-        for event in events:
-            topic, payload = ha.event_message(device, event, prefix=self.prefix)
-            await bridge.publish(topic, payload, qos=1)
 
     def devices(self) -> list[dict[str, object]]:
         listing: list[dict[str, object]] = []
@@ -664,8 +459,8 @@ class Supervisor:
                     await session.wake()
                     self._set_link(session.device.id, "online")
                 await session.publish_state(values)
-                await self._announce(session.device, values, merge=True)
-                await self._publish_events(session.device, events)
+                await self.ha.announce(session.device, values, merge=True)
+                await self.ha.events(session.device, events)
             except (MQTTClientError, OSError) as exc:
                 log.warning("BLE %s: reading not published: %s", address, exc)
 
@@ -721,11 +516,11 @@ class Supervisor:
         await self._stop_lan(entry)
 
     @staticmethod
-    async def _stop_lan(entry: _LanDevice) -> None:
+    async def _stop_lan(entry: LanDevice) -> None:
         await entry.poller.stop()
         await entry.driver.close()
 
-    async def _retry(self, entry: _LanDevice) -> None:
+    async def _retry(self, entry: LanDevice) -> None:
         """A command the device did not carry out stays unacknowledged, and the broker sends
         a session's next command only after it (receive maximum 1). A sleeping BLE device gets
         it again at its next wake; a LAN device that stays reachable is put through a short
@@ -758,7 +553,7 @@ class Supervisor:
         await self._ensure_bridge()
         lan = self.config.lan
         driver = make_driver(kind, host, port, timeout=lan.timeout)
-        adapter = _DriverAdapter(driver)
+        adapter = DriverAdapter(driver)
         session = self.sessions.get(device_id)
         if session is None:
             device = Device(device_id, kind, name or device_id, host, policy)
@@ -766,7 +561,7 @@ class Supervisor:
             self._add_session(session)
         else:
             session.adapter = adapter
-        holder: list[_LanDevice] = []
+        holder: list[LanDevice] = []
 
         async def on_reachable(up: bool) -> None:
             entry = holder[0]
@@ -780,16 +575,16 @@ class Supervisor:
         async def on_state(state: dict[str, Any]) -> None:
             session = holder[0].session
             await session.publish_state(dict(state))
-            await self._announce(session.device, dict(state), merge=False)
+            await self.ha.announce(session.device, dict(state), merge=False)
 
         poller = StatePoller(
-            _StateSource(driver),
+            StateSource(driver),
             interval=lan.poll_interval,
             on_state=on_state,
             on_reachable=on_reachable,
         )
         adapter.poller = poller
-        entry = _LanDevice(session, driver, poller, host, port, known)
+        entry = LanDevice(session, driver, poller, host, port, known)
         holder.append(entry)
 
         def retry_later() -> None:

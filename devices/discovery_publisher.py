@@ -1,0 +1,124 @@
+"""Publishes Home Assistant MQTT discovery for the devices over the bridge's MQTT link.
+
+devices/homeassistant.py builds the payloads (pure); this keeps what was sent: one retained
+config per entity, published when a device's state first shows it and again only when it
+changes; an entity whose key went away gets an empty retained config (Home Assistant removes
+it). Home Assistant loses non-retained state on restart and announces itself with ``online``
+on ``homeassistant/status``: `resend` then sends every config again. BTHome button and dimmer
+events go to ``<prefix>/<id>/event``, not retained, so that a restart never replays a press.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from devices import homeassistant as ha
+from devices.model import Device
+from devices.mqtt_client import MQTTClient, MQTTClientError
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_PREFIX = "homeassistant"
+
+
+def shape(value: object) -> object:
+    """What discovery configs are built from: keys, the kinds of values, and text values
+    (events, firmware versions), recursively; numbers only as "a number"."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), shape(v)) for k, v in value.items()))
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return ("str", value)
+    return type(value).__name__
+
+
+class DiscoveryPublisher:
+    def __init__(
+        self,
+        link: Callable[[], MQTTClient | None],
+        prefix: str = "gw",
+        discovery_prefix: str = DISCOVERY_PREFIX,
+    ) -> None:
+        self._link = link  # the bridge's client, when it is up
+        self.prefix = prefix
+        self.discovery_prefix = discovery_prefix
+        # Per device: the keys its entities were built from, and what they were built from
+        # (shape); per config topic: the last payload sent (only a change is sent again).
+        self._keys: dict[str, dict[str, object]] = {}
+        self._shapes: dict[str, tuple[Device, object]] = {}
+        self._sent: dict[str, bytes] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def status_topic(self) -> str:
+        return ha.status_topic(self.discovery_prefix)
+
+    def bridge_messages(self) -> list[ha.Message]:
+        return ha.bridge_messages(prefix=self.prefix, discovery_prefix=self.discovery_prefix)
+
+    def _connected(self) -> MQTTClient | None:
+        bridge = self._link()
+        return bridge if bridge is not None and bridge.connected else None
+
+    async def resend(self) -> None:
+        """Home Assistant came (back) online: every config again."""
+        async with self._lock:
+            bridge = self._connected()
+            if bridge is None:
+                return
+            try:
+                for topic, payload in [*self.bridge_messages(), *self._sent.items()]:
+                    await bridge.publish(topic, payload, qos=1, retain=True)
+            except MQTTClientError as exc:
+                log.warning("Home Assistant discovery not re-sent: %s", exc)
+
+    async def announce(self, device: Device, state: dict[str, object], *, merge: bool) -> None:
+        """Publish the configs that `state` adds or changes, remove those it drops.
+
+        `merge`: the state is partial (a BTHome packet carries some readings, the next one
+        others), so keys seen before stay; a LAN device reports its whole state every time.
+        """
+        async with self._lock:
+            bridge = self._connected()
+            if bridge is None:
+                return
+            previous = self._keys.get(device.id)
+            keys = {**previous, **state} if merge and previous is not None else dict(state)
+            # The configs depend on the keys and the kinds of their values, not on the numbers:
+            # most readings change none of them, and rebuilding every config to find that out
+            # was a fifth of the event loop under a stream of advertisements.
+            signature = (device, shape(keys))
+            if self._shapes.get(device.id) == signature:
+                self._keys[device.id] = keys
+                return
+            kwargs = {"prefix": self.prefix, "discovery_prefix": self.discovery_prefix}
+            messages = ha.discovery_messages(device, keys, **kwargs)
+            if previous is not None:
+                messages += ha.removal_messages(device, previous, keys, **kwargs)
+            try:
+                for topic, payload in messages:
+                    if self._sent.get(topic, b"") == payload:
+                        continue  # unchanged, or a removal of what was never sent
+                    await bridge.publish(topic, payload, qos=1, retain=True)
+                    if payload:
+                        self._sent[topic] = payload
+                    else:
+                        self._sent.pop(topic, None)
+            except MQTTClientError as exc:
+                log.warning("%s: Home Assistant discovery not published: %s", device.id, exc)
+                return  # the keys stay as they were: the next state tries again
+            self._keys[device.id] = keys
+            self._shapes[device.id] = signature
+
+    async def events(self, device: Device, events: list[dict[str, str]]) -> None:
+        bridge = self._connected()
+        if bridge is None:
+            return
+        for event in events:
+            topic, payload = ha.event_message(device, event, prefix=self.prefix)
+            await bridge.publish(topic, payload, qos=1)
