@@ -314,3 +314,44 @@ async def test_live_lists_only_when_changed_and_at_most_once_per_second() -> Non
         now[0] += 0.25
         await live.step()
     assert broker.listed - listed <= 2
+
+
+async def test_live_list_slow_to_build_is_built_less_often() -> None:
+    from gateway.admin.data import AdminData
+    from gateway.admin.live import LivePublisher
+
+    timer = [0.0]
+    cost = [0.0625]  # seconds one sessions list takes to build (thousands of sessions)
+
+    class SlowBroker(FakeBroker):
+        def sessions_info(self) -> list[SessionInfo]:
+            timer[0] += cost[0]
+            return super().sessions_info()
+
+    async def publish(topic: str, payload: bytes, retain: bool) -> bool:
+        return True
+
+    broker = SlowBroker()
+    now = [2000.0]
+    data = AdminData(broker, lambda: None)
+    live = LivePublisher(
+        data, publish, "gw", clock=lambda: now[0], busy_share=0.025, timer=lambda: timer[0]
+    )
+    built: list[float] = []
+
+    async def run_until(end: float) -> None:
+        while now[0] < end:
+            broker.sessions_v += 1  # under load: changes all the time
+            now[0] += 0.25
+            listed = broker.listed
+            await live.step()
+            if broker.listed > listed:
+                built.append(now[0] - 2000.0)
+
+    await live.step()
+    await run_until(2006.0)
+    # 62.5 ms each, at most 2.5% of the time: every 2.5 s instead of every second.
+    assert built == [2.5, 5.0]
+    cost[0] = 0.0  # cheap again: back to once per second
+    await run_until(2010.0)
+    assert built == [2.5, 5.0, 7.5, 8.5, 9.5]
