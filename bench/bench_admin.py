@@ -181,6 +181,7 @@ class Run:
     mode: str
     row: bb.Row
     extras: Extras
+    admin_share: float | None = None  # % of busy py-spy samples (--profile)
 
     @property
     def cpu_us(self) -> float:
@@ -207,14 +208,37 @@ def start_broker(
     return broker.start(), socket_path
 
 
-def run_one(workload: str, mode: str, workdir: Path, args: argparse.Namespace) -> Run:
+def run_one(workload: str, mode: str, workdir: Path, args: argparse.Namespace, label: str) -> Run:
     broker, socket_path = start_broker(mode, workdir, args)
+    prof = bb.Profiler(args.profile / label) if args.profile is not None else None
     try:
         with extras(broker, args.idle_sessions, socket_path if mode == "watched" else None) as ex:
-            (row,) = bb.RUNNERS[workload](broker, args, None)
+            (row,) = bb.RUNNERS[workload](broker, args, prof)
     finally:
         broker.stop()
-    return Run(workload, mode, row, ex)
+    run = Run(workload, mode, row, ex)
+    if prof is not None and prof.output is not None:
+        run.admin_share = admin_share(prof.output)
+    return run
+
+
+# Frames of the admin service: its own code and the in-process MQTT client it talks through
+# (no device sessions run in these workloads, so that client is the service's alone). What
+# the broker does for the service's messages (routing them to the watcher) is not counted.
+ADMIN_FRAMES = ("gateway/admin/", "devices/mqtt_client.py")
+
+
+def admin_share(path: Path) -> float | None:
+    """Share of the gateway's busy samples (py-spy raw output) spent in the admin service."""
+    total = admin = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        if any(frame in stack for frame in ADMIN_FRAMES):
+            admin += int(count)
+    return 100.0 * admin / total if total else None
 
 
 def rotated(round_index: int) -> list[str]:
@@ -230,9 +254,11 @@ def _pct(value: float, base: float) -> float:
 
 
 def summary(runs: list[Run], workloads: list[str]) -> list[str]:
+    profiled = any(r.admin_share is not None for r in runs)
     lines = [
         f"{'workload':<16} {'mode':<8} {'runs':>4} {'msgs/s':>10} {'CPU µs/msg':>10} "
         f"{'throughput cost':>15} {'CPU cost':>9} {'updates/s':>9}"
+        + (f" {'admin % of samples':>18}" if profiled else "")
     ]
     for workload in workloads:
         med: dict[str, tuple[float, float]] = {}
@@ -251,10 +277,14 @@ def summary(runs: list[Run], workloads: list[str]) -> list[str]:
             got = sum(sum(r.extras.counts.values()) for r in mine)
             secs = sum(r.extras.seconds for r in mine)
             updates = f"{got / secs:.1f}" if mode == "watched" and secs else "-"
-            lines.append(
+            line = (
                 f"{workload:<16} {mode:<8} {len(mine):>4} {rate:>10,.0f} {cpu:>10.2f} "
                 f"{cost:>15} {cpu_cost:>9} {updates:>9}"
             )
+            if profiled:
+                shares = [r.admin_share for r in mine if r.admin_share is not None]
+                line += f" {statistics.median(shares) if shares else 0.0:>18.2f}"
+            lines.append(line)
     return lines
 
 
@@ -307,10 +337,13 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in rotated(round_index):
                     rundir = workdir / f"{workload}-{round_index}-{mode}"
                     rundir.mkdir()
-                    run = run_one(workload, mode, rundir, args)
+                    label = f"{workload}-{round_index}-{mode}"
+                    run = run_one(workload, mode, rundir, args, label)
                     runs.append(run)
                     got = sum(run.extras.counts.values())
                     watched = f" | watcher got {got} messages" if mode == "watched" else ""
+                    if run.admin_share is not None:
+                        watched += f" | admin service {run.admin_share:.1f}% of busy samples"
                     print(f"{mode:<8} {run.row.line()}{watched}", flush=True)
     finally:
         if args.keep:

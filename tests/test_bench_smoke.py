@@ -91,3 +91,36 @@ def test_bench_wake_quick_prints_its_figures() -> None:
     assert float(figures["rounds"]) == 3
     assert float(figures["wake_to_write_p50_ms"]) > 0
     assert float(figures["fake_bluez_connect_p50_ms"]) > 0
+
+
+def test_bench_admin_quick_prints_the_table() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_admin.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "== Admin API cost" in out, out
+    # The table: every workload in every mode, a rate and CPU per message; the cost columns
+    # relative to "off" for the other two modes.
+    for workload in ("qos0-fanin", "qos1-clean"):
+        for mode in ("off", "idle", "watched"):
+            row = re.search(
+                rf"^{workload}\s+{mode}\s+1\s+([\d,]+)\s+(\d+\.\d\d)\s+(\S+)\s+(\S+)\s+(\S+)$",
+                out,
+                re.MULTILINE,
+            )
+            assert row is not None, f"no row for {workload} {mode}:\n{out}"
+            assert int(row[1].replace(",", "")) > 0, row[0]
+            if mode == "off":
+                assert (row[3], row[4]) == ("-", "-"), row[0]
+            else:
+                assert re.fullmatch(r"[+-]\d+\.\d%", row[3]) and re.fullmatch(
+                    r"[+-]\d+\.\d%", row[4]
+                ), row[0]
+    # The watcher really was subscribed: the runs say what it got.
+    assert re.search(r"^watched\s+gateway\s+qos0-fanin\s.*\| watcher got \d+ messages$", out, re.M)
+    assert "did not deliver everything" not in out
