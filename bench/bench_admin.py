@@ -106,7 +106,7 @@ def _watcher_entry(socket_path: str, ready: Any, stop: Any, results: Any) -> Non
     stop.wait()
     client.disconnect()
     client.loop_stop()
-    results.put(seen)
+    results.put((seen, time.process_time()))
 
 
 @dataclass
@@ -114,6 +114,7 @@ class Extras:
     """What the watcher received while the block ran (messages and bytes per topic)."""
 
     seconds: float = 0.0
+    watcher_cpu: float = 0.0  # seconds, the watcher process's whole life
     counts: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
 
@@ -161,7 +162,8 @@ def extras(broker: bb.BrokerProcess, sessions: int, socket_path: str | None) -> 
         stop.set()
         if socket_path is not None:
             with contextlib.suppress(Exception):
-                for at, topic, size in results.get(timeout=10):
+                seen, out.watcher_cpu = results.get(timeout=10)
+                for at, topic, size in seen:
                     if started <= at <= ended:  # the monotonic clock is one for all processes
                         out.counts[topic] = out.counts.get(topic, 0) + 1
                         out.sizes[topic] = out.sizes.get(topic, 0) + size
@@ -341,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                     run = run_one(workload, mode, rundir, args, label)
                     runs.append(run)
                     got = sum(run.extras.counts.values())
-                    watched = f" | watcher got {got} messages" if mode == "watched" else ""
+                    watched = ""
+                    if mode == "watched":
+                        cpu = run.extras.watcher_cpu
+                        watched = f" | watcher got {got} messages (its CPU {cpu:.2f} s)"
                     if run.admin_share is not None:
                         watched += f" | admin service {run.admin_share:.1f}% of busy samples"
                     print(f"{mode:<8} {run.row.line()}{watched}", flush=True)
