@@ -81,7 +81,9 @@ def _sessions_entry(host: str, port: int, count: int, ready: Any, stop: Any) -> 
     asyncio.run(_hold_sessions(host, port, count, ready, stop))
 
 
-def _watcher_entry(socket_path: str, ready: Any, stop: Any, results: Any) -> None:
+def _watcher_entry(
+    socket_path: str, filters: list[str], ready: Any, stop: Any, results: Any
+) -> None:
     """A paho client noting each live update (arrival time, topic, size); ready once the
     retained status came."""
     import paho.mqtt.client as paho
@@ -98,10 +100,7 @@ def _watcher_entry(socket_path: str, ready: Any, stop: Any, results: Any) -> Non
 
     client.on_message = on_message
     client.connect(socket_path, keepalive=60)
-    client.subscribe(
-        [(f"{PREFIX}/bridge/updates/#", 0), (f"{PREFIX}/bridge/events", 0),
-         (f"{PREFIX}/bridge/status", 0)]
-    )  # fmt: skip
+    client.subscribe([(topic_filter, 0) for topic_filter in filters])
     client.loop_start()
     stop.wait()
     client.disconnect()
@@ -120,8 +119,13 @@ class Extras:
 
 
 @contextlib.contextmanager
-def extras(broker: bb.BrokerProcess, sessions: int, socket_path: str | None) -> Iterator[Extras]:
-    """Idle persistent sessions (and the watcher if `socket_path`) for the time of the block."""
+def extras(
+    broker: bb.BrokerProcess, sessions: int, socket_path: str | None, watch: list[str]
+) -> Iterator[Extras]:
+    """Idle persistent sessions (and the watcher of `watch` if `socket_path`) for the time of
+    the block."""
+    # The watcher is ready once the retained status arrives: it always subscribes to it.
+    filters = sorted({f"{PREFIX}/bridge/{suffix}" for suffix in [*watch, "status"]})
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
     results: Any = ctx.Queue()
@@ -137,7 +141,7 @@ def extras(broker: bb.BrokerProcess, sessions: int, socket_path: str | None) -> 
         procs.append(
             ctx.Process(
                 target=_watcher_entry,
-                args=(socket_path, ready_watcher, stop, results),
+                args=(socket_path, filters, ready_watcher, stop, results),
                 daemon=True,
             )
         )
@@ -214,7 +218,8 @@ def run_one(workload: str, mode: str, workdir: Path, args: argparse.Namespace, l
     broker, socket_path = start_broker(mode, workdir, args)
     prof = bb.Profiler(args.profile / label) if args.profile is not None else None
     try:
-        with extras(broker, args.idle_sessions, socket_path if mode == "watched" else None) as ex:
+        watcher = socket_path if mode == "watched" else None
+        with extras(broker, args.idle_sessions, watcher, args.watch) as ex:
             (row,) = bb.RUNNERS[workload](broker, args, prof)
     finally:
         broker.stop()
@@ -308,12 +313,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT_WORKLOADS),
         help=f"comma-separated subset of {','.join(WORKLOADS)}",
     )
+    p.add_argument(
+        "--watch",
+        default="updates/#,events,status",
+        help="what the watcher subscribes to, under <prefix>/bridge/ (status always)",
+    )
     p.add_argument("--json", type=Path, help="also write every run as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     mine, rest = p.parse_known_args(argv)
     broker_args = bb.parse_args([*rest, "--no-mosquitto", *(["--quick"] if mine.quick else [])])
     args = argparse.Namespace(**{**vars(broker_args), **vars(mine)})
     args.workloads = [w for w in args.workloads.split(",") if w]
+    args.watch = [w for w in args.watch.split(",") if w]
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workloads: {', '.join(sorted(unknown))}")
