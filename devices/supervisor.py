@@ -631,6 +631,10 @@ class Supervisor:
                     except MQTTClientError as exc:
                         log.warning("%s: session not reconnected: %s", session.device.id, exc)
 
+    def device_count(self) -> int:
+        """How many devices `device_listing` has, without building it."""
+        return len(self.links)
+
     def client_id_of(self, device_id: str) -> str | None:
         """The MQTT client id of a device's session; None for an unknown device."""
         session = self.sessions.get(device_id)

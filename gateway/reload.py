@@ -24,6 +24,7 @@ _RESTART_KEYS: tuple[str, ...] = (
     "sys_interval",
     "devices",
     "demo",
+    "admin_api",
 )
 
 

@@ -241,3 +241,9 @@ def test_reload_without_a_file_is_refused() -> None:
     gateway = Gateway(parse_config("persistence: {enabled: false}\n"))
     with pytest.raises(ConfigError, match="no config file"):
         asyncio.run(gateway.reload())
+
+
+def test_switching_the_admin_api_needs_a_restart() -> None:
+    plan = plan_reload(parse_config("admin_api: true\n"), parse_config("admin_api: false\n"))
+    assert plan.restart_needed == ("admin_api",)
+    assert plan.config.admin_api is True
