@@ -492,9 +492,11 @@ def entities_of(
 def _climate(state: Mapping[str, object], set_topic: str, state_topic: str) -> Entity:
     """A thermostat: its setpoint is the `target_temp` command key of the topic contract.
 
-    Climate command templates receive the new setpoint as `value` (climate.mqtt). Only the
-    heating mode is offered: the command contract has no mode key, and a mode Home Assistant
-    cannot send would be a lie in the UI.
+    Climate command templates receive the new setpoint as `value` (climate.mqtt). A device
+    whose state has a ``mode`` of ``auto``/``manual`` (the eQ-3 thermostat) gets Home
+    Assistant's ``auto`` (its own week programme) and ``heat`` (a fixed setpoint), sent as its
+    ``mode`` command; any other device only ``heat``: a mode Home Assistant cannot send would be
+    a lie in the UI.
     """
     config: dict[str, Any] = {
         "name": None,
@@ -507,6 +509,16 @@ def _climate(state: Mapping[str, object], set_topic: str, state_topic: str) -> E
         "temperature_state_topic": state_topic,
         "temperature_state_template": _value_template((TARGET_TEMP,)),
     }
+    if state.get("mode") in ("auto", "manual"):
+        config["modes"] = ["auto", "heat"]
+        config["mode_command_topic"] = set_topic
+        config["mode_command_template"] = (
+            '{"mode": "{{ \'manual\' if value == \'heat\' else \'auto\' }}"}'
+        )
+        config["mode_state_topic"] = state_topic
+        config["mode_state_template"] = (
+            "{{ 'auto' if " + _ref(("mode",)) + " == 'auto' else 'heat' }}"
+        )
     if "temperature" in state:
         config["current_temperature_topic"] = state_topic
         config["current_temperature_template"] = _value_template(("temperature",))

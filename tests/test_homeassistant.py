@@ -711,3 +711,20 @@ def test_device_and_key_boundaries_cannot_collide() -> None:
     b = discovery_messages(Device.of_kind("a_b", "sensor"), {"c": 1})
     assert a[0][0] == "homeassistant/sensor/edge-gateway_a/b_c/config"
     assert b[0][0] == "homeassistant/sensor/edge-gateway_a_b/c/config"
+
+
+def test_thermostat_with_auto_and_manual_modes_offers_auto_and_heat() -> None:
+    dev = Device.of_kind("trv", "eq3")
+    state = {"target_temp": 21.0, "mode": "manual", "valve": 30, "boost": False}
+    got = dict(decoded(discovery_messages(dev, state)))
+    climate = got["homeassistant/climate/edge-gateway_trv/climate/config"]
+    assert climate["modes"] == ["auto", "heat"]
+    assert climate["mode_command_topic"] == "gw/trv/set"
+    # Home Assistant's mode becomes the device's `mode` command, and back.
+    assert json.loads(render(climate["mode_command_template"], value="heat")) == {
+        "mode": "manual"
+    }
+    assert json.loads(render(climate["mode_command_template"], value="auto")) == {"mode": "auto"}
+    for mode, shown in (("manual", "heat"), ("auto", "auto"), ("vacation", "heat")):
+        assert render(climate["mode_state_template"], value_json={"mode": mode}) == shown
+    assert climate["mode_state_topic"] == "gw/trv/state"
