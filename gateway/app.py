@@ -34,6 +34,9 @@ from gateway.systemd import Notifier
 
 log = logging.getLogger("gateway")
 
+# Seconds the listeners wait for the declared devices' sessions at start-up (normally a few ms).
+SERVE_WITHIN = 10.0
+
 
 def _ssl_context(listener: ListenerConfig) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -172,7 +175,10 @@ class Gateway:
         started = time.monotonic()
         snapshot = await self.store.open()
         self.broker.restore(snapshot, time.time())
-        await self.server.start()
+        # Listeners are bound now (a port in use fails at once) but take clients only once the
+        # declared devices' sessions exist: a command sent at the first start must find the
+        # session it is queued in.
+        await self.server.start(serve=False)
         # Everything restored lives as long as the process: keep it out of every future
         # garbage collection instead of rescanning it each time.
         gc.collect()
@@ -210,8 +216,14 @@ class Gateway:
         if self.demo is not None:
             self._log_demo(self.demo)
         self.supervisor = supervisor
+        starting = asyncio.ensure_future(supervisor.start())
+        done, _ = await asyncio.wait({starting}, timeout=SERVE_WITHIN)
+        if not done:
+            # A radio or mDNS stack that is slow to come up must not keep the broker away.
+            log.warning("the device bridge is still starting after %g s; serving", SERVE_WITHIN)
+            await self.server.serve()
         try:
-            await supervisor.start()
+            await starting
         except Exception:
             # The broker is the part other systems depend on: it keeps serving without
             # devices rather than taking them all down with it.
@@ -222,6 +234,7 @@ class Gateway:
             except Exception:
                 log.exception("stopping the device bridge failed")
             await self._stop_demo()
+        await self.server.serve()
         if supervisor.idle():
             log.info(
                 "no device source is active yet: running as a durable MQTT broker only "

@@ -60,7 +60,7 @@ async def test_declared_gatt_profile_commands_reach_the_device(
     gateway = ProcessGateway(config, port)
     async with FakeBlueZ(system_bus) as bluez:
         try:
-            gateway.start()
+            await asyncio.to_thread(gateway.start)
             watcher = await asyncio.to_thread(Client, port, "watcher")
             await asyncio.to_thread(watcher.subscribe, "gw/valve1/#", 1)
 

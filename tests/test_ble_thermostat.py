@@ -3,7 +3,8 @@ real bleak, a fake BlueZ on a private D-Bus, paho as the user's client (DESIGN Â
 
 The gateway runs as a subprocess (so it can be killed with SIGKILL) and finds the fake BlueZ
 through DBUS_SYSTEM_BUS_ADDRESS; the thermostat answers GATT writes with the status
-notifications of the real protocol (tests/fake_eq3.py).
+notifications of the real protocol (tests/fake_eq3.py). The fake BlueZ lives in this test's
+event loop, so the gateway is started from a thread: its BLE start-up talks to the fake.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ async def test_sleeping_thermostat_gets_only_the_last_setpoint_across_a_kill(
     async with FakeBlueZ(system_bus) as bluez:
         trv = FakeEq3(bluez, ADDRESS)
         try:
-            gateway.start()
+            await asyncio.to_thread(gateway.start)
             await observer.connect()
             # The device session exists (primed) once it says it can take commands.
             await observer.until(lambda: observer.last("gw/trv/availability") == b"online")
@@ -119,7 +120,7 @@ async def test_sleeping_thermostat_gets_only_the_last_setpoint_across_a_kill(
 
             gateway.kill()
             observer.lost()
-            gateway.start()
+            await asyncio.to_thread(gateway.start)
             await observer.connect()  # same persistent session: results queued meanwhile
             await send(port, 21, 21.5)
             await observer.until(lambda: len(observer.results()) == 4)
@@ -154,7 +155,7 @@ async def test_command_for_a_thermostat_that_never_wakes_expires(
     observer = Observer(port)
     async with FakeBlueZ(system_bus):
         try:
-            gateway.start()
+            await asyncio.to_thread(gateway.start)
             await observer.connect()
             await observer.until(lambda: observer.last("gw/trv/availability") == b"online")
             await send(port, 22)
@@ -188,7 +189,7 @@ async def test_write_that_keeps_failing_fails_after_max_attempts(
     async with FakeBlueZ(system_bus) as bluez:
         trv = FakeEq3(bluez, ADDRESS, write_errors=["org.bluez.Error.Failed"] * 3)
         try:
-            gateway.start()
+            await asyncio.to_thread(gateway.start)
             await observer.connect()
             await observer.until(lambda: observer.last("gw/trv/availability") == b"online")
             await send(port, 19)
@@ -225,7 +226,7 @@ async def test_thermostat_nobody_commanded_reports_its_state_when_it_wakes(
     async with FakeBlueZ(system_bus) as bluez:
         trv = FakeEq3(bluez, ADDRESS, status=eq3.Eq3Status(target_temp=17.5, valve=12))
         try:
-            gateway.start()
+            await asyncio.to_thread(gateway.start)
             await observer.connect()
             await observer.until(lambda: observer.last("gw/trv/availability") == b"online")
             trv.wake()
@@ -236,6 +237,30 @@ async def test_thermostat_nobody_commanded_reports_its_state_when_it_wakes(
             assert [w[0] for w in trv.writes] == [eq3.OP_STATUS_REQUEST]
             assert len(trv.writes[0]) == 7
             assert observer.results() == []
+        finally:
+            trv.sleep()
+            await observer.close()
+            gateway.stop_if_running()
+
+
+async def test_command_sent_the_moment_a_new_gateway_serves_waits_for_the_device(
+    tmp_path: Path, system_bus: str
+) -> None:
+    """At the very first start the device's session does not exist yet: the listeners take
+    clients only once it does, so a command sent as soon as the port answers is queued."""
+    port = free_port()
+    gateway = ProcessGateway(thermostat_config(tmp_path, port), port)
+    observer = Observer(port)
+    async with FakeBlueZ(system_bus) as bluez:
+        trv = FakeEq3(bluez, ADDRESS)
+        try:
+            await asyncio.to_thread(gateway.start)  # returns once the TCP port accepts
+            await send(port, 19.5)
+            await observer.connect()
+            trv.wake()
+            await observer.until(lambda: len(observer.results()) == 1, timeout=20)
+            assert observer.results()[0]["result"] == "delivered"
+            assert bytes([eq3.OP_TARGET, 39]) in trv.writes
         finally:
             trv.sleep()
             await observer.close()

@@ -231,3 +231,46 @@ def test_in_process_clients_do_not_take_outside_connection_slots(
         c.disconnect()
     for _, writer in streams:  # type: ignore[misc]
         gw.loop.call_soon_threadsafe(writer.close)
+
+
+async def test_listeners_are_bound_first_and_serve_on_request(tmp_path: Path) -> None:
+    """The gateway binds its listeners early (a port in use fails at once) and takes clients
+    only after its own device sessions exist (Server.start(serve=False), then serve())."""
+    import asyncio
+    import socket
+
+    from gateway.app import Gateway
+    from gateway.config import parse_config
+
+    port = free_port()
+    config = parse_config(
+        yaml.safe_dump(
+            {
+                "listeners": [{"type": "tcp", "host": "127.0.0.1", "port": port}],
+                "persistence": {"path": str(tmp_path / "gw.db")},
+            }
+        ),
+        "test.yaml",
+    )
+    server = Gateway(config).server
+
+    def connects() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    await server.start(serve=False)
+    try:
+        with pytest.raises(OSError):  # bound: nobody else can take the port meanwhile
+            other = socket.socket()
+            try:
+                other.bind(("127.0.0.1", port))
+            finally:
+                other.close()
+        assert not await asyncio.to_thread(connects)
+        await server.serve()
+        assert await asyncio.to_thread(connects)
+    finally:
+        await server.stop()

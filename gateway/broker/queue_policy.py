@@ -49,8 +49,8 @@ def parse_queue_policy(properties: tuple[UserProperty, ...], client_id: str) -> 
     set nothing valid (the session then runs on config.yaml's limits)."""
     fields: dict[str, object] = {}
     for name, value in properties:
-        if not name.startswith(PREFIX):
-            continue
+        if not name.startswith(PREFIX) or (name, value) == HOLD:
+            continue  # HOLD belongs to the connection (connect.py), not the session's policy
         key = name[len(PREFIX) :]
         try:
             if key in ("max-messages", "max-bytes", "default-expiry"):

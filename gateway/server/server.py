@@ -136,7 +136,10 @@ class Server:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, serve: bool = True) -> None:
+        """Bind every listener (an address in use fails here, at once); accept clients now,
+        or, with ``serve=False``, from `serve()` on: the gateway's own device sessions
+        (in-process) can get ready first."""
         loop = asyncio.get_running_loop()
         for spec in self.listener_specs:
             name, anon = spec.name, spec.allow_anonymous
@@ -146,7 +149,9 @@ class Server:
 
             if spec.kind == "unix":
                 path = Path(spec.path)
-                srv = await loop.create_unix_server(factory, sock=_bound_unix_socket(path))
+                srv = await loop.create_unix_server(
+                    factory, sock=_bound_unix_socket(path), start_serving=serve
+                )
                 self.bound.append((spec, str(path)))
             else:
                 srv = await loop.create_server(
@@ -156,13 +161,22 @@ class Server:
                     ssl=spec.ssl_context if spec.kind == "tls" else None,
                     reuse_address=True,
                     backlog=1024,
+                    start_serving=serve,
                 )
                 sock = srv.sockets[0].getsockname()
                 self.bound.append((spec, f"{sock[0]}:{sock[1]}"))
             self._servers.append(srv)
-            log.info("listening on %s (%s)", self.bound[-1][1], spec.name)
+            if serve:
+                log.info("listening on %s (%s)", self.bound[-1][1], spec.name)
         self._housekeeping = loop.create_task(self._housekeep())
         self.started_at = time.time()
+
+    async def serve(self) -> None:
+        """Start accepting clients on the listeners `start(serve=False)` bound."""
+        for srv, (spec, address) in zip(self._servers, self.bound, strict=True):
+            if not srv.is_serving():
+                await srv.start_serving()
+                log.info("listening on %s (%s)", address, spec.name)
 
     async def connect_in_process(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A trusted MQTT connection from inside the process (device sessions), as streams."""
