@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,11 +67,13 @@ class Watch:
         self.client.subscribe("gw/trv/#", 1)
         self.client.loop_start()
 
-    async def until(self, topic: str, predicate: object, timeout: float = 20.0) -> None:
+    async def until(
+        self, topic: str, predicate: Callable[[bytes], bool], timeout: float = 20.0
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             payload = self.last.get(topic)
-            if payload is not None and callable(predicate) and predicate(payload):
+            if payload is not None and predicate(payload):
                 return
             await asyncio.sleep(0.005)
         raise TimeoutError(f"{topic}: last {self.last.get(topic)!r}")

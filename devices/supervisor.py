@@ -204,7 +204,9 @@ class Supervisor:
                 rssi[advertisement.address] = advertisement.rssi
                 decoder(advertisement)
                 if fleet is not None and fleet.advertised(advertisement) is not None:
-                    self._set_link(self._sleepy_id(advertisement.address), "online")
+                    device_id = fleet.device_id_of(advertisement.address)
+                    if device_id is not None:
+                        self._set_link(device_id, "online")
 
             # Never raises for a missing adapter: logged once, retried in the background.
             await self.radio.start(on_advertisement)
@@ -261,11 +263,6 @@ class Supervisor:
             await self.ha.announce(session.device, values, merge=True)
 
         return publish
-
-    def _sleepy_id(self, address: str) -> str:
-        assert self.fleet is not None
-        return next(s.session.device.id for s in self.fleet
-                    if s.session.device.address == address)  # fmt: skip
 
     def _add_session(self, session: DeviceSession) -> None:
         device = session.device

@@ -48,6 +48,10 @@ class SleepyFleet:
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def device_id_of(self, address: str) -> str | None:
+        sleepy = self._by_address.get(address.upper())
+        return None if sleepy is None else sleepy.session.device.id
+
     def get(self, device_id: str) -> SleepyDevice | None:
         return self._by_id.get(device_id)
 
