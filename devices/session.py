@@ -44,6 +44,10 @@ from gateway.mqtt.packets import Properties, Publish, Will
 
 log = logging.getLogger(__name__)
 
+# Client ids of device sessions. The broker refuses them to every network client
+# (gateway/broker/connect.py): only the device bridge, in-process, may use them.
+CLIENT_ID_PREFIX = "dev-"
+
 ONLINE = b"online"
 OFFLINE = b"offline"
 DISCONNECT_WITH_WILL = 0x04
@@ -73,7 +77,7 @@ class DeviceSession:
         self.keep_alive = keep_alive
         self.missed_wakes = missed_wakes
         self.clock = clock
-        self.client_id = f"dev-{device.id}"
+        self.client_id = CLIENT_ID_PREFIX + device.id
         base = f"{prefix}/{device.id}"
         self.state_topic = f"{base}/state"
         self.availability_topic = f"{base}/availability"

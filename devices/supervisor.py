@@ -36,7 +36,13 @@ from devices.lan.poller import StatePoller
 from devices.lan.static import make_driver
 from devices.model import Device, DevicePolicy, PolicyError
 from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
-from devices.session import DISCONNECT_WITH_WILL, OFFLINE, ONLINE, DeviceSession
+from devices.session import (
+    CLIENT_ID_PREFIX,
+    DISCONNECT_WITH_WILL,
+    OFFLINE,
+    ONLINE,
+    DeviceSession,
+)
 from devices.views import DevicesView, KnownDeviceView
 from gateway.mqtt.packets import Publish, Will
 
@@ -637,15 +643,15 @@ class Supervisor:
         session = self.sessions.get(device_id)
         if session is not None:
             return session.client_id
-        return f"dev-{device_id}" if self._known(device_id) is not None else None
+        return CLIENT_ID_PREFIX + device_id if self._known(device_id) is not None else None
 
     def device_of_client(self, client_id: str) -> str | None:
         """The device a broker session belongs to (its session or its status link)."""
-        if not client_id.startswith("dev-"):
+        if not client_id.startswith(CLIENT_ID_PREFIX):
             return None
         # One lookup, not a scan: the session list asks this for every session.
         base = client_id.removesuffix(".status")
-        session = self.sessions.get(base[len("dev-") :])
+        session = self.sessions.get(base[len(CLIENT_ID_PREFIX) :])
         return session.device.id if session is not None and session.client_id == base else None
 
     def attempts(self, device_id: str, payload: bytes, correlation: bytes | None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from devices.ble.radio import Link, Radio
 from devices.demo import DemoTimings
 from devices.demo.demo import Demo, start_demo
+from devices.session import CLIENT_ID_PREFIX as DEVICE_CLIENT_ID_PREFIX
 from devices.supervisor import Supervisor
 from gateway.admin.service import AdminService
 from gateway.auth.passwords import PasswordFileError
@@ -136,7 +137,10 @@ class Gateway:
         self._reloading = asyncio.Lock()
         self.demo_timings = demo_timings
         self.demo: Demo | None = None
-        settings = config.broker_settings()
+        # The device bridge's client ids are refused to network clients (DESIGN §8).
+        settings = replace(
+            config.broker_settings(), reserved_client_id_prefixes=(DEVICE_CLIENT_ID_PREFIX,)
+        )
         self.store = build_store(config)
         self.authenticator = config.build_authenticator()
         self.broker = Broker(settings, config.build_authorizer())

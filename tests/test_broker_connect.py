@@ -208,11 +208,36 @@ def test_reconnect_with_expiry_zero_unstores_persistent_session() -> None:
     assert not h.broker.session_exists("p")
 
 
-def test_session_becoming_persistent_writes_everything() -> None:
+def test_taking_over_an_expiry_zero_session_starts_a_new_one() -> None:
+    # §3.1.2.11.2: a session with expiry 0 ends when its network connection closes, and a
+    # takeover closes it: clean start 0 finds no session, and nothing is handed on.
     h = Harness()
     c = h.connect("p", V5, clean=True, expiry=0)
     c.subscribe("a", qos=1)
-    # Take over with clean start 0 and an expiry: the live session continues, now durable.
+    c2 = h.connect("p", V5, clean=False, expiry=100)
+    assert not connack(c2).session_present
+    assert c.closed
+    assert h.store.sessions["p"].expiry_interval == 100
+    assert ("p", "a") not in h.store.subscriptions
+    h.broker.publish_local("a", b"x", 1)
+    assert c2.publishes() == []
+
+
+def test_v311_clean_session_taken_over_by_clean_session_0_starts_a_new_one() -> None:
+    h = Harness()
+    c = h.connect("p", V311, clean=True)
+    c.subscribe("a", qos=1)
+    c2 = h.connect("p", V311, clean=False)
+    assert not connack(c2).session_present
+    h.broker.publish_local("a", b"x", 1)
+    assert c2.publishes() == []
+
+
+def test_session_becoming_persistent_writes_everything() -> None:
+    h = Harness()
+    c = h.connect("p", V5, clean=False, expiry=10)
+    c.subscribe("a", qos=1)
+    # Take over with clean start 0 and a longer expiry: the live session continues.
     c2 = h.connect("p", V5, clean=False, expiry=100)
     assert connack(c2).session_present
     assert c.closed

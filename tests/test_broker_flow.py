@@ -411,7 +411,7 @@ def test_clean_subscriber_costs_no_store_ops() -> None:
 
 def test_takeover_with_session_continuing_resends_inflight() -> None:
     h = Harness()
-    c = h.connect("c", V5)  # expiry 0, but taken over while live
+    c = h.connect("c", V5, clean=False, expiry=60)  # taken over while live
     c.subscribe("t", qos=1)
     h.connect("p", V5).publish("t", b"m", qos=1)
     m = c.publishes()[0]

@@ -171,10 +171,11 @@ class Harness:
         self.broker.tick(self.now)
         self.flush()
 
-    def open(self) -> Client:
+    def open(self, trusted: bool = False) -> Client:
         self.next_conn += 1
         cid = self.next_conn
-        self.broker.connection_opened(ConnectionInfo(cid, "test", f"peer{cid}"), self.now)
+        info = ConnectionInfo(cid, "test", f"peer{cid}", trusted=trusted)
+        self.broker.connection_opened(info, self.now)
         self.flush()
         return Client(self, cid)
 
@@ -189,8 +190,9 @@ class Harness:
         properties: Properties = NO_PROPERTIES,
         identity: Identity | None = None,
         username: str | None = None,
+        trusted: bool = False,
     ) -> Client:
-        c = self.open()
+        c = self.open(trusted)
         if expiry is not None:
             properties = _with(properties, session_expiry_interval=expiry)
         packet = Connect(

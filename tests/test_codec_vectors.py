@@ -374,6 +374,14 @@ def test_v311_maps_v5_reason_codes() -> None:
     assert encode(SubAck(1, (0x87, 0x01, 0xA2)), 4) == h("90 05 00 01 80 01 80")
 
 
+def test_v31_connack_has_no_session_present_flag() -> None:
+    # MQTT 3.1 (IBM spec §3.2): the first variable header byte is reserved (0). A resumed
+    # 3.1 session must not set what 3.1.1 calls session present.
+    assert encode(ConnAck(True, 0), 3) == h("20 02 00 00")
+    assert encode(ConnAck(False, 0x87), 3) == h("20 02 00 05")
+    assert encode(ConnAck(True, 0), 4) == h("20 02 01 00")
+
+
 def test_empty_properties_object_encodes_short_form() -> None:
     # A fresh Properties() equal to NO_PROPERTIES still yields the short forms (5.0 §3.4.2.1).
     assert encode(PubAck(1, 0, Properties()), 5) == h("40 02 00 01")

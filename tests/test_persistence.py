@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.broker.records import (
+    OWNER_GATEWAY,
     SESSION_NEVER_EXPIRES,
     DeleteInboundQos2,
     DeleteMessage,
@@ -719,6 +720,7 @@ async def test_migrates_a_v1_file(tmp_path: Path) -> None:
             expiry_interval=60,
             username="u",
             will=Will("lwt", b"\x00\xff", 1, True, Properties(will_delay_interval=9)),
+            owner="u",  # v4: the user it recorded
         )
     ]
     assert snap.subscriptions == [
@@ -745,7 +747,7 @@ async def test_migrates_a_v1_file(tmp_path: Path) -> None:
     assert snap.inbound_qos2 == [("c1", 4)]
     assert snap.queue[-1].subscription_ids == (12,)
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 4
     db.close()
 
 
@@ -789,8 +791,38 @@ async def test_migrates_a_v2_file(tmp_path: Path) -> None:
     await store.close()
     assert [s.queue_policy for s in (await reopen(path)).sessions if s.client_id == "c1"] == [None]
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 4
     db.close()
+
+
+# What v3 added, exactly as it shipped (see V1_SQL, V2_SQL): a device session whose user name
+# an outside client overwrote by taking it over, and an anonymous one.
+V3_SQL = """
+ALTER TABLE sessions ADD COLUMN queue_policy TEXT;
+INSERT INTO sessions VALUES ('dev-thermo', 60, 5, 'mallory', NULL, NULL, NULL, NULL, NULL,
+    NULL, '{"coalesce":true}');
+INSERT INTO sessions VALUES ('anon', 60, 4, NULL, 5.0, NULL, NULL, NULL, NULL, NULL, NULL);
+PRAGMA user_version = 3;
+"""
+
+
+async def test_migrates_a_v3_file_giving_sessions_their_owner(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SQL + V2_SQL + V3_SQL)
+    db.close()
+
+    store = SqliteStore(path)
+    snap = await store.open()
+    assert store.moved_aside is None
+    owners = {s.client_id: s.owner for s in snap.sessions}
+    # A device session is the gateway's whoever last took it over; the others keep the user
+    # they recorded (None: anonymous).
+    assert owners == {"c1": "u", "dev-thermo": OWNER_GATEWAY, "anon": None}
+    await store.commit([PutSession(session("c2", owner="alice"))])
+    await store.close()
+    snap = await reopen(path)
+    assert {s.client_id: s.owner for s in snap.sessions}["c2"] == "alice"
 
 
 @pytest.mark.parametrize(

@@ -178,6 +178,7 @@ def session_entry(info: SessionInfo, device: str | None) -> dict[str, object]:
     return {
         "client_id": info.client_id,
         "username": info.username,
+        "owner": info.owner,
         "protocol": info.protocol_version,
         "persistent": info.persistent,
         "connected": info.connected,

@@ -3,19 +3,29 @@ resumption, CONNACK."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import replace
 
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.effects import Identity, SetKeepAlive
 from gateway.broker.queue_policy import HOLD, parse_queue_policy
-from gateway.broker.records import PutSession
+from gateway.broker.records import OWNER_GATEWAY, PutSession
 from gateway.broker.session import Connection, Session
 from gateway.mqtt.packets import PROTOCOL_V5, ConnAck, Connect, Properties, Will
 from gateway.mqtt.reason_codes import ReasonCode, connack_code_for_v311
 
 _NOT_AUTHORIZED = ReasonCode.NOT_AUTHORIZED.value
 _MAX_VBI = 268_435_455
+
+log = logging.getLogger("gateway.broker")
+
+
+def owner_text(s: Session) -> str:
+    """Who owns a session, for a log line."""
+    if s.owner == OWNER_GATEWAY:
+        return "the gateway"
+    return "anonymous clients" if s.owner is None else f"user {s.owner!r}"
 
 
 class Connects(Disconnects):
@@ -37,6 +47,9 @@ class Connects(Disconnects):
                 return
             client_id = self._new_client_id()
             assigned = client_id if v5 else None
+        owner = OWNER_GATEWAY if conn.info.trusted else username
+        if not self._may_use(conn, client_id, owner, now):
+            return
         will = packet.will
         if will is not None:
             code = self._will_refusal(will, username, client_id, v5, identity.is_admin)
@@ -71,11 +84,15 @@ class Connects(Disconnects):
             self._after_disconnect(existing, old.will, now, takeover=True)
             taken_over = True
         if existing is not None:
-            expires = None if taken_over else existing.expires_at()
-            if packet.clean_start or (expires is not None and expires <= now):
-                if not packet.clean_start:
-                    self._event("session_expired", client_id, f"offline for {existing.expiry} s")
-                self._end_session(existing, now, expired=not packet.clean_start)
+            expires = existing.expires_at()
+            if packet.clean_start or (taken_over and existing.expiry == 0):
+                # A session with no expiry ends with its connection, a takeover's included
+                # (§3.1.2.11.2): its subscriptions are not handed to the new one.
+                self._end_session(existing, now)
+                existing = None
+            elif expires is not None and expires <= now:
+                self._event("session_expired", client_id, f"offline for {existing.expiry} s")
+                self._end_session(existing, now, expired=True)
                 existing = None
         session_present = existing is not None
         base_limits = settings.queue_limits_for(client_id)
@@ -85,7 +102,7 @@ class Connects(Disconnects):
             s.will = None
             s.will_due_at = None
         else:
-            s = Session(client_id, expiry, version, username, base_limits)
+            s = Session(client_id, expiry, version, username, base_limits, owner)
             self._sessions[client_id] = s
         s.expiry = expiry
         s.version = version
@@ -162,6 +179,55 @@ class Connects(Disconnects):
         self._non_send += 1
         if session_present and conn.window:
             self._resume(conn, s, now)
+
+    def _may_use(self, conn: Connection, client_id: str, owner: str | None, now: float) -> bool:
+        """May a CONNECT by ``owner`` have ``client_id``? If not, refuse it and say why.
+
+        The device bridge's client ids are the gateway's alone: from a network client they
+        are refused even when no such session exists yet, so nobody can create one first.
+        A session that exists (live, or persistent and not yet expired) is only ever taken
+        over, resumed or discarded (clean start) by its owner: anybody else could otherwise
+        take its queued messages, acknowledge them away, or end it. The gateway's own clients
+        may reclaim any session; an administrator uses the admin API (kick, delete_session)
+        instead of a client id.
+        """
+        trusted = conn.info.trusted
+        prefixes = self.settings.reserved_client_id_prefixes
+        if not trusted and prefixes and client_id.startswith(prefixes):
+            self.stats.refused_reserved_client_id += 1
+            self._refusal_event(client_id, conn, "client id reserved for the device bridge")
+            self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
+            return False
+        existing = self._sessions.get(client_id)
+        if existing is None or existing.owner == owner:
+            return True
+        expires = existing.expires_at()
+        if expires is not None and expires <= now:
+            return True  # expired: it is ended below, and the client id is free
+        if trusted:
+            log.warning(
+                "session %r of %s is taken back by the gateway", client_id, owner_text(existing)
+            )
+            existing.owner = owner
+            return True
+        self.stats.refused_session_owner += 1
+        self._refusal_event(client_id, conn, f"the session belongs to {owner_text(existing)}")
+        self._refuse(conn, ReasonCode.NOT_AUTHORIZED)
+        return False
+
+    def _refusal_event(self, client_id: str, conn: Connection, why: str) -> None:
+        info = conn.info
+        self._event("refused", client_id, f"{info.listener} {info.peer}: {why}")
+        refused = self.stats.refused_reserved_client_id + self.stats.refused_session_owner
+        if refused == 1 or refused % 100 == 0:  # a flood of attempts must not flood the log
+            log.warning(
+                "refused CONNECT with client id %r from %s (%s): %s (%d refused so far)",
+                client_id,
+                info.peer,
+                info.listener,
+                why,
+                refused,
+            )
 
     def _connack_properties(self) -> Properties:
         props = self._connack_props_cache

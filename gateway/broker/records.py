@@ -18,6 +18,11 @@ from gateway.mqtt.packets import NO_PROPERTIES, Properties, Will
 # Session Expiry Interval meaning "never expires" (MQTT 5 spec 3.1.2.11.2).
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
+# SessionRecord.owner of the sessions of the gateway's own in-process clients (device
+# sessions, the admin service). No password file user can have this name: user names never
+# start with '#' (auth/passwords.py validate_username).
+OWNER_GATEWAY = "#gateway"
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -70,6 +75,10 @@ class SessionRecord:
     # after a restart, commands that arrive before the device reconnects must already be
     # coalesced, given their default expiry and reported (DESIGN §3).
     queue_policy: QueuePolicy | None = None
+    # Who may connect to this session again (connect.py): a verified user name, None for
+    # anonymous clients, OWNER_GATEWAY for the gateway's own clients. It never changes while
+    # the session lives: a CONNECT by anyone else is refused, not re-owned.
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,12 @@ class Restore(BrokerState):
         for rec in snapshot.sessions:
             base = self.settings.queue_limits_for(rec.client_id)
             s = Session(
-                rec.client_id, rec.expiry_interval, rec.protocol_version, rec.username, base
+                rec.client_id,
+                rec.expiry_interval,
+                rec.protocol_version,
+                rec.username,
+                base,
+                rec.owner,
             )
             # The queue policy works at once, before the session's client is back.
             s.use_policy(rec.queue_policy, base)

@@ -164,6 +164,7 @@ class Session:
         "limits",
         "next_packet_id",
         "notify_topic",
+        "owner",
         "pending_topic",
         "policy",
         "queue",
@@ -182,11 +183,13 @@ class Session:
         version: int,
         username: str | None,
         limits: QueueLimits,
+        owner: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.expiry = expiry
         self.version = version
         self.username = username
+        self.owner = owner  # records.SessionRecord.owner
         # Trusted clients (the gateway's own device sessions, admins) skip the ACL. Not
         # stored: a restored session is checked until its client connects again.
         self.acl_exempt = False
@@ -252,4 +255,5 @@ class Session:
             self.disconnected_at,
             will,
             self.policy,
+            self.owner,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.broker.records import OWNER_GATEWAY
 from gateway.broker.session import Session
 
 
@@ -13,6 +14,7 @@ class SessionInfo:
 
     client_id: str
     username: str | None
+    owner: str  # who may connect to it: "gateway", "user:<name>" or "anonymous"
     protocol_version: int
     persistent: bool
     connected: bool
@@ -36,6 +38,7 @@ def session_info(s: Session) -> SessionInfo:
     return SessionInfo(
         client_id=s.client_id,
         username=s.username,
+        owner=owner_label(s.owner),
         protocol_version=s.version,
         persistent=s.persistent,
         connected=conn is not None,
@@ -53,3 +56,9 @@ def session_info(s: Session) -> SessionInfo:
         peer=conn.info.peer if conn is not None else None,
         keep_alive=conn.keep_alive if conn is not None else 0,
     )
+
+
+def owner_label(owner: str | None) -> str:
+    if owner == OWNER_GATEWAY:
+        return "gateway"
+    return "anonymous" if owner is None else "user:" + owner

@@ -57,6 +57,10 @@ class BrokerSettings:
     queue_rules: tuple[QueueRule, ...] = ()
     max_retained_messages: int = 0  # 0 = unlimited
     sys_interval: float = 10.0  # seconds between $SYS updates; 0 = off
+    # Client identifiers only the gateway's own (in-process) clients may use: a network
+    # client asking for one is refused (CONNACK 0x85 / 3.1.1 code 2). The composition root
+    # sets the device bridge's prefix.
+    reserved_client_id_prefixes: tuple[str, ...] = ()
 
     def queue_limits_for(self, client_id: str) -> QueueLimits:
         for rule in self.queue_rules:

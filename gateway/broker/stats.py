@@ -34,6 +34,9 @@ class BrokerStats:
     clients_maximum: int = 0
     protocol_violations: int = 0
     takeovers: int = 0
+    # CONNECTs refused for their client id (connect.py _may_use).
+    refused_reserved_client_id: int = 0
+    refused_session_owner: int = 0
     wills_published: int = 0
     sessions_expired: int = 0
     publish_denied: int = 0  # PUBLISH refused by ACL / $SYS rule
@@ -111,6 +114,8 @@ def sys_topics(stats: BrokerStats, gauges: Gauges, version: str) -> list[tuple[s
         (p + "load/bytes/received", str(stats.bytes_received)),
         (p + "load/bytes/sent", str(stats.bytes_sent)),
         (p + "store/queued", str(gauges.queued)),
+        (p + "clients/refused/reserved_client_id", str(stats.refused_reserved_client_id)),
+        (p + "clients/refused/session_owner", str(stats.refused_session_owner)),
     ]
     for reason in DROP_REASONS:
         out.append(

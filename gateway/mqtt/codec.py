@@ -25,6 +25,7 @@ from gateway.mqtt.errors import (
 from gateway.mqtt.packets import (
     NO_PROPERTIES,
     PROTOCOL_V5,
+    PROTOCOL_V31,
     Auth,
     ConnAck,
     Connect,
@@ -829,7 +830,9 @@ def _e_connack(p: ConnAck, v: int) -> bytes:
         props = b""
     if rc and p.session_present:
         raise ValueError("session present with a refused connection")
-    return _fixed(0x20, bytes((1 if p.session_present else 0, rc)) + props)
+    # MQTT 3.1 has no session present flag: its first byte is reserved, always 0.
+    flags = 1 if p.session_present and v != PROTOCOL_V31 else 0
+    return _fixed(0x20, bytes((flags, rc)) + props)
 
 
 _AckPacket = PubAck | PubRec | PubRel | PubComp

@@ -216,12 +216,13 @@ def session_row(s: SessionRecord) -> tuple[object, ...]:
         s.disconnected_at,
         *will,
         None if s.queue_policy is None else encode_queue_policy(s.queue_policy),
+        s.owner,
     )
 
 
 SESSION_COLUMNS = (
     "client_id, expiry_interval, protocol_version, username, disconnected_at, "
-    "will_topic, will_payload, will_qos, will_retain, will_props, queue_policy"
+    "will_topic, will_payload, will_qos, will_retain, will_props, queue_policy, owner"
 )
 
 
@@ -238,6 +239,7 @@ def session_from_row(row: tuple[Any, ...]) -> SessionRecord:
         will_retain,
         will_props,
         queue_policy,
+        owner,
     ) = row
     will = None
     if will_topic is not None:
@@ -256,6 +258,7 @@ def session_from_row(row: tuple[Any, ...]) -> SessionRecord:
         disconnected_at=None if disconnected_at is None else float(disconnected_at),
         will=will,
         queue_policy=decode_queue_policy(queue_policy),
+        owner=None if owner is None else str(owner),
     )
 
 

@@ -82,7 +82,17 @@ _V2 = (
 # its session, so that a restored session keeps it before the client connects again.
 _V3 = ("ALTER TABLE sessions ADD COLUMN queue_policy TEXT",)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# v4: the session's owner (records.SessionRecord.owner). Sessions written before it had none:
+# device sessions (client ids "dev-...") are the gateway's, any other one belongs to the user
+# it last recorded -- which for a device session may be someone who took it over, and is
+# exactly what this version stops.
+_V4 = (
+    "ALTER TABLE sessions ADD COLUMN owner TEXT",
+    "UPDATE sessions SET owner = CASE WHEN substr(client_id, 1, 4) = 'dev-' THEN '#gateway' "
+    "ELSE username END",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = ("sessions", "subscriptions", "messages", "queue", "retained", "inbound_qos2")

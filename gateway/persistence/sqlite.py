@@ -263,7 +263,7 @@ def _apply_plan(db: sqlite3.Connection, plan: _Plan) -> None:
 
 _PUT_SESSION = (
     f"INSERT OR REPLACE INTO sessions ({codec.SESSION_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _PUT_SUBSCRIPTION = (
     f"INSERT OR REPLACE INTO subscriptions ({codec.SUBSCRIPTION_COLUMNS}) "
