@@ -58,14 +58,21 @@ def test_inbound_without_alias_is_untouched() -> None:
         (10, aliased("a", 0)),  # MQTT-3.3.2-8: 0 is not a valid alias
         (10, aliased("a", 11)),  # MQTT-3.3.2-9: above the maximum we announced
         (0, aliased("a", 1)),  # we allowed no aliases at all
-        (10, aliased("", 4)),  # never set on this connection
     ],
-    ids=["zero", "above-maximum", "none-allowed", "unknown"],
+    ids=["zero", "above-maximum", "none-allowed"],
 )
 def test_inbound_invalid_alias(maximum: int, packet: Publish) -> None:
     with pytest.raises(ProtocolError) as info:
         InboundAliases(maximum).resolve(packet)
     assert info.value.reason_code == ReasonCode.TOPIC_ALIAS_INVALID
+
+
+def test_inbound_unknown_alias_with_empty_topic_is_a_protocol_error() -> None:
+    # A valid alias value that was never set on this connection, and no topic name: the
+    # PUBLISH has no topic at all (0x82), the alias value itself is fine (not 0x94).
+    with pytest.raises(ProtocolError) as info:
+        InboundAliases(10).resolve(aliased("", 4))
+    assert info.value.reason_code == ReasonCode.PROTOCOL_ERROR
 
 
 def test_inbound_empty_topic_without_alias() -> None:

@@ -340,7 +340,7 @@ V5_EXPECTED: dict[str, int] = {
     "property-duplicate": RC.PROTOCOL_ERROR,
     "property-length-past-end": RC.MALFORMED_PACKET,
     "topic-alias-0": RC.TOPIC_ALIAS_INVALID,
-    "topic-alias-unknown": RC.TOPIC_ALIAS_INVALID,
+    "topic-alias-unknown": RC.PROTOCOL_ERROR,  # empty topic, alias never set
     "auth-packet": RC.PROTOCOL_ERROR,
     "packet-too-large": RC.PACKET_TOO_LARGE,
 }

@@ -39,8 +39,8 @@ class InboundAliases:
     def resolve(self, p: Publish) -> Publish:
         """The publish with its real topic and without the topic alias property.
 
-        Raises ProtocolError (reason Topic Alias invalid) for alias 0, an alias above the
-        maximum, or an empty topic with an alias that was never set.
+        Raises ProtocolError: Topic Alias invalid for alias 0 or an alias above the maximum,
+        Protocol Error for an empty topic with an alias that was never set.
         """
         props = p.properties
         alias = props.topic_alias
@@ -59,9 +59,9 @@ class InboundAliases:
         else:
             known = self._topics.get(alias)
             if known is None:
-                raise ProtocolError(
-                    f"topic alias {alias} used before it was set", ReasonCode.TOPIC_ALIAS_INVALID
-                )
+                # An empty topic name with an alias that maps to nothing leaves the PUBLISH
+                # without a topic: a Protocol Error (0x82). 0x94 is for the alias value itself.
+                raise ProtocolError(f"topic alias {alias} used before it was set")
             topic = known
         if props is self._last_in:
             stripped = self._last_out

@@ -19,6 +19,7 @@ from gateway.broker.effects import ConnectionInfo, Identity
 from gateway.mqtt.aliases import InboundAliases, OutboundAliases
 from gateway.mqtt.codec import StreamDecoder, encode, encode_publish
 from gateway.mqtt.errors import MQTTError, UnsupportedProtocolVersion
+from gateway.mqtt.packet_size import encode_within
 from gateway.mqtt.packets import (
     PROTOCOL_V5,
     PROTOCOL_V311,
@@ -59,6 +60,7 @@ class MQTTConnection(asyncio.Protocol):
         self._pending: collections.deque[Packet] = collections.deque()
         self._busy = False  # an awaited step (auth, commit) is under way
         self._out: list[bytes] = []
+        self.peer_max_packet_size = 0  # the client's Maximum Packet Size (5.0); 0 = none
         self._inbound_aliases: InboundAliases | None = None
         self._outbound_aliases: OutboundAliases | None = None
 
@@ -146,6 +148,7 @@ class MQTTConnection(asyncio.Protocol):
         self._pause()
         self.protocol_version = packet.protocol_version
         if packet.protocol_version == PROTOCOL_V5:
+            self.peer_max_packet_size = packet.properties.maximum_packet_size or 0
             self._inbound_aliases = InboundAliases(self.server.topic_alias_maximum)
             client_max = packet.properties.topic_alias_maximum or 0
             if client_max:
@@ -236,6 +239,10 @@ class MQTTConnection(asyncio.Protocol):
             if self._outbound_aliases is not None:
                 packet = self._outbound_aliases.apply(packet)
             self._out.append(encode_publish(packet, self.protocol_version))
+        elif self.peer_max_packet_size:
+            data = encode_within(packet, self.protocol_version, self.peer_max_packet_size)
+            if data is not None:
+                self._out.append(data)
         else:
             self._out.append(encode(packet, self.protocol_version))
 
