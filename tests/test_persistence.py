@@ -81,6 +81,7 @@ FULL_POLICY = QueuePolicy(
     default_expiry=86_400,
     notify_topic='gw/ç"\\/result',
     pending_topic="gw/thermo/pending",
+    command_schema='{"type":"object","description":"ç\\"\\\\"}',
 )
 
 
@@ -803,6 +804,7 @@ async def test_migrates_a_v2_file(tmp_path: Path) -> None:
         '{"overflow":"sideways"}',
         '{"overflow":["drop-oldest"]}',
         '{"notify_topic":1}',
+        '{"command_schema":{"type":"object"}}',
         '{"colour":"red"}',
     ],
 )
