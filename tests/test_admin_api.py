@@ -358,11 +358,11 @@ async def test_send_is_delivered_to_the_device(env: Env) -> None:
 async def test_pending_cancel_flush(env: Env) -> None:
     admin = await env.admin(V5)
     w = await env.watch("gw/sleeper/result", "gw/sleeper/pending")
-    for command in ({"on": True}, {"brightness": 5}, {"mode": "x"}):
+    for command in ({"on": True}, {"brightness": 5}, {"cover": "open"}):
         await admin.ok("send", {"device": "sleeper", "command": command, "ttl": 600})
     pending = await admin.ok("pending", {"device": "sleeper"})
     entries = pending["sleeper"]
-    assert [e["command"] for e in entries] == [{"on": True}, {"brightness": 5}, {"mode": "x"}]
+    assert [e["command"] for e in entries] == [{"on": True}, {"brightness": 5}, {"cover": "open"}]
     first = entries[0]
     assert first["state"] == "queued" and first["attempts"] == 0
     assert first["topic"] == "gw/sleeper/set"
@@ -386,6 +386,14 @@ async def test_pending_cancel_flush(env: Env) -> None:
     assert flushed == {"cancelled": [e["id"] for e in entries[1:]]}
     assert (await admin.ok("pending"))["sleeper"] == []
     await w.until(lambda w: w.on("gw/sleeper/pending")[-1] == [])
+
+
+async def test_send_of_a_command_the_device_cannot_take_says_why(env: Env) -> None:
+    admin = await env.admin(V5)
+    answer = await admin.call("send", {"device": "sleeper", "command": {"mode": "x"}})
+    assert answer["ok"] is False
+    assert "0x83" in answer["error"] and "mode: unknown key" in answer["error"]
+    assert (await admin.ok("pending", {"device": "sleeper"}))["sleeper"] == []
 
 
 async def test_kick_and_delete_session(env: Env) -> None:

@@ -239,6 +239,7 @@ class ShellyGen2(JsonHttpClient):
     """Driver for one Shelly Gen2+ device, found by mDNS or declared by host."""
 
     kind = "shelly"
+    schema = COMMAND_SCHEMA
 
     def __init__(
         self,

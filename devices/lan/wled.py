@@ -113,6 +113,7 @@ class Wled(JsonHttpClient):
     """Driver for one WLED controller, found by mDNS (`_wled._tcp`) or declared by host."""
 
     kind = "wled"
+    schema = COMMAND_SCHEMA
 
     async def _get(self, path: str) -> dict[str, Any]:
         status, body = await self.request_json("GET", path)
