@@ -698,6 +698,9 @@ class Supervisor:
                     "rssi": rssi,
                     "wake_interval": device.policy.wake_interval,
                     "pending": sleepy.pending if sleepy is not None else None,
+                    # What a command may be (gateway/commands/schema.py): the TUI checks
+                    # with it before sending; None for a device that takes no commands.
+                    "schema": device.schema.data if device.schema is not None else None,
                 }
             )
         return listing

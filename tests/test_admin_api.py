@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho_helpers import V5, V311, Client
 
+from devices.lan import shelly
 from gateway.app import Gateway
 from gateway.auth.passwords import hash_password, write_password_file
 from gateway.config import load_config
@@ -247,7 +248,9 @@ async def test_sessions_and_devices(env: Env) -> None:
         "rssi",
         "wake_interval",
         "pending",
+        "schema",
     }
+    assert plug["schema"] == shelly.COMMAND_SCHEMA.data
 
     sessions = await admin.ok("sessions")
     me = by(sessions, "client_id", admin.client.c._client_id.decode())
@@ -655,11 +658,13 @@ async def test_ble_devices_in_the_listing(tmp_path: Path) -> None:
         listing = await devices()
         sensor = by(listing, "id", "demo-sensor")
         assert sensor is not None and sensor["kind"] == "bthome"
+        assert sensor["schema"] is None  # it takes no commands
         assert isinstance(sensor["rssi"], int) and sensor["last_seen"] is not None
         assert sensor["policy"]["session"] == "clean" and sensor["pending"] == 0
         thermostat = by(listing, "id", "demo-thermostat")
         assert thermostat is not None and thermostat["kind"] == "eq3"
         assert thermostat["wake_interval"] == thermostat["policy"]["wake_interval"]
+        assert thermostat["schema"]["properties"]["target_temp"]["maximum"] == 30
         assert isinstance(thermostat["pending"], int)
 
         # A sensor that only reports takes no commands.
