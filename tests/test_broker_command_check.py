@@ -280,3 +280,16 @@ def test_a_damaged_stored_schema_leaves_commands_unchecked() -> None:
     s.policy = QueuePolicy(command_schema="{not json")
     app = h.connect("app", V5)
     assert only(app.publish(SET, b"x", qos=1), PubAck) == [PubAck(1)]
+
+
+def test_a_shared_subscription_member_with_a_schema_refuses_too() -> None:
+    h = Harness()
+    d = device(h)
+    d.subscribe("$share/trvs/gw/trv/set", qos=1)
+    w = watcher(h)
+    app = h.connect("app", V5)
+    (ack,) = only(app.publish(SET, b'{"mode": "eco"}', qos=1), PubAck)
+    assert ack.reason_code == IMPLEMENTATION_SPECIFIC_ERROR
+    assert d.publishes() == [] and [r["result"] for r in results(w)] == ["rejected"]
+    assert only(app.publish(SET, b'{"mode": "auto"}', qos=1), PubAck) == [PubAck(2)]
+    assert [p.payload for p in d.publishes()] == [b'{"mode": "auto"}']
