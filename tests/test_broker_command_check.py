@@ -228,10 +228,14 @@ def test_an_oversized_or_binary_payload_is_summarised_in_the_result() -> None:
     w = watcher(h)
     app = h.connect("app", V311)
     app.publish(SET, b"\xff" * 100_000, qos=1)
+    app.publish(SET, json.dumps({"mode": "auto", "x": "y" * 60_000}).encode(), qos=1)
     app.publish(SET, b'{"target_temp": NaN}', qos=1)
-    big, nan = results(w)
+    big, stuffed, nan = results(w)
     assert big["reason"] == "invalid" and "at most 65536 bytes" in str(big["detail"])
     assert isinstance(big["command"], str) and len(big["command"]) <= 200
+    # A large refused command is not echoed whole to every subscriber of the result topic.
+    assert stuffed["detail"].startswith("x: unknown key")  # type: ignore[union-attr]
+    assert isinstance(stuffed["command"], str) and len(stuffed["command"]) <= 200
     # NaN is not JSON: the result quotes the payload as text instead.
     assert nan["command"] == '{"target_temp": NaN}'
 

@@ -24,6 +24,9 @@ PAYLOAD_FORMAT = "payload_format"
 # quotes at most a short part of the value, so this cuts only oddly long key names.
 MAX_REASON_CHARS = 200
 _PREVIEW_CHARS = 200  # of a payload that is not JSON, in the result message
+# A refused command is echoed in its result only up to this size: a flood of large bad
+# commands must not become a flood of large results for every subscriber of the topic.
+_ECHO_BYTES = 1024
 
 
 @functools.lru_cache(maxsize=128)
@@ -57,7 +60,7 @@ def rejection_notice(topic: str, payload: bytes, rejection: Rejection, now: floa
         "command": rejection.command,
         "ts": round(now, 3),
     }
-    if rejection.command is not None:
+    if rejection.command is not None and len(payload) <= _ECHO_BYTES:
         try:
             return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         except ValueError:  # NaN or Infinity in it: not JSON for whoever reads the result
