@@ -14,11 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devices.ble.eq3 import COMMAND_SCHEMA
 from gateway.broker.core import Broker
 from gateway.broker.effects import ConnectionInfo, Identity
 from gateway.broker.settings import BrokerSettings, QueueLimits
 from gateway.mqtt.packets import (
     Connect,
+    Properties,
     PubAck,
     Publish,
     Subscribe,
@@ -26,6 +28,7 @@ from gateway.mqtt.packets import (
 )
 
 NOW = 1_700_000_000.0
+EQ3_SCHEMA = COMMAND_SCHEMA.text
 
 
 def make_broker(max_inflight: int = 65535, queue: int = 0) -> Broker:
@@ -140,6 +143,42 @@ def bench_offline_enqueue(n: int) -> None:
     timed("offline drain (resume + PUBACKs), QoS 1", n, drain)
 
 
+def bench_device_commands(n: int, schema: str | None, payload: bytes, label: str) -> None:
+    """Commands to a sleeping device session with a queue policy (coalescing, result notices,
+    pending list) as the device bridge sets it, with or without its command schema."""
+    b = make_broker(queue=0)
+    policy: list[tuple[str, str]] = [
+        ("queue-coalesce", "json-keys"),
+        ("queue-notify-topic", "gw/trv/result"),
+        ("queue-pending-topic", "gw/trv/pending"),
+    ]
+    if schema is not None:
+        policy.append(("queue-schema", schema))
+    b.connection_opened(ConnectionInfo(1, "bench", "in-process"), NOW)
+    connect_packet = Connect(
+        "dev-trv",
+        5,
+        clean_start=False,
+        properties=Properties(session_expiry_interval=3600, user_properties=tuple(policy)),
+    )
+    b.connect(1, connect_packet, Identity(ok=True, is_admin=True), NOW)
+    b.handle(1, Subscribe(1, (Subscription("gw/trv/set", 1),)), NOW)
+    b.connection_lost(1, NOW)
+    connect(b, 2, "phone")
+    b.take_effects()
+
+    def run() -> None:
+        handle = b.handle
+        take = b.take_effects
+        pid = 0
+        for _ in range(n):
+            pid = pid % 65535 + 1
+            handle(2, Publish("gw/trv/set", payload, 1, False, False, pid), NOW)
+            take()
+
+    timed(label, n, run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=200_000)
@@ -150,6 +189,11 @@ def main() -> None:
     bench_qos1_fan_in(n // 2, persistent=False)
     bench_qos1_fan_in(n // 2, persistent=True)
     bench_offline_enqueue(n // 2)
+    m = n // 10
+    valid, invalid = b'{"target_temp": 21.5}', b'{"target_temp": 99}'
+    bench_device_commands(m, None, valid, "device commands, coalesced, no schema")
+    bench_device_commands(m, EQ3_SCHEMA, valid, "device commands, coalesced, schema: valid")
+    bench_device_commands(m, EQ3_SCHEMA, invalid, "device commands, schema: rejected")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from devices.ble.bthome_objects import (
     spec_for_key,
 )
 from devices.model import Device
+from gateway.commands.schema import CommandSchema
 
 Message = tuple[str, bytes]
 
@@ -479,7 +480,7 @@ def entities_of(
         return _bthome_entities(state_keys)
     entities: list[Entity] = []
     if TARGET_TEMP in state_keys:
-        entities.append(_climate(state_keys, set_topic, state_topic))
+        entities.append(_climate(state_keys, device.schema, set_topic, state_topic))
     for key, value in state_keys.items():
         if key in _SKIP_KEYS:
             continue
@@ -489,36 +490,53 @@ def entities_of(
     return entities, {}
 
 
-def _climate(state: Mapping[str, object], set_topic: str, state_topic: str) -> Entity:
+def _climate(
+    state: Mapping[str, object], schema: CommandSchema | None, set_topic: str, state_topic: str
+) -> Entity:
     """A thermostat: its setpoint is the `target_temp` command key of the topic contract.
 
-    Climate command templates receive the new setpoint as `value` (climate.mqtt). A device
-    whose state has a ``mode`` of ``auto``/``manual`` (the eQ-3 thermostat) gets Home
-    Assistant's ``auto`` (its own week programme) and ``heat`` (a fixed setpoint), sent as its
-    ``mode`` command; any other device only ``heat``: a mode Home Assistant cannot send would be
-    a lie in the UI.
+    Climate command templates receive the new setpoint as `value` (climate.mqtt). The range
+    and step of the setpoint are the device's command schema's (eQ-3: 4.5-30 in steps of 0.5),
+    so Home Assistant never offers a setpoint the gateway would refuse. A device whose schema
+    takes a ``mode`` of ``auto``/``manual`` (the eQ-3 thermostat) gets Home Assistant's
+    ``auto`` (its own week programme) and ``heat`` (a fixed setpoint), sent as its ``mode``
+    command; any other device only ``heat``: a mode Home Assistant cannot send would be a lie
+    in the UI.
     """
     config: dict[str, Any] = {
         "name": None,
         "modes": ["heat"],
         "temperature_unit": "C",
-        # Home Assistant's default step is 1 degree; radiator thermostats set half degrees.
+        # Without a schema: radiator thermostats set half degrees (Home Assistant's default
+        # step is 1 degree).
         "temp_step": 0.5,
         "temperature_command_topic": set_topic,
         "temperature_command_template": '{"' + TARGET_TEMP + '": {{ value }}}',
         "temperature_state_topic": state_topic,
         "temperature_state_template": _value_template((TARGET_TEMP,)),
     }
-    if state.get("mode") in ("auto", "manual"):
+    setpoint = schema.key(TARGET_TEMP) if schema is not None else None
+    if setpoint is not None:
+        for ha_key, schema_key in (
+            ("min_temp", "minimum"),
+            ("max_temp", "maximum"),
+            ("temp_step", "multipleOf"),
+        ):
+            if _is_number(setpoint.get(schema_key)):
+                config[ha_key] = setpoint[schema_key]
+    mode = schema.key("mode") if schema is not None else None
+    modes = mode.get("enum") if mode is not None else None
+    if isinstance(modes, list) and "auto" in modes and "manual" in modes:
         config["modes"] = ["auto", "heat"]
         config["mode_command_topic"] = set_topic
         config["mode_command_template"] = (
             '{"mode": "{{ \'manual\' if value == \'heat\' else \'auto\' }}"}'
         )
-        config["mode_state_topic"] = state_topic
-        config["mode_state_template"] = (
-            "{{ 'auto' if " + _ref(("mode",)) + " == 'auto' else 'heat' }}"
-        )
+        if "mode" in state:
+            config["mode_state_topic"] = state_topic
+            config["mode_state_template"] = (
+                "{{ 'auto' if " + _ref(("mode",)) + " == 'auto' else 'heat' }}"
+            )
     if "temperature" in state:
         config["current_temperature_topic"] = state_topic
         config["current_temperature_template"] = _value_template(("temperature",))

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
+from gateway.commands.schema import CommandSchema
+
 SessionKind = Literal["clean", "persistent"]
 Overflow = Literal["drop-oldest", "reject-new"]
 
@@ -111,6 +113,9 @@ class Device:
     name: str = ""
     address: str | None = None  # BLE address, host name or IP
     policy: DevicePolicy = dataclasses.field(default_factory=DevicePolicy)
+    # The commands it takes (its kind's, or its GATT profile's); None: it takes none. The
+    # broker checks every command against it before queueing it (devices/session.py).
+    schema: CommandSchema | None = None
 
     def __post_init__(self) -> None:
         if not self.id or _BAD_ID.search(self.id) or self.id.startswith("$"):
@@ -125,11 +130,12 @@ class Device:
         name: str = "",
         address: str | None = None,
         overrides: Mapping[str, object] | None = None,
+        schema: CommandSchema | None = None,
     ) -> Device:
         policy = DevicePolicy.for_kind(kind)
         if overrides:
             policy = policy.with_overrides(overrides)
-        return cls(id, kind, name or id, address, policy)
+        return cls(id, kind, name or id, address, policy, schema)
 
 
 class InvalidCommand(ValueError):

@@ -70,9 +70,11 @@ class ConnectRefused(MQTTClientError):
 
 
 class PublishFailed(MQTTClientError):
-    def __init__(self, topic: str, reason_code: int) -> None:
-        super().__init__(f"PUBLISH to {topic!r} refused with reason code 0x{reason_code:02X}")
+    def __init__(self, topic: str, reason_code: int, reason: str | None = None) -> None:
+        why = f": {reason}" if reason else ""
+        super().__init__(f"PUBLISH to {topic!r} refused with reason code 0x{reason_code:02X}{why}")
         self.reason_code = reason_code
+        self.reason = reason
 
 
 class MQTTClient:
@@ -229,7 +231,7 @@ class MQTTClient:
             ack = await self._await(pid, waiter)
         assert isinstance(ack, PubAck)
         if ack.reason_code >= 0x80:
-            raise PublishFailed(topic, ack.reason_code)
+            raise PublishFailed(topic, ack.reason_code, ack.properties.reason_string)
 
     async def subscribe(self, topic_filter: str, qos: int = 1) -> tuple[int, ...]:
         """Subscribe to one filter; returns the SUBACK reason codes (granted QoS or >= 0x80)."""

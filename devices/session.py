@@ -4,8 +4,14 @@ Topics (``<prefix>`` is ``gw`` by default, ``<id>`` the device id):
 
 * ``<prefix>/<id>/availability`` -- retained ``online``/``offline``; ``offline`` is the will.
 * ``<prefix>/<id>/state`` -- retained JSON readings with ``ts``.
-* ``<prefix>/<id>/set`` -- commands (JSON objects), subscribed at QoS 1 by persistent devices.
+* ``<prefix>/<id>/set`` -- commands (JSON objects), subscribed at QoS 1 by every device that
+  takes commands; a persistent device's subscription stays while it sleeps.
 * ``<prefix>/<id>/result`` -- one JSON outcome per command.
+
+A device that takes commands has a command schema (devices/model.py, `Device.schema`). Its
+session hands it to the broker in the CONNECT, which refuses a command the device could never
+carry out before it is queued (``rejected`` on the result topic); the driver checks the same
+schema again before it touches the device.
 
 A persistent device's broker session *is* its command queue. While the device sleeps its
 session is disconnected and the broker keeps the commands durably; :meth:`DeviceSession.wake`
@@ -106,15 +112,26 @@ class DeviceSession:
     def awake(self) -> bool:
         return self._client is not None and self._client.connected
 
+    @property
+    def takes_commands(self) -> bool:
+        return self.device.schema is not None
+
     def _queue_policy(self) -> tuple[tuple[str, str], ...]:
         """How the broker should keep this device's command queue (gateway/broker/
         queue_policy.py; honoured because device sessions are trusted in-process clients):
         depth and overflow, coalescing of superseded commands, the default time-to-live, and
-        where to report commands that will not be delivered (superseded, expired, dropped)
-        and where to keep the retained list of commands still waiting."""
+        where to report commands that will not be delivered (superseded, expired, dropped,
+        rejected) and where to keep the retained list of commands still waiting; and the
+        device's command schema, so that a command it could never carry out is refused
+        before it is queued (gateway/broker/command_check.py).
+
+        A clean device has no queue while it is away, but commands reach it while it is
+        connected: they are checked all the same."""
         policy = self.device.policy
+        schema = self.device.schema
+        checked = () if schema is None else (("queue-schema", schema.text),)
         if not policy.persistent:
-            return ()
+            return (*checked, ("queue-notify-topic", self.result_topic)) if checked else ()
         return (
             ("queue-max-messages", str(policy.queue_depth)),
             ("queue-overflow", policy.overflow),
@@ -122,6 +139,7 @@ class DeviceSession:
             ("queue-default-expiry", str(policy.command_ttl)),
             ("queue-notify-topic", self.result_topic),
             ("queue-pending-topic", self.pending_topic),
+            *checked,
         )
 
     async def wake(self) -> None:
@@ -145,8 +163,10 @@ class DeviceSession:
             self._client = client
             try:
                 # An existing session keeps its subscription; subscribing again would also
-                # replay a retained command (retain handling 0) on every wake.
-                if policy.persistent and not ack.session_present:
+                # replay a retained command (retain handling 0) on every wake. A clean
+                # session that takes commands gets them only while it is connected.
+                persistent_new = policy.persistent and not ack.session_present
+                if persistent_new or (not policy.persistent and self.takes_commands):
                     codes = await client.subscribe(self.set_topic, qos=1)
                     if codes[0] >= 0x80:
                         raise MQTTClientError(f"subscribe to {self.set_topic} refused: {codes}")

@@ -33,7 +33,7 @@ from devices.discovery_publisher import DiscoveryPublisher
 from devices.lan.discovery import LanDeviceInfo, LanDiscovery
 from devices.lan.managed import DriverAdapter, LanDevice, StateSource
 from devices.lan.poller import StatePoller
-from devices.lan.static import make_driver
+from devices.lan.static import LAN_SCHEMAS, make_driver
 from devices.model import Device, DevicePolicy, PolicyError
 from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
 from devices.session import (
@@ -44,6 +44,7 @@ from devices.session import (
     DeviceSession,
 )
 from devices.views import DevicesView, KnownDeviceView
+from gateway.commands.schema import CommandSchema
 from gateway.mqtt.packets import Publish, Will
 
 log = logging.getLogger(__name__)
@@ -249,11 +250,18 @@ class Supervisor:
         fleet = SleepyFleet(self.connector, link, self.prefix, settings=settings)
         for known in declared:
             assert known.address is not None
+            profile = self._gatt_profile(known)
             device = Device(known.id, known.kind, known.name or known.id, known.address,
-                            known.policy)  # fmt: skip
-            sleepy = fleet.add(device, self._gatt_profile(known), self._state_publisher)
+                            known.policy, profile.schema)  # fmt: skip
+            sleepy = fleet.add(device, profile, self._state_publisher)
             self._add_session(sleepy.session)
         self.fleet = fleet
+
+    def _known_schema(self, known: KnownDeviceView) -> CommandSchema | None:
+        """The commands a declared device takes, before it has a session."""
+        if known.kind in SLEEPY_KINDS and known.address:
+            return self._gatt_profile(known).schema
+        return LAN_SCHEMAS.get(known.kind) if known.host else None
 
     def _gatt_profile(self, known: KnownDeviceView) -> GattProfile:
         if known.kind == "eq3":
@@ -559,7 +567,7 @@ class Supervisor:
         adapter = DriverAdapter(driver)
         session = self.sessions.get(device_id)
         if session is None:
-            device = Device(device_id, kind, name or device_id, host, policy)
+            device = Device(device_id, kind, name or device_id, host, policy, driver.schema)
             session = DeviceSession(device, adapter, self.connector, self.prefix)
             self._add_session(session)
         else:
@@ -672,7 +680,8 @@ class Supervisor:
             elif known is not None:
                 address = known.address or known.host
                 policy = self._stored_policy(device_id, known.policy)
-                device = Device(device_id, known.kind, known.name or device_id, address, policy)
+                device = Device(device_id, known.kind, known.name or device_id, address, policy,
+                                self._known_schema(known))  # fmt: skip
             else:  # pragma: no cover - every listed device is known or has a session
                 continue
             link = self.links[device_id]
@@ -695,6 +704,9 @@ class Supervisor:
                     "rssi": rssi,
                     "wake_interval": device.policy.wake_interval,
                     "pending": sleepy.pending if sleepy is not None else None,
+                    # What a command may be (gateway/commands/schema.py): the TUI checks
+                    # with it before sending; None for a device that takes no commands.
+                    "schema": device.schema.data if device.schema is not None else None,
                 }
             )
         return listing

@@ -41,6 +41,7 @@ class Client:
         self.connack: queue.Queue[tuple[Any, Any, Any]] = queue.Queue()
         self.subacks: queue.Queue[list[Any]] = queue.Queue()
         self.pubacks: dict[int, Any] = {}
+        self.puback_properties: dict[int, Any] = {}  # MQTT 5: e.g. the ReasonString
         self.disconnects: queue.Queue[Any] = queue.Queue()
         self._acked = threading.Condition()
         kwargs: dict[str, Any] = {"client_id": client_id, "protocol": version}
@@ -63,6 +64,7 @@ class Client:
     def _on_publish(self, c: Any, u: Any, mid: int, rc: Any, props: Any) -> None:
         with self._acked:
             self.pubacks[mid] = rc
+            self.puback_properties[mid] = props
             self._acked.notify_all()
 
     def connect(self, timeout: float = 5.0) -> tuple[Any, Any, Any]:

@@ -25,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho_helpers import V5, V311, Client
 
+from devices.lan import shelly
 from gateway.app import Gateway
 from gateway.auth.passwords import hash_password, write_password_file
 from gateway.config import load_config
@@ -247,7 +248,9 @@ async def test_sessions_and_devices(env: Env) -> None:
         "rssi",
         "wake_interval",
         "pending",
+        "schema",
     }
+    assert plug["schema"] == shelly.COMMAND_SCHEMA.data
 
     sessions = await admin.ok("sessions")
     me = by(sessions, "client_id", admin.client.c._client_id.decode())
@@ -358,11 +361,11 @@ async def test_send_is_delivered_to_the_device(env: Env) -> None:
 async def test_pending_cancel_flush(env: Env) -> None:
     admin = await env.admin(V5)
     w = await env.watch("gw/sleeper/result", "gw/sleeper/pending")
-    for command in ({"on": True}, {"brightness": 5}, {"mode": "x"}):
+    for command in ({"on": True}, {"brightness": 5}, {"cover": "open"}):
         await admin.ok("send", {"device": "sleeper", "command": command, "ttl": 600})
     pending = await admin.ok("pending", {"device": "sleeper"})
     entries = pending["sleeper"]
-    assert [e["command"] for e in entries] == [{"on": True}, {"brightness": 5}, {"mode": "x"}]
+    assert [e["command"] for e in entries] == [{"on": True}, {"brightness": 5}, {"cover": "open"}]
     first = entries[0]
     assert first["state"] == "queued" and first["attempts"] == 0
     assert first["topic"] == "gw/sleeper/set"
@@ -386,6 +389,14 @@ async def test_pending_cancel_flush(env: Env) -> None:
     assert flushed == {"cancelled": [e["id"] for e in entries[1:]]}
     assert (await admin.ok("pending"))["sleeper"] == []
     await w.until(lambda w: w.on("gw/sleeper/pending")[-1] == [])
+
+
+async def test_send_of_a_command_the_device_cannot_take_says_why(env: Env) -> None:
+    admin = await env.admin(V5)
+    answer = await admin.call("send", {"device": "sleeper", "command": {"mode": "x"}})
+    assert answer["ok"] is False
+    assert "0x83" in answer["error"] and "mode: unknown key" in answer["error"]
+    assert (await admin.ok("pending", {"device": "sleeper"}))["sleeper"] == []
 
 
 async def test_kick_and_delete_session(env: Env) -> None:
@@ -647,11 +658,13 @@ async def test_ble_devices_in_the_listing(tmp_path: Path) -> None:
         listing = await devices()
         sensor = by(listing, "id", "demo-sensor")
         assert sensor is not None and sensor["kind"] == "bthome"
+        assert sensor["schema"] is None  # it takes no commands
         assert isinstance(sensor["rssi"], int) and sensor["last_seen"] is not None
         assert sensor["policy"]["session"] == "clean" and sensor["pending"] == 0
         thermostat = by(listing, "id", "demo-thermostat")
         assert thermostat is not None and thermostat["kind"] == "eq3"
         assert thermostat["wake_interval"] == thermostat["policy"]["wake_interval"]
+        assert thermostat["schema"]["properties"]["target_temp"]["maximum"] == 30
         assert isinstance(thermostat["pending"], int)
 
         # A sensor that only reports takes no commands.

@@ -21,7 +21,7 @@ from fakebluez import FakeBlueZ
 
 from devices.ble import eq3
 from tests.conftest import ProcessGateway, free_port, write_config
-from tests.paho_helpers import Client
+from tests.paho_helpers import V5, Client
 
 ADDRESS = "00:1A:22:0A:BC:01"
 
@@ -261,6 +261,74 @@ async def test_command_sent_the_moment_a_new_gateway_serves_waits_for_the_device
             await observer.until(lambda: len(observer.results()) == 1, timeout=20)
             assert observer.results()[0]["result"] == "delivered"
             assert bytes([eq3.OP_TARGET, 39]) in trv.writes
+        finally:
+            trv.sleep()
+            await observer.close()
+            gateway.stop_if_running()
+
+
+async def test_invalid_command_is_rejected_at_once_and_the_valid_one_is_written_at_wake(
+    tmp_path: Path, system_bus: str
+) -> None:
+    """Issue 9 §5: {"target_temp": 99} (the eQ-3 takes 4.5-30) used to wait for the wake and
+    to supersede the valid 21.5 on its way; now it is refused before it is queued, each
+    publisher is told in its own protocol, and the thermostat gets 21.5."""
+    port = free_port()
+    gateway = ProcessGateway(thermostat_config(tmp_path, port), port)
+    observer = Observer(port)
+    async with FakeBlueZ(system_bus) as bluez:
+        trv = FakeEq3(bluez, ADDRESS)
+        try:
+            await asyncio.to_thread(gateway.start)
+            await observer.connect()
+            await observer.until(lambda: observer.last("gw/trv/availability") == b"online")
+            await send(port, 21.5)
+            await observer.until(lambda: b"21.5" in (observer.last("gw/trv/pending") or b""))
+            lists_before = sum(1 for t, _ in observer.messages if t == "gw/trv/pending")
+
+            def publish_invalid() -> dict[str, Any]:
+                v311 = Client(port, "phone-311")
+                v5 = Client(port, "phone-5", version=V5)
+                try:
+                    old = v311.publish("gw/trv/set", '{"target_temp": 99}', qos=1)
+                    new = v5.publish("gw/trv/set", '{"target_temp": 99}', qos=1)
+                    text = v5.publish("gw/trv/set", "warmer please", qos=1)
+                    return {
+                        "3.1.1": int(v311.pubacks[old.mid].value),
+                        "5": int(v5.pubacks[new.mid].value),
+                        "5 reason": v5.puback_properties[new.mid].ReasonString,
+                        "5 not JSON": int(v5.pubacks[text.mid].value),
+                    }
+                finally:
+                    v311.disconnect()
+                    v5.disconnect()
+
+            acks = await asyncio.to_thread(publish_invalid)
+            assert acks["3.1.1"] == 0  # 3.1.1 has no way to say no: the result topic tells
+            assert acks["5"] == 0x83
+            reason = "target_temp: expected a number 4.5-30 in steps of 0.5, got 99"
+            assert acks["5 reason"] == reason
+            assert acks["5 not JSON"] == 0x99
+            await observer.until(lambda: len(observer.results()) == 3)
+            rejected = observer.results()
+            assert [(r["result"], r["reason"]) for r in rejected] == [
+                ("rejected", "invalid"),
+                ("rejected", "invalid"),
+                ("rejected", "payload_format"),
+            ]
+            assert rejected[0]["command"] == {"target_temp": 99}
+            assert trv.writes == []  # nothing went to the sleeping thermostat
+            await asyncio.sleep(0.3)
+            pending = json.loads(observer.last("gw/trv/pending") or b"[]")
+            assert [p["command"] for p in pending] == [{"target_temp": 21.5}]
+            assert sum(1 for t, _ in observer.messages if t == "gw/trv/pending") == lists_before
+
+            trv.wake()
+            await observer.until(lambda: len(observer.results()) == 4, timeout=20)
+            delivered = observer.results()[3]
+            assert delivered["result"] == "delivered"
+            assert delivered["command"] == {"target_temp": 21.5}
+            assert trv.writes == [bytes([eq3.OP_TARGET, 43])]  # 21.5 °C, and nothing else
         finally:
             trv.sleep()
             await observer.close()

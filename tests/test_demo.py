@@ -87,9 +87,15 @@ async def test_demo_devices_report_take_commands_and_queue_while_asleep(
         plug_state = "gw/demo-plug/state"
         await w.until(lambda w: w.last.get(plug_state) is not None)
         assert w.json(plug_state)["on"] is False
-        await asyncio.to_thread(w.client.publish, "gw/demo-plug/set", b'{"on": true}', 1)
+        # One the plug's schema refuses never reaches it: "rejected" at once.
+        await asyncio.to_thread(w.client.publish, "gw/demo-plug/set", b'{"on": "yes"}', 1)
         await w.until(lambda w: bool(w.results("gw/demo-plug/result")))
-        assert w.results("gw/demo-plug/result")[0]["result"] == "delivered"
+        rejected = w.results("gw/demo-plug/result")[0]
+        assert (rejected["result"], rejected["reason"]) == ("rejected", "invalid")
+        assert "Switch.Set" not in demo.plug.calls
+        await asyncio.to_thread(w.client.publish, "gw/demo-plug/set", b'{"on": true}', 1)
+        await w.until(lambda w: len(w.results("gw/demo-plug/result")) == 2)
+        assert w.results("gw/demo-plug/result")[1]["result"] == "delivered"
         assert demo.plug.output is True
         await w.until(lambda w: w.json(plug_state)["on"] is True)
         assert w.json(plug_state)["power"] > 0
@@ -122,6 +128,9 @@ async def test_demo_devices_report_take_commands_and_queue_while_asleep(
         assert keys == {"state"}
         assert any(c.get("device_class") == "temperature" for c in w.discovery("demo-sensor"))
         assert any("command_topic" in c for c in w.discovery("demo-plug"))
+        # The thermostat's setpoint range and step are its command schema's.
+        (climate,) = [c for c in w.discovery("demo-thermostat") if "temp_step" in c]
+        assert (climate["min_temp"], climate["max_temp"], climate["temp_step"]) == (4.5, 30, 0.5)
     finally:
         await asyncio.to_thread(w.client.disconnect)
 

@@ -9,6 +9,7 @@ in-process transport.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from devices.model import Device, DevicePolicy, InvalidCommand, PolicyError
 from devices.mqtt_client import MQTTClient
 from devices.session import DeviceSession
+from gateway.commands.schema import CommandSchema
 from gateway.mqtt.packets import Properties
 from tests.device_harness import Harness, payloads, until
 
@@ -297,6 +299,61 @@ async def test_command_the_adapter_can_never_express_fails_at_once(harness: Harn
     assert "colour" in failed["detail"]
     assert delivered["result"] == "delivered"
     assert adapter.attempts == 2  # one try each: the refused command was not retried
+    await session.sleep()
+
+
+SETPOINT = CommandSchema.from_data(
+    {
+        "type": "object",
+        "properties": {"target_temp": {"type": "number", "minimum": 5, "maximum": 30}},
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+)
+
+
+async def test_sleeping_device_with_a_schema_has_bad_commands_refused_before_the_queue(
+    harness: Harness,
+) -> None:
+    adapter = RecordingAdapter()
+    device = dataclasses.replace(thermostat(), schema=SETPOINT)
+    session = DeviceSession(device, adapter, harness.connect)
+    assert not await session.prime()  # the broker learns the schema now, not at the wake
+    results = await harness.observer("gw/trv1/result")
+    await harness.send_commands(
+        "gw/trv1/set", b'{"target_temp": 21}', b'{"target_temp": 99}', b"hot", b'{"fan": 1}'
+    )
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 3)
+    assert [(r["result"], r["reason"]) for r in payloads(results, "gw/trv1/result")] == [
+        ("rejected", "invalid"),
+        ("rejected", "payload_format"),
+        ("rejected", "invalid"),
+    ]
+    await session.wake()
+    await until(lambda: len(payloads(results, "gw/trv1/result")) == 4)
+    assert adapter.executed == [{"target_temp": 21}]  # 99 did not supersede it
+    await session.sleep()
+
+
+async def test_clean_device_that_takes_commands_gets_them_while_connected(
+    harness: Harness,
+) -> None:
+    adapter = RecordingAdapter()
+    device = Device("plug1", "shelly", policy=DevicePolicy(session="clean"), schema=SETPOINT)
+    session = DeviceSession(device, adapter, harness.connect)
+    results = await harness.observer("gw/plug1/result")
+    await session.wake()
+    await harness.send_commands("gw/plug1/set", b'{"target_temp": 40}', b'{"target_temp": 20}')
+    await until(lambda: len(payloads(results, "gw/plug1/result")) == 2)
+    rejected, delivered = payloads(results, "gw/plug1/result")
+    assert (rejected["result"], delivered["result"]) == ("rejected", "delivered")
+    assert adapter.executed == [{"target_temp": 20}]
+    # Away, it has no queue: nothing waits for it.
+    await session.sleep()
+    await harness.send_commands("gw/plug1/set", b'{"target_temp": 21}')
+    await session.wake()
+    await asyncio.sleep(0.2)
+    assert adapter.executed == [{"target_temp": 20}]
     await session.sleep()
 
 

@@ -156,23 +156,59 @@ def test_encoding_never_fails_other_than_with_a_command_error(value: object) -> 
             assert str(exc).startswith("set: ")
 
 
+@given(
+    st.sampled_from(["u8", "i8", "u16be", "i16le", "u32le", "i32le", "f32le"]),
+    st.sampled_from([1, 2, 3, 10, 0.5, 0.1, -4]),
+    st.one_of(
+        st.booleans(),
+        st.integers(-(2**33), 2**33),
+        st.floats(allow_nan=False, allow_infinity=False, width=32),
+        st.floats(-1e6, 1e6).map(lambda x: round(x, 1)),
+    ),
+)
+def test_what_the_schema_accepts_the_device_can_be_sent(
+    placeholder: str, scale: float, value: object
+) -> None:
+    """The broker refuses commands with the profile's schema alone: anything it lets through
+    must encode, or a command would wait for the device only to fail there."""
+    profile = one_command(f'{{char: fff1, payload: "{{{placeholder}}}", scale: {scale}}}')
+    if profile.schema.problem({"set": value}) is None:
+        profile.plan({"set": value})  # no CommandError
+    else:
+        with pytest.raises(CommandError):
+            profile.plan({"set": value})
+
+
+def test_profile_schema_is_what_the_config_declares() -> None:
+    assert VALVE.schema.data == {
+        "type": "object",
+        "properties": {
+            "open": {"enum": [True, False]},
+            "level": {"type": ["boolean", "integer"], "minimum": 0, "maximum": 100},
+            "ring": {"enum": [True]},
+        },
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+
+
 @pytest.mark.parametrize(
     ("spec", "command", "words"),
     [
-        ('{char: fff1, payload: "{u8}"}', {"set": 256}, "set: 256 * scale 1 = 256 does not fit"),
-        ('{char: fff1, payload: "{u8}"}', {"set": -1}, "{u8} (0-255)"),
-        ('{char: fff1, payload: "{i8}"}', {"set": 128}, "{i8} (-128-127)"),
-        ('{char: fff1, payload: "{u8}"}', {"set": 1.5}, "set: 1.5 * scale 1 = 1.5 is not a whole"),
-        ('{char: fff1, payload: "{u8}", scale: 2}', {"set": 1.25}, "= 2.5 is not a whole"),
-        ('{char: fff1, payload: "{u8}"}', {"set": "7"}, 'set: expected a number, got "7"'),
-        ('{char: fff1, payload: "{u8}"}', {"set": None}, "set: expected a number, got null"),
-        ('{char: fff1, payload: "{u8}"}', {"set": float("inf")}, "set: expected a number"),
-        ('{char: fff1, payload: "{u8}", min: 5, max: 9}', {"set": 10}, "a number 5-9, got 10"),
-        ('{char: fff1, payload: "{u8}", min: 5}', {"set": 4}, "a number >= 5, got 4"),
-        ('{char: fff1, payload: "{u8}", max: 9}', {"set": 10}, "a number <= 9, got 10"),
-        ('{char: fff1, payload: "{f32le}"}', {"set": 1e300}, "does not fit a 32-bit float"),
-        ('{char: fff1, payload: "{u8}", scale: 10}', {"set": 1e308}, "too large for {u8}"),
-        ('{char: fff1, payload: "{u8}", scale: 0.5}', {"set": 10**400}, "too large for {u8}"),
+        ('{char: fff1, payload: "{u8}"}', {"set": 256}, "or a whole number 0-255, got 256"),
+        ('{char: fff1, payload: "{u8}"}', {"set": -1}, "a whole number 0-255, got -1"),
+        ('{char: fff1, payload: "{i8}"}', {"set": 128}, "a whole number -128 to 127, got 128"),
+        ('{char: fff1, payload: "{u8}"}', {"set": 1.5}, "set: expected true or false or a whole"),
+        ('{char: fff1, payload: "{u8}", scale: 2}', {"set": 1.25}, "steps of 0.5, got 1.25"),
+        ('{char: fff1, payload: "{u8}"}', {"set": "7"}, 'a whole number 0-255, got "7"'),
+        ('{char: fff1, payload: "{u8}"}', {"set": None}, "a whole number 0-255, got null"),
+        ('{char: fff1, payload: "{u8}"}', {"set": float("inf")}, "0-255, got Infinity"),
+        ('{char: fff1, payload: "{u8}", min: 5, max: 9}', {"set": 10}, "number 5-9, got 10"),
+        ('{char: fff1, payload: "{u8}", min: 5}', {"set": 4}, "a whole number 5-255, got 4"),
+        ('{char: fff1, payload: "{u8}", max: 9}', {"set": 10}, "a whole number 0-9, got 10"),
+        ('{char: fff1, payload: "{f32le}"}', {"set": 1e300}, "e+38, got 1e+300"),
+        ('{char: fff1, payload: "{u8}", scale: 10}', {"set": 1e308}, "steps of 0.1, got 1e+308"),
+        ('{char: fff1, payload: "{u8}", scale: 0.5}', {"set": 10**400}, "0-510 in steps of 2"),
         (
             '{char: fff1, payload: "{raw}", values: {true: "01", "on": "02", 3: "03"}}',
             {"set": 1},  # not the same JSON value as true
@@ -183,7 +219,7 @@ def test_encoding_never_fails_other_than_with_a_command_error(value: object) -> 
             {"set": "true"},
             'got "true"',
         ),
-        ('{char: fff1, payload: "01"}', {"set": 1}, "set: expected true (the payload is fixed)"),
+        ('{char: fff1, payload: "01"}', {"set": 1}, "set: expected true, got 1"),
         ('{char: fff1, payload: "01"}', {}, "empty command; keys: set"),
         ('{char: fff1, payload: "01"}', {"other": True}, "other: unknown key; keys: set"),
     ],

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from devices.ble import eq3
 from devices.homeassistant import (
     bridge_messages,
     discovery_messages,
@@ -27,6 +28,7 @@ from devices.homeassistant import (
 from devices.lan.shelly import plan, state_from_status
 from devices.lan.wled import state_from_wled, wled_body
 from devices.model import Device
+from gateway.commands.schema import CommandSchema
 
 TOPIC = re.compile(r"homeassistant/([a-z_]+)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config")
 COMPONENTS = {"sensor", "binary_sensor", "switch", "light", "cover", "event", "climate"}
@@ -714,7 +716,7 @@ def test_device_and_key_boundaries_cannot_collide() -> None:
 
 
 def test_thermostat_with_auto_and_manual_modes_offers_auto_and_heat() -> None:
-    dev = Device.of_kind("trv", "eq3")
+    dev = Device.of_kind("trv", "eq3", schema=eq3.COMMAND_SCHEMA)
     state = {"target_temp": 21.0, "mode": "manual", "valve": 30, "boost": False}
     got = dict(decoded(discovery_messages(dev, state)))
     climate = got["homeassistant/climate/edge-gateway_trv/climate/config"]
@@ -728,3 +730,31 @@ def test_thermostat_with_auto_and_manual_modes_offers_auto_and_heat() -> None:
     for mode, shown in (("manual", "heat"), ("auto", "auto"), ("vacation", "heat")):
         assert render(climate["mode_state_template"], value_json={"mode": mode}) == shown
     assert climate["mode_state_topic"] == "gw/trv/state"
+
+
+def test_thermostat_setpoint_range_and_step_come_from_its_command_schema() -> None:
+    """Home Assistant offers only setpoints the broker would accept: the eQ-3's 4.5-30 in
+    steps of 0.5 (its own defaults would be 7-35 in steps of 1)."""
+    state = {"target_temp": 21.0, "mode": "auto"}
+    trv = Device.of_kind("trv", "eq3", schema=eq3.COMMAND_SCHEMA)
+    climate = dict(decoded(discovery_messages(trv, state)))[
+        "homeassistant/climate/edge-gateway_trv/climate/config"
+    ]
+    assert (climate["min_temp"], climate["max_temp"], climate["temp_step"]) == (4.5, 30.0, 0.5)
+    for setpoint in (climate["min_temp"], climate["max_temp"]):
+        command = render(climate["temperature_command_template"], value=setpoint)
+        assert eq3.COMMAND_SCHEMA.check_payload(command.encode()) is None
+    # Another schema, other values: they are read from it, not written down twice.
+    other = CommandSchema.from_data(
+        {
+            "type": "object",
+            "properties": {
+                "target_temp": {"type": "number", "minimum": 5, "maximum": 25, "multipleOf": 1}
+            },
+        }
+    )
+    climate = dict(decoded(discovery_messages(Device.of_kind("trv", "eq3", schema=other), state)))[
+        "homeassistant/climate/edge-gateway_trv/climate/config"
+    ]
+    assert (climate["min_temp"], climate["max_temp"], climate["temp_step"]) == (5, 25, 1)
+    assert climate["modes"] == ["heat"]  # this schema has no mode command

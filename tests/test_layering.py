@@ -35,7 +35,9 @@ RULES = {
     # Sans-I/O protocol code: standard library only.
     "gateway.mqtt": ("gateway.mqtt",),
     # Pure core: protocol values and itself, nothing that does I/O.
-    "gateway.broker": ("gateway.broker", "gateway.mqtt"),
+    "gateway.broker": ("gateway.broker", "gateway.mqtt", "gateway.commands"),
+    # Command schemas: shared by the broker, the devices and the TUI, so standard library only.
+    "gateway.commands": ("gateway.commands",),
     # The store knows the broker's records and nothing above them.
     "gateway.persistence": (
         "gateway.persistence",

@@ -82,6 +82,7 @@ FULL_POLICY = QueuePolicy(
     default_expiry=86_400,
     notify_topic='gw/ç"\\/result',
     pending_topic="gw/thermo/pending",
+    command_schema='{"type":"object","description":"ç\\"\\\\"}',
 )
 
 
@@ -835,6 +836,7 @@ async def test_migrates_a_v3_file_giving_sessions_their_owner(tmp_path: Path) ->
         '{"overflow":"sideways"}',
         '{"overflow":["drop-oldest"]}',
         '{"notify_topic":1}',
+        '{"command_schema":{"type":"object"}}',
         '{"colour":"red"}',
     ],
 )

@@ -96,6 +96,7 @@ queue_policies = st.none() | st.builds(
     default_expiry=st.none() | small_ints,
     notify_topic=st.none() | texts,
     pending_topic=st.none() | texts,
+    command_schema=st.none() | texts,
 )
 
 ops: st.SearchStrategy[StoreOp] = st.one_of(

@@ -337,12 +337,14 @@ async def test_lan_command_the_device_rejects_fails_and_does_not_block_the_queue
         w = await Watcher.start(port)
         try:
             await w.until(lambda w: (listed(w, "plug") or {}).get("link") == "online")
-            w.client.c.publish("gw/plug/set", b'{"on": "yes"}', qos=1)  # never expressible
+            # A Shelly command (the broker's schema lets it through) that only this device
+            # cannot carry out: a plug has no light.
+            w.client.c.publish("gw/plug/set", b'{"brightness": 50}', qos=1)
             w.client.c.publish("gw/plug/set", b'{"on": true}', qos=1)
             await w.until(lambda w: len(w.results("gw/plug/result")) == 2)
             failed, delivered = w.results("gw/plug/result")
             assert (failed["result"], failed["reason"]) == ("failed", "invalid")
-            assert "'on' must be true or false" in failed["detail"]
+            assert "'brightness': the device has no light" in failed["detail"]
             assert delivered["result"] == "delivered" and delivered["command"] == {"on": True}
             assert fake.components["switch:0"]["output"] is True
         finally:

@@ -60,6 +60,30 @@ async def test_send_validates_json_and_sends_with_ttl() -> None:
         )
 
 
+async def test_send_checks_the_command_against_the_devices_schema() -> None:
+    app, source = make()
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        app.table.select("demo-thermostat")
+        await pilot.press("s")
+        assert isinstance(app.screen, SendScreen)
+        assert "Keys: mode, target_temp, boost" in str(app.screen.query_one("#keys").render())
+        sent = len(source.requests)
+        await pilot.press(*'{"target_temp": 99}', "enter")
+        assert isinstance(app.screen, SendScreen)  # refused here, nothing sent
+        error = str(app.screen.query_one("#error").render())
+        assert "target_temp: expected a number 4.5-30 in steps of 0.5, got 99" in error
+        assert len(source.requests) == sent
+        app.screen.query_one("#command", Input).value = '{"target_temp": 21.5}'
+        await pilot.press("enter")
+        await settle(pilot)
+        assert not isinstance(app.screen, SendScreen)
+        assert source.requests[-1] == (
+            "send",
+            {"device": "demo-thermostat", "command": {"target_temp": 21.5}},
+        )
+
+
 async def test_flush_delete_and_policy_ask_first_and_send_the_right_request() -> None:
     app, source = make()
     async with app.run_test() as pilot:

@@ -42,6 +42,18 @@ def test_live_updates_fill_every_view() -> None:
     assert model.ignored == 0
 
 
+def test_a_devices_command_schema_comes_from_its_listing() -> None:
+    model = loaded()
+    schema = model.command_schema("demo-thermostat")
+    assert schema is not None and schema.keys == ("mode", "target_temp", "boost")
+    assert model.command_schema("demo-sensor") is None  # takes no commands
+    assert model.command_schema("nobody") is None
+    # A schema this TUI cannot read (a newer gateway): no check here, the gateway checks.
+    odd = [{"id": "x", "schema": {"type": "object", "someday": 1}}, {"id": "y", "schema": [1]}]
+    model.handle_message("gw/bridge/updates/devices", json.dumps(odd).encode())
+    assert model.command_schema("x") is None and model.command_schema("y") is None
+
+
 def test_changes_bump_versions_only_when_something_changed() -> None:
     model = loaded()
     before = dict(model.versions)

@@ -23,11 +23,11 @@ protocol, used by tests and the demo's simulated thermostat.
 from __future__ import annotations
 
 import datetime
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from devices.ble.gatt_ops import CommandError, Confirmation, GattStep
+from gateway.commands.schema import CommandSchema
 
 SERVICE_UUID = "3e135142-654f-9090-134a-a6ff5bb77046"
 WRITE_CHAR = "3fa4585a-ce4a-3bad-db4b-b8df8179ea09"
@@ -66,6 +66,31 @@ _MODE_MANUAL = 0x40
 COMMAND_ORDER: tuple[str, ...] = ("mode", "preset", "target_temp", "boost", "locked")
 MODES = ("auto", "manual")
 PRESETS = ("comfort", "eco")
+TEMP_STEP = 0.5  # the setpoint byte is the temperature times two
+
+# Everything an eQ-3 command may be, in one place: checked by the broker before the command
+# is queued, by `Eq3Profile.plan` before a write, and read by Home Assistant discovery.
+COMMAND_SCHEMA = CommandSchema.from_data(
+    {
+        "type": "object",
+        "properties": {
+            "mode": {"enum": list(MODES)},
+            "preset": {"enum": list(PRESETS)},
+            "target_temp": {
+                "type": "number",
+                "minimum": MIN_TEMP,
+                "maximum": MAX_TEMP,
+                "multipleOf": TEMP_STEP,
+            },
+            "boost": {"type": "boolean"},
+            "locked": {"type": "boolean"},
+        },
+        "additionalProperties": False,
+        "minProperties": 1,
+        # Both set the target temperature.
+        "exclusive": [["preset", "target_temp"]],
+    }
+)
 
 
 def _temp_byte(value: float) -> int:
@@ -127,31 +152,6 @@ def _any_status(frame: StatusFrame) -> bool:
     return True
 
 
-def _boolean(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise CommandError(f"{key}: expected true or false, got {value!r}")
-    return value
-
-
-def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise CommandError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _target(value: object) -> float:
-    allowed = f"a number {MIN_TEMP:g}-{MAX_TEMP:g} in steps of 0.5"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CommandError(f"target_temp: expected {allowed}, got {value!r}")
-    try:
-        number = float(value)
-    except OverflowError:  # an integer too large for a float
-        number = math.inf
-    if not math.isfinite(number) or not MIN_TEMP <= number <= MAX_TEMP or number * 2 % 1:
-        raise CommandError(f"target_temp: expected {allowed}, got {value!r}")
-    return number
-
-
 class Eq3Profile:
     """The command set of an eQ-3 thermostat (implements `gatt_ops.GattProfile`).
 
@@ -185,37 +185,38 @@ class Eq3Profile:
     def notify_chars(self) -> tuple[str, ...]:
         return (NOTIFY_CHAR,)
 
+    @property
+    def schema(self) -> CommandSchema:
+        return COMMAND_SCHEMA
+
     def plan(self, command: Mapping[str, object]) -> list[GattStep]:
-        if not command:
-            raise CommandError(f"empty command; keys: {', '.join(COMMAND_ORDER)}")
-        for key in command:
-            if key not in COMMAND_ORDER:
-                raise CommandError(f"{key}: unknown key; keys: {', '.join(COMMAND_ORDER)}")
-        if "preset" in command and "target_temp" in command:
-            raise CommandError("preset: both preset and target_temp set the target; give one")
+        problem = COMMAND_SCHEMA.problem(dict(command))
+        if problem is not None:
+            raise CommandError(problem)
         return [self._step(key, command[key]) for key in COMMAND_ORDER if key in command]
 
     def _step(self, key: str, value: object) -> GattStep:
         data: bytes
         check: Callable[[StatusFrame], bool]
+        # The value passed COMMAND_SCHEMA: it is one the key allows.
         if key == "mode":
-            manual = _choice(key, value, MODES) == "manual"
+            manual = value == "manual"
             data = bytes((OP_MODE, _MODE_MANUAL if manual else _MODE_AUTO))
             check = _mode_is(manual)
         elif key == "preset":
-            comfort = _choice(key, value, PRESETS) == "comfort"
-            data = bytes((OP_COMFORT if comfort else OP_ECO,))
+            data = bytes((OP_COMFORT if value == "comfort" else OP_ECO,))
             check = _any_status
         elif key == "target_temp":
-            raw = _temp_byte(_target(value))
+            assert isinstance(value, int | float)
+            raw = _temp_byte(value)
             data = bytes((OP_TARGET, raw))
             check = _target_is(raw)
         elif key == "boost":
-            on = _boolean(key, value)
+            on = value is True
             data = bytes((OP_BOOST, 0xFF if on else 0x00))
             check = _flag_is(FLAG_BOOST, on)
         else:
-            on = _boolean(key, value)
+            on = value is True
             data = bytes((OP_LOCK, 0x01 if on else 0x00))
             check = _flag_is(FLAG_LOCKED, on)
         confirm = Confirmation(_accept_status(check), notify=NOTIFY_CHAR, timeout=self.timeout)

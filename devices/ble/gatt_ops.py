@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from devices.model import InvalidCommand
+from gateway.commands.schema import CommandSchema
 
 
 class CommandError(InvalidCommand):
@@ -55,6 +56,11 @@ class GattStep:
 
 class GattProfile(Protocol):
     """A device family's command set."""
+
+    @property
+    def schema(self) -> CommandSchema:
+        """Every command `plan` accepts (it refuses the rest with this schema's words)."""
+        ...
 
     @property
     def notify_chars(self) -> tuple[str, ...]:

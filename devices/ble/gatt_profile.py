@@ -19,9 +19,10 @@ import math
 import re
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from devices.ble.gatt_ops import CommandError, Confirmation, GattStep
+from gateway.commands.schema import CommandSchema
 
 # struct formats of the numeric placeholders.
 NUMERIC_PLACEHOLDERS: dict[str, str] = {
@@ -45,8 +46,7 @@ _BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
 _FULL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SHORT_UUID = re.compile(r"^([0-9a-f]{4}|[0-9a-f]{8})$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-# Integral after scaling, allowing for binary floating point (0.1 * 10 is 1.0000000000000002).
-_INTEGRAL_TOLERANCE = 1e-9
+_F32_MAX = struct.unpack("<f", bytes.fromhex("ffff7f7f"))[0]
 
 JsonKey = bool | int | str
 
@@ -77,6 +77,12 @@ def _json(value: object) -> str:
     return repr(value)
 
 
+def _tidy(bound: float) -> float:
+    # 255 / 10 is 25.5, but it is also where 25.500000000000004 would come from: an integral
+    # bound stays an integer, so that it reads well in messages and Home Assistant.
+    return int(bound) if float(bound).is_integer() and abs(bound) < 2**53 else bound
+
+
 def _same_json(a: object, b: object) -> bool:
     # In Python True == 1; in a JSON command they are different values.
     return isinstance(a, bool) == isinstance(b, bool) and a == b
@@ -102,67 +108,62 @@ class GattCommandSpec:
     timeout: float = 5.0
 
     def encode(self, value: object) -> bytes:
-        """The bytes written for ``value``; raises `CommandError` naming the key."""
+        """The bytes written for ``value``, a value `value_schema` allows (the profile's
+        `plan` checks); raises `CommandError` naming the key only if it does not fit."""
         return self.prefix + self._value_bytes(value) + self.suffix
 
     def _value_bytes(self, value: object) -> bytes:
-        key, placeholder = self.key, self.placeholder
+        placeholder = self.placeholder
         if placeholder is None:
-            if value is not True:
-                raise CommandError(
-                    f"{key}: expected true (the payload is fixed), got {_json(value)}"
-                )
             return b""
         if placeholder == "raw":
             for known, data in self.values:
                 if _same_json(known, value):
                     return data
-            allowed = ", ".join(_json(known) for known, _ in self.values)
-            raise CommandError(f"{key}: expected one of {allowed}, got {_json(value)}")
+            raise CommandError(f"{self.key}: {_json(value)} is none of the values")
         fmt = NUMERIC_PLACEHOLDERS[placeholder]
         if isinstance(value, bool):
             return struct.pack(fmt, int(value))
-        if not isinstance(value, int | float) or (
-            isinstance(value, float) and not math.isfinite(value)
-        ):
-            raise CommandError(f"{key}: expected {self._expected()}, got {_json(value)}")
-        if (self.min is not None and value < self.min) or (
-            self.max is not None and value > self.max
-        ):
-            raise CommandError(f"{key}: expected {self._expected()}, got {_json(value)}")
+        assert isinstance(value, int | float)
         try:
             scaled = value * self.scale
-        except OverflowError:  # an integer too large for a float
-            scaled = math.inf
-        if not math.isfinite(scaled):
-            raise CommandError(f"{key}: {_json(value)} is too large for {{{placeholder}}}")
-        if placeholder == "f32le":
-            try:
-                return struct.pack(fmt, scaled)
-            except (OverflowError, struct.error):
-                raise CommandError(f"{key}: {_json(value)} does not fit a 32-bit float") from None
-        whole = round(scaled)
-        if abs(scaled - whole) > _INTEGRAL_TOLERANCE * max(1.0, abs(scaled)):
+            return struct.pack(fmt, scaled if placeholder == "f32le" else round(scaled))
+        except (OverflowError, ValueError, struct.error):
+            # Only a value at the very edge of the schema's range, after float rounding.
             raise CommandError(
-                f"{key}: {_json(value)} * scale {self.scale:g} = {scaled:g} is not a whole "
-                f"number, which {{{placeholder}}} needs"
-            )
-        low, high = _int_range(placeholder)
-        if not low <= whole <= high:
-            raise CommandError(
-                f"{key}: {_json(value)} * scale {self.scale:g} = {whole} does not fit "
-                f"{{{placeholder}}} ({low}-{high})"
-            )
-        return struct.pack(fmt, whole)
+                f"{self.key}: {_json(value)} * scale {self.scale:g} does not fit {{{placeholder}}}"
+            ) from None
 
-    def _expected(self) -> str:
-        if self.min is not None and self.max is not None:
-            return f"a number {self.min:g}-{self.max:g}"
-        if self.min is not None:
-            return f"a number >= {self.min:g}"
-        if self.max is not None:
-            return f"a number <= {self.max:g}"
-        return "a number"
+    def value_schema(self) -> dict[str, object]:
+        """What the command's value may be: the payload's placeholder, scale, min and max
+        as a command schema (gateway/commands/schema.py)."""
+        placeholder = self.placeholder
+        if placeholder is None:
+            return {"enum": [True]}  # a trigger
+        if placeholder == "raw":
+            return {"enum": [known for known, _ in self.values]}
+        low, high = self._value_range(placeholder)
+        integral = placeholder != "f32le"
+        schema: dict[str, object] = {
+            # true and false are written as 1 and 0 (documented in config.yaml).
+            "type": ["boolean", "integer" if integral and self.scale == 1 else "number"],
+            "minimum": low,
+            "maximum": high,
+        }
+        if integral and self.scale != 1:
+            schema["multipleOf"] = 1 / abs(self.scale)
+        return schema
+
+    def _value_range(self, placeholder: str) -> tuple[float, float]:
+        """The values whose scaled form fits the placeholder, within min and max."""
+        if placeholder == "f32le":
+            lowest, highest = -_F32_MAX, _F32_MAX
+        else:
+            lowest, highest = _int_range(placeholder)
+        ends = sorted((lowest / self.scale, highest / self.scale))
+        low = ends[0] if self.min is None else max(ends[0], self.min)
+        high = ends[1] if self.max is None else min(ends[1], self.max)
+        return _tidy(low), _tidy(high)
 
     def step(self, value: object) -> GattStep:
         data = self.encode(value)
@@ -191,6 +192,7 @@ class ConfiguredProfile:
     """A command set from config (implements `gatt_ops.GattProfile`); reports no state."""
 
     commands: tuple[GattCommandSpec, ...]
+    schema: CommandSchema = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.commands:
@@ -198,6 +200,16 @@ class ConfiguredProfile:
         keys = [spec.key for spec in self.commands]
         if len(set(keys)) != len(keys):
             raise ProfileError("commands", "command keys must be unique")
+        # The one description of this device's commands (the broker, the plan, the TUI).
+        schema = CommandSchema.from_data(
+            {
+                "type": "object",
+                "properties": {spec.key: spec.value_schema() for spec in self.commands},
+                "additionalProperties": False,
+                "minProperties": 1,
+            }
+        )
+        object.__setattr__(self, "schema", schema)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -210,12 +222,9 @@ class ConfiguredProfile:
 
     def plan(self, command: Mapping[str, object]) -> list[GattStep]:
         """One step per key, in the order the profile declares its commands."""
-        keys = ", ".join(self.keys)
-        if not command:
-            raise CommandError(f"empty command; keys: {keys}")
-        for key in command:
-            if key not in self.keys:
-                raise CommandError(f"{key}: unknown key; keys: {keys}")
+        problem = self.schema.problem(dict(command))
+        if problem is not None:
+            raise CommandError(problem)
         return [spec.step(command[spec.key]) for spec in self.commands if spec.key in command]
 
     def refresh(self) -> list[GattStep]:

@@ -22,9 +22,59 @@ from devices.lan.http import (
     JsonHttpClient,
     LanDeviceError,
 )
+from gateway.commands.schema import CommandSchema
 
 CONTROL_KINDS = ("switch", "cover", "light")
 COVER_ACTIONS = {"open": "Cover.Open", "close": "Cover.Close", "stop": "Cover.Stop"}
+
+_ON: dict[str, object] = {"type": "boolean"}
+_TOGGLE: dict[str, object] = {"enum": [True]}  # Switch.Toggle / Light.Toggle, on its own
+_PERCENT: dict[str, object] = {"type": "number", "minimum": 0, "maximum": 100}
+_COVER_ACTION: dict[str, object] = {"enum": list(COVER_ACTIONS)}
+_COVER_KEYS: dict[str, object] = {
+    "type": "object",
+    "properties": {"position": _PERCENT, "cover": _COVER_ACTION},
+    "additionalProperties": False,
+    "minProperties": 1,
+    "exclusive": [["position", "cover"]],
+}
+
+# Every Shelly command, in one place: checked by the broker before the command is queued and
+# by `plan` before the first call; Home Assistant discovery reads it. Which components a
+# device has (a flat key needs exactly one of its kind) only the device can tell: `plan`.
+COMMAND_SCHEMA = CommandSchema.from_data(
+    {
+        "type": "object",
+        "properties": {
+            "on": _ON,
+            "toggle": _TOGGLE,
+            "brightness": _PERCENT,
+            "position": _PERCENT,
+            "cover": _COVER_ACTION,
+        },
+        "patternProperties": {
+            "^switch:[0-9]+$": {
+                "type": "object",
+                "properties": {"on": _ON, "toggle": _TOGGLE},
+                "additionalProperties": False,
+                "minProperties": 1,
+                "exclusive": [["toggle", "on"]],
+            },
+            "^light:[0-9]+$": {
+                "type": "object",
+                "properties": {"on": _ON, "toggle": _TOGGLE, "brightness": _PERCENT},
+                "additionalProperties": False,
+                "minProperties": 1,
+                "exclusive": [["toggle", "on"], ["toggle", "brightness"]],
+            },
+            # {"cover:0": "open"} is short for {"cover:0": {"cover": "open"}}.
+            "^cover:[0-9]+$": {"anyOf": [_COVER_ACTION, _COVER_KEYS]},
+        },
+        "additionalProperties": False,
+        "minProperties": 1,
+        "exclusive": [["toggle", "on"], ["toggle", "brightness"], ["position", "cover"]],
+    }
+)
 
 # Shelly's own error code for "deadline exceeded": the device was busy, not the request wrong.
 _RETRYABLE_RPC_CODES = frozenset({-104})
@@ -108,28 +158,18 @@ def state_from_status(status: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _percent(label: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        raise CommandRejected(label, f"{key!r} must be a number from 0 to 100, got {value!r}")
-    return round(value)
-
-
-def _flag(label: str, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise CommandRejected(label, f"{key!r} must be true or false, got {value!r}")
-    return value
-
-
 def plan(
     command: Mapping[str, Any], comps: Components, label: str
 ) -> list[tuple[str, dict[str, Any]]]:
     """Turn a gateway command into the RPC calls that carry it out, or raise CommandRejected.
 
     Everything is validated before the first call is sent, so a command with one bad key
-    changes nothing on the device.
+    changes nothing on the device: first against `COMMAND_SCHEMA`, then against the
+    components this device has.
     """
-    if not isinstance(command, Mapping) or not command:
-        raise CommandRejected(label, "a command is a non-empty JSON object")
+    problem = COMMAND_SCHEMA.problem(dict(command) if isinstance(command, Mapping) else command)
+    if problem is not None:
+        raise CommandRejected(label, problem)
     # (kind, id) -> {sub-key: value}, merged so {"on": true, "brightness": 30} is one Light.Set.
     targets: dict[tuple[str, int], dict[str, Any]] = {}
 
@@ -146,66 +186,60 @@ def plan(
     for key, value in command.items():
         kind, sep, num = key.partition(":")
         if sep:
-            if kind not in CONTROL_KINDS or not num.isdigit():
-                raise CommandRejected(label, f"unknown component {key!r}")
-            if kind == "cover" and isinstance(value, str):
+            if isinstance(value, str):  # the schema allows this for covers only
                 value = {"cover": value}
-            if not isinstance(value, Mapping) or not value:
-                raise CommandRejected(label, f'{key!r} takes an object, e.g. {{"on": true}}')
             targets.setdefault((kind, int(num)), {}).update(value)
         elif key in ("on", "toggle"):
             targets.setdefault(only(("switch", "light"), key), {})[key] = value
         elif key == "brightness":
             targets.setdefault(only(("light",), key), {})[key] = value
-        elif key in ("position", "cover"):
+        else:  # position, cover
             targets.setdefault(only(("cover",), key), {})[key] = value
-        else:
-            raise CommandRejected(label, f"unknown command key {key!r}")
 
     calls: list[tuple[str, dict[str, Any]]] = []
     for (kind, cid), sub in targets.items():
-        where = f"{kind}:{cid}"
-        allowed = {
-            "switch": {"on", "toggle"},
-            "light": {"on", "toggle", "brightness"},
-            "cover": {"position", "cover"},
-        }[kind]
-        extra = sorted(set(sub) - allowed)
-        if extra:
-            raise CommandRejected(label, f"{where} does not take {', '.join(map(repr, extra))}")
-        if kind == "cover":
-            if "position" in sub and "cover" in sub:
-                raise CommandRejected(label, f"{where}: give 'position' or 'cover', not both")
-            if "position" in sub:
-                pos = _percent(label, "position", sub["position"])
-                calls.append(("Cover.GoToPosition", {"id": cid, "pos": pos}))
-            else:
-                action = sub["cover"]
-                if action not in COVER_ACTIONS:
-                    raise CommandRejected(
-                        label, f"'cover' must be one of open, close, stop, got {action!r}"
-                    )
-                calls.append((COVER_ACTIONS[action], {"id": cid}))
-            continue
-        name = "Switch" if kind == "switch" else "Light"
-        if sub.get("toggle") is not None:
-            if _flag(label, "toggle", sub["toggle"]) and len(sub) == 1:
-                calls.append((f"{name}.Toggle", {"id": cid}))
-                continue
-            raise CommandRejected(label, f"{where}: 'toggle' must be true and on its own")
-        params: dict[str, Any] = {"id": cid}
-        if "on" in sub:
-            params["on"] = _flag(label, "on", sub["on"])
-        if "brightness" in sub:
-            params["brightness"] = _percent(label, "brightness", sub["brightness"])
-        calls.append((f"{name}.Set", params))
+        calls.append(_call(kind, cid, sub, label))
     return calls
+
+
+_ALLOWED = {
+    "switch": {"on", "toggle"},
+    "light": {"on", "toggle", "brightness"},
+    "cover": {"position", "cover"},
+}
+
+
+def _call(kind: str, cid: int, sub: dict[str, Any], label: str) -> tuple[str, dict[str, Any]]:
+    """The RPC call for one component. A flat key and a component key can meet on the same
+    component, so the schema's own checks are made again on what they add up to."""
+    where = f"{kind}:{cid}"
+    extra = sorted(set(sub) - _ALLOWED[kind])
+    if extra:
+        raise CommandRejected(label, f"{where} does not take {', '.join(map(repr, extra))}")
+    if kind == "cover":
+        if "position" in sub and "cover" in sub:
+            raise CommandRejected(label, f"{where}: give 'position' or 'cover', not both")
+        if "position" in sub:
+            return "Cover.GoToPosition", {"id": cid, "pos": round(sub["position"])}
+        return COVER_ACTIONS[sub["cover"]], {"id": cid}
+    name = "Switch" if kind == "switch" else "Light"
+    if "toggle" in sub:
+        if len(sub) == 1:
+            return f"{name}.Toggle", {"id": cid}
+        raise CommandRejected(label, f"{where}: 'toggle' must be true and on its own")
+    params: dict[str, Any] = {"id": cid}
+    if "on" in sub:
+        params["on"] = sub["on"]
+    if "brightness" in sub:
+        params["brightness"] = round(sub["brightness"])
+    return f"{name}.Set", params
 
 
 class ShellyGen2(JsonHttpClient):
     """Driver for one Shelly Gen2+ device, found by mDNS or declared by host."""
 
     kind = "shelly"
+    schema = COMMAND_SCHEMA
 
     def __init__(
         self,

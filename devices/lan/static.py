@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import aiohttp
 
+from devices.lan import shelly, wled
 from devices.lan.discovery import LanDeviceInfo, device_id
 from devices.lan.http import DEFAULT_TIMEOUT, DeviceUnreachable, LanDeviceError
 from devices.lan.shelly import ShellyGen2
 from devices.lan.wled import Wled
+from gateway.commands.schema import CommandSchema
 
 STATIC = "static"
 KINDS = ("shelly", "wled")
+# The commands each kind takes (devices/lan/shelly.py, wled.py).
+LAN_SCHEMAS: dict[str, CommandSchema] = {
+    "shelly": shelly.COMMAND_SCHEMA,
+    "wled": wled.COMMAND_SCHEMA,
+}
 
 
 def make_driver(

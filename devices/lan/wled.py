@@ -16,6 +16,7 @@ from devices.lan.http import (
     JsonHttpClient,
     LanDeviceError,
 )
+from gateway.commands.schema import CommandSchema
 
 
 class WledError(LanDeviceError):
@@ -29,45 +30,49 @@ class WledError(LanDeviceError):
         self.retryable = code == 3 or status >= 500
 
 
-def _byte(label: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
-        raise CommandRejected(label, f"{key!r} must be an integer from 0 to 255, got {value!r}")
-    return value
+_BYTE: dict[str, object] = {"type": "integer", "minimum": 0, "maximum": 255}
+
+# Every WLED command, in one place: checked by the broker before the command is queued and by
+# `wled_body` before the request; Home Assistant discovery reads it.
+COMMAND_SCHEMA = CommandSchema.from_data(
+    {
+        "type": "object",
+        "properties": {
+            "on": {"enum": [True, False, "t"]},  # "t" toggles
+            "brightness": _BYTE,
+            "preset": {"type": "integer", "minimum": 1, "maximum": 250},
+            "transition": {"type": "integer", "minimum": 0, "maximum": 65535},  # 0.1 s
+            "color": {"type": "array", "minItems": 3, "maxItems": 4, "items": _BYTE},
+            "effect": _BYTE,
+        },
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+)
+# Gateway key -> WLED's key in the state object (color and effect go to the main segment).
+_STATE_KEYS = {"on": "on", "brightness": "bri", "preset": "ps", "transition": "tt"}
+_SEGMENT_KEYS = {"color": "col", "effect": "fx"}
 
 
-def _rgb(label: str, value: Any) -> list[int]:
-    if not isinstance(value, list | tuple) or len(value) not in (3, 4):
-        raise CommandRejected(label, f"'color' must be [r, g, b] or [r, g, b, w], got {value!r}")
-    return [_byte(label, "color", c) for c in value]
+def _json_int(value: Any) -> Any:
+    # The schema's integers may be written 3.0 in JSON; WLED wants 3.
+    return int(value) if isinstance(value, float) else value
 
 
 def wled_body(command: Mapping[str, Any], label: str, main_segment: int = 0) -> dict[str, Any]:
     """The `POST /json/state` body for a gateway command, validated before anything is sent."""
-    if not isinstance(command, Mapping) or not command:
-        raise CommandRejected(label, "a command is a non-empty JSON object")
+    problem = COMMAND_SCHEMA.problem(dict(command) if isinstance(command, Mapping) else command)
+    if problem is not None:
+        raise CommandRejected(label, problem)
     body: dict[str, Any] = {}
     seg: dict[str, Any] = {}
     for key, value in command.items():
-        if key == "on":
-            if not isinstance(value, bool) and value != "t":
-                raise CommandRejected(label, f"'on' must be true, false or \"t\", got {value!r}")
-            body["on"] = value
-        elif key == "brightness":
-            body["bri"] = _byte(label, key, value)
-        elif key == "preset":
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 250:
-                raise CommandRejected(label, f"'preset' must be 1 to 250, got {value!r}")
-            body["ps"] = value
-        elif key == "transition":
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-                raise CommandRejected(label, f"'transition' must be 0 to 65535, got {value!r}")
-            body["tt"] = value  # tenths of a second, for this call only
-        elif key == "color":
-            seg["col"] = [_rgb(label, value)]
-        elif key == "effect":
-            seg["fx"] = _byte(label, key, value)
+        if key == "color":
+            seg["col"] = [[_json_int(c) for c in value]]
+        elif key in _SEGMENT_KEYS:
+            seg[_SEGMENT_KEYS[key]] = _json_int(value)
         else:
-            raise CommandRejected(label, f"unknown command key {key!r}")
+            body[_STATE_KEYS[key]] = _json_int(value)
     if seg:
         body["seg"] = [{"id": main_segment, **seg}]
     return body
@@ -108,6 +113,7 @@ class Wled(JsonHttpClient):
     """Driver for one WLED controller, found by mDNS (`_wled._tcp`) or declared by host."""
 
     kind = "wled"
+    schema = COMMAND_SCHEMA
 
     async def _get(self, path: str) -> dict[str, Any]:
         status, body = await self.request_json("GET", path)

@@ -6,16 +6,23 @@ from __future__ import annotations
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.effects import Send
 from gateway.broker.records import DeleteInboundQos2, PutInboundQos2
-from gateway.broker.routing import REJECTED, inbound_properties
+from gateway.broker.routing import (
+    COMMAND_INVALID,
+    PAYLOAD_INVALID,
+    REJECTED,
+    inbound_properties,
+)
 from gateway.broker.session import Connection, Session
 from gateway.broker.topic_tree import is_sys_topic
-from gateway.mqtt.packets import NO_PROPERTIES, PubAck, PubComp, Publish, PubRec
+from gateway.mqtt.packets import NO_PROPERTIES, Properties, PubAck, PubComp, Publish, PubRec
 from gateway.mqtt.reason_codes import ReasonCode
 
 _NO_MATCHING = ReasonCode.NO_MATCHING_SUBSCRIBERS.value
 _QUOTA = ReasonCode.QUOTA_EXCEEDED.value
 _NOT_AUTHORIZED = ReasonCode.NOT_AUTHORIZED.value
 _PID_NOT_FOUND = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND.value
+_PAYLOAD_FORMAT = ReasonCode.PAYLOAD_FORMAT_INVALID.value
+_IMPLEMENTATION_SPECIFIC = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR.value
 
 
 class InboundPublish(Disconnects):
@@ -83,19 +90,38 @@ class InboundPublish(Disconnects):
         if qos == 0:
             return
         rc = 0
+        ack_props = NO_PROPERTIES
         if v5:
-            if flags & REJECTED:
+            if flags & (PAYLOAD_INVALID | COMMAND_INVALID):
+                # A device refused the command (command_check.py): what the publisher must
+                # fix comes first, even if other subscribers got the message.
+                rc = _PAYLOAD_FORMAT if flags & PAYLOAD_INVALID else _IMPLEMENTATION_SPECIFIC
+                ack_props = self._refusal_properties(conn)
+            elif flags & REJECTED:
                 rc = _QUOTA
             elif not flags:
                 rc = _NO_MATCHING
+        self._refusal = None
         if qos == 1:
-            self._actions.append(Send(conn.conn_id, PubAck(pid, rc)))
+            self._actions.append(Send(conn.conn_id, PubAck(pid, rc, ack_props)))
         else:
             if rc < 0x80:
                 s.inbound_qos2.add(pid)
                 if s.stored:
                     self._store.append(PutInboundQos2(s.client_id, pid))
-            self._actions.append(Send(conn.conn_id, PubRec(pid, rc)))
+            self._actions.append(Send(conn.conn_id, PubRec(pid, rc, ack_props)))
+
+    def _refusal_properties(self, conn: Connection) -> Properties:
+        """The reason string of a refused command, unless the client asked for none
+        (Request Problem Information 0, §3.1.2.11.7) or it would not fit the client's
+        Maximum Packet Size."""
+        reason = self._refusal
+        if reason is None or conn.conn_id in self._no_problem_info:
+            return NO_PROPERTIES
+        size = len(reason.encode()) + 16  # fixed header, packet id, reason code, property
+        if conn.max_packet_size and size > conn.max_packet_size:
+            return NO_PROPERTIES
+        return Properties(reason_string=reason)
 
     def _on_pubrel(self, conn: Connection, s: Session, pid: int) -> None:
         inbound = s.inbound_qos2

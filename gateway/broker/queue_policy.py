@@ -9,6 +9,8 @@ MQTT 5 user properties, and honoured only for trusted connections:
     queue-max-bytes      int >= 0         queue-coalesce   json-keys | off
     queue-default-expiry seconds >= 0     queue-notify-topic  a topic name
     queue-hold           1                queue-pending-topic a topic name
+    queue-schema         a command schema (gateway/commands/schema.py) as JSON: a message
+                         it refuses is not queued for this session (command_check.py)
 
 ``queue-hold`` belongs to the connection, not the session: nothing is delivered to it (QoS 0
 included; everything stays queued). A client that connects only to create or reconfigure its
@@ -35,6 +37,7 @@ from collections.abc import Iterable
 
 from gateway.broker.records import Message, QueuePolicy
 from gateway.broker.settings import Overflow, QueueLimits
+from gateway.commands.schema import CommandSchema
 from gateway.mqtt.codec import is_valid_topic_name
 from gateway.mqtt.packets import UserProperty
 
@@ -68,11 +71,15 @@ def parse_queue_policy(properties: tuple[UserProperty, ...], client_id: str) -> 
                 if not is_valid_topic_name(value):
                     raise ValueError(value)
                 fields[key.replace("-", "_")] = value
+            elif key == "schema":
+                fields["command_schema"] = CommandSchema.from_json(value).text
             else:
                 raise ValueError("unknown property")
-        except ValueError:
+        except ValueError as exc:  # SchemaError too
             # A trusted client is our own code: say so loudly, keep the session usable.
-            log.warning("client %r: ignoring queue policy %s=%r", client_id, name, value)
+            log.warning(
+                "client %r: ignoring queue policy %s=%r (%s)", client_id, name, value[:200], exc
+            )
     if not fields:
         return None
     return QueuePolicy(**fields)  # type: ignore[arg-type]

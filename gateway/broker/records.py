@@ -59,6 +59,9 @@ class QueuePolicy:
     default_expiry: int | None = None
     notify_topic: str | None = None
     pending_topic: str | None = None
+    # Compact JSON of the command schema messages to this session must pass before they are
+    # queued (command_check.py); kept as text, exactly as the client sent it.
+    command_schema: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

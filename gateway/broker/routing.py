@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from gateway.broker import command_check
 from gateway.broker.delivery import Delivery, delivery_properties
 from gateway.broker.effects import Send
 from gateway.broker.records import DeleteRetained, Message, PutRetained, SubscriptionRecord
@@ -14,10 +15,15 @@ from gateway.mqtt.packets import Properties, Publish, new_publish
 
 # Route results (bit flags).
 MATCHED = 1
-REJECTED = 2
+REJECTED = 2  # a session's queue refused it (reject-new)
+PAYLOAD_INVALID = 4  # a session's command schema refused it: not a JSON object
+COMMAND_INVALID = 8  # ... a JSON object the schema does not allow
 
 
 class Routing(Delivery):
+    # Why the last command was refused (command_check.py), for the publisher's reason string.
+    _refusal: str | None = None
+
     def _accept(
         self,
         msg: Message | None,
@@ -91,6 +97,12 @@ class Routing(Delivery):
                 and not self.authorizer.can_receive(s.username, client_id, topic)
             ):
                 continue
+            policy = s.policy
+            if policy is not None and policy.command_schema is not None:
+                refused = self._check_command(s, policy.command_schema, topic, payload, now)
+                if refused:
+                    result |= refused
+                    continue
             if qos < dq:
                 dq = qos
             out_retain = retain and rap
@@ -136,6 +148,12 @@ class Routing(Delivery):
             if picked is None:
                 continue
             s, rec = picked
+            policy = s.policy
+            if policy is not None and policy.command_schema is not None:
+                refused = self._check_command(s, policy.command_schema, topic, payload, now)
+                if refused:
+                    result |= refused
+                    continue
             if msg is None:
                 msg = Message(
                     self._new_msg_id(), topic, payload, qos, retain, props, expires_at, origin, now
@@ -146,6 +164,24 @@ class Routing(Delivery):
             ):
                 result |= REJECTED
         return result
+
+    def _check_command(
+        self, s: Session, schema: str, topic: str, payload: bytes, now: float
+    ) -> int:
+        """0 if ``payload`` may be queued for ``s``; else PAYLOAD_INVALID or COMMAND_INVALID,
+        with the refusal counted, logged (rate-limited), an event, and the session's notice."""
+        rejection = command_check.check(schema, payload)
+        if rejection is None:
+            return 0
+        self.stats.rejected(f"for {s.client_id!r} on {topic}: {rejection.detail}")
+        self._event("rejected", s.client_id, f"on {topic}: {rejection.detail}")
+        if s.notify_topic is not None:
+            notice = command_check.rejection_notice(topic, payload, rejection, now)
+            self._notices.append((s.notify_topic, notice))
+        self._refusal = command_check.reason_string(rejection)
+        if rejection.reason == command_check.PAYLOAD_FORMAT:
+            return PAYLOAD_INVALID
+        return COMMAND_INVALID
 
     def _pick(self, group: SharedGroup, topic: str) -> tuple[Session, SubscriptionRecord] | None:
         """Round robin over the connected members; if none is connected, over all of them

@@ -46,6 +46,8 @@ class BrokerStats:
     dropped_retained_full: int = 0
     dropped_qos0_offline: int = 0
     dropped_session_expired: int = 0
+    # Commands a device session's schema refused before they were queued (command_check.py).
+    publish_rejected: int = 0
     # Told about every drop (reason, count, detail, client id): the broker's event ring.
     on_drop: Callable[[str, int, str, str | None], None] | None = field(
         default=None, repr=False, compare=False
@@ -74,6 +76,13 @@ class BrokerStats:
             log.warning("dropped %d message(s) (%s, %d so far): %s", n, reason, after, detail)
         if self.on_drop is not None:
             self.on_drop(reason, n, detail, client_id)
+
+    def rejected(self, detail: str) -> None:
+        """Count a refused command and log it, rate-limited like the drops."""
+        self.publish_rejected += 1
+        n = self.publish_rejected
+        if n == 1 or n % 1000 == 0:
+            log.warning("refused a command (%d so far): %s", n, detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,7 @@ def sys_topics(stats: BrokerStats, gauges: Gauges, version: str) -> list[tuple[s
         (p + "publish/messages/received", str(stats.publish_received)),
         (p + "publish/messages/sent", str(stats.publish_sent)),
         (p + "publish/messages/dropped", str(stats.dropped_total)),
+        (p + "publish/messages/rejected", str(stats.publish_rejected)),
         (p + "retained messages/count", str(gauges.retained)),
         (p + "subscriptions/count", str(gauges.subscriptions)),
         (p + "load/bytes/received", str(stats.bytes_received)),

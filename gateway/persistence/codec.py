@@ -156,6 +156,7 @@ def queue_entry_from_row(row: tuple[Any, ...]) -> QueueEntry:
 # Field name -> the JSON types its value may have (bool is an int: checked first).
 _POLICY_INTS = frozenset({"max_messages", "max_bytes", "default_expiry"})
 _POLICY_TOPICS = frozenset({"notify_topic", "pending_topic"})
+_POLICY_TEXTS = frozenset({"command_schema"})  # checked where it is used (command_check.py)
 
 
 def encode_queue_policy(policy: QueuePolicy | None) -> str | None:
@@ -181,7 +182,7 @@ def decode_queue_policy(text: str | None) -> QueuePolicy | None:
     for name, value in raw.items():
         if name in _POLICY_INTS:
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        elif name in _POLICY_TOPICS:
+        elif name in _POLICY_TOPICS or name in _POLICY_TEXTS:
             ok = isinstance(value, str)
         elif name == "coalesce":
             ok = isinstance(value, bool)

@@ -403,7 +403,7 @@ class GatewayTUI(App[None]):
                 body["ttl"] = request.ttl
             self._request("send", body, f"sent to {request.device}")
 
-        self.push_screen(SendScreen(device), sent)
+        self.push_screen(SendScreen(device, schema=self.model.command_schema(device)), sent)
 
     def action_cancel(self) -> None:
         key = self._selected()

@@ -7,6 +7,7 @@ logged and skipped, and a message that is not what its topic promises changes no
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -14,6 +15,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
+
+from gateway.commands.schema import CommandSchema, SchemaError
 
 _Row = TypeVar("_Row")
 log = logging.getLogger(__name__)
@@ -130,6 +133,24 @@ def compact_json(value: object) -> str:
         return repr(value)
 
 
+def _schema_text(value: object) -> str:
+    # In the order the device declares its keys: messages about a command list them so.
+    if not _is_object(value):
+        return ""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return ""
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(text: str) -> CommandSchema | None:
+    try:
+        return CommandSchema.from_json(text)
+    except SchemaError:  # a newer gateway's schema language: the gateway still checks
+        return None
+
+
 def _clip(text: str, width: int) -> str:
     text = " ".join(text.split())  # newlines would break a table row
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -201,6 +222,7 @@ class Device:
     rssi: int | None = None
     wake_interval: float | None = None
     pending: int = 0
+    schema: str = ""  # its command schema as compact JSON; "" when it takes no commands
 
     @property
     def policy_dict(self) -> dict[str, object]:
@@ -226,6 +248,7 @@ class Device:
             rssi=_opt_int(obj, "rssi"),
             wake_interval=_opt_float(obj, "wake_interval"),
             pending=_int(obj, "pending"),
+            schema=_schema_text(obj.get("schema")),
         )
 
 
@@ -574,6 +597,13 @@ class Model:
                 text = compact_json(value)
             fields.append((name, text))
         return title, fields
+
+    def command_schema(self, device: str) -> CommandSchema | None:
+        """What a command for ``device`` may be, as its listing says; None when unknown."""
+        record = self.devices.get(device)
+        if record is None or not record.schema:
+            return None
+        return _compiled(record.schema)
 
     def pending_for_key(self, key: str) -> Pending | None:
         """The live pending command behind a Pending-table row key (None for history rows)."""

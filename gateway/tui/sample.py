@@ -14,6 +14,18 @@ from gateway.tui.client import LinkState, LinkStatus, RequestError
 
 NOW = 1_790_000_000.0  # the sample's "now" (a fixed instant in 2026)
 
+# What the gateway lists for an eQ-3 thermostat (devices/ble/eq3.py), shortened.
+THERMOSTAT_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {
+        "mode": {"enum": ["auto", "manual"]},
+        "target_temp": {"type": "number", "minimum": 4.5, "maximum": 30, "multipleOf": 0.5},
+        "boost": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+    "minProperties": 1,
+}
+
 
 def sample_devices(count: int = 3, now: float = NOW) -> list[dict[str, object]]:
     base: list[dict[str, object]] = [
@@ -52,6 +64,7 @@ def sample_devices(count: int = 3, now: float = NOW) -> list[dict[str, object]]:
             "rssi": -80,
             "wake_interval": 30,
             "pending": 2,
+            "schema": THERMOSTAT_SCHEMA,
         },
     ]
     for n in range(len(base), count):

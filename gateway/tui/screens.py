@@ -14,6 +14,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from gateway.commands.schema import CommandSchema
+
 _DIALOG_CSS = """
 {name} {{
     align: center middle;
@@ -108,19 +110,26 @@ def parse_ttl(text: str) -> int | None:
 
 
 class SendScreen(ModalScreen[SendRequest | None]):
-    """Asks for a JSON command (and an optional time to live) for one device."""
+    """Asks for a JSON command (and an optional time to live) for one device, checked
+    against the device's command schema when its listing gave one: the gateway would refuse
+    the command anyway, but here it can still be corrected."""
 
     DEFAULT_CSS = _DIALOG_CSS.format(name="SendScreen")
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, device: str, example: str = "") -> None:
+    def __init__(
+        self, device: str, example: str = "", schema: CommandSchema | None = None
+    ) -> None:
         super().__init__()
         self.device = device
         self.example = example
+        self.schema = schema
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(Text(f"Send a command to {self.device}", style="bold"))
+            if self.schema is not None and self.schema.keys:
+                yield Label(Text(f"Keys: {', '.join(self.schema.keys)}"), id="keys")
             yield Label("Command (JSON object):")
             yield Input(placeholder=self.example or '{"on": true}', id="command")
             yield Label("Time to live in seconds (empty: the device's default):")
@@ -135,6 +144,9 @@ class SendScreen(ModalScreen[SendRequest | None]):
     def _submit(self) -> None:
         try:
             command = parse_command(self.query_one("#command", Input).value)
+            problem = None if self.schema is None else self.schema.problem(command)
+            if problem is not None:
+                raise ValueError(problem)
             ttl = parse_ttl(self.query_one("#ttl", Input).value)
         except ValueError as exc:
             self.query_one("#error", Label).update(Text(f"Error: {exc}"))
