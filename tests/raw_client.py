@@ -14,9 +14,21 @@ from gateway.mqtt.packets import PROTOCOL_V311, Connect, Packet
 
 
 class RawClient:
-    def __init__(self, port: int, version: int = PROTOCOL_V311, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        version: int = PROTOCOL_V311,
+        timeout: float = 5.0,
+        *,
+        unix: str | None = None,
+    ) -> None:
         self.version = version
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if unix is None:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(unix)
         self.decoder = StreamDecoder(protocol_version=version)
         self.inbox: list[Packet] = []
 

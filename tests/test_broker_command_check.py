@@ -125,29 +125,6 @@ def test_mqtt5_publisher_gets_the_reason_code_and_string(
     assert device(h).publishes() == []  # never delivered
 
 
-def test_no_reason_string_for_a_client_that_asked_for_none() -> None:
-    h = Harness()
-    asleep(h)
-    app = h.connect("app", V5, properties=props(request_problem_information=0))
-    (ack,) = only(app.publish(SET, b'{"target_temp": 99}', qos=1), PubAck)
-    assert ack.reason_code == IMPLEMENTATION_SPECIFIC_ERROR
-    assert ack.properties.reason_string is None
-    # The next client on the same connection id is not affected.
-    app.lose()
-    other = h.connect("other", V5)
-    (ack,) = only(other.publish(SET, b'{"target_temp": 99}', qos=1), PubAck)
-    assert ack.properties.reason_string is not None
-
-
-def test_no_reason_string_that_would_not_fit_the_clients_maximum_packet_size() -> None:
-    h = Harness()
-    asleep(h)
-    app = h.connect("app", V5, properties=props(maximum_packet_size=32))
-    (ack,) = only(app.publish(SET, b'{"target_temp": 99}', qos=1), PubAck)
-    assert ack.reason_code == IMPLEMENTATION_SPECIFIC_ERROR
-    assert ack.properties.reason_string is None
-
-
 def test_a_valid_command_gets_the_ordinary_acknowledgement() -> None:
     h = Harness()
     asleep(h)

@@ -111,8 +111,6 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
         if conn.session is not None:
             self._violation(conn, _PROTOCOL_ERROR, now)  # a second CONNECT (§3.1.0-2)
             return
-        if packet.properties.request_problem_information == 0:
-            self._no_problem_info.add(conn_id)  # forgotten in connection_lost
         self._connect(conn, packet, identity, now)
 
     def handle(self, conn_id: int, packet: Packet, now: float) -> None:
@@ -158,7 +156,6 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
 
     def connection_lost(self, conn_id: int, now: float) -> None:
         self._clock(now)
-        self._no_problem_info.discard(conn_id)
         conn = self._conns.pop(conn_id, None)
         if conn is None:
             return

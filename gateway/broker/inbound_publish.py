@@ -96,7 +96,7 @@ class InboundPublish(Disconnects):
                 # A device refused the command (command_check.py): what the publisher must
                 # fix comes first, even if other subscribers got the message.
                 rc = _PAYLOAD_FORMAT if flags & PAYLOAD_INVALID else _IMPLEMENTATION_SPECIFIC
-                ack_props = self._refusal_properties(conn)
+                ack_props = self._refusal_properties()
             elif flags & REJECTED:
                 rc = _QUOTA
             elif not flags:
@@ -111,17 +111,12 @@ class InboundPublish(Disconnects):
                     self._store.append(PutInboundQos2(s.client_id, pid))
             self._actions.append(Send(conn.conn_id, PubRec(pid, rc, ack_props)))
 
-    def _refusal_properties(self, conn: Connection) -> Properties:
-        """The reason string of a refused command, unless the client asked for none
-        (Request Problem Information 0, §3.1.2.11.7) or it would not fit the client's
-        Maximum Packet Size."""
+    def _refusal_properties(self) -> Properties:
+        """The reason string of a refused command. (The shell leaves it out for a client
+        that asked for no problem information or whose Maximum Packet Size it would break:
+        mqtt/packet_size.py.)"""
         reason = self._refusal
-        if reason is None or conn.conn_id in self._no_problem_info:
-            return NO_PROPERTIES
-        size = len(reason.encode()) + 16  # fixed header, packet id, reason code, property
-        if conn.max_packet_size and size > conn.max_packet_size:
-            return NO_PROPERTIES
-        return Properties(reason_string=reason)
+        return NO_PROPERTIES if reason is None else Properties(reason_string=reason)
 
     def _on_pubrel(self, conn: Connection, s: Session, pid: int) -> None:
         inbound = s.inbound_qos2

@@ -76,8 +76,6 @@ class BrokerState:
         self._sessions_version = 0
         self._queues_version = 0
         self._events: deque[dict[str, object]] = deque(maxlen=EVENT_RING_SIZE)
-        # Connections whose client asked for no reason strings (Request Problem Information 0).
-        self._no_problem_info: set[int] = set()
         self._event_seq = 0
         self.stats.on_drop = self._on_drop
 

@@ -19,7 +19,7 @@ from gateway.broker.effects import ConnectionInfo, Identity
 from gateway.mqtt.aliases import InboundAliases, OutboundAliases
 from gateway.mqtt.codec import StreamDecoder, encode, encode_publish
 from gateway.mqtt.errors import MQTTError, UnsupportedProtocolVersion
-from gateway.mqtt.packet_size import encode_within
+from gateway.mqtt.packet_size import encode_for_peer
 from gateway.mqtt.packets import (
     PROTOCOL_V5,
     PROTOCOL_V311,
@@ -60,7 +60,10 @@ class MQTTConnection(asyncio.Protocol):
         self._pending: collections.deque[Packet] = collections.deque()
         self._busy = False  # an awaited step (auth, commit) is under way
         self._out: list[bytes] = []
-        self.peer_max_packet_size = 0  # the client's Maximum Packet Size (5.0); 0 = none
+        # What the client's CONNECT asked of our packets (5.0): Maximum Packet Size (0 =
+        # none) and Request Problem Information (reason strings, user properties).
+        self.peer_max_packet_size = 0
+        self.peer_problem_info = True
         self._inbound_aliases: InboundAliases | None = None
         self._outbound_aliases: OutboundAliases | None = None
 
@@ -149,6 +152,7 @@ class MQTTConnection(asyncio.Protocol):
         self.protocol_version = packet.protocol_version
         if packet.protocol_version == PROTOCOL_V5:
             self.peer_max_packet_size = packet.properties.maximum_packet_size or 0
+            self.peer_problem_info = packet.properties.request_problem_information != 0
             self._inbound_aliases = InboundAliases(self.server.topic_alias_maximum)
             client_max = packet.properties.topic_alias_maximum or 0
             if client_max:
@@ -239,8 +243,10 @@ class MQTTConnection(asyncio.Protocol):
             if self._outbound_aliases is not None:
                 packet = self._outbound_aliases.apply(packet)
             self._out.append(encode_publish(packet, self.protocol_version))
-        elif self.peer_max_packet_size:
-            data = encode_within(packet, self.protocol_version, self.peer_max_packet_size)
+        elif self.peer_max_packet_size or not self.peer_problem_info:
+            data = encode_for_peer(
+                packet, self.protocol_version, self.peer_max_packet_size, self.peer_problem_info
+            )
             if data is not None:
                 self._out.append(data)
         else:
