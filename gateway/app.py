@@ -19,6 +19,7 @@ from devices.supervisor import Supervisor
 from gateway.admin.service import AdminService
 from gateway.auth.passwords import PasswordFileError
 from gateway.broker.core import VERSION, Broker
+from gateway.broker.records import Snapshot
 from gateway.config import (
     ConfigError,
     DevicesConfig,
@@ -28,9 +29,10 @@ from gateway.config import (
     load_config,
     with_demo,
 )
-from gateway.persistence import MemoryStore, SqliteStore, Store
+from gateway.persistence import MemoryStore, SqliteStore, Store, StoreError
 from gateway.reload import plan_reload
 from gateway.server.server import ListenerSpec, Server
+from gateway.startup import StartupError, cannot_listen
 from gateway.systemd import Notifier
 
 log = logging.getLogger("gateway")
@@ -175,14 +177,52 @@ class Gateway:
             ("store/size_bytes", str(store.size_bytes)),
         ]
 
+    @property
+    def _config_file(self) -> str:
+        return str(self.config_path) if self.config_path is not None else "the configuration"
+
     async def start(self) -> None:
+        """Start everything; StartupError (one line for a person) if the store cannot be
+        opened or a listener cannot be bound. A failed start closes what it opened, so the
+        process can exit at once (the store's thread would otherwise keep it alive)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._abandon_start()
+            raise
+
+    async def _abandon_start(self) -> None:
+        for step in (self._stop_services, self.server.stop, self.store.close):
+            try:
+                await step()
+            except Exception:
+                log.debug("cleaning up after a failed start: %s failed", step, exc_info=True)
+
+    async def _open_store(self) -> Snapshot:
+        try:
+            return await self.store.open()
+        except StoreError as exc:
+            raise StartupError(f"{exc} (persistence.path in {self._config_file})") from exc
+
+    async def _bind_listeners(self) -> None:
+        try:
+            await self.server.start(serve=False)
+        except OSError as exc:
+            # Server.start binds the listeners in order: the ones before the failure are bound.
+            index = len(self.server.bound)
+            if index >= len(self.config.listeners):
+                raise StartupError(f"cannot listen: {exc}") from exc
+            listener = self.config.listeners[index]
+            raise StartupError(cannot_listen(listener, index, exc, self._config_file)) from exc
+
+    async def _start(self) -> None:
         started = time.monotonic()
-        snapshot = await self.store.open()
+        snapshot = await self._open_store()
         self.broker.restore(snapshot, time.time())
         # Listeners are bound now (a port in use fails at once) but take clients only once the
         # declared devices' sessions exist: a command sent at the first start must find the
         # session it is queued in.
-        await self.server.start(serve=False)
+        await self._bind_listeners()
         # Everything restored lives as long as the process: keep it out of every future
         # garbage collection instead of rescanning it each time.
         gc.collect()
@@ -343,9 +383,17 @@ class Gateway:
                 log.info("  applied: %s", change)
             for key in plan.restart_needed:
                 log.warning("  %s changed: needs a restart, the old value stays in force", key)
+            for change in plan.weakened:
+                log.warning("  access weakened: %s", change)
             return list(plan.applied)
 
     async def stop(self) -> None:
+        await self._stop_services()
+        await self.server.stop()
+        await self.store.close()
+
+    async def _stop_services(self) -> None:
+        """The admin API, the device bridge and the demo: the broker's own clients."""
         admin, self.admin = self.admin, None
         if admin is not None:
             await admin.stop()
@@ -357,8 +405,6 @@ class Gateway:
             except Exception:
                 log.exception("stopping the device supervisor failed")
         await self._stop_demo()
-        await self.server.stop()
-        await self.store.close()
 
 
 def _serving_status(gateway: Gateway) -> str:
@@ -389,13 +435,38 @@ async def _report_status(gateway: Gateway, notifier: Notifier, every: float = 5.
             shown = status
 
 
+def _build(config: GatewayConfig, config_path: Path | None) -> Gateway:
+    """The gateway, or StartupError for a file the config names that changed since it was
+    checked (certificates and the password file are read again here)."""
+    where = str(config_path) if config_path is not None else "the configuration"
+    try:
+        return Gateway(config, config_path=config_path)
+    except PasswordFileError as exc:
+        raise StartupError(f"{exc} (auth.password_file in {where})") from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"cannot load a TLS certificate or key: {exc} (listeners in {where})"
+        ) from exc
+
+
 async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
     notifier = Notifier()
     notifier.status("starting")
     # Pinging already: systemd counts the watchdog from start-up, and restoring a large store
     # keeps the loop running (TimeoutStartSec covers a start-up that never finishes).
     notifier.start_watchdog()
-    gateway = Gateway(config, config_path=config_path)
+    try:
+        await _serve(config, config_path, notifier)
+    except StartupError as exc:
+        notifier.status(f"failed to start: {exc}")  # what `systemctl status` shows
+        raise
+    finally:
+        await notifier.stop_watchdog()
+        notifier.close()
+
+
+async def _serve(config: GatewayConfig, config_path: Path | None, notifier: Notifier) -> None:
+    gateway = _build(config, config_path)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[None]] = set()
     started = False
@@ -433,12 +504,12 @@ async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
     for task in list(reloads):
         await task  # a reload half-way through finishes before the server goes away
     await gateway.stop()
-    await notifier.stop_watchdog()
-    notifier.close()
     log.info("stopped")
 
 
 def run(config: GatewayConfig, *, config_path: Path) -> int:
+    """Run until SIGTERM/SIGINT; 0 once stopped. Raises StartupError if the gateway cannot
+    start (its traceback is logged at debug level only)."""
     # The broker allocates many short-lived objects per message but creates few cycles:
     # CPython's default generation-0 threshold (700) made collections a large share of
     # CPU under load (bench/), so collect less often.
@@ -448,5 +519,9 @@ def run(config: GatewayConfig, *, config_path: Path) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log.info("edge-gateway starting with %s", config_path)
-    asyncio.run(serve(config, config_path))
+    try:
+        asyncio.run(serve(config, config_path))
+    except StartupError:
+        log.debug("the gateway could not start", exc_info=True)
+        raise
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from gateway.auth.passwords import (
     set_user,
     validate_username,
 )
+from gateway.broker.core import VERSION
 from gateway.config import (
     ConfigError,
     GatewayConfig,
@@ -26,6 +28,7 @@ from gateway.config import (
     load_config,
     with_demo,
 )
+from gateway.startup import StartupError
 from gateway.tui.main import TuiError, run_tui
 from gateway.tui.main import add_arguments as add_tui_arguments
 
@@ -33,6 +36,8 @@ PROG = "edge-gateway"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2  # also argparse's exit code for a bad command line
+# Output cut short (`check-config | head -1`): what a tool killed by SIGPIPE reports.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 class CliError(Exception):
@@ -44,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="A home gateway in one process: durable MQTT broker, device bridge, TUI.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = commands.add_parser("run", help="run the gateway")
@@ -215,20 +221,39 @@ def _cmd_tui(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _cmd_run(args.config, args.demo)
+    if args.command == "check-config":
+        return _cmd_check_config(args.config, sys.stdout)
+    if args.command == "passwd":
+        return _cmd_passwd(args.file, args.user, args.delete, sys.stdout)
+    if args.command == "tui":
+        return _cmd_tui(args)
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return _cmd_run(args.config, args.demo)
-        if args.command == "check-config":
-            return _cmd_check_config(args.config, sys.stdout)
-        if args.command == "passwd":
-            return _cmd_passwd(args.file, args.user, args.delete, sys.stdout)
-        if args.command == "tui":
-            return _cmd_tui(args)
+        status = _dispatch(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then handled below
+        return status
     except CliError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_CONFIG if args.command in ("run", "check-config") else EXIT_FAILURE
+    except StartupError as exc:
+        # Not EXIT_CONFIG: the unit restarts the gateway, and a port or store that is busy
+        # now may be free in a moment.
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more, and keep Python from failing
+        # again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except PasswordFileError as exc:
         # check-config: the file changed between loading and listing.
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -236,4 +261,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, EOFError):
         print(file=sys.stderr)
         return 130
-    raise AssertionError(f"unhandled command {args.command!r}")

@@ -12,6 +12,7 @@ import difflib
 import fnmatch
 import ipaddress
 import os
+import pwd
 import re
 import ssl
 from collections.abc import Callable, Iterator
@@ -642,9 +643,26 @@ def _read_listener(src: _Source, path: str, raw: object) -> ListenerConfig:
     return listener
 
 
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
 def _existing_file(section: _Map, key: str, value: Path) -> Path:
     if not value.is_file():
         raise section.error(key, f"expected an existing file, got '{value}' (not found)")
+    try:
+        with open(value, "rb"):
+            pass
+    except PermissionError:
+        # Checked here so that the message names the file: OpenSSL's error does not.
+        raise section.error(
+            key, f"cannot read '{value}': permission denied (make it readable by user {_user()})"
+        ) from None
+    except OSError as exc:
+        raise section.error(key, f"cannot read '{value}': {exc.strerror or exc}") from None
     return value
 
 
@@ -1206,6 +1224,50 @@ def _record_lines(src: _Source, node: yaml.Node, path: str, lines: dict[str, int
             _record_lines(src, item, child, lines)
 
 
+# What a file without a single setting almost always is: a write cut short (disk full, power
+# lost, an editor's half-saved buffer). Running on defaults would quietly drop passwords and
+# ACLs, so it is refused; `{}` asks for every default on purpose.
+EMPTY_CONFIG = (
+    "no settings in the file (empty, or only comments: a truncated write?); restore it "
+    "from the shipped config.yaml, or write {} to run with every default"
+)
+
+_CLOSERS = {"flow mapping": ("{", "}"), "flow sequence": ("[", "]")}
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[yaml.Mark | None, str]:
+    """Where a YAML error is and what it is, in words a person editing the file can act on.
+
+    PyYAML reports where it gave up, which for an unclosed quote or bracket is often the end of
+    the file; the line that needs fixing is where the quote or bracket was opened.
+    """
+    context, problem = exc.context or "", exc.problem or ""
+    opened, mark = exc.context_mark, exc.problem_mark or exc.context_mark
+    collection = _CLOSERS.get(context.removeprefix("while parsing a "))
+    if "'\\t'" in problem:
+        return mark, "a tab character: indent with spaces (YAML does not allow tabs)"
+    if "quoted scalar" in context and "end of stream" in problem and opened is not None:
+        return opened, "the quote opened here is never closed"
+    if (
+        collection is not None
+        and opened is not None
+        and mark is not None
+        and mark.line > opened.line
+    ):
+        opener, closer = collection
+        return opened, (
+            f"the '{opener}' opened here is not closed "
+            f"(expected '{closer}' before line {mark.line + 1})"
+        )
+    if "expected <block end>" in problem:
+        return mark, "bad indentation: the line does not line up with the keys above it"
+    if "mapping values are not allowed here" in problem:
+        return mark, (
+            "unexpected ':': the line is indented too far, or a value containing ': ' needs quotes"
+        )
+    return mark, " ".join(part for part in (context, problem) if part) or str(exc)
+
+
 def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     """Parse and validate configuration text; ``source`` names it in error messages."""
     lines: dict[str, int] = {}
@@ -1213,12 +1275,12 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
-        if node is not None:
-            _record_lines(src, node, "", lines)
-        data: object = loader.construct_document(node) if node is not None else None
+        if node is None:
+            raise ConfigError(source, "", EMPTY_CONFIG)
+        _record_lines(src, node, "", lines)
+        data: object = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
+        mark, problem = _yaml_problem(exc)
         if mark is None:
             raise ConfigError(source, "", f"YAML syntax error: {problem}") from None
         raise ConfigError(

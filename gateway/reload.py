@@ -5,13 +5,20 @@ connection limits the server checks as clients arrive take effect at once; every
 connection is kept. Anything bound or opened at start-up (listeners, the store), the topic
 prefix and the device bridge would need a restart: a change there is reported, not applied,
 and the configuration in force keeps the old values so that it describes what runs.
+
+A file that does not load is refused by the loader (the old configuration stays). A file
+that loads but gives clients more access than before is applied, since that may be what the
+administrator meant, but every such change is named (``weakened_access``) so that a
+half-saved file that lost its ``auth:`` section is noticed in the log.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 
-from gateway.config import GatewayConfig, LimitsConfig
+from gateway.auth.acl import AclRule
+from gateway.config import AclConfig, AuthConfig, GatewayConfig, LimitsConfig, ListenerConfig
 
 # Limits the server reads for each new connection, so a new value simply applies to the next.
 LIVE_LIMITS: tuple[str, ...] = ("connect_timeout", "max_connections")
@@ -33,6 +40,8 @@ class ReloadPlan:
     config: GatewayConfig  # the configuration in force after the reload
     applied: tuple[str, ...]  # human-readable changes that take effect now
     restart_needed: tuple[str, ...]  # changed keys that are kept at their old values
+    # Changes that give clients more access than before, now or at the next restart.
+    weakened: tuple[str, ...] = ()
 
 
 def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
@@ -72,4 +81,79 @@ def plan_reload(old: GatewayConfig, new: GatewayConfig) -> ReloadPlan:
         applied.append(f"logging.level: {old.logging.level} -> {new.logging.level}")
 
     config = replace(old, auth=new_auth, logging=new.logging, limits=limits)
-    return ReloadPlan(config=config, applied=tuple(applied), restart_needed=tuple(restart))
+    return ReloadPlan(
+        config=config,
+        applied=tuple(applied),
+        restart_needed=tuple(restart),
+        weakened=weakened_access(old, new),
+    )
+
+
+# --- what gives clients more access ---------------------------------------------------------
+
+
+def weakened_access(old: GatewayConfig, new: GatewayConfig) -> tuple[str, ...]:
+    """The changes from ``old`` (in force) to ``new`` (the file) that let clients do more,
+    each in words for the log. Listener changes count although they wait for a restart: the
+    next restart would open them."""
+    return (
+        *acl_weakened(old.auth.acl, new.auth.acl),
+        *auth_weakened(old.auth, new.auth),
+        *listeners_weakened(old.listeners, new.listeners),
+    )
+
+
+def describe_rule(rule: AclRule) -> str:
+    actions = ",".join(sorted(rule.actions))
+    who = f"user {rule.user!r}"
+    if rule.client_id != "*":
+        who += f" client {rule.client_id!r}"
+    return f"{'allow' if rule.allow else 'deny'} {who} {actions} {rule.topic!r}"
+
+
+def acl_weakened(old: AclConfig, new: AclConfig) -> Iterator[str]:
+    if old.default == "deny" and new.default == "allow":
+        yield "auth.acl.default deny -> allow: every topic no rule names is open to every client"
+    # Every rule that is gone is named, allow rules too (a lost one locks someone out): a file
+    # that lost half its rules should be noticed whichever half it lost.
+    kept = set(new.rules)
+    for rule in old.rules:
+        if rule not in kept:
+            yield f"auth.acl rule removed: {describe_rule(rule)}"
+
+
+def auth_weakened(old: AuthConfig, new: AuthConfig) -> Iterator[str]:
+    if old.password_file is not None and new.password_file is None:
+        yield (
+            f"auth.password_file removed (was {old.password_file}): user names are no longer "
+            "checked, every client is anonymous and rules for named users no longer apply"
+        )
+    added = sorted(set(new.admin_users) - set(old.admin_users))
+    if added:
+        yield (
+            f"auth.admin_users added: {', '.join(added)} (may use the admin API and are not "
+            "bound by the ACL)"
+        )
+
+
+def listeners_weakened(
+    old: Sequence[ListenerConfig], new: Sequence[ListenerConfig]
+) -> Iterator[str]:
+    before = {listener.name: listener for listener in old}
+    for index, listener in enumerate(new):
+        where = f"listeners[{index}] ({listener.name})"
+        previous = before.get(listener.name)
+        if previous is None:
+            if listener.allow_anonymous:
+                yield f"{where} added with anonymous clients allowed (at the next restart)"
+            if listener.admin:
+                yield f"{where} added: every client of it is an admin (at the next restart)"
+            continue
+        if listener.allow_anonymous and not previous.allow_anonymous:
+            yield f"{where}: anonymous clients allowed (at the next restart)"
+        if previous.require_client_cert and not listener.require_client_cert:
+            yield f"{where}: client certificates no longer required (at the next restart)"
+        if previous.type == "tls" and listener.type != "tls":
+            yield f"{where}: no longer TLS, passwords would cross the network in clear text"
+        if listener.admin and not previous.admin:
+            yield f"{where}: every client of it becomes an admin (at the next restart)"

@@ -52,9 +52,19 @@ def test_shipped_config_equals_defaults() -> None:
     assert load_config(REPO / "config.yaml") == GatewayConfig()
 
 
-def test_empty_file_is_all_defaults() -> None:
-    assert parse("") == GatewayConfig()
-    assert parse("# nothing\n") == GatewayConfig()
+@pytest.mark.parametrize("text", ["", "\n  \n", "# nothing\n", "# edge-gateway configuration\n#"])
+def test_a_file_without_settings_is_refused(text: str) -> None:
+    """Empty or comments only: almost always a write cut short, which must not silently turn
+    into a gateway without passwords and ACLs."""
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    assert caught.value.key_path == ""
+    assert "truncated" in caught.value.detail and "{}" in caught.value.detail
+
+
+def test_an_empty_mapping_is_all_defaults() -> None:
+    assert parse("{}\n") == GatewayConfig()
+    assert parse("# every default, on purpose\n{}\n") == GatewayConfig()
 
 
 def test_defaults_are_what_the_issue_asks_for() -> None:
@@ -394,6 +404,30 @@ def test_yaml_syntax_error_gives_file_and_line(tmp_path: Path) -> None:
     assert message.startswith(f"{path}:")
     assert caught.value.line in (3, 4)
     assert "YAML syntax error" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("listeners:\n  - type: tcp\n\thost: 127.0.0.1\n", 3, "a tab character"),
+        ("logging:\n\tlevel: info\n", 2, "indent with spaces"),
+        ('topic_prefix: "gw\nlisteners: []\n\nlogging: {level: info}\n', 1, "never closed"),
+        ("sys_interval: 3\ntopic_prefix: 'gw\n\n", 2, "the quote opened here"),
+        ("logging:\n  level: info\n limits: {}\n", 3, "bad indentation"),
+        ("listeners:\n  - type: tcp\n  port: 1883\n", 3, "bad indentation"),
+        ("logging:\n  level: info\n    foo: 1\n", 3, "indented too far"),
+        ("topic_prefix: a: b\n", 1, "needs quotes"),
+        ("listeners: [{type: tcp, port: 1883\n\nsys_interval: 3\n", 1, "'{' opened here"),
+        ("sys_interval: 3\nlisteners: [{type: tcp}\nlogging: {}\n", 2, "'[' opened here"),
+        ("listeners: *nowhere\n", 1, "undefined alias"),
+    ],
+)
+def test_yaml_syntax_error_points_at_the_line_to_fix(text: str, line: int, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml")
+    assert caught.value.line == line
+    assert caught.value.detail.startswith("YAML syntax error at column ")
+    assert words in caught.value.detail
 
 
 def test_missing_file(tmp_path: Path) -> None:

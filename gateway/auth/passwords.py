@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import pwd
 import secrets
 import tempfile
 from collections.abc import Mapping
@@ -212,10 +213,25 @@ def read_password_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PasswordFileError(path, "file not found") from None
+        raise PasswordFileError(
+            path, f"file not found (create it with `edge-gateway passwd {path} USER`)"
+        ) from None
+    except PermissionError:
+        raise PasswordFileError(
+            path,
+            f"permission denied: user {_user_name()} must be able to read it "
+            f"(e.g. chgrp edge-gateway {path} && chmod 0640 {path})",
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PasswordFileError(path, f"cannot read: {exc}") from None
     return parse_password_file(path, text)
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def _write_atomically(path: Path, text: str) -> None:

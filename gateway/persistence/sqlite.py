@@ -16,8 +16,11 @@ work stays a dict assignment.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import logging
 import os
+import pwd
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -361,6 +364,105 @@ async def _in_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connec
     return cast(T, result)
 
 
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _os_reason(exc: OSError) -> str:
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
+
+
+def _access_problem(path: Path, exc: OSError) -> str:
+    """What went wrong with ``path``, and the fix, for the errors a person can fix."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied on {path}: make it writable by user {_user()}"
+    if exc.errno == errno.EROFS:
+        return f"{path} is on a read-only file system"
+    return f"{path}: {_os_reason(exc)}"
+
+
+def _prepare_location(path: Path) -> None:
+    """The store's directory, created if missing; StoreError naming what is in the way."""
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise StoreError(
+                f"the store {path} is a directory: name a file in it, e.g. "
+                f"{path / 'edge-gateway.db'}"
+            )
+        return
+    except (FileExistsError, NotADirectoryError):
+        pass  # below: which part of the path is a file
+    except OSError as exc:
+        blocked = _first_existing(directory)
+        raise StoreError(
+            f"cannot create the store {path}: {_access_problem(blocked, exc)}"
+        ) from None
+    blocked = _first_existing(directory)
+    raise StoreError(f"cannot create the store {path}: {blocked} is a file, not a directory")
+
+
+def _first_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def _take_lock(path: Path) -> int:
+    """An exclusive flock on ``<path>.lock`` holding our pid; StoreError if another process
+    has it. flock, not the POSIX locks SQLite uses on the database itself: those are dropped
+    when any descriptor of the file is closed in the process, and they are per process."""
+    lock_path = Path(f"{path}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError as exc:
+        problem = _access_problem(lock_path if lock_path.exists() else path.parent, exc)
+        raise StoreError(f"cannot create the store {path}: {problem}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StoreError(f"cannot lock the store {path}: {_os_reason(exc)}") from None
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise StoreError(
+            f"the store {path} is in use by another edge-gateway{who}: stop it first, or give "
+            "each gateway its own store"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    connection = aiosqlite.connect(path, isolation_level=None, timeout=1.0)
+    try:
+        return await connection
+    except sqlite3.Error as exc:
+        # aiosqlite stops its worker thread without waiting for it; it must be gone before the
+        # event loop closes, or it reports to a closed loop ("Event loop is closed").
+        while connection._thread.is_alive():
+            await asyncio.sleep(0.005)
+        raise _open_error(path, exc) from exc
+
+
+def _open_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        problem = f"{exc}: make it and its directory writable by user {_user()}"
+    elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        problem = f"{exc}: another program has it open"
+    else:
+        problem = str(exc)
+    return StoreError(f"cannot open the store {path}: {problem}")
+
+
 def _utc_stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
@@ -414,18 +516,30 @@ class SqliteStore:
         self._max_ms = 0.0
         self._size = 0
         self.moved_aside: Path | None = None  # where a corrupt file went, if open() moved one
+        self._lock_fd: int | None = None  # <path>.lock, flocked while the store is open
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> Snapshot:
         if self._opened:
             raise RuntimeError("SqliteStore.open() called twice")
+        _prepare_location(self.path)
+        # Taken before SQLite touches the file: a second gateway on the same store stops here
+        # with a clear reason, and never reads, migrates or moves aside the first one's data.
+        self._lock_fd = _take_lock(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.path.parent}: {exc}") from exc
+            snapshot = await self._open_checked()
+        except BaseException:
+            self._release_lock()
+            raise
+        self._opened = True
+        self._wake = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_loop(), name=f"store-writer:{self.path}")
+        return snapshot
+
+    async def _open_checked(self) -> Snapshot:
         try:
-            snapshot = await self._open_file()
+            return await self._open_file()
         except _Corrupt as exc:
             log.error(
                 "persistence store %s is unreadable (%s); moved it to %s and starting with an "
@@ -435,19 +549,12 @@ class SqliteStore:
                 self.moved_aside,
             )
             try:
-                snapshot = await self._open_file()
+                return await self._open_file()
             except _Corrupt as again:
                 raise StoreError(f"fresh store {self.path} is unusable: {again}") from again
-        self._opened = True
-        self._wake = asyncio.Event()
-        self._writer = asyncio.create_task(self._write_loop(), name=f"store-writer:{self.path}")
-        return snapshot
 
     async def _open_file(self) -> Snapshot:
-        try:
-            conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=1.0)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        conn = await _connect(self.path)
         sync = self._synchronous
         try:
             found, snapshot, size = await _in_db_thread(conn, lambda db: _prepare(db, sync))
@@ -462,7 +569,7 @@ class SqliteStore:
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"cannot open {self.path}: {exc}") from exc
+                raise _open_error(self.path, exc) from exc
             raise
         if found != schema.SCHEMA_VERSION:
             log.info(
@@ -481,6 +588,11 @@ class SqliteStore:
             len(snapshot.retained),
         )
         return snapshot
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock; the file stays (removing it would race)
 
     def _move_aside(self) -> Path:
         base = f"{self.path}.corrupt-{_utc_stamp()}"
@@ -513,6 +625,7 @@ class SqliteStore:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await conn.close()
+        self._release_lock()
 
     # --- commits -----------------------------------------------------------------------------
 

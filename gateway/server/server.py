@@ -8,6 +8,7 @@ acknowledge (PUBACK/PUBREC) or deliver what the operations make durable.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -402,6 +403,9 @@ def _bound_unix_socket(path: Path) -> socket.socket:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_socket():
+        if _socket_answers(path):
+            # Another gateway serves it: taking the path over would cut that one's clients off.
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), str(path))
         path.unlink()  # a stale socket left by a crash would make bind fail
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -411,3 +415,15 @@ def _bound_unix_socket(path: Path) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except (TimeoutError, BlockingIOError):
+            return True  # a full backlog: still somebody's live socket
+        except OSError:
+            return False
+    return True
