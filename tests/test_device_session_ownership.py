@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho_helpers import V5, V311, Client
 from test_demo import FAST, commands
 from watcher import Watcher
@@ -128,3 +130,31 @@ async def test_a_user_session_is_not_taken_by_another_user(
         assert rc.value == 0 and flags.session_present
     finally:
         await asyncio.to_thread(back.disconnect)
+
+
+async def test_a_command_cannot_make_the_device_answer_on_the_admin_api(
+    gateway: tuple[Gateway, int],
+) -> None:
+    # The device session answers a request on its Response Topic with its own rights; a
+    # client that may not publish on gw/bridge/... must not be able to point it there.
+    gw, port = gateway
+    demo = gw.demo
+    assert demo is not None
+    app = await asyncio.to_thread(Client, port, "app", version=V5)
+    try:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "gw/bridge/request/delete_session"
+        props.CorrelationData = b'{"client_id": "phone"}'
+        info = app.c.publish("gw/demo-plug/set", b'{"on": true}', qos=1, properties=props)
+        await asyncio.to_thread(info.wait_for_publish, 5)
+        assert app.pubacks[info.mid].value == 0x87
+        # The same command with a response topic the client may use is carried out.
+        props.ResponseTopic = "app/replies"
+        await asyncio.to_thread(app.subscribe, "app/replies", 1)
+        info = app.c.publish("gw/demo-plug/set", b'{"on": true}', qos=1, properties=props)
+        await asyncio.to_thread(info.wait_for_publish, 5)
+        reply = await asyncio.to_thread(app.get, 5)
+        assert json.loads(reply.payload)["result"] == "delivered"
+        assert demo.plug.output is True
+    finally:
+        await asyncio.to_thread(app.disconnect)

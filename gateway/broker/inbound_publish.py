@@ -67,6 +67,12 @@ class InboundPublish(Disconnects):
             refusal = _NOT_AUTHORIZED
         elif settings.max_topic_levels and topic.count("/") >= settings.max_topic_levels:
             refusal = ReasonCode.TOPIC_NAME_INVALID
+        elif (
+            v5
+            and props.response_topic is not None
+            and not self._may_ask_for_answers_on(s, props.response_topic)
+        ):
+            refusal = _NOT_AUTHORIZED
         elif v5 and props.payload_format_indicator == 1 and not _is_utf8(p.payload):
             refusal = ReasonCode.PAYLOAD_FORMAT_INVALID
         if refusal:

@@ -30,12 +30,30 @@ class Wills(Routing):
             and not self.authorizer.can_publish(username, client_id, topic)
         ):
             return _NOT_AUTHORIZED
+        answers_on = will.properties.response_topic
+        if answers_on is not None and not exempt and not self._may_publish(
+            username, client_id, answers_on
+        ):
+            return _NOT_AUTHORIZED
         if v5:
             if will.qos > self.settings.max_qos:
                 return ReasonCode.QOS_NOT_SUPPORTED
             if will.retain and not self.settings.retain_available:
                 return ReasonCode.RETAIN_NOT_SUPPORTED
         return 0
+
+    def _may_publish(self, username: str | None, client_id: str, topic: str) -> bool:
+        """Could a client that is not ACL-exempt publish on ``topic`` itself?"""
+        if is_sys_topic(topic):
+            return False
+        return not self._checked(topic) or self.authorizer.can_publish(username, client_id, topic)
+
+    def _may_ask_for_answers_on(self, s: Session, response_topic: str) -> bool:
+        """May ``s`` name ``response_topic`` in a request? A responder (a device session,
+        the admin service) publishes its answer there with its own, wider rights, so only a
+        topic the requester could publish on itself may be named: otherwise a request would
+        make the gateway write wherever the requester may not (DESIGN §8)."""
+        return s.acl_exempt or self._may_publish(s.username, s.client_id, response_topic)
 
     def _release_will(self, s: Session, will: Will, now: float, takeover: bool) -> None:
         """The connection that carried ``will`` ended without a normal DISCONNECT."""
