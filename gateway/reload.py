@@ -14,7 +14,16 @@ from dataclasses import dataclass, fields, replace
 from gateway.config import GatewayConfig, LimitsConfig
 
 # Limits the server reads for each new connection, so a new value simply applies to the next.
-LIVE_LIMITS: tuple[str, ...] = ("connect_timeout", "max_connections")
+LIVE_LIMITS: tuple[str, ...] = (
+    "connect_timeout",
+    "max_connections",
+    "max_pending_per_address",
+    "max_pending_connections",
+    "send_stall_timeout",
+    "password_checks_per_address",
+    "password_checks_waiting",
+    "login_backoff_max",
+)
 
 # Top-level keys whose values are fixed once the gateway has started.
 _RESTART_KEYS: tuple[str, ...] = (
