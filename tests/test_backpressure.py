@@ -6,6 +6,7 @@ and is dropped if it reads nothing at all for limits.send_stall_timeout.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from abuse_tools import (
     PINGREQ,
     NonReader,
     Observer,
+    connect_packet,
     median_ms,
     qos1_publish_packet,
     subscribe_packet,
@@ -26,7 +28,12 @@ from paho_helpers import V5, Client
 
 from gateway.mqtt.codec import encode
 from gateway.mqtt.packets import PROTOCOL_V311, Publish, Will
-from gateway.server.connection import SLOW_CONSUMER_BYTES, WRITE_HIGH_WATER, MQTTConnection
+from gateway.server.connection import (
+    DRAIN_BATCH,
+    SLOW_CONSUMER_BYTES,
+    WRITE_HIGH_WATER,
+    MQTTConnection,
+)
 
 GatewayFactory = Callable[..., tuple[ThreadGateway, int]]
 
@@ -203,16 +210,47 @@ class FakeTransport:
         return None
 
 
+class CountingBroker:
+    def __init__(self) -> None:
+        self.handled = 0
+        self.stats = SimpleNamespace(bytes_received=0)
+
+    def handle(self, conn_id: int, packet: object, now: float) -> None:
+        self.handled += 1
+
+
 def _bare_connection() -> tuple[MQTTConnection, FakeTransport]:
     server: Any = SimpleNamespace(
         next_conn_id=lambda: 1,
         max_packet_size=1 << 20,
         stats=SimpleNamespace(write_pauses=0),
+        broker=CountingBroker(),
+        flush_effects=lambda origin=None: None,
     )
     conn = MQTTConnection(server, "tcp", True)
     transport = FakeTransport()
     conn.transport = cast(Any, transport)
     return conn, transport
+
+
+async def test_a_long_run_of_packets_lets_other_connections_go_first() -> None:
+    """One read can hold 100,000 PINGREQs: they are handled DRAIN_BATCH at a time, with a
+    turn of the event loop (other connections' reads) in between, and not read further
+    meanwhile."""
+    conn, transport = _bare_connection()
+    conn.decoder.feed(connect_packet("c", None, None, PROTOCOL_V311))  # as if connected
+    conn.connected = True
+    broker = conn.server.broker
+    conn.data_received(PINGREQ * (3 * DRAIN_BATCH + 5))
+    assert broker.handled == DRAIN_BATCH
+    assert not transport.reading
+    for batch in (2, 3):
+        await asyncio.sleep(0)
+        assert broker.handled == batch * DRAIN_BATCH
+        assert not transport.reading
+    await asyncio.sleep(0)
+    assert broker.handled == 3 * DRAIN_BATCH + 5
+    assert transport.reading
 
 
 def test_a_finished_commit_does_not_resume_a_client_whose_buffer_is_full() -> None:

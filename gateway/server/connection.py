@@ -58,6 +58,9 @@ LINGER_SECONDS = 2.0
 WRITE_HIGH_WATER = 64 * 1024
 # A TLS connection being closed waits this long for its peer's close_notify (asyncio: 30 s).
 TLS_SHUTDOWN_SECONDS = 5.0
+# Packets handed to the broker before their answers are performed (see _drain). Larger than a
+# read of any well-behaved client, so that group commits of a publisher are not split.
+DRAIN_BATCH = 1024
 # While its password is checked a client is still read from (a paused socket would not notice
 # that the client left, and its check must then be dropped), up to this many bytes.
 AUTH_INPUT_LIMIT = 64 * 1024
@@ -95,6 +98,7 @@ class MQTTConnection(asyncio.Protocol):
         self._pending: collections.deque[Packet] = collections.deque()
         self._busy = False  # an awaited step (auth, commit) is under way
         self._write_paused = False  # the transport's buffer is above its high-water mark
+        self._yielding = False  # a long run of packets lets other connections go first
         self._written = 0  # bytes handed to the transport
         self._auth_input = 0  # bytes read while authenticating
         self._drained = 0  # bytes that had left the transport at the last progress check
@@ -186,7 +190,7 @@ class MQTTConnection(asyncio.Protocol):
             self._refuse_bad_input(exc)
             return
         self._pending.extend(packets)
-        if not self._busy and not self._write_paused:
+        if not self._busy and not self._write_paused and not self._yielding:
             self._drain()
 
     def eof_received(self) -> bool | None:
@@ -233,9 +237,17 @@ class MQTTConnection(asyncio.Protocol):
     # --- inbound ----------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Hand buffered packets to the broker until one needs to wait."""
+        """Hand buffered packets to the broker until one needs to wait.
+
+        Every DRAIN_BATCH packets, what the broker answered is performed and this client's
+        share written at once, and the other connections get their turn before the next
+        batch: one read can hold 100,000 PINGREQs, whose answers as objects took ~20 MB, and
+        whose handling held up everyone else for a quarter of a second. Written in batches,
+        a full send buffer stops the loop (pause_writing) after one batch.
+        """
         broker = self.server.broker
         pending = self._pending
+        handled = 0
         while pending and not self.closed and not self._write_paused:
             packet = pending.popleft()
             if not self.connected:
@@ -253,7 +265,22 @@ class MQTTConnection(asyncio.Protocol):
                     self.server.flush_effects(origin=self)
                     return
             broker.handle(self.conn_id, packet, time.time())
+            handled += 1
+            if handled == DRAIN_BATCH and pending:
+                self.server.flush_effects(origin=self)
+                if self._busy:  # a commit to wait for: continue_after_wait() goes on
+                    return
+                self.flush()
+                if pending and not self._write_paused and not self.closed:
+                    self._yielding = True
+                    self._pause()
+                    asyncio.get_running_loop().call_soon(self._end_yield)
+                return
         self.server.flush_effects(origin=self)
+
+    def _end_yield(self) -> None:
+        self._yielding = False
+        self._continue()
 
     def _begin_connect(self, packet: Connect) -> None:
         self.server.connect_received(self)
@@ -305,14 +332,16 @@ class MQTTConnection(asyncio.Protocol):
         self._continue()
 
     def _continue(self) -> None:
-        """Go on reading, unless a wait (``_busy``) or a full send buffer still holds."""
-        if self.closed or self._busy or self._write_paused:
+        """Go on reading, unless a wait (``_busy``), a full send buffer or a turn given to
+        the other connections still holds."""
+        if self.closed or self._busy or self._write_paused or self._yielding:
             return
         if self._pending:
             self._drain()
         if (
             not self._busy
             and not self._write_paused
+            and not self._yielding
             and not self.closed
             and self.transport is not None
         ):
