@@ -281,17 +281,21 @@ def part_flood(workdir: Path, args: argparse.Namespace, sizes: Sizes) -> list[st
         flood = PasswordFlood(broker.port, connections=sizes.flood_connections).start()
         time.sleep(min(2.0, sizes.flood_seconds / 3))  # in full swing
         started = time.monotonic()
+        budget = started + sizes.flood_seconds + 15  # a starved broker must not hold us up
         latencies: list[float] = []
         failed = 0
         reload_s: float | None = None
         for i in range(sizes.users):
-            took = _login_seconds(broker.port, f"user{i}", f"pw-{i}".encode(), timeout=15)
+            timeout = min(15.0, budget - time.monotonic())
+            took = None
+            if timeout > 0:
+                took = _login_seconds(broker.port, f"user{i}", f"pw-{i}".encode(), timeout)
             if took is None:
                 failed += 1
             else:
                 latencies.append(took)
             if i == sizes.users // 2:
-                reload_s = broker.reload_seconds()
+                reload_s = broker.reload_seconds(timeout=30)
             # Spread the logins over the flood.
             time.sleep(max(0.0, sizes.flood_seconds / sizes.users - (took or 0)))
         elapsed = time.monotonic() - started
@@ -304,8 +308,8 @@ def part_flood(workdir: Path, args: argparse.Namespace, sizes: Sizes) -> list[st
     print(
         f"gateway   {sizes.flood_connections} attackers for {elapsed:.0f} s: real users' "
         f"CONNACK p50 {p50:.0f} ms, max {worst:.0f} ms ({len(latencies)} ok, {failed} not "
-        f"answered within 15 s); reload {reload_s or float('nan'):.3f} s during the flood "
-        f"({quiet_reload:.3f} s without)\n          attackers were answered: {answers}"
+        f"answered in time, 15 s at most); reload {reload_s or float('nan'):.3f} s during "
+        f"the flood ({quiet_reload:.3f} s without)\n          attackers were answered: {answers}"
     )
     figures.append(f"flood_login_p50_ms {p50:.1f}")
     figures.append(f"flood_login_max_ms {worst:.1f}")

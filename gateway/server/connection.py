@@ -8,8 +8,9 @@ natural back-pressure to a publisher that outruns the disk.
 
 It also stops reading while its own send buffer is above WRITE_HIGH_WATER: whatever a client
 provokes (PINGRESP, SUBACK, PUBACK, retained messages) then waits until it reads what it was
-sent, so a client that never reads costs a bounded buffer, not the gateway's memory. The two
-reasons to stop reading are independent; reading resumes only when neither holds.
+sent, so a client that never reads costs a bounded buffer, not the gateway's memory. And it
+hands a long run of packets to the broker in batches, letting the other connections go in
+between. The reasons to stop reading are independent; reading resumes only when none holds.
 
 TLS is started here, after the server admitted the connection (gateway/server/server.py): the
 TLS layer allocates a large buffer per connection, which must not exist for connections that
@@ -230,7 +231,7 @@ class MQTTConnection(asyncio.Protocol):
             return
         drained = self._written - self.transport.get_write_buffer_size()
         unacked = _unacknowledged(self.transport)
-        if (drained > self._drained or unacked < self._unacked) and self.stalled_since:
+        if (drained > self._drained or unacked < self._unacked) and self.stalled_since is not None:
             self.stalled_since = now
         self._drained, self._unacked = drained, unacked
 

@@ -515,9 +515,11 @@ class Server:
                     conn.abort()
             elif conn.stalled_since is not None:
                 # Not reading while its send buffer is full: the keep-alive cannot tell (we
-                # are not reading it), the stall clock can.
+                # are not reading it), the stall clock can. The gateway's own device sessions
+                # are never dropped for it: that would silently stop command delivery.
                 conn.check_progress(now_mono)
-                if now_mono - conn.stalled_since > self.send_stall_timeout:
+                trusted = conn.info is not None and conn.info.trusted
+                if now_mono - conn.stalled_since > self.send_stall_timeout and not trusted:
                     self.stats.send_stalls += 1
                     self._log_stall(
                         "dropping %s (%s): it has read nothing of what it was sent for %g s",
