@@ -39,6 +39,7 @@ from gateway.auth.passwords import hash_password, set_user
 from gateway.config import ConfigError, parse_config
 from gateway.mqtt.packets import PROTOCOL_V5, PROTOCOL_V311, ConnAck
 from gateway.reload import plan_reload
+from gateway.server.pending import PendingConnections, Verdict
 
 GatewayFactory = Callable[..., tuple[ThreadGateway, int]]
 
@@ -298,9 +299,9 @@ def test_silent_and_half_tls_handshakes_cost_little_and_are_closed_in_time(
         figures = _sys_values(
             client,
             "$SYS/broker/connections/",
-            lambda v: v["refused/pending_per_address"] >= 1500 - 32 and v["connect_timeouts"] > 0,
+            lambda v: v["refused/pending_per_address"] >= 1500 - 64 and v["connect_timeouts"] > 0,
         )
-        assert figures["refused/pending_per_address"] >= 1500 - 32, figures
+        assert figures["refused/pending_per_address"] >= 1500 - 64, figures  # 32 + 32 waiting
         assert figures["connect_timeouts"] >= 1, figures
         client.publish("still/fine", b"x", qos=1)
         client.disconnect()
@@ -310,25 +311,73 @@ def test_silent_and_half_tls_handshakes_cost_little_and_are_closed_in_time(
 
 
 def test_pending_connections_are_capped_per_address(gateway_factory: GatewayFactory) -> None:
-    gw, port = gateway_factory({"limits": {"max_pending_per_address": 3}})
+    gw, port = gateway_factory({"limits": {"max_pending_per_address": 3, "connect_timeout": 3}})
+    server = gw.gateway.server
+    started = time.monotonic()
     silent = open_connections(port, 3, source=ATTACKER)
+    waiting = open_connections(port, 3, source=ATTACKER)  # their turn comes later
     surplus = open_connections(port, 1, source=ATTACKER)
-    # Closed at once, long before the connect timeout (10 s).
-    assert wait_closed(surplus, 3)[0] == 1
-    assert wait_closed(silent, 0.3)[0] == 0
+    # Closed at once, long before the connect timeout.
+    assert wait_closed(surplus, 1)[0] == 1
+    assert time.monotonic() - started < 2
+    assert wait_closed(silent + waiting, 0.3)[0] == 0
+    assert gw.call(lambda: (server.pending_connections, server.stats.pending_waits)) == (3, 3)
     # Other addresses are not affected.
     local = RawConn(port)
     assert local.connect("local").reason_code == 0
-    # A connection that sent its CONNECT is no longer pending: room for one more.
+    # A connection that sent its CONNECT is no longer pending: a waiting one takes its turn.
     silent[0].setblocking(True)
     silent[0].sendall(connect_packet("was-silent", None, None, PROTOCOL_V311))
-    assert wait_for(lambda: gw.call(lambda: gw.gateway.server.pending_connections) == 2)
-    again = open_connections(port, 1, source=ATTACKER)
-    assert wait_closed(again, 0.5)[0] == 0
-    stats = gw.call(lambda: gw.gateway.server.stats)
-    assert stats.refused_pending_address == 1
-    close_all(silent + surplus + again)
+    assert wait_for(lambda: gw.call(lambda: server._pending.waiting) == 2)
+    assert gw.call(lambda: server.pending_connections) == 3
+    # The connect timeout, counted from accept, ends them all, waiting or not.
+    closed, _ = wait_closed(silent[1:] + waiting, 6)
+    assert closed == 5
+    assert gw.call(lambda: (server.pending_connections, server._pending.waiting)) == (0, 0)
+    assert gw.call(lambda: server.stats.refused_pending_address) == 1
+    close_all(silent + waiting + surplus)
     local.close()
+
+
+class _Conn:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed = False
+
+
+def test_pending_turns_per_address() -> None:
+    pending: PendingConnections[_Conn] = PendingConnections(per_address=2, total=5)
+    a = [_Conn(f"a{i}") for i in range(5)]
+    verdicts = [pending.arrive("A", c) for c in a]
+    assert verdicts == [Verdict.START] * 2 + [Verdict.WAIT] * 2 + [Verdict.REFUSE_ADDRESS]
+    assert pending.arrive("B", _Conn("b0")) is Verdict.START
+    # A turn passes to the next one still there; one that left is skipped.
+    a[2].closed = True
+    nxt = pending.done("A")
+    assert nxt is a[3]
+    assert pending.done("A") is None  # nobody waits any more
+    assert (pending.count, pending.waiting) == (2, 0)  # a3 and b0
+    # The total is a hard cap on started connections, waiting or not.
+    for i in range(3):
+        assert pending.arrive(f"C{i}", _Conn("c")) is Verdict.START
+    assert pending.arrive("D", _Conn("d")) is Verdict.REFUSE_TOTAL
+    assert pending.arrive("A", _Conn("a5")) is Verdict.REFUSE_TOTAL
+    pending.leave_queue("A", a[0])  # harmless for a connection not queued
+    assert (pending.count, pending.waiting) == (5, 0)
+
+
+def test_a_burst_from_one_address_gets_in_whole(gateway_factory: GatewayFactory) -> None:
+    """A host whose clients all reconnect at once (after a restart, behind a NAT): more than
+    max_pending_per_address at a time, yet each CONNECT is answered."""
+    _, port = gateway_factory({"limits": {"max_pending_per_address": 4}})
+    socks = open_connections(port, 8, source=ATTACKER)
+    for i, sock in enumerate(socks):
+        sock.setblocking(True)
+        sock.sendall(connect_packet(f"burst-{i}", None, None, PROTOCOL_V311))
+    for sock in socks:
+        sock.settimeout(5)
+        assert sock.recv(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
+    close_all(socks)
 
 
 def test_max_connections_counts_tls_connections_from_accept(

@@ -90,6 +90,7 @@ class MQTTConnection(asyncio.Protocol):
         self.keep_alive = 0
         self.source: str | None = None  # the peer's address (None: Unix socket, in-process)
         self.pending = False  # counted by the server as accepted but not yet CONNECTed
+        self.waiting = False  # ... or waiting, unread, for a turn of its address to be so
         self.authenticating = False  # CONNECT received, its credentials being checked
         self.stalled_since: float | None = None  # send buffer full and not draining since
         self._tls = tls
@@ -132,10 +133,25 @@ class MQTTConnection(asyncio.Protocol):
             self.transport.abort()
             return
         self.server.broker.connection_opened(self.info, time.time())
+        if self.waiting:
+            self.transport.pause_reading()
+        elif self._tls is not None:
+            self._begin_tls()
+
+    def take_turn(self) -> None:
+        """The server let this waiting connection start (gateway/server/pending.py)."""
+        if self.closed or self.transport is None:
+            return
         if self._tls is not None:
-            self._handshaking = True
-            loop = asyncio.get_running_loop()
-            self._connect_task = loop.create_task(self._start_tls(self.transport, self._tls))
+            self._begin_tls()  # start_tls() resumes reading the socket itself
+        else:
+            self.transport.resume_reading()
+
+    def _begin_tls(self) -> None:
+        assert self.transport is not None and self._tls is not None
+        self._handshaking = True
+        loop = asyncio.get_running_loop()
+        self._connect_task = loop.create_task(self._start_tls(self.transport, self._tls))
 
     async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
         """The TLS handshake, within what is left of the connect timeout."""

@@ -33,6 +33,7 @@ from gateway.broker.session_info import SessionInfo
 from gateway.mqtt.reason_codes import ReasonCode
 from gateway.server.connection import SLOW_CONSUMER_BYTES, MQTTConnection
 from gateway.server.inprocess import open_in_process
+from gateway.server.pending import PendingConnections, Verdict
 from gateway.server.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,9 @@ class ListenerSpec:
 @dataclass(slots=True)
 class ServerStats:
     connections_refused: int = 0  # max_connections reached
-    refused_pending_address: int = 0  # max_pending_per_address reached
+    refused_pending_address: int = 0  # max_pending_per_address reached, and as many waiting
     refused_pending_total: int = 0  # max_pending_connections reached
+    pending_waits: int = 0  # connections that had to wait for a turn of their address
     connect_timeouts: int = 0  # TLS handshake and CONNECT not done within connect_timeout
     tls_failures: int = 0  # handshakes that failed or that the peer gave up
     keepalive_timeouts: int = 0
@@ -140,16 +142,15 @@ class Server:
         self.topic_alias_maximum = topic_alias_maximum
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
-        self.max_pending_per_address = max_pending_per_address
-        self.max_pending_connections = max_pending_connections
+        # Accepted network connections without a CONNECT yet (TLS handshakes included).
+        self._pending: PendingConnections[MQTTConnection] = PendingConnections(
+            max_pending_per_address, max_pending_connections
+        )
         self.send_stall_timeout = send_stall_timeout
         self.tick_interval = tick_interval
         self.stats = ServerStats()
         self.connections: dict[int, MQTTConnection] = {}
         self.outside_connections = 0  # connections counted against max_connections
-        # Accepted network connections without a CONNECT yet (TLS handshakes included).
-        self.pending_connections = 0
-        self._pending_by_address: dict[str, int] = {}
         self._log_refused = RateLimitedLog(log, logging.WARNING)
         self._log_timeout = RateLimitedLog(log, logging.INFO)
         self._log_tls = RateLimitedLog(log, logging.INFO)
@@ -302,11 +303,32 @@ class Server:
         self._next_conn_id += 1
         return self._next_conn_id
 
+    @property
+    def max_pending_per_address(self) -> int:
+        return self._pending.per_address
+
+    @max_pending_per_address.setter
+    def max_pending_per_address(self, value: int) -> None:
+        self._pending.per_address = value
+
+    @property
+    def max_pending_connections(self) -> int:
+        return self._pending.total
+
+    @max_pending_connections.setter
+    def max_pending_connections(self, value: int) -> None:
+        self._pending.total = value
+
+    @property
+    def pending_connections(self) -> int:
+        return self._pending.count
+
     def register(self, conn: MQTTConnection) -> bool:
         """Admit an outside connection as it is accepted, before any byte (or TLS buffer):
         within max_connections, and, for a network peer, within the caps on connections
-        without a CONNECT yet (the gateway's own in-process clients register themselves and
-        neither count nor get refused)."""
+        without a CONNECT yet (gateway/server/pending.py: it may have to wait for a turn,
+        ``conn.waiting``). The gateway's own in-process clients register themselves and
+        neither count nor get refused."""
         peer = conn.info.peer if conn.info is not None else "?"
         if self.max_connections and self.outside_connections >= self.max_connections:
             self.stats.connections_refused += 1
@@ -316,10 +338,8 @@ class Server:
             return False
         source = conn.source
         if source is not None:
-            if (
-                self.max_pending_connections
-                and self.pending_connections >= self.max_pending_connections
-            ):
+            verdict = self._pending.arrive(source, conn)
+            if verdict is Verdict.REFUSE_TOTAL:
                 self.stats.refused_pending_total += 1
                 self._log_refused(
                     "refusing %s on %s: %d connections without a CONNECT yet "
@@ -329,38 +349,43 @@ class Server:
                     self.pending_connections,
                 )
                 return False
-            pending = self._pending_by_address.get(source, 0)
-            if self.max_pending_per_address and pending >= self.max_pending_per_address:
+            if verdict is Verdict.REFUSE_ADDRESS:
                 self.stats.refused_pending_address += 1
                 self._log_refused(
-                    "refusing %s on %s: %d connections from %s without a CONNECT yet "
-                    "(limits.max_pending_per_address)",
+                    "refusing %s on %s: %d connections from %s without a CONNECT yet, and "
+                    "as many waiting for their turn (limits.max_pending_per_address)",
                     peer,
                     conn.listener_name,
-                    pending,
+                    self.max_pending_per_address,
                     source,
                 )
                 return False
-            self._pending_by_address[source] = pending + 1
-            self.pending_connections += 1
-            conn.pending = True
+            conn.pending = verdict is Verdict.START
+            conn.waiting = verdict is Verdict.WAIT
+            if conn.waiting:
+                self.stats.pending_waits += 1
         self.connections[conn.conn_id] = conn
         self.outside_connections += 1
         return True
 
     def connect_received(self, conn: MQTTConnection) -> None:
-        """The connection sent its CONNECT: it no longer counts as pending (its password
-        check, if any, is bounded by the authenticator's own limits)."""
+        """The connection sent its CONNECT (or went away): it no longer counts as pending
+        (its password check, if any, is bounded by the authenticator's own limits), and the
+        next connection waiting from its address gets its turn."""
+        if conn.waiting:
+            assert conn.source is not None
+            conn.waiting = False
+            self._pending.leave_queue(conn.source, conn)
+            return
         if not conn.pending:
             return
         conn.pending = False
-        self.pending_connections -= 1
         assert conn.source is not None
-        left = self._pending_by_address[conn.source] - 1
-        if left:
-            self._pending_by_address[conn.source] = left
-        else:
-            del self._pending_by_address[conn.source]
+        following = self._pending.done(conn.source)
+        if following is not None:
+            following.waiting = False
+            following.pending = True
+            following.take_turn()
 
     def unregister(self, conn: MQTTConnection) -> bool:
         if self.connections.pop(conn.conn_id, None) is None:
@@ -404,6 +429,7 @@ class Server:
             ("connections/pending", str(self.pending_connections)),
             ("connections/refused/pending_per_address", str(s.refused_pending_address)),
             ("connections/refused/pending_total", str(s.refused_pending_total)),
+            ("connections/pending_waits", str(s.pending_waits)),
             ("connections/tls_failures", str(s.tls_failures)),
             ("connections/write_pauses", str(s.write_pauses)),
             ("connections/send_stalls", str(s.send_stalls)),
