@@ -17,6 +17,7 @@ from devices.demo.demo import Demo, start_demo
 from devices.session import CLIENT_ID_PREFIX as DEVICE_CLIENT_ID_PREFIX
 from devices.supervisor import Supervisor
 from gateway.admin.service import AdminService
+from gateway.auth.checks import PasswordChecks
 from gateway.auth.passwords import PasswordFileError
 from gateway.broker.core import VERSION, Broker
 from gateway.broker.records import Snapshot
@@ -144,7 +145,9 @@ class Gateway:
             config.broker_settings(), reserved_client_id_prefixes=(DEVICE_CLIENT_ID_PREFIX,)
         )
         self.store = build_store(config)
-        self.authenticator = config.build_authenticator()
+        # Outlives reloads: an attacker's back-off must not start over with a new config.
+        self.password_checks = PasswordChecks(config.check_limits())
+        self.authenticator = config.build_authenticator(self.password_checks)
         self.broker = Broker(settings, config.build_authorizer())
         self.server = Server(
             self.broker,
@@ -155,6 +158,9 @@ class Gateway:
             topic_alias_maximum=settings.topic_alias_maximum,
             connect_timeout=config.limits.connect_timeout,
             max_connections=config.limits.max_connections,
+            max_pending_per_address=config.limits.max_pending_per_address,
+            max_pending_connections=config.limits.max_pending_connections,
+            send_stall_timeout=config.limits.send_stall_timeout,
         )
 
         self.broker.sys_extra = self._sys_figures
@@ -175,6 +181,8 @@ class Gateway:
             ("store/commit_ms/avg", f"{store.avg_commit_ms:.2f}"),
             ("store/commit_ms/max", f"{store.max_commit_ms:.2f}"),
             ("store/size_bytes", str(store.size_bytes)),
+            *self.server.guard_figures(),
+            *self.password_checks.figures(),
         ]
 
     @property
@@ -197,6 +205,7 @@ class Gateway:
                 await step()
             except Exception:
                 log.debug("cleaning up after a failed start: %s failed", step, exc_info=True)
+        self.password_checks.close()
 
     async def _open_store(self) -> Snapshot:
         try:
@@ -355,7 +364,7 @@ class Gateway:
                     new = with_demo(new, str(path))  # `run --demo` outlives the reload
                 plan = plan_reload(self.config, new)
                 # Both built before anything is swapped, so a failure leaves the old in force.
-                authenticator = plan.config.build_authenticator()
+                authenticator = plan.config.build_authenticator(self.password_checks)
                 authorizer = plan.config.build_authorizer()
             except PasswordFileError as exc:
                 error = ConfigError(str(path), "auth.password_file", str(exc))
@@ -368,6 +377,7 @@ class Gateway:
             self.authenticator = authenticator
             self.server.connect_timeout = plan.config.limits.connect_timeout
             self.server.max_connections = plan.config.limits.max_connections
+            self._apply_abuse_limits(plan.config)
             if plan.config.logging != self.config.logging:  # run() set it from the config
                 logging.getLogger().setLevel(plan.config.logging.level.upper())
             self.config = plan.config
@@ -387,9 +397,17 @@ class Gateway:
                 log.warning("  access weakened: %s", change)
             return list(plan.applied)
 
+    def _apply_abuse_limits(self, config: GatewayConfig) -> None:
+        limits = config.limits
+        self.server.max_pending_per_address = limits.max_pending_per_address
+        self.server.max_pending_connections = limits.max_pending_connections
+        self.server.send_stall_timeout = limits.send_stall_timeout
+        self.password_checks.configure(config.check_limits())
+
     async def stop(self) -> None:
         await self._stop_services()
         await self.server.stop()
+        self.password_checks.close()
         await self.store.close()
 
     async def _stop_services(self) -> None:

@@ -36,6 +36,7 @@ from gateway.auth.acl import (
     topic_filter_problem,
 )
 from gateway.auth.authenticator import Authenticator
+from gateway.auth.checks import CheckLimits, PasswordChecks
 from gateway.auth.passwords import PasswordFileError, read_password_file
 from gateway.broker.access import Authorizer
 from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits, QueueRule
@@ -129,6 +130,14 @@ class LimitsConfig:
     connect_timeout: float = 10.0
     max_connections: int = 0  # 0 = unlimited
     max_retained_messages: int = _BROKER_DEFAULTS.max_retained_messages
+    # Abuse limits before and after the CONNECT (config.yaml says why each exists).
+    max_pending_per_address: int = 32  # 0 = unlimited
+    max_pending_connections: int = 512  # 0 = unlimited
+    send_stall_timeout: float = 60.0
+    password_threads: int = 2
+    password_checks_per_address: int = 2
+    password_checks_waiting: int = 64
+    login_backoff_max: float = 4.0  # 0 = no back-off
     queue: QueueLimits = _QUEUE_DEFAULTS
     queue_rules: tuple[QueueRule, ...] = ()
 
@@ -292,12 +301,24 @@ class GatewayConfig:
             inner = Acl(acl.rules, acl.default, self.auth.admin_users)
         return BridgeGuard(self.topic_prefix, inner, self.auth.admin_users)
 
-    def build_authenticator(self) -> Authenticator:
-        """Raises PasswordFileError if the password file became unreadable since loading."""
+    def build_authenticator(self, checks: PasswordChecks | None = None) -> Authenticator:
+        """Raises PasswordFileError if the password file became unreadable since loading.
+        ``checks``: the gateway's password-check pool, kept across reloads (None: a new one)."""
         return Authenticator(
             self.auth.password_file,
             self.auth.admin_users,
             admin_listeners=[listener.name for listener in self.listeners if listener.admin],
+            checks=checks if checks is not None else PasswordChecks(self.check_limits()),
+        )
+
+    def check_limits(self) -> CheckLimits:
+        """The password-check limits of gateway/auth/checks.py, from limits.*."""
+        limits = self.limits
+        return CheckLimits(
+            workers=limits.password_threads,
+            per_address=limits.password_checks_per_address,
+            max_waiting=limits.password_checks_waiting,
+            backoff_max=limits.login_backoff_max,
         )
 
 
@@ -799,6 +820,23 @@ def _read_limits(src: _Source, section: _Map) -> LimitsConfig:
         max_retained_messages=section.integer("max_retained_messages", d.max_retained_messages, 0),
         queue=queue,
         queue_rules=tuple(rules),
+        max_pending_per_address=section.integer(
+            "max_pending_per_address", d.max_pending_per_address, 0
+        ),
+        max_pending_connections=section.integer(
+            "max_pending_connections", d.max_pending_connections, 0
+        ),
+        send_stall_timeout=section.number(
+            "send_stall_timeout", d.send_stall_timeout, 0, 86400, low_open=True
+        ),
+        password_threads=section.integer("password_threads", d.password_threads, 1, 64),
+        password_checks_per_address=section.integer(
+            "password_checks_per_address", d.password_checks_per_address, 1, 1000
+        ),
+        password_checks_waiting=section.integer(
+            "password_checks_waiting", d.password_checks_waiting, 1, 100_000
+        ),
+        login_backoff_max=section.number("login_backoff_max", d.login_backoff_max, 0, 3600),
     )
     section.finish()
     return result

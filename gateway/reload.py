@@ -21,7 +21,16 @@ from gateway.auth.acl import AclRule
 from gateway.config import AclConfig, AuthConfig, GatewayConfig, LimitsConfig, ListenerConfig
 
 # Limits the server reads for each new connection, so a new value simply applies to the next.
-LIVE_LIMITS: tuple[str, ...] = ("connect_timeout", "max_connections")
+LIVE_LIMITS: tuple[str, ...] = (
+    "connect_timeout",
+    "max_connections",
+    "max_pending_per_address",
+    "max_pending_connections",
+    "send_stall_timeout",
+    "password_checks_per_address",
+    "password_checks_waiting",
+    "login_backoff_max",
+)
 
 # Top-level keys whose values are fixed once the gateway has started.
 _RESTART_KEYS: tuple[str, ...] = (

@@ -126,3 +126,30 @@ def test_bench_admin_quick_prints_the_table() -> None:
         r"^watched\s+gateway\s+qos0-fanin\s.*\| watcher got \d+ messages \(", out, re.M
     )
     assert "did not deliver everything" not in out
+
+
+def test_bench_abuse_quick_prints_its_figures() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_abuse.py"), "--quick", "--no-mosquitto"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    figures = dict(line.split() for line in out.split("== figures\n", 1)[1].splitlines())
+    for name in (
+        "flood_login_p50_ms",
+        "flood_login_max_ms",
+        "flood_reload_s",
+        "gateway_handshake_rss_mb",
+        "gateway_handshake_closed_s",
+        "gateway_handshake_legit_ms",
+        "gateway_backpressure_rss_mb",
+        "gateway_backpressure_rt_before_ms",
+        "gateway_backpressure_rt_during_ms",
+    ):
+        assert float(figures[name]) >= 0, (name, out)  # NaN (nothing measured) fails too
+    assert figures["flood_login_failed"] == "0", out
+    assert "mosquitto" not in out.split("== figures", 1)[1]

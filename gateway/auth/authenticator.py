@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -10,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.auth.checks import CheckRefused, PasswordChecks, source_address
 from gateway.auth.passwords import DUMMY_HASH, read_password_file, verify_password
 from gateway.broker.effects import ConnectionInfo, Identity
 
@@ -34,6 +34,10 @@ class Authenticator:
     * Every client let in on one of ``admin_listeners`` (listener names; config allows
       ``admin: true`` on Unix sockets only, whose file mode limits who can connect) is an
       admin, whoever it authenticated as.
+
+    Hashing goes through ``checks`` (bounded, fair among source addresses, with back-off
+    after failures; gateway/auth/checks.py); a check it does not run is refused with its
+    reason (0x9F connection rate exceeded, 0x89 server busy).
     """
 
     def __init__(
@@ -41,7 +45,9 @@ class Authenticator:
         password_file: Path | None = None,
         admin_users: Iterable[str] = (),
         admin_listeners: Iterable[str] = (),
+        checks: PasswordChecks | None = None,
     ) -> None:
+        self.checks = checks if checks is not None else PasswordChecks()
         self._admins = frozenset(admin_users)
         self._admin_listeners = frozenset(admin_listeners)
         self._users: dict[str, str] = {}
@@ -75,15 +81,28 @@ class Authenticator:
         return hmac.new(self._cache_key, password, hashlib.sha256).digest()
 
     async def authenticate(
-        self, username: str | None, password: bytes | None, info: ConnectionInfo
+        self,
+        username: str | None,
+        password: bytes | None,
+        info: ConnectionInfo,
+        deadline: float | None = None,
     ) -> Identity:
-        identity = await self._authenticate(username, password, info)
+        """Who this CONNECT is. ``deadline`` (time.monotonic) is when the client's connect
+        timeout ends: a check still waiting for its turn then is refused as busy."""
+        try:
+            identity = await self._authenticate(username, password, info, deadline)
+        except CheckRefused as refused:
+            return Identity(ok=False, reason_code=refused.reason_code)
         if identity.ok and not identity.is_admin and info.listener in self._admin_listeners:
             return Identity(ok=True, username=identity.username, is_admin=True)
         return identity
 
     async def _authenticate(
-        self, username: str | None, password: bytes | None, info: ConnectionInfo
+        self,
+        username: str | None,
+        password: bytes | None,
+        info: ConnectionInfo,
+        deadline: float | None,
     ) -> Identity:
         if info.trusted:
             return Identity(ok=True, username=username, is_admin=True)
@@ -99,13 +118,13 @@ class Authenticator:
         stored = self._users.get(username)
         if stored is None:
             # Spend the same time as a real check: timing must not reveal which names exist.
-            await asyncio.to_thread(verify_password, password, DUMMY_HASH)
+            await self._verify(info, password, DUMMY_HASH, deadline)
             return Identity(ok=False, reason_code=BAD_USER_NAME_OR_PASSWORD)
         key = (username, stored, self._digest(password))
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._success(username)
-        if not await asyncio.to_thread(verify_password, password, stored):
+        if not await self._verify(info, password, stored, deadline):
             return Identity(ok=False, reason_code=BAD_USER_NAME_OR_PASSWORD)
         # The file may have been reloaded while we hashed: only cache what is still current.
         if self._users.get(username) == stored:
@@ -113,6 +132,13 @@ class Authenticator:
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         return self._success(username)
+
+    async def _verify(
+        self, info: ConnectionInfo, password: bytes, stored: str, deadline: float | None
+    ) -> bool:
+        return await self.checks.check(
+            source_address(info.peer), lambda: verify_password(password, stored), deadline
+        )
 
     def _success(self, username: str) -> Identity:
         return Identity(ok=True, username=username, is_admin=username in self._admins)

@@ -5,13 +5,27 @@ worth of packets to the broker synchronously, so the common path (no durable sta
 costs no task switch at all. Whenever a step must wait (authentication, a durable commit), the
 connection stops reading until it is done; that keeps every client's packets in order and gives
 natural back-pressure to a publisher that outruns the disk.
+
+It also stops reading while its own send buffer is above WRITE_HIGH_WATER: whatever a client
+provokes (PINGRESP, SUBACK, PUBACK, retained messages) then waits until it reads what it was
+sent, so a client that never reads costs a bounded buffer, not the gateway's memory. And it
+hands a long run of packets to the broker in batches, letting the other connections go in
+between. The reasons to stop reading are independent; reading resumes only when none holds.
+
+TLS is started here, after the server admitted the connection (gateway/server/server.py): the
+TLS layer allocates a large buffer per connection, which must not exist for connections that
+are refused at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import logging
+import ssl
+import struct
+import termios
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -40,10 +54,28 @@ log = logging.getLogger(__name__)
 # window and the session queue limits instead.
 SLOW_CONSUMER_BYTES = 4 * 1024 * 1024
 LINGER_SECONDS = 2.0
+# Above this many unsent bytes the connection stops reading its client (asyncio's default
+# high-water mark, named here because the memory bound per client depends on it); reading
+# resumes below a quarter of it.
+WRITE_HIGH_WATER = 64 * 1024
+# A TLS connection being closed waits this long for its peer's close_notify (asyncio: 30 s).
+TLS_SHUTDOWN_SECONDS = 5.0
+# Packets handed to the broker before their answers are performed (see _drain). Larger than a
+# read of any well-behaved client, so that group commits of a publisher are not split.
+DRAIN_BATCH = 1024
+# While its password is checked a client is still read from (a paused socket would not notice
+# that the client left, and its check must then be dropped), up to this many bytes.
+AUTH_INPUT_LIMIT = 64 * 1024
 
 
 class MQTTConnection(asyncio.Protocol):
-    def __init__(self, server: Server, listener_name: str, allow_anonymous: bool) -> None:
+    def __init__(
+        self,
+        server: Server,
+        listener_name: str,
+        allow_anonymous: bool,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.server = server
         self.listener_name = listener_name
         self.allow_anonymous = allow_anonymous
@@ -57,9 +89,25 @@ class MQTTConnection(asyncio.Protocol):
         self.opened_at = time.monotonic()
         self.last_rx = self.opened_at
         self.keep_alive = 0
+        self.source: str | None = None  # the peer's address (None: Unix socket, in-process)
+        self.pending = False  # counted by the server as accepted but not yet CONNECTed
+        self.waiting = False  # ... or waiting, unread, for a turn of its address to be so
+        self.authenticating = False  # CONNECT received, its credentials being checked
+        self.stalled_since: float | None = None  # send buffer full and not draining since
+        self._tls = tls
+        self._handshaking = False
+        self._early: list[bytes] = []  # decrypted before start_tls() returned its transport
+        self._connect_task: asyncio.Task[None] | None = None
         self._pending: collections.deque[Packet] = collections.deque()
         self._busy = False  # an awaited step (auth, commit) is under way
+        self._write_paused = False  # the transport's buffer is above its high-water mark
+        self._yielding = False  # a long run of packets lets other connections go first
+        self._written = 0  # bytes handed to the transport
+        self._auth_input = 0  # bytes read while authenticating
+        self._drained = 0  # bytes that had left the transport at the last progress check
+        self._unacked = 0  # bytes in the kernel's queue the peer had not acknowledged then
         self._out: list[bytes] = []
+        self._out_bytes = 0
         # What the client's CONNECT asked of our packets (5.0): Maximum Packet Size (0 =
         # none) and Request Problem Information (reason strings, user properties).
         self.peer_max_packet_size = 0
@@ -72,9 +120,11 @@ class MQTTConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             peer_text = f"{peer[0]}:{peer[1]}"
+            self.source = _address(peer[0])
         else:
             peer_text = "unix" if not peer else str(peer)
         self.info = ConnectionInfo(
@@ -83,25 +133,86 @@ class MQTTConnection(asyncio.Protocol):
             peer=peer_text,
             allow_anonymous=self.allow_anonymous,
         )
-        if not self.server.register(self):
-            log.warning("refusing %s on %s: max_connections reached", peer_text, self.listener_name)
+        if not self.server.register(self):  # it logged and counted why
             self.closed = True
             self.transport.abort()
             return
         self.server.broker.connection_opened(self.info, time.time())
+        if self.waiting:
+            self.transport.pause_reading()
+        elif self._tls is not None:
+            self._begin_tls()
+
+    def take_turn(self) -> None:
+        """The server let this waiting connection start (gateway/server/pending.py)."""
+        if self.closed or self.transport is None:
+            return
+        if self._tls is not None:
+            self._begin_tls()  # start_tls() resumes reading the socket itself
+        else:
+            self.transport.resume_reading()
+
+    def _begin_tls(self) -> None:
+        assert self.transport is not None and self._tls is not None
+        self._handshaking = True
+        loop = asyncio.get_running_loop()
+        self._connect_task = loop.create_task(self._start_tls(self.transport, self._tls))
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        """The TLS handshake, within what is left of the connect timeout."""
+        left = self.opened_at + self.server.connect_timeout - time.monotonic()
+        error: BaseException | None = None
+        tls: asyncio.BaseTransport | None = None
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=max(left, 0.001),
+                ssl_shutdown_timeout=TLS_SHUTDOWN_SECONDS,
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            error = exc
+        self._handshaking = False
+        if tls is None or self.closed:
+            # The TLS layer does not report a connection lost during its handshake.
+            if self.closed:
+                pass  # aborted by the server (connect timeout, shutdown): already counted
+            elif time.monotonic() - self.opened_at >= self.server.connect_timeout:
+                self.server.connect_timed_out(self)  # asyncio's handshake timeout, set above
+            else:
+                self.server.tls_failed(self, error)
+            if tls is not None:
+                cast(asyncio.Transport, tls).abort()
+            raw.abort()
+            self.connection_lost(None)
+            return
+        self.transport = cast(asyncio.Transport, tls)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return  # lingering after our DISCONNECT: read and ignore
+        if self._handshaking:  # the TLS layer delivers before start_tls() has returned
+            self._early.append(data)
+            return
         self.last_rx = time.monotonic()
         self.server.broker.stats.bytes_received += len(data)
+        if self.authenticating:
+            self._auth_input += len(data)
+            if self._auth_input > AUTH_INPUT_LIMIT:
+                self._pause()
         try:
             packets = self.decoder.feed(data)
         except MQTTError as exc:
             self._refuse_bad_input(exc)
             return
         self._pending.extend(packets)
-        if not self._busy:
+        if not self._busy and not self._write_paused and not self._yielding:
             self._drain()
 
     def eof_received(self) -> bool | None:
@@ -109,6 +220,8 @@ class MQTTConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.authenticating and self._connect_task is not None:
+            self._connect_task.cancel()  # a check still waiting for its turn never runs
         if self.info is None or not self.server.unregister(self):
             return
         # The broker decides about the will; it ignores connections it has already closed.
@@ -116,18 +229,48 @@ class MQTTConnection(asyncio.Protocol):
         self.server.flush_effects()
 
     def pause_writing(self) -> None:  # transport buffer above its high-water mark
-        pass
+        self._write_paused = True
+        self.stalled_since = time.monotonic()
+        self._unacked = _unacknowledged(self.transport)
+        self.server.stats.write_pauses += 1
+        self._pause()
 
     def resume_writing(self) -> None:
-        pass
+        self._write_paused = False
+        self.stalled_since = None
+        # Whatever the client sent while we did not read is still in the socket; it must not
+        # count as silence towards its keep-alive.
+        self.last_rx = time.monotonic()
+        self._continue()
+
+    def check_progress(self, now: float) -> None:
+        """While paused for writing: restart the stall clock if the client took anything
+        since the last check (a slow reader is not a stalled one). The kernel's queue counts
+        too: on loopback it holds megabytes, and the socket reports room only once a good
+        part of it is free, long after a slow reader started taking from it."""
+        if self.transport is None:
+            return
+        drained = self._written - self.transport.get_write_buffer_size()
+        unacked = _unacknowledged(self.transport)
+        if (drained > self._drained or unacked < self._unacked) and self.stalled_since is not None:
+            self.stalled_since = now
+        self._drained, self._unacked = drained, unacked
 
     # --- inbound ----------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Hand buffered packets to the broker until one needs to wait."""
+        """Hand buffered packets to the broker until one needs to wait.
+
+        Every DRAIN_BATCH packets, what the broker answered is performed and this client's
+        share written at once, and the other connections get their turn before the next
+        batch: one read can hold 100,000 PINGREQs, whose answers as objects took ~20 MB, and
+        whose handling held up everyone else for a quarter of a second. Written in batches,
+        a full send buffer stops the loop (pause_writing) after one batch.
+        """
         broker = self.server.broker
         pending = self._pending
-        while pending and not self.closed:
+        handled = 0
+        while pending and not self.closed and not self._write_paused:
             packet = pending.popleft()
             if not self.connected:
                 if isinstance(packet, Connect):
@@ -144,11 +287,27 @@ class MQTTConnection(asyncio.Protocol):
                     self.server.flush_effects(origin=self)
                     return
             broker.handle(self.conn_id, packet, time.time())
+            handled += 1
+            if handled == DRAIN_BATCH and pending:
+                self.server.flush_effects(origin=self)
+                if self._busy:  # a commit to wait for: continue_after_wait() goes on
+                    return
+                self.flush()
+                if pending and not self._write_paused and not self.closed:
+                    self._yielding = True
+                    self._pause()
+                    asyncio.get_running_loop().call_soon(self._end_yield)
+                return
         self.server.flush_effects(origin=self)
 
+    def _end_yield(self) -> None:
+        self._yielding = False
+        self._continue()
+
     def _begin_connect(self, packet: Connect) -> None:
-        self._busy = True
-        self._pause()
+        self.server.connect_received(self)
+        self.authenticating = True
+        self._busy = True  # reading goes on (AUTH_INPUT_LIMIT); packets wait in _pending
         self.protocol_version = packet.protocol_version
         if packet.protocol_version == PROTOCOL_V5:
             self.peer_max_packet_size = packet.properties.maximum_packet_size or 0
@@ -157,10 +316,13 @@ class MQTTConnection(asyncio.Protocol):
             client_max = packet.properties.topic_alias_maximum or 0
             if client_max:
                 self._outbound_aliases = OutboundAliases(client_max)
-        asyncio.get_running_loop().create_task(self._connect(packet))
+        self._connect_task = asyncio.get_running_loop().create_task(self._connect(packet))
 
     async def _connect(self, packet: Connect) -> None:
         assert self.info is not None
+        # A check still waiting for its turn at the connect timeout is answered "busy"
+        # rather than cut off without a word; one already hashing is let finish.
+        deadline = self.opened_at + self.server.connect_timeout
         try:
             if packet.properties.authentication_method is not None:
                 # MQTT 5 enhanced authentication (SASL-style AUTH exchanges): no method is
@@ -168,12 +330,16 @@ class MQTTConnection(asyncio.Protocol):
                 identity = Identity(ok=False, reason_code=ReasonCode.BAD_AUTHENTICATION_METHOD)
             else:
                 identity = await self.server.authenticator.authenticate(
-                    packet.username, packet.password, self.info
+                    packet.username, packet.password, self.info, deadline
                 )
+        except asyncio.CancelledError:
+            return  # the client went away (connection_lost) while its check waited
         except Exception:  # an auth backend failure must not kill the server
             log.exception("authentication failed for client %r", packet.client_id)
             self.abort()
             return
+        finally:
+            self.authenticating = False
         if self.closed:
             return
         self.connected = True
@@ -187,11 +353,22 @@ class MQTTConnection(asyncio.Protocol):
 
     def _resume(self) -> None:
         self._busy = False
-        if self.closed:
+        self._continue()
+
+    def _continue(self) -> None:
+        """Go on reading, unless a wait (``_busy``), a full send buffer or a turn given to
+        the other connections still holds."""
+        if self.closed or self._busy or self._write_paused or self._yielding:
             return
         if self._pending:
             self._drain()
-        if not self._busy and not self.closed and self.transport is not None:
+        if (
+            not self._busy
+            and not self._write_paused
+            and not self._yielding
+            and not self.closed
+            and self.transport is not None
+        ):
             self.transport.resume_reading()
 
     def _pause(self) -> None:
@@ -233,35 +410,42 @@ class MQTTConnection(asyncio.Protocol):
         if self.closed:
             return
         if packet.__class__ is Publish:
+            # What is queued but not yet handed to the transport counts too: one SUBSCRIBE
+            # can fan out every retained message at once.
             if (
                 packet.qos == 0
                 and self.transport is not None
-                and self.transport.get_write_buffer_size() > SLOW_CONSUMER_BYTES
+                and self._out_bytes + self.transport.get_write_buffer_size() > SLOW_CONSUMER_BYTES
             ):
-                self.server.stats.dropped_slow_consumer += 1
+                self.server.dropped_for_slow_consumer(self)
                 return
             if self._outbound_aliases is not None:
                 packet = self._outbound_aliases.apply(packet)
-            self._out.append(encode_publish(packet, self.protocol_version))
+            data = encode_publish(packet, self.protocol_version)
         elif self.peer_max_packet_size or not self.peer_problem_info:
-            data = encode_for_peer(
+            fitted = encode_for_peer(
                 packet, self.protocol_version, self.peer_max_packet_size, self.peer_problem_info
             )
-            if data is not None:
-                self._out.append(data)
+            if fitted is None:
+                return
+            data = fitted
         else:
-            self._out.append(encode(packet, self.protocol_version))
+            data = encode(packet, self.protocol_version)
+        self._out.append(data)
+        self._out_bytes += len(data)
 
     def flush(self) -> None:
         if not self._out:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out = []
+        self._out_bytes = 0
         self._write_now(data)
 
     def _write_now(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.server.broker.stats.bytes_sent += len(data)
+            self._written += len(data)
             self.transport.write(data)
 
     def set_keep_alive(self, seconds: int) -> None:
@@ -275,6 +459,9 @@ class MQTTConnection(asyncio.Protocol):
         (with its reason code). So shut down our side, drain and ignore what still arrives,
         and close for good when the client does or after LINGER_SECONDS.
         """
+        if self._handshaking:  # nothing was sent over TLS yet: nothing to flush
+            self.abort()
+            return
         self.flush()
         self.closed = True
         transport = self.transport
@@ -286,13 +473,43 @@ class MQTTConnection(asyncio.Protocol):
         try:
             transport.write_eof()
         except OSError:  # the peer is already gone
-            transport.close()
+            transport.abort()
             return
         transport.resume_reading()
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, _end_linger, transport)
 
     def abort(self) -> None:
         self.closed = True
         self._out = []
+        self._out_bytes = 0
         if self.transport is not None:
             self.transport.abort()
+
+
+def _unacknowledged(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes in the socket's send queue that the peer has not acknowledged (Linux SIOCOUTQ);
+    0 where that cannot be asked."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return 0
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", answer)[0])
+
+
+def _end_linger(transport: asyncio.Transport) -> None:
+    # close() would wait for the send buffer to drain, forever if the peer reads nothing.
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()
+
+
+def _address(host: str) -> str:
+    """The peer's address as the per-address limits count it: IPv4-mapped IPv6 folded onto
+    IPv4, so that a dual-stack listener does not give one host two budgets."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[len("::ffff:") :]
+    return host

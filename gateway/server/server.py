@@ -32,8 +32,10 @@ from gateway.broker.records import (
 )
 from gateway.broker.session_info import SessionInfo
 from gateway.mqtt.reason_codes import ReasonCode
-from gateway.server.connection import MQTTConnection
+from gateway.server.connection import SLOW_CONSUMER_BYTES, MQTTConnection
 from gateway.server.inprocess import open_in_process
+from gateway.server.pending import PendingConnections, Verdict
+from gateway.server.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,11 @@ def _log_background_failure(future: asyncio.Future[None]) -> None:
 
 class Authenticates(Protocol):
     async def authenticate(
-        self, username: str | None, password: bytes | None, info: ConnectionInfo
+        self,
+        username: str | None,
+        password: bytes | None,
+        info: ConnectionInfo,
+        deadline: float | None = None,
     ) -> Identity: ...
 
 
@@ -93,11 +99,23 @@ class ListenerSpec:
 
 @dataclass(slots=True)
 class ServerStats:
-    connections_refused: int = 0
-    connect_timeouts: int = 0
+    connections_refused: int = 0  # max_connections reached
+    refused_pending_address: int = 0  # max_pending_per_address reached, and as many waiting
+    refused_pending_total: int = 0  # max_pending_connections reached
+    pending_waits: int = 0  # connections that had to wait for a turn of their address
+    connect_timeouts: int = 0  # TLS handshake and CONNECT not done within connect_timeout
+    tls_failures: int = 0  # handshakes that failed or that the peer gave up
     keepalive_timeouts: int = 0
     malformed_packets: int = 0
     dropped_slow_consumer: int = 0
+    write_pauses: int = 0  # times a client's send buffer filled up and reading it stopped
+    send_stalls: int = 0  # clients dropped for reading nothing for send_stall_timeout
+
+
+# Seconds past the connect timeout a CONNECT whose password check is under way may take before
+# the connection is dropped anyway (the check itself answers "busy" at the connect timeout if
+# it has not started; this only catches an authenticator that never returns).
+AUTH_GRACE = 30.0
 
 
 class Server:
@@ -112,6 +130,9 @@ class Server:
         topic_alias_maximum: int,
         connect_timeout: float = 10.0,
         max_connections: int = 0,
+        max_pending_per_address: int = 32,
+        max_pending_connections: int = 512,
+        send_stall_timeout: float = 60.0,
         tick_interval: float = 1.0,
     ) -> None:
         self.broker = broker
@@ -122,10 +143,20 @@ class Server:
         self.topic_alias_maximum = topic_alias_maximum
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
+        # Accepted network connections without a CONNECT yet (TLS handshakes included).
+        self._pending: PendingConnections[MQTTConnection] = PendingConnections(
+            max_pending_per_address, max_pending_connections
+        )
+        self.send_stall_timeout = send_stall_timeout
         self.tick_interval = tick_interval
         self.stats = ServerStats()
         self.connections: dict[int, MQTTConnection] = {}
         self.outside_connections = 0  # connections counted against max_connections
+        self._log_refused = RateLimitedLog(log, logging.WARNING)
+        self._log_timeout = RateLimitedLog(log, logging.INFO)
+        self._log_tls = RateLimitedLog(log, logging.INFO)
+        self._log_stall = RateLimitedLog(log, logging.WARNING)
+        self._log_slow = RateLimitedLog(log, logging.WARNING)
         self.bound: list[tuple[ListenerSpec, str]] = []  # (spec, actual address)
         self._servers: list[asyncio.Server] = []
         self._next_conn_id = 0
@@ -144,9 +175,14 @@ class Server:
         loop = asyncio.get_running_loop()
         for spec in self.listener_specs:
             name, anon = spec.name, spec.allow_anonymous
+            # TLS is started by the connection once the server admitted it (connection.py):
+            # asyncio's TLS listener would allocate its buffers for every accepted socket.
+            tls = spec.ssl_context if spec.kind == "tls" else None
 
-            def factory(name: str = name, anon: bool = anon) -> MQTTConnection:
-                return MQTTConnection(self, name, anon)
+            def factory(
+                name: str = name, anon: bool = anon, tls: ssl.SSLContext | None = tls
+            ) -> MQTTConnection:
+                return MQTTConnection(self, name, anon, tls)
 
             if spec.kind == "unix":
                 path = Path(spec.path)
@@ -159,7 +195,6 @@ class Server:
                     factory,
                     spec.host,
                     spec.port,
-                    ssl=spec.ssl_context if spec.kind == "tls" else None,
                     reuse_address=True,
                     backlog=1024,
                     start_serving=serve,
@@ -269,22 +304,137 @@ class Server:
         self._next_conn_id += 1
         return self._next_conn_id
 
+    @property
+    def max_pending_per_address(self) -> int:
+        return self._pending.per_address
+
+    @max_pending_per_address.setter
+    def max_pending_per_address(self, value: int) -> None:
+        self._pending.per_address = value
+
+    @property
+    def max_pending_connections(self) -> int:
+        return self._pending.total
+
+    @max_pending_connections.setter
+    def max_pending_connections(self, value: int) -> None:
+        self._pending.total = value
+
+    @property
+    def pending_connections(self) -> int:
+        return self._pending.count
+
     def register(self, conn: MQTTConnection) -> bool:
-        """Admit an outside connection, within max_connections (the gateway's own in-process
-        clients register themselves and neither count nor get refused)."""
+        """Admit an outside connection as it is accepted, before any byte (or TLS buffer):
+        within max_connections, and, for a network peer, within the caps on connections
+        without a CONNECT yet (gateway/server/pending.py: it may have to wait for a turn,
+        ``conn.waiting``). The gateway's own in-process clients register themselves and
+        neither count nor get refused."""
+        peer = conn.info.peer if conn.info is not None else "?"
         if self.max_connections and self.outside_connections >= self.max_connections:
             self.stats.connections_refused += 1
+            self._log_refused(
+                "refusing %s on %s: max_connections reached", peer, conn.listener_name
+            )
             return False
+        source = conn.source
+        if source is not None:
+            verdict = self._pending.arrive(source, conn)
+            if verdict is Verdict.REFUSE_TOTAL:
+                self.stats.refused_pending_total += 1
+                self._log_refused(
+                    "refusing %s on %s: %d connections without a CONNECT yet "
+                    "(limits.max_pending_connections)",
+                    peer,
+                    conn.listener_name,
+                    self.pending_connections,
+                )
+                return False
+            if verdict is Verdict.REFUSE_ADDRESS:
+                self.stats.refused_pending_address += 1
+                self._log_refused(
+                    "refusing %s on %s: %d connections from %s without a CONNECT yet, and "
+                    "as many waiting for their turn (limits.max_pending_per_address)",
+                    peer,
+                    conn.listener_name,
+                    self.max_pending_per_address,
+                    source,
+                )
+                return False
+            conn.pending = verdict is Verdict.START
+            conn.waiting = verdict is Verdict.WAIT
+            if conn.waiting:
+                self.stats.pending_waits += 1
         self.connections[conn.conn_id] = conn
         self.outside_connections += 1
         return True
 
+    def connect_received(self, conn: MQTTConnection) -> None:
+        """The connection sent its CONNECT (or went away): it no longer counts as pending
+        (its password check, if any, is bounded by the authenticator's own limits), and the
+        next connection waiting from its address gets its turn."""
+        if conn.waiting:
+            assert conn.source is not None
+            conn.waiting = False
+            self._pending.leave_queue(conn.source, conn)
+            return
+        if not conn.pending:
+            return
+        conn.pending = False
+        assert conn.source is not None
+        following = self._pending.done(conn.source)
+        if following is not None:
+            following.waiting = False
+            following.pending = True
+            following.take_turn()
+
     def unregister(self, conn: MQTTConnection) -> bool:
         if self.connections.pop(conn.conn_id, None) is None:
             return False
+        self.connect_received(conn)
         if conn.info is None or not conn.info.trusted:
             self.outside_connections -= 1
         return True
+
+    def dropped_for_slow_consumer(self, conn: MQTTConnection) -> None:
+        self.stats.dropped_slow_consumer += 1
+        self._log_slow(
+            "dropping QoS 0 messages for %s (%s): more than %d bytes wait to be sent to it",
+            conn.info.peer if conn.info is not None else "?",
+            conn.listener_name,
+            SLOW_CONSUMER_BYTES,
+        )
+
+    def connect_timed_out(self, conn: MQTTConnection) -> None:
+        self.stats.connect_timeouts += 1
+        self._log_timeout(
+            "no TLS handshake and CONNECT within %g s from %s on %s",
+            self.connect_timeout,
+            conn.info.peer if conn.info is not None else "?",
+            conn.listener_name,
+        )
+
+    def tls_failed(self, conn: MQTTConnection, error: BaseException | None) -> None:
+        self.stats.tls_failures += 1
+        self._log_tls(
+            "TLS handshake with %s on %s failed: %s",
+            conn.info.peer if conn.info is not None else "?",
+            conn.listener_name,
+            error or "closed by the peer",
+        )
+
+    def guard_figures(self) -> list[tuple[str, str]]:
+        """$SYS/broker/... topics (relative) and values of the limits this layer enforces."""
+        s = self.stats
+        return [
+            ("connections/pending", str(self.pending_connections)),
+            ("connections/refused/pending_per_address", str(s.refused_pending_address)),
+            ("connections/refused/pending_total", str(s.refused_pending_total)),
+            ("connections/pending_waits", str(s.pending_waits)),
+            ("connections/tls_failures", str(s.tls_failures)),
+            ("connections/write_pauses", str(s.write_pauses)),
+            ("connections/send_stalls", str(s.send_stalls)),
+        ]
 
     # --- effects ----------------------------------------------------------------------------
 
@@ -384,9 +534,26 @@ class Server:
             if conn.closed:
                 continue
             if not conn.connected:
-                if now_mono - conn.opened_at > self.connect_timeout:
-                    self.stats.connect_timeouts += 1
-                    log.info("no CONNECT within %.0f s from %s", self.connect_timeout, conn.info)
+                waited = now_mono - conn.opened_at
+                if conn.authenticating and waited <= self.connect_timeout + AUTH_GRACE:
+                    continue  # the authenticator answers by the connect timeout itself
+                if waited > self.connect_timeout:
+                    self.connect_timed_out(conn)
+                    conn.abort()
+            elif conn.stalled_since is not None:
+                # Not reading while its send buffer is full: the keep-alive cannot tell (we
+                # are not reading it), the stall clock can. The gateway's own device sessions
+                # are never dropped for it: that would silently stop command delivery.
+                conn.check_progress(now_mono)
+                trusted = conn.info is not None and conn.info.trusted
+                if now_mono - conn.stalled_since > self.send_stall_timeout and not trusted:
+                    self.stats.send_stalls += 1
+                    self._log_stall(
+                        "dropping %s (%s): it has read nothing of what it was sent for %g s",
+                        conn.info.peer if conn.info is not None else "?",
+                        conn.listener_name,
+                        self.send_stall_timeout,
+                    )
                     conn.abort()
             elif conn.keep_alive and now_mono - conn.last_rx > 1.5 * conn.keep_alive:
                 self.stats.keepalive_timeouts += 1
