@@ -460,7 +460,7 @@ def test_abuse_limits_are_read_checked_and_reloaded_live(
     ):
         with pytest.raises(ConfigError, match="limits." + bad.split(":")[0]):
             parse_config(f"limits: {{{bad}}}\n")
-    plan = plan_reload(parse_config(""), cfg)
+    plan = plan_reload(parse_config("{}"), cfg)
     assert plan.restart_needed == ("limits.password_threads",)
     assert "limits.max_pending_per_address: 32 -> 4" in plan.applied
 
