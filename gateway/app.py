@@ -156,6 +156,8 @@ class Gateway:
         )
 
         self.broker.sys_extra = self._sys_figures
+        # The store measures, the broker decides what it refuses while the store is full.
+        self.store.on_limit = self.broker.set_store_full
         self.supervisor: Supervisor | None = None
         self.admin: AdminService | None = None
 
@@ -173,12 +175,14 @@ class Gateway:
             ("store/commit_ms/avg", f"{store.avg_commit_ms:.2f}"),
             ("store/commit_ms/max", f"{store.max_commit_ms:.2f}"),
             ("store/size_bytes", str(store.size_bytes)),
+            ("store/full", "1" if self.broker.store_full else "0"),
         ]
 
     async def start(self) -> None:
         started = time.monotonic()
         snapshot = await self.store.open()
         self.broker.restore(snapshot, time.time())
+        self.store.over_limit()  # a store that is full already says so now (on_limit)
         # Listeners are bound now (a port in use fails at once) but take clients only once the
         # declared devices' sessions exist: a command sent at the first start must find the
         # session it is queued in.

@@ -124,6 +124,7 @@ class Connection:
         "info",
         "keep_alive",
         "max_packet_size",
+        "problem_info",
         "requested_expiry",
         "session",
         "v5",
@@ -141,6 +142,8 @@ class Connection:
         self.window = 1  # QoS 1/2 deliveries in flight at most
         self.max_packet_size = 0  # the client's Maximum Packet Size; 0 = no limit
         self.requested_expiry = 0  # Session Expiry Interval asked for in the CONNECT
+        # Reason strings may be sent (MQTT 5 Request Problem Information, §3.1.2.11.7).
+        self.problem_info = True
 
     def too_large(self, packet: Publish) -> bool:
         """Would ``packet`` exceed the client's Maximum Packet Size (§3.1.2.25)?"""
