@@ -99,6 +99,7 @@ def test_session_entry() -> None:
     info = SessionInfo(
         client_id="c1",
         username="bob",
+        owner="user:bob",
         protocol_version=5,
         persistent=True,
         connected=False,
@@ -119,6 +120,7 @@ def test_session_entry() -> None:
     assert p.session_entry(info, "dev1") == {
         "client_id": "c1",
         "username": "bob",
+        "owner": "user:bob",
         "protocol": 5,
         "persistent": True,
         "connected": False,
