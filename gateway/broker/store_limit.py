@@ -11,7 +11,9 @@ The store measures its size and tells the broker when it is full and when it is 
   queued for an offline session, the broker's own messages) follows that session's overflow
   policy, as a full queue does: ``drop-oldest`` drops the session's oldest queued messages
   to make room, ``reject-new`` (or a session with nothing queued) drops the new one;
-* a retained message is kept only if it replaces one at least as large.
+* a retained message is kept only if it replaces one of its topic at least as large, or is
+  small (RETAINED_SLACK): device states stay current, and each topic that had a retained
+  message can grow by that much at most.
 
 What shrinks the store carries on: deliveries and acknowledgements, QoS 0, clean sessions,
 expiry, deletions. Every message not stored is counted (``$SYS/broker/publish/messages/
@@ -35,6 +37,7 @@ log = logging.getLogger("gateway.broker")
 
 _QUOTA = ReasonCode.QUOTA_EXCEEDED.value
 REASON = "the broker's store is full (persistence.max_size_mb); try again later"
+RETAINED_SLACK = 1024
 # A PUBACK/PUBREC with a reason string: fixed header, packet id, reason code, property
 # length, property id and string length, then the string.
 _ACK_OVERHEAD = 2 + 2 + 1 + 1 + 1 + 2
@@ -97,7 +100,7 @@ class StoreLimit(Durability):
         if is_sys_topic(topic):
             return False  # $SYS is never stored
         old = self._retained.get(topic)
-        return old is None or len(payload) > len(old.payload)
+        return old is None or len(payload) > max(len(old.payload), RETAINED_SLACK)
 
     # --- refusing ---------------------------------------------------------------------------
 
@@ -118,7 +121,7 @@ class StoreLimit(Durability):
 
     def _retained_refused(self, topic: str, payload: bytes) -> bool:
         """While the store is full a retained message that would grow it is not kept (the
-        previous one, if any, stays). True if refused (and counted)."""
+        previous one, if any, stays; see _retain_grows). True if refused (and counted)."""
         if not self._store_full or not self._retain_grows(topic, payload):
             return False
         self.stats.dropped("store_full", 1, f"store full; {topic} not retained")
