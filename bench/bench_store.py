@@ -33,8 +33,12 @@ from gateway.broker.records import (
 from gateway.persistence import SqliteStore
 
 
-async def run(workload: str, synchronous: str, args: argparse.Namespace, db: Path) -> None:
-    store = SqliteStore(db, synchronous=synchronous, group_window=args.window)
+async def run(
+    workload: str, synchronous: str, args: argparse.Namespace, db: Path, max_mb: int
+) -> None:
+    store = SqliteStore(
+        db, synchronous=synchronous, group_window=args.window, max_size_bytes=max_mb << 20
+    )
     await store.open()
     payload = b"x" * args.payload
     ids = itertools.count()
@@ -70,7 +74,7 @@ async def run(workload: str, synchronous: str, args: argparse.Namespace, db: Pat
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
     print(
-        f"{workload:16} sync={synchronous:6} {msgs / elapsed:9.0f} msgs/s "
+        f"{workload:16} sync={synchronous:6} limit={max_mb:4d} MiB {msgs / elapsed:9.0f} msgs/s "
         f"{stats.ops / elapsed:8.0f} ops/s {cpu / msgs * 1e6:5.1f} µs CPU/msg  "
         f"commit p50 {p50:5.2f} ms p99 {p99:5.2f} ms  "
         f"{stats.commits:5d} transactions ({stats.ops / max(stats.commits, 1):6.1f} ops each, "
@@ -82,8 +86,9 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for synchronous in args.synchronous:
             for workload in args.workload:
-                db = Path(tmp) / f"{workload}-{synchronous}.db"
-                await run(workload, synchronous, args, db)
+                for max_mb in args.max_size_mb:
+                    db = Path(tmp) / f"{workload}-{synchronous}-{max_mb}.db"
+                    await run(workload, synchronous, args, db, max_mb)
 
 
 if __name__ == "__main__":
@@ -102,6 +107,13 @@ if __name__ == "__main__":
         choices=["offline-enqueue", "qos1-persistent"],
     )
     parser.add_argument("--dir", default=None, help="directory for the database files")
+    parser.add_argument(
+        "--max-size-mb",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="persistence.max_size_mb (0 = no limit); several compare in one run",
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="use the default event loop")
     cli = parser.parse_args()
     if not cli.no_uvloop:

@@ -164,6 +164,8 @@ class Gateway:
         )
 
         self.broker.sys_extra = self._sys_figures
+        # The store measures, the broker decides what it refuses while the store is full.
+        self.store.on_limit = self.broker.set_store_full
         self.supervisor: Supervisor | None = None
         self.admin: AdminService | None = None
 
@@ -183,6 +185,7 @@ class Gateway:
             ("store/size_bytes", str(store.size_bytes)),
             *self.server.guard_figures(),
             *self.password_checks.figures(),
+            ("store/full", "1" if self.broker.store_full else "0"),
         ]
 
     @property
@@ -228,6 +231,7 @@ class Gateway:
         started = time.monotonic()
         snapshot = await self._open_store()
         self.broker.restore(snapshot, time.time())
+        self.store.over_limit()  # a store that is full already says so now (on_limit)
         # Listeners are bound now (a port in use fails at once) but take clients only once the
         # declared devices' sessions exist: a command sent at the first start must find the
         # session it is queued in.

@@ -115,7 +115,9 @@ class PersistenceConfig:
     path: Path = Path("edge-gateway.db")
     synchronous: str = "full"  # SQLite PRAGMA synchronous: off | normal | full | extra
     group_commit_ms: float = 0.0
-    max_size_mb: int = 0  # 0 = unlimited
+    # Database and its WAL, in MiB; 0 = unlimited. A LAN client must not be able to fill the
+    # SD card: 256 MiB holds many thousands of queued commands and readings.
+    max_size_mb: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,7 @@ class LimitsConfig:
     password_checks_per_address: int = 2
     password_checks_waiting: int = 64
     login_backoff_max: float = 4.0  # 0 = no back-off
+    max_sessions: int = _BROKER_DEFAULTS.max_sessions
     queue: QueueLimits = _QUEUE_DEFAULTS
     queue_rules: tuple[QueueRule, ...] = ()
 
@@ -290,6 +293,7 @@ class GatewayConfig:
             default_queue=limits.queue,
             queue_rules=limits.queue_rules,
             max_retained_messages=limits.max_retained_messages,
+            max_sessions=limits.max_sessions,
             sys_interval=self.sys_interval,
         )
 
@@ -818,6 +822,7 @@ def _read_limits(src: _Source, section: _Map) -> LimitsConfig:
         ),
         max_connections=section.integer("max_connections", d.max_connections, 0),
         max_retained_messages=section.integer("max_retained_messages", d.max_retained_messages, 0),
+        max_sessions=section.integer("max_sessions", d.max_sessions, 0),
         queue=queue,
         queue_rules=tuple(rules),
         max_pending_per_address=section.integer(

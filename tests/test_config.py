@@ -87,6 +87,7 @@ def test_shipped_config_mentions_every_key() -> None:
         "max_inflight_messages", "max_keepalive", "max_session_expiry", "v311_session_expiry",
         "topic_alias_maximum", "connect_timeout", "max_connections", "max_retained_messages",
         "max_messages", "max_bytes", "overflow", "queue_qos0", "queue_rules", "password_file",
+        "max_sessions",
         "admin_users", "default", "rules", "user", "client_id", "topic", "actions", "allow",
         "reason_code", "sys_interval", "level",
     ):  # fmt: skip

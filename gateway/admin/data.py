@@ -11,6 +11,7 @@ from typing import Protocol
 
 from devices.model import DevicePolicy
 from gateway.admin import protocol
+from gateway.admin.protocol import Page, PageRequest
 from gateway.broker.records import Message
 from gateway.broker.session_info import SessionInfo
 
@@ -46,6 +47,10 @@ class DeviceLayer(Protocol):
     ) -> DevicePolicy: ...
 
 
+# What a request without `offset` and `limit` gets, and what the live updates carry.
+FIRST_PAGE = PageRequest()
+
+
 def _persistent(entry: Mapping[str, object]) -> bool:
     policy = entry.get("policy")
     return isinstance(policy, dict) and policy.get("session") == "persistent"
@@ -62,6 +67,8 @@ class AdminData:
         self.broker = broker
         self._devices = devices
         self.store_bytes = store_bytes
+        # A page's JSON stays under this (the service lowers it for a small max packet size).
+        self.page_bytes = protocol.PAGE_BYTES
 
     @property
     def devices_layer(self) -> DeviceLayer | None:
@@ -72,30 +79,35 @@ class AdminData:
         return -1 if layer is None else layer.version
 
     # --- lists ----------------------------------------------------------------------------------
+    # Each is a Page (protocol.py): only the entries of the page are built.
 
-    def sessions(self) -> list[dict[str, object]]:
+    def sessions(self, request: PageRequest = FIRST_PAGE) -> Page:
         layer = self._devices()
         infos = sorted(self.broker.sessions_info(), key=lambda i: i.client_id)
-        return [
-            protocol.session_entry(
-                info, None if layer is None else layer.device_of_client(info.client_id)
-            )
-            for info in infos
-        ]
+
+        def entry(info: SessionInfo) -> dict[str, object]:
+            device = None if layer is None else layer.device_of_client(info.client_id)
+            return protocol.session_entry(info, device)
+
+        entries, after = protocol.build_page(infos, request, entry, self.page_bytes)
+        return Page(entries, request.offset, request.limit, len(infos), after)
 
     def device_count(self) -> int:
         layer = self._devices()
         return 0 if layer is None else layer.device_count()
 
-    def devices(self) -> list[dict[str, object]]:
+    def devices(self, request: PageRequest = FIRST_PAGE) -> Page:
         layer = self._devices()
-        if layer is None:
-            return []
-        listing = layer.device_listing()
-        for entry in listing:
-            if entry.get("pending") is None:
-                entry["pending"] = self._queued_count(layer, str(entry["id"]), entry)
-        return listing
+        listing = [] if layer is None else layer.device_listing()
+
+        def entry(item: dict[str, object]) -> dict[str, object]:
+            assert layer is not None
+            if item.get("pending") is None:
+                item["pending"] = self._queued_count(layer, str(item["id"]), item)
+            return item
+
+        entries, after = protocol.build_page(listing, request, entry, self.page_bytes)
+        return Page(entries, request.offset, request.limit, len(listing), after)
 
     def _queued_count(self, layer: DeviceLayer, device_id: str, entry: Mapping[str, object]) -> int:
         if not _persistent(entry):
@@ -106,8 +118,13 @@ class AdminData:
 
     def device(self, device_id: str) -> dict[str, object]:
         """One device's listing entry; RequestError if there is no such device."""
-        for entry in self.devices():
+        layer = self._devices()
+        if layer is None:
+            raise protocol.RequestError(f"unknown device {device_id!r}")
+        for entry in layer.device_listing():
             if entry["id"] == device_id:
+                if entry.get("pending") is None:
+                    entry["pending"] = self._queued_count(layer, device_id, entry)
                 return entry
         raise protocol.RequestError(f"unknown device {device_id!r}")
 
@@ -118,29 +135,43 @@ class AdminData:
             raise protocol.RequestError(f"unknown device {device_id!r}")
         return client_id
 
-    def pending(self, device_id: str | None = None) -> dict[str, list[dict[str, object]]]:
-        """Commands waiting, per device: one device, or every persistent device."""
+    def pending(self, device_id: str | None = None, request: PageRequest = FIRST_PAGE) -> Page:
+        """Commands waiting, grouped by device (``{device: [command, ...]}``): one device's,
+        or every persistent device's; the page counts commands."""
         layer = self._devices()
         if layer is None:
             if device_id is not None:
                 raise protocol.RequestError(f"unknown device {device_id!r}")
-            return {}
+            return Page({}, request.offset, request.limit, 0, None)
+        waiting = self._waiting(layer, device_id)
+
+        def entry(item: tuple[str, int, Message, bool]) -> tuple[str, dict[str, object]]:
+            dev, seq, msg, in_flight = item
+            attempts = layer.attempts(dev, msg.payload, msg.properties.correlation_data)
+            return dev, protocol.pending_entry(seq, msg, in_flight, attempts)
+
+        entries, after = protocol.build_page(waiting, request, entry, self.page_bytes)
+        out: dict[str, list[dict[str, object]]] = {} if device_id is None else {device_id: []}
+        for dev, command in entries:
+            out.setdefault(dev, []).append(command)
+        return Page(out, request.offset, request.limit, len(waiting), after)
+
+    def pending_count(self) -> int:
+        """Commands waiting for every persistent device (the status line's figure)."""
+        layer = self._devices()
+        return 0 if layer is None else len(self._waiting(layer, None))
+
+    def _waiting(
+        self, layer: DeviceLayer, device_id: str | None
+    ) -> list[tuple[str, int, Message, bool]]:
         if device_id is not None:
             self.client_id(device_id)  # RequestError for an unknown device
             ids = [device_id]
         else:
             ids = [str(e["id"]) for e in layer.device_listing() if _persistent(e)]
-        out: dict[str, list[dict[str, object]]] = {}
+        waiting: list[tuple[str, int, Message, bool]] = []
         for dev in ids:
             client_id = layer.client_id_of(dev)
             entries = None if client_id is None else self.broker.queue_entries(client_id)
-            out[dev] = [
-                protocol.pending_entry(
-                    seq,
-                    msg,
-                    in_flight,
-                    layer.attempts(dev, msg.payload, msg.properties.correlation_data),
-                )
-                for seq, msg, in_flight in entries or ()
-            ]
-        return out
+            waiting.extend((dev, seq, msg, in_flight) for seq, msg, in_flight in entries or ())
+        return waiting

@@ -158,11 +158,13 @@ class LivePublisher:
         self._throttles[name].interval = max(self.update_interval, spent / self.busy_share)
 
     def _compute(self, name: str) -> object:
+        """The list's first page, in the shape of a response's data (what a request without
+        arguments answers); the status carries the totals."""
         if name == "sessions":
-            return self.data.sessions()
+            return self.data.sessions().data
         if name == "devices":
-            return self.data.devices()
-        return self.data.pending()
+            return self.data.devices().data
+        return self.data.pending().data
 
     # --- status ---------------------------------------------------------------------------------
 
@@ -187,6 +189,7 @@ class LivePublisher:
             "clients": snap.get("clients_connected", 0),
             "sessions": snap.get("sessions", 0),
             "devices": self.data.device_count(),  # not the listing: every 2 s, 1,000 devices
+            "pending": self.data.pending_count(),
             "msgs_in_per_s": round(rate_in, 1),
             "msgs_out_per_s": round(rate_out, 1),
             "store_bytes": store,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from devices.model import DevicePolicy
 from gateway.broker.records import Message
@@ -34,6 +34,16 @@ ACTIONS: Final = (
 )
 
 JSON = object  # any value json.loads can return
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# The lists (sessions, devices, pending) come in pages: thousands of sessions would not fit
+# in one MQTT packet (8,000 made more than 1 MiB). A page also ends early, before its JSON
+# passes PAGE_BYTES (or half the broker's max packet size), whatever the limit asked.
+DEFAULT_PAGE: Final = 500
+MAX_PAGE: Final = 1000
+PAGE_BYTES: Final = 256 * 1024
 
 
 class RequestError(ValueError):
@@ -95,15 +105,79 @@ def encode(value: object) -> bytes:
 
 
 def response(
-    *, data: object = None, error: str | None = None, request_id: object = MISSING
+    *,
+    data: object = None,
+    error: str | None = None,
+    request_id: object = MISSING,
+    page: Page | None = None,
 ) -> bytes:
-    """The response body: ok with `data`, or not ok with `error`."""
+    """The response body: ok with `data`, or not ok with `error`; a list's page info beside
+    its data (so that `data` keeps its shape)."""
     body: dict[str, object] = (
         {"ok": True, "data": data} if error is None else {"ok": False, "error": error}
     )
+    if page is not None and error is None:
+        body["page"] = page.info()
     if request_id is not MISSING:
         body["id"] = request_id
     return encode(body)
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    offset: int = 0
+    limit: int = DEFAULT_PAGE
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list: ``data`` in the list's own shape, and where it sits in it."""
+
+    data: object
+    offset: int
+    limit: int
+    total: int
+    next: int | None  # the offset of the next page; None after the last one
+
+    def info(self) -> dict[str, object]:
+        return {"offset": self.offset, "limit": self.limit, "total": self.total, "next": self.next}
+
+
+def page_request(body: Mapping[str, object]) -> PageRequest:
+    """The `offset` and `limit` arguments of a list request (both optional)."""
+    offset = body.get("offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise RequestError("'offset' must be a whole number >= 0")
+    limit = body.get("limit", DEFAULT_PAGE)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise RequestError(f"'limit' must be a whole number from 1 to {MAX_PAGE}")
+    return PageRequest(offset, limit)
+
+
+def build_page(
+    items: Sequence[T],
+    request: PageRequest,
+    build: Callable[[T], R],
+    budget: int = PAGE_BYTES,
+) -> tuple[list[R], int | None]:
+    """Build the page's entries in order until ``request.limit`` or until their JSON would
+    pass ``budget`` bytes (at least one entry, so that paging always moves on); returns the
+    entries and the offset of the next page (None after the last one)."""
+    start = min(request.offset, len(items))
+    built: list[R] = []
+    size = 0
+    for item in items[start : start + request.limit]:
+        entry = build(item)
+        n = len(encode(entry)) + 1
+        if built and size + n > budget:
+            break
+        built.append(entry)
+        size += n
+    end = start + len(built)
+    return built, (end if end < len(items) else None)
 
 
 # --- arguments ------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from devices.supervisor import BRIDGE_CLIENT_ID
 from gateway.admin import protocol
 from gateway.admin.data import AdminData, BrokerView, DeviceLayer
 from gateway.admin.live import LivePublisher
-from gateway.admin.protocol import Request, RequestError
+from gateway.admin.protocol import Page, Request, RequestError
 from gateway.mqtt.packets import NO_PROPERTIES, Properties, Publish
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,9 @@ class AdminService:
     async def _connect(self) -> MQTTClient:
         client = MQTTClient(self.connector, self._on_message)
         await client.connect(CLIENT_ID)
+        limit = client.connack.properties.maximum_packet_size if client.connack else None
+        if limit:  # a page and its envelope well within one packet
+            self.data.page_bytes = max(1024, min(protocol.PAGE_BYTES, limit // 2))
         try:
             for topic_filter in (
                 f"{protocol.request_prefix(self.prefix)}+",
@@ -175,7 +178,10 @@ class AdminService:
                 error = f"internal error: {type(exc).__name__}: {exc}"
                 payload = protocol.response(error=error, request_id=request.id)
             else:
-                payload = protocol.response(data=data, request_id=request.id)
+                if isinstance(data, Page):  # a list: its data, and the page beside it
+                    payload = protocol.response(data=data.data, request_id=request.id, page=data)
+                else:
+                    payload = protocol.response(data=data, request_id=request.id)
         client = self._client
         if client is None:
             return
@@ -204,11 +210,12 @@ class AdminService:
         data, broker = self.data, self.data.broker
         match request.action:
             case "sessions":
-                return data.sessions()
+                return data.sessions(protocol.page_request(body))
             case "devices":
-                return data.devices()
+                return data.devices(protocol.page_request(body))
             case "pending":
-                return data.pending(protocol.optional_str(body, "device"))
+                device = protocol.optional_str(body, "device")
+                return data.pending(device, protocol.page_request(body))
             case "cancel":
                 device = protocol.required_str(body, "device")
                 seq = protocol.required_int(body, "id")

@@ -50,6 +50,12 @@ class Connects(Disconnects):
         owner = OWNER_GATEWAY if conn.info.trusted else username
         if not self._may_use(conn, client_id, owner, now):
             return
+        cap = settings.max_sessions
+        # The gateway's own clients (device sessions) may always connect.
+        new = client_id not in self._sessions and not conn.info.trusted
+        if cap and new and len(self._sessions) >= cap:
+            self._refuse_new_session(conn, client_id, cap)
+            return
         will = packet.will
         if will is not None:
             code = self._will_refusal(will, username, client_id, v5, identity.is_admin)
@@ -228,6 +234,27 @@ class Connects(Disconnects):
                 why,
                 refused,
             )
+
+    def _refuse_new_session(self, conn: Connection, client_id: str, cap: int) -> None:
+        """limits.max_sessions reached. 0x97 Quota exceeded (not 0x89 Server busy: it is a
+        configured limit that holds until sessions end, not a load that passes in a moment,
+        and a client told "busy" retries at once); 3.1.1 has only "server unavailable"."""
+        self.stats.refused_max_sessions += 1
+        refused = self.stats.refused_max_sessions
+        info = conn.info
+        self._event("refused", client_id, f"{info.listener} {info.peer}: {cap} sessions exist")
+        if refused == 1 or refused % 100 == 0:  # a flood of attempts must not flood the log
+            log.warning(
+                "refused CONNECT with client id %r from %s (%s): limits.max_sessions (%d) "
+                "reached (%d refused so far)",
+                client_id,
+                info.peer,
+                info.listener,
+                cap,
+                refused,
+            )
+        code = ReasonCode.QUOTA_EXCEEDED if conn.v5 else ReasonCode.SERVER_UNAVAILABLE
+        self._refuse(conn, code)
 
     def _connack_properties(self) -> Properties:
         props = self._connack_props_cache

@@ -10,19 +10,19 @@ from __future__ import annotations
 import heapq
 from dataclasses import replace
 
-from gateway.broker.durability import Durability
 from gateway.broker.effects import Send
 from gateway.broker.queue_policy import json_keys
 from gateway.broker.records import DeleteQueueEntry, Message, PutQueueEntry
 from gateway.broker.session import RELEASED, SENT, Connection, QEntry, Session
 from gateway.broker.settings import Overflow, QueueLimits
+from gateway.broker.store_limit import StoreLimit
 from gateway.mqtt.packets import Properties, PubRec, PubRel, new_publish
 from gateway.mqtt.reason_codes import ReasonCode
 
 _PID_NOT_FOUND = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND.value
 
 
-class Delivery(Durability):
+class Delivery(StoreLimit):
     def _deliver(
         self,
         s: Session,
@@ -39,6 +39,8 @@ class Delivery(Durability):
                 self._send_qos0(conn, s, msg, retain, sub_ids, now)
                 return True
             if not s.queue.count and len(s.inflight) < conn.window:
+                if s.stored and self._store_full and not self._room_for(s, msg):
+                    return False
                 seq = self._next_seq
                 self._next_seq = seq + 1
                 self._transmit(conn, s, QEntry(seq, msg, qos, retain, sub_ids), now, False)
@@ -102,6 +104,8 @@ class Delivery(Durability):
     def _enqueue(
         self, s: Session, msg: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]
     ) -> bool:
+        if s.stored and self._store_full and not self._room_for(s, msg):
+            return False  # before coalescing: a message not stored supersedes nothing
         limits = s.limits
         if limits.coalesce or limits.default_expiry:
             msg = self._apply_policy(s, msg, limits)
@@ -129,6 +133,7 @@ class Delivery(Durability):
                 oldest = queue.popleft()
                 if oldest is None:
                     break
+                oldest.dead = True  # out of the queue: its expiry must not drop it again
                 self._finish(s, oldest)
                 self._notify(s, "dropped", oldest.message, reason="queue_full")
                 dropped += 1

@@ -44,6 +44,8 @@ class Routing(Delivery):
             if not payload:
                 if retained.remove(topic) is not None and durable:
                     self._store.append(DeleteRetained(topic))
+            elif self._store_full and durable and self._retained_refused(topic, payload):
+                pass  # the store is full (store_limit.py): counted there
             elif retained.can_store(topic):
                 msg = Message(
                     self._new_msg_id(), topic, payload, qos, True, props, expires_at, origin, now

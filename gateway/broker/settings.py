@@ -56,6 +56,9 @@ class BrokerSettings:
     default_queue: QueueLimits = QueueLimits()
     queue_rules: tuple[QueueRule, ...] = ()
     max_retained_messages: int = 0  # 0 = unlimited
+    # Sessions at once, live and persistent offline ones (0 = unlimited); the gateway's own
+    # clients are never refused. About 3 KB of memory each (an idle one with a subscription).
+    max_sessions: int = 10_000
     sys_interval: float = 10.0  # seconds between $SYS updates; 0 = off
     # Client identifiers only the gateway's own (in-process) clients may use: a network
     # client asking for one is refused (CONNACK 0x85 / 3.1.1 code 2). The composition root

@@ -17,6 +17,7 @@ DROP_REASONS = (
     "retained_full",  # max_retained_messages reached; the retained copy was not kept
     "qos0_offline",  # QoS 0 for an offline session that does not queue QoS 0
     "session_expired",  # still queued when its session expired
+    "store_full",  # persistence.max_size_mb reached: not stored (or refused with 0x97)
 )
 
 
@@ -37,6 +38,7 @@ class BrokerStats:
     # CONNECTs refused for their client id (connect.py _may_use).
     refused_reserved_client_id: int = 0
     refused_session_owner: int = 0
+    refused_max_sessions: int = 0  # a new session beyond limits.max_sessions
     wills_published: int = 0
     sessions_expired: int = 0
     publish_denied: int = 0  # PUBLISH refused by ACL / $SYS rule
@@ -48,6 +50,7 @@ class BrokerStats:
     dropped_session_expired: int = 0
     # Commands a device session's schema refused before they were queued (command_check.py).
     publish_rejected: int = 0
+    dropped_store_full: int = 0
     # Told about every drop (reason, count, detail, client id): the broker's event ring.
     on_drop: Callable[[str, int, str, str | None], None] | None = field(
         default=None, repr=False, compare=False
@@ -61,6 +64,7 @@ class BrokerStats:
             + self.dropped_expired
             + self.dropped_too_large
             + self.dropped_session_expired
+            + self.dropped_store_full
         )
 
     def dropped(self, reason: str, n: int, detail: str, client_id: str | None = None) -> None:
@@ -126,6 +130,7 @@ def sys_topics(stats: BrokerStats, gauges: Gauges, version: str) -> list[tuple[s
         (p + "store/queued", str(gauges.queued)),
         (p + "clients/refused/reserved_client_id", str(stats.refused_reserved_client_id)),
         (p + "clients/refused/session_owner", str(stats.refused_session_owner)),
+        (p + "clients/refused/max_sessions", str(stats.refused_max_sessions)),
     ]
     for reason in DROP_REASONS:
         out.append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -63,5 +63,9 @@ class Store(Protocol):
     def stats(self) -> StoreStats: ...
 
     def over_limit(self) -> bool:
-        """True while the store holds more than its configured maximum size."""
+        """True while the store is full (its configured maximum size, see limit.py): from
+        reaching it until it is back under it by a margin."""
         ...
+
+    # Told (full, detail) whenever over_limit() changes, from submit() or after a commit.
+    on_limit: Callable[[bool, str], None] | None

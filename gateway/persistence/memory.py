@@ -31,6 +31,7 @@ from gateway.broker.records import (
     SubscriptionRecord,
 )
 from gateway.persistence.base import StoreError, StoreStats
+from gateway.persistence.limit import Notify, SizeLimit
 
 # Rough per-record overhead so that size_bytes is comparable in scale to SQLite's.
 _RECORD_OVERHEAD = 64
@@ -121,7 +122,7 @@ def _message_size(m: Message) -> int:
 class MemoryStore:
     def __init__(self, *, max_size_bytes: int = 0) -> None:
         self.tables = Tables()
-        self._max_size = max_size_bytes
+        self._limit = SizeLimit(max_size_bytes) if max_size_bytes else None
         self._open = False
         self._fail_next = 0
         self._commits = 0
@@ -162,6 +163,7 @@ class MemoryStore:
             self.tables.apply(op)
         self._commits += 1
         self._ops += len(ops)
+        self.over_limit()
 
     async def close(self) -> None:
         self._open = False
@@ -182,7 +184,16 @@ class MemoryStore:
         )
 
     def over_limit(self) -> bool:
-        return self._max_size > 0 and self.tables.size_bytes > self._max_size
+        return self._limit is not None and self._limit.update(self.tables.size_bytes)
+
+    @property
+    def on_limit(self) -> Notify | None:
+        return None if self._limit is None else self._limit.on_change
+
+    @on_limit.setter
+    def on_limit(self, notify: Notify | None) -> None:
+        if self._limit is not None:
+            self._limit.on_change = notify
 
 
 _OP_TYPES = (

@@ -92,10 +92,33 @@ _V4 = (
     "ELSE username END",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# v5: rows that did not decode at start-up are moved here, one by one, with where they came
+# from and why (loader.py), instead of the whole file being moved aside. An operator reads
+# them with `sqlite3 <store> 'SELECT * FROM quarantine'`; the gateway never reads them back.
+_V5 = (
+    """CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        quarantined_at REAL NOT NULL,
+        source_table TEXT NOT NULL,
+        row_key TEXT NOT NULL,
+        client_id TEXT,
+        reason TEXT NOT NULL,
+        row_data TEXT NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-TABLES = ("sessions", "subscriptions", "messages", "queue", "retained", "inbound_qos2")
+TABLES = (
+    "sessions",
+    "subscriptions",
+    "messages",
+    "queue",
+    "retained",
+    "inbound_qos2",
+    "quarantine",
+)
 
 
 class SchemaTooNew(Exception):

@@ -50,8 +50,9 @@ from gateway.broker.records import (
     StoreOp,
     SubscriptionRecord,
 )
-from gateway.persistence import codec, schema
+from gateway.persistence import codec, loader, schema
 from gateway.persistence.base import StoreError, StoreStats
+from gateway.persistence.limit import Notify, SizeLimit, growth
 
 log = logging.getLogger(__name__)
 
@@ -318,37 +319,14 @@ def _prepare(db: sqlite3.Connection, synchronous: str) -> tuple[int, Snapshot, i
         if _is_transient(exc):
             raise
         raise _Corrupt(f"{type(exc).__name__}: {exc}") from exc
-    except (ValueError, TypeError, KeyError) as exc:  # rows that do not decode
-        raise _Corrupt(f"undecodable row: {exc}") from exc
+    except (ValueError, TypeError, KeyError) as exc:  # loader.py quarantines rows: a bug
+        raise _Corrupt(f"undecodable store: {exc}") from exc
 
 
 def _load(db: sqlite3.Connection) -> Snapshot:
-    snap = Snapshot()
-    snap.sessions = [
-        codec.session_from_row(r)
-        for r in db.execute(f"SELECT {codec.SESSION_COLUMNS} FROM sessions")
-    ]
-    snap.subscriptions = [
-        codec.subscription_from_row(r)
-        for r in db.execute(f"SELECT {codec.SUBSCRIPTION_COLUMNS} FROM subscriptions")
-    ]
-    snap.messages = [
-        codec.message_from_row(r)
-        for r in db.execute(f"SELECT {codec.MESSAGE_COLUMNS} FROM messages")
-    ]
-    snap.queue = [
-        codec.queue_entry_from_row(r)
-        for r in db.execute(f"SELECT {codec.QUEUE_COLUMNS} FROM queue ORDER BY seq")
-    ]
-    snap.inbound_qos2 = [
-        (str(cid), int(pid))
-        for cid, pid in db.execute("SELECT client_id, packet_id FROM inbound_qos2")
-    ]
-    snap.retained = [
-        codec.message_from_row(r[1:])
-        for r in db.execute(f"SELECT topic, {codec.MESSAGE_COLUMNS} FROM retained")
-    ]
-    return snap
+    """Everything, with a row that does not decode quarantined by itself (loader.py)."""
+    where = str(db.execute("PRAGMA database_list").fetchone()[2])
+    return loader.load(db, where).snapshot
 
 
 async def _in_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -495,6 +473,10 @@ class SqliteStore:
         self._relaxed = relaxed_window
         self._first_urgent: float | None = None
         self._max_size = max_size_bytes
+        self._limit = SizeLimit(max_size_bytes) if max_size_bytes else None
+        # Estimated bytes of calls not yet committed: queued, and in the group being written.
+        self._queued_bytes = 0
+        self._writing_bytes = 0
         self._conn: aiosqlite.Connection | None = None
         self._queue: list[tuple[Sequence[StoreOp], asyncio.Future[None]]] = []
         self._first_arrival = 0.0
@@ -642,6 +624,10 @@ class SqliteStore:
             self._first_arrival = loop.time()
             self._wake.set()
         self._queue.append((ops, future))
+        if self._limit is not None:
+            # Now, not after the commit: the broker must stop storing before more comes.
+            self._queued_bytes += growth(ops)
+            self._limit.update(self._size + self._writing_bytes + self._queued_bytes)
         waiter = self._window_waiter
         if urgent and self._first_urgent is None:
             self._first_urgent = loop.time()
@@ -679,6 +665,7 @@ class SqliteStore:
                 if delay > 0 and not self._closing and len(self._queue) < self._enough:
                     await self._wait_window(loop, delay)
             group, self._queue = self._queue, []
+            self._writing_bytes, self._queued_bytes = self._queued_bytes, 0
             self._first_urgent = None
             # The window is cut short once a group as large as this one has gathered: when
             # as many callers as last time are already back (e.g. all publishers waiting on
@@ -705,17 +692,21 @@ class SqliteStore:
         plan = _Plan()
         n_ops = 0
         started = time.perf_counter()
+        wal = None
+        if self._limit is not None:
+            wal = (f"{self.path}-wal", self._limit.wal_budget, not self._commits)
         try:
             for ops, _ in group:
                 plan.add(ops)
                 n_ops += len(ops)
-            size = await _in_db_thread(conn, lambda db: _commit_plan(db, plan))
+            size = await _in_db_thread(conn, lambda db: _commit_plan(db, plan, wal))
         except asyncio.CancelledError:
             self._fail(group, StoreError("store writer cancelled; outcome unknown"))
             raise
         except Exception as exc:
             self._failures += 1
             self._failed_calls += len(group)
+            self._measured(None)  # rolled back: the store did not grow
             log.error(
                 "persistence commit FAILED for %d calls / %d ops, rolled back: %s",
                 len(group),
@@ -733,8 +724,7 @@ class SqliteStore:
         self._total_ms += elapsed_ms
         if elapsed_ms > self._max_ms:
             self._max_ms = elapsed_ms
-        if size is not None:
-            self._size = size
+        self._measured(size)
         for _, future in group:
             if not future.done():
                 future.set_result(None)
@@ -770,7 +760,29 @@ class SqliteStore:
         )
 
     def over_limit(self) -> bool:
-        return self._max_size > 0 and self._size > self._max_size
+        """Full (persistence.max_size_mb, see limit.py): from reaching the limit until the
+        store is back under it by a margin."""
+        if self._limit is None:
+            return False
+        return self._limit.update(self._size + self._writing_bytes + self._queued_bytes)
+
+    @property
+    def on_limit(self) -> Notify | None:
+        """Called with (full, detail) whenever over_limit() changes."""
+        return None if self._limit is None else self._limit.on_change
+
+    @on_limit.setter
+    def on_limit(self, notify: Notify | None) -> None:
+        if self._limit is not None:
+            self._limit.on_change = notify
+
+    def _measured(self, size: int | None) -> None:
+        """After a group's transaction: its ops are in the measured size (or rolled back)."""
+        if size is not None:
+            self._size = size
+        self._writing_bytes = 0
+        if self._limit is not None:
+            self._limit.update(self._size + self._queued_bytes)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -778,11 +790,34 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _commit_plan(db: sqlite3.Connection, plan: _Plan) -> int | None:
+def _commit_plan(
+    db: sqlite3.Connection, plan: _Plan, wal: tuple[str, int, bool] | None = None
+) -> int | None:
+    """Apply and commit; then keep the WAL within its share of a size limit (``wal``: its
+    path, its budget, and whether this is the store's first commit), and measure the data."""
     _apply_plan(db, plan)
     try:
+        if wal is not None:
+            _limit_wal(db, *wal)
         return _used_bytes(db)
     except sqlite3.Error:
         # The transaction is committed; failing to measure must not report it as failed.
         log.exception("could not measure the store size")
         return None
+
+
+def _limit_wal(db: sqlite3.Connection, path: str, budget: int, first: bool) -> None:
+    """Keep the WAL file within ``budget``. SQLite checkpoints it when it holds this many
+    pages and then writes it again from the start; a commit larger than what is left makes
+    the file grow past it (and SQLite never shrinks it): then it is checkpointed and
+    truncated here. With the exclusive lock there is no reader to wait for."""
+    if first:
+        page = int(db.execute("PRAGMA page_size").fetchone()[0])
+        pages = max(8, budget // (page + 24) * 3 // 4)  # a frame is a page and a header
+        db.execute(f"PRAGMA wal_autocheckpoint = {pages}").fetchall()
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return  # no WAL file (yet): nothing to limit
+    if size > budget:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

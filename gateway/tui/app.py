@@ -287,7 +287,7 @@ class GatewayTUI(App[None]):
     def _draw_counts(self) -> None:
         tabs = self.query_one(Tabs)
         for number, view in enumerate(VIEWS, 1):
-            label = f"{number} {_TITLES[view]} ({self.model.count(view)})"
+            label = f"{number} {_TITLES[view]} ({self.model.count_text(view)})"
             tab = tabs.query_one(f"#{view}", Tab)
             if tab.label_text != label:
                 tab.label = label

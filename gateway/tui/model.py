@@ -301,6 +301,7 @@ class Status:
     clients: int | None = None
     sessions: int | None = None
     devices: int | None = None
+    pending: int | None = None  # commands waiting, all devices
     msgs_in_per_s: float | None = None
     msgs_out_per_s: float | None = None
     store_bytes: int | None = None
@@ -317,6 +318,7 @@ class Status:
             clients=_opt_int(obj, "clients"),
             sessions=_opt_int(obj, "sessions"),
             devices=_opt_int(obj, "devices"),
+            pending=_opt_int(obj, "pending"),
             msgs_in_per_s=_opt_float(obj, "msgs_in_per_s"),
             msgs_out_per_s=_opt_float(obj, "msgs_out_per_s"),
             store_bytes=_opt_int(obj, "store_bytes"),
@@ -657,6 +659,18 @@ class Model:
         if view == "pending":
             return sum(len(entries) for entries in self.pending.values())
         return len(self.events)
+
+    def count_text(self, view: View) -> str:
+        """How many items a view has, and of how many when the gateway has more than it
+        sends (its lists come in pages: a UI gets the first one, the status the totals)."""
+        shown = self.count(view)
+        status = self.status
+        # Nothing shown yet is "0", not "0 of 5": the lists simply have not come yet.
+        if not shown or status is None or view == "events":
+            return str(shown)
+        total = {"devices": status.devices, "sessions": status.sessions,
+                 "pending": status.pending}[view]  # fmt: skip
+        return f"{shown} of {total}" if total is not None and total > shown else str(shown)
 
     def _device_row(self, d: Device, now: float) -> Row:
         policy = d.policy_dict
