@@ -69,6 +69,47 @@ AUTH_INPUT_LIMIT = 64 * 1024
 
 
 class MQTTConnection(asyncio.Protocol):
+    # Slots: thousands of idle connections are held at once, and an instance dict costs
+    # about a kilobyte each (bench/bench_broker.py idle-conns).
+    __slots__ = (
+        "_auth_input",
+        "_busy",
+        "_connect_task",
+        "_drained",
+        "_early",
+        "_handshaking",
+        "_inbound_aliases",
+        "_out",
+        "_out_bytes",
+        "_outbound_aliases",
+        "_pending",
+        "_tls",
+        "_unacked",
+        "_write_paused",
+        "_written",
+        "_yielding",
+        "allow_anonymous",
+        "authenticating",
+        "closed",
+        "conn_id",
+        "connected",
+        "decoder",
+        "info",
+        "keep_alive",
+        "last_rx",
+        "listener_name",
+        "opened_at",
+        "peer_max_packet_size",
+        "peer_problem_info",
+        "pending",
+        "protocol_version",
+        "server",
+        "source",
+        "stalled_since",
+        "transport",
+        "waiting",
+    )
+
     def __init__(
         self,
         server: Server,
