@@ -222,10 +222,17 @@ class Connects(Disconnects):
         return False
 
     def _refusal_event(self, client_id: str, conn: Connection, why: str) -> None:
+        """An admin event, and a log line for the first refusal and every 100th: a flood of
+        attempts must not flood the log."""
         info = conn.info
         self._event("refused", client_id, f"{info.listener} {info.peer}: {why}")
-        refused = self.stats.refused_reserved_client_id + self.stats.refused_session_owner
-        if refused == 1 or refused % 100 == 0:  # a flood of attempts must not flood the log
+        stats = self.stats
+        refused = (
+            stats.refused_reserved_client_id
+            + stats.refused_session_owner
+            + stats.refused_max_sessions
+        )
+        if refused == 1 or refused % 100 == 0:
             log.warning(
                 "refused CONNECT with client id %r from %s (%s): %s (%d refused so far)",
                 client_id,
@@ -240,19 +247,7 @@ class Connects(Disconnects):
         configured limit that holds until sessions end, not a load that passes in a moment,
         and a client told "busy" retries at once); 3.1.1 has only "server unavailable"."""
         self.stats.refused_max_sessions += 1
-        refused = self.stats.refused_max_sessions
-        info = conn.info
-        self._event("refused", client_id, f"{info.listener} {info.peer}: {cap} sessions exist")
-        if refused == 1 or refused % 100 == 0:  # a flood of attempts must not flood the log
-            log.warning(
-                "refused CONNECT with client id %r from %s (%s): limits.max_sessions (%d) "
-                "reached (%d refused so far)",
-                client_id,
-                info.peer,
-                info.listener,
-                cap,
-                refused,
-            )
+        self._refusal_event(client_id, conn, f"limits.max_sessions ({cap}) reached")
         code = ReasonCode.QUOTA_EXCEEDED if conn.v5 else ReasonCode.SERVER_UNAVAILABLE
         self._refuse(conn, code)
 
