@@ -232,7 +232,7 @@ def run_one(workload: str, mode: str, workdir: Path, args: argparse.Namespace, l
 # Frames of the admin service: its own code and the in-process MQTT client it talks through
 # (no device sessions run in these workloads, so that client is the service's alone). What
 # the broker does for the service's messages (routing them to the watcher) is not counted.
-ADMIN_FRAMES = ("gateway/admin/", "devices/mqtt_client.py")
+ADMIN_FRAMES = ("gateway/admin/", "gateway/client/mqtt.py")
 
 
 def admin_share(path: Path) -> float | None:

@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devices.ble.radio import BTHOME_UUID, Advertisement, AdvertisementCallback
 from devices.model import Device, DevicePolicy
-from devices.mqtt_client import MQTTClient
 from devices.session import DeviceSession
 from devices.supervisor import Supervisor
 from gateway.app import Gateway
+from gateway.client.mqtt import MQTTClient
 from gateway.config import parse_config
 from gateway.mqtt.packets import Publish
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from devices import homeassistant as ha
 from devices.model import Device
-from devices.mqtt_client import MQTTClient, MQTTClientError
+from gateway.client.mqtt import MQTTClient, MQTTClientError
 
 log = logging.getLogger(__name__)
 

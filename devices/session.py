@@ -45,7 +45,7 @@ from devices.model import (
     DeviceUnreachable,
     InvalidCommand,
 )
-from devices.mqtt_client import ConnectionClosed, Connector, MQTTClient, MQTTClientError
+from gateway.client.mqtt import ConnectionClosed, Connector, MQTTClient, MQTTClientError
 from gateway.mqtt.packets import Properties, Publish, Will
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,6 @@ from devices.lan.managed import DriverAdapter, LanDevice, StateSource
 from devices.lan.poller import StatePoller
 from devices.lan.static import LAN_SCHEMAS, make_driver
 from devices.model import Device, DevicePolicy, PolicyError
-from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
 from devices.session import (
     CLIENT_ID_PREFIX,
     DISCONNECT_WITH_WILL,
@@ -44,6 +43,7 @@ from devices.session import (
     DeviceSession,
 )
 from devices.views import DevicesView, KnownDeviceView
+from gateway.client.mqtt import Connector, MQTTClient, MQTTClientError
 from gateway.commands.schema import CommandSchema
 from gateway.mqtt.packets import Publish, Will
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devices.mqtt_client import MQTTClient
 from gateway.app import Gateway
+from gateway.client.mqtt import MQTTClient
 from gateway.config import load_config
 from gateway.mqtt.packets import Publish
 from tests import paho_helpers

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from devices.model import Device, DevicePolicy, InvalidCommand, PolicyError
-from devices.mqtt_client import MQTTClient
 from devices.session import DeviceSession
+from gateway.client.mqtt import MQTTClient
 from gateway.commands.schema import CommandSchema
 from gateway.mqtt.packets import Properties
 from tests.device_harness import Harness, payloads, until

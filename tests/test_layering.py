@@ -52,6 +52,9 @@ RULES = {
         "gateway.mqtt",
     ),
     "gateway.server": ("gateway.server", "gateway.broker", "gateway.mqtt"),
+    # The gateway's own MQTT client (devices, admin service, TUI, upstream bridge): it talks
+    # MQTT and knows nothing of the broker it talks to.
+    "gateway.client": ("gateway.client", "gateway.mqtt"),
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from devices.mqtt_client import MQTTClient
+from gateway.client.mqtt import MQTTClient
 from gateway.mqtt.packets import Publish
 from tests import paho_helpers
 from tests.conftest import ThreadGateway, free_port, write_config

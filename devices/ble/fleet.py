@@ -18,8 +18,8 @@ from devices.ble.gatt_ops import GattProfile
 from devices.ble.radio import Advertisement, Link
 from devices.ble.sleepy import GattAdapter, SleepyDevice, StateCallback, WakeSettings
 from devices.model import Device
-from devices.mqtt_client import Connector, MQTTClientError
 from devices.session import DeviceSession
+from gateway.client.mqtt import Connector, MQTTClientError
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from devices.ble.gatt_ops import Confirmation, GattProfile, GattStep
 from devices.ble.radio import Advertisement, GattSession, Link, LinkError, LinkErrorKind
 from devices.model import DeviceUnreachable
-from devices.mqtt_client import MQTTClientError
 from devices.session import DeviceSession
+from gateway.client.mqtt import MQTTClientError
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 from devices.model import PolicyError
-from devices.mqtt_client import Connector, MQTTClient, MQTTClientError
 from devices.supervisor import BRIDGE_CLIENT_ID
 from gateway.admin import protocol
 from gateway.admin.data import AdminData, BrokerView, DeviceLayer
 from gateway.admin.live import LivePublisher
 from gateway.admin.protocol import Page, Request, RequestError
+from gateway.client.mqtt import Connector, MQTTClient, MQTTClientError
 from gateway.mqtt.packets import NO_PROPERTIES, Properties, Publish
 
 log = logging.getLogger(__name__)

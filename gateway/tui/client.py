@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from devices.mqtt_client import (
+from gateway.client.mqtt import (
     ConnectionClosed,
     Connector,
     ConnectRefused,

@@ -1,4 +1,4 @@
-"""devices.mqtt_client against the real gateway, over the in-process transport."""
+"""gateway.client.mqtt against the real gateway, over the in-process transport."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from devices.mqtt_client import ConnectionClosed, ConnectRefused, MQTTClient
 from gateway.app import Gateway
+from gateway.client.mqtt import ConnectionClosed, ConnectRefused, MQTTClient
 from gateway.config import load_config
 from gateway.mqtt.packets import Properties, Publish, Will
 from tests import paho_helpers
