@@ -1,4 +1,4 @@
-""""A small asyncio MQTT 5 client for the gateway's own components.
+"""A small asyncio MQTT 5 client for the gateway's own components.
 
 Built on the sans-I/O codec of :mod:`gateway.mqtt`, so devices talk plain MQTT to the broker
 like any outside client (DESIGN §5). Two things set it apart from a general-purpose client:
