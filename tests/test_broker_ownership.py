@@ -127,13 +127,19 @@ def test_expired_session_frees_its_client_id() -> None:
     assert h.store.sessions["phone"].owner == "bob"
 
 
-def test_the_gateway_may_take_back_a_session_it_owns_or_not() -> None:
+def test_the_gateway_takes_back_its_client_id_and_discards_a_squatters_session() -> None:
     h = Harness()
     c = h.connect("edge-gateway-admin", V5, clean=False, expiry=60, username="mallory")
+    c.subscribe("#", qos=1)  # what a squatter would like the gateway's client to forward
     c.disconnect()
+    h.connect("p", V5).publish("x", b"queued for mallory", qos=1)
     own = h.connect("edge-gateway-admin", V5, clean=False, expiry=60, trusted=True)
-    assert connack(own).reason_code == 0
+    assert connack(own).reason_code == 0 and not connack(own).session_present
+    assert own.publishes() == []
     assert h.store.sessions["edge-gateway-admin"].owner == OWNER_GATEWAY
+    assert not any(cid == "edge-gateway-admin" for cid, _ in h.store.subscriptions)
+    h.connect("p2", V5).publish("y", b"later", qos=1)
+    assert own.publishes() == []
     assert refused(h.connect("edge-gateway-admin", V5, username="mallory")) == 0x87
 
 
@@ -154,3 +160,12 @@ def test_refusals_are_events_for_the_admin_api() -> None:
     refusal = [e for e in events if e["type"] == "refused"]
     assert len(refusal) == 1 and refusal[0]["client_id"] == DEVICE
     assert "reserved" in str(refusal[0]["detail"])
+
+
+def test_the_gateway_takes_back_a_live_connection_too() -> None:
+    h = Harness()
+    squatter = h.connect("edge-gateway-admin", V5, username="mallory")
+    squatter.subscribe("#")
+    own = h.connect("edge-gateway-admin", V5, clean=False, expiry=60, trusted=True)
+    assert connack(own).reason_code == 0 and not connack(own).session_present
+    assert squatter.closed

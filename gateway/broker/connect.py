@@ -194,8 +194,8 @@ class Connects(Disconnects):
         A session that exists (live, or persistent and not yet expired) is only ever taken
         over, resumed or discarded (clean start) by its owner: anybody else could otherwise
         take its queued messages, acknowledge them away, or end it. The gateway's own clients
-        may reclaim any session; an administrator uses the admin API (kick, delete_session)
-        instead of a client id.
+        may reclaim any client id: someone else's session with it is discarded. An
+        administrator uses the admin API (kick, delete_session) instead of a client id.
         """
         trusted = conn.info.trusted
         prefixes = self.settings.reserved_client_id_prefixes
@@ -211,10 +211,18 @@ class Connects(Disconnects):
         if expires is not None and expires <= now:
             return True  # expired: it is ended below, and the client id is free
         if trusted:
+            # Reclaimed, not resumed: whatever someone else put in it (subscriptions, queued
+            # messages) must not become the gateway's own.
             log.warning(
-                "session %r of %s is taken back by the gateway", client_id, owner_text(existing)
+                "session %r of %s is discarded: the client id is the gateway's",
+                client_id,
+                owner_text(existing),
             )
-            existing.owner = owner
+            old = existing.conn
+            if old is not None:
+                self._detach(old, ReasonCode.SESSION_TAKEN_OVER)
+                self._after_disconnect(existing, old.will, now, takeover=True)
+            self._end_session(existing, now)
             return True
         self.stats.refused_session_owner += 1
         self._refusal_event(client_id, conn, f"the session belongs to {owner_text(existing)}")

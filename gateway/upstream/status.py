@@ -1,0 +1,31 @@
+"""What an upstream connection reports: the retained ``<prefix>/bridge/upstream/<name>``
+message, the admin API's ``upstreams`` list and the TUI's Upstreams tab share this shape."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+State = Literal["connected", "connecting", "disconnected"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStatus:
+    name: str
+    host: str
+    port: int
+    protocol: int  # 5 or 4
+    client_id: str  # ours, on the upstream broker
+    state: State
+    since: float  # wall-clock time the state began
+    queued: int  # waiting locally to go up (queued + in flight)
+    forwarded: int  # messages the upstream acknowledged (out), since start
+    received: int  # messages from the upstream committed locally (in), since start
+    dropped: int  # messages the local queue limits dropped, since start
+    duplicates: int  # QoS 1 messages sent up again after a reconnect or restart, since start
+    rate_out: float  # messages/s forwarded, recent
+    rate_in: float  # messages/s received, recent
+    last_error: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
