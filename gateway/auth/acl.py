@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.broker.access import Authorizer
+from gateway.mqtt.topics import filter_covers, filter_matches
 
 READ = "read"
 WRITE = "write"
@@ -81,41 +82,6 @@ def _glob_matcher(pattern: str) -> Callable[[str], bool]:
         return pattern.__eq__
     compiled = re.compile(fnmatch.translate(pattern))
     return lambda value: compiled.match(value) is not None
-
-
-def _filter_matches(flt: tuple[str, ...], levels: Sequence[str]) -> bool:
-    """MQTT topic matching of a split filter against a split topic name."""
-    if levels[0][:1] == "$" and flt[0] in ("+", "#"):
-        return False
-    count = len(levels)
-    for index, part in enumerate(flt):
-        if part == "#":
-            return True
-        if index >= count:
-            return False
-        if part != "+" and part != levels[index]:
-            return False
-    return len(flt) == count
-
-
-def _filter_covers(flt: tuple[str, ...], requested: Sequence[str]) -> bool:
-    """True if every topic matched by ``requested`` is matched by ``flt``."""
-    if requested[0][:1] == "$" and flt[0] in ("+", "#"):
-        return False
-    count = len(requested)
-    for index, part in enumerate(flt):
-        if part == "#":
-            return True
-        if index >= count:
-            return False
-        wanted = requested[index]
-        if wanted == "#":
-            return False
-        if part == "+":
-            continue
-        if wanted == "+" or part != wanted:
-            return False
-    return len(flt) == count
 
 
 def _strip_share(topic_filter: str) -> str:
@@ -224,7 +190,7 @@ class Acl:
             return self._default_allow
         levels = topic.split("/")
         for flt, mask, allow, _code in self._rules_for(username, client_id):
-            if mask & bit and _filter_matches(flt, levels):
+            if mask & bit and filter_matches(flt, levels):
                 return allow
         return self._default_allow
 
@@ -242,7 +208,7 @@ class Acl:
             return default
         requested = _strip_share(topic_filter).split("/")
         for flt, mask, allow, code in self._rules_for(username, client_id):
-            if mask & _SUBSCRIBE_BIT and _filter_covers(flt, requested):
+            if mask & _SUBSCRIBE_BIT and filter_covers(flt, requested):
                 return 0 if allow else code
         return default
 
@@ -296,7 +262,7 @@ class BridgeGuard:
         if not self._in_scope(topic):
             return False
         levels = topic.split("/")
-        return any(_filter_matches(flt, levels) for flt in self._private)
+        return any(filter_matches(flt, levels) for flt in self._private)
 
     def can_publish(self, username: str | None, client_id: str, topic: str) -> bool:
         if username is not None and username in self._admins:
@@ -316,7 +282,7 @@ class BridgeGuard:
         if username is not None and username in self._admins:
             return 0
         requested = _strip_share(topic_filter).split("/")
-        if any(_filter_covers(flt, requested) for flt in self._private):
+        if any(filter_covers(flt, requested) for flt in self._private):
             return NOT_AUTHORIZED
         if self._inner is None:
             return 0
