@@ -40,6 +40,7 @@ from gateway.auth.checks import CheckLimits, PasswordChecks
 from gateway.auth.passwords import PasswordFileError, read_password_file
 from gateway.broker.access import Authorizer
 from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits, QueueRule
+from gateway.upstream.settings import UpstreamConfig
 
 _BROKER_DEFAULTS = BrokerSettings()
 _QUEUE_DEFAULTS = QueueLimits()
@@ -279,6 +280,8 @@ class GatewayConfig:
     demo: bool = False
     # The admin API service (gateway/admin): requests, live updates, events.
     admin_api: bool = True
+    # Upstream bridge connections (gateway/upstream), in config order.
+    upstream: tuple[UpstreamConfig, ...] = ()
 
     def broker_settings(self) -> BrokerSettings:
         limits = self.limits
