@@ -196,9 +196,10 @@ def describe_upstream(cfg: UpstreamConfig) -> str:
     elif cfg.tls.insecure:
         tls = "TLS UNCHECKED (insecure)"
     else:
-        tls = f"TLS, CA {cfg.tls.cafile}" if cfg.tls.cafile else "TLS, system CAs"
+        checked = f"CA {cfg.tls.cafile}" if cfg.tls.cafile else "system CAs"
         if cfg.tls.certfile is not None:
-            tls += ", client certificate"
+            checked += ", client certificate"
+        tls = f"TLS ({checked})"
     login = "anonymous"
     if cfg.username is not None:
         login = f"user {cfg.username!r}"
@@ -221,9 +222,10 @@ def describe_upstream(cfg: UpstreamConfig) -> str:
 def upstream_warnings(cfg: UpstreamConfig) -> list[str]:
     warnings: list[str] = []
     if cfg.tls is not None and cfg.tls.insecure:
+        secret = " and the password" if cfg.password is not None else ""
         warnings.append(
             "WARNING: tls.insecure: the broker's certificate and host name are NOT checked; "
-            "anyone on the way can pose as the broker, read the messages and the password"
+            f"anyone on the way can pose as the broker and read the messages{secret}"
         )
     if cfg.tls is None and cfg.password is not None and not is_loopback_host(cfg.host):
         warnings.append(
