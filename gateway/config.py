@@ -1293,6 +1293,9 @@ def _mqtt_string(section: _Map, key: str, value: str | None) -> str | None:
 
 def _read_secret_file(section: _Map, path: Path) -> bytes:
     key = "password_file"
+    if path.exists() and not path.is_file():
+        # A FIFO or a terminal would block start-up waiting for a line.
+        raise section.error(key, f"cannot read '{path}': not a regular file")
     try:
         with open(path, "rb") as handle:
             line = handle.readline(_MAX_PASSWORD + 3)

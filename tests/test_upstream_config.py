@@ -414,11 +414,13 @@ def test_password_file_refused(in_tmp: Path, content: bytes | None, words: str) 
     assert words in error.detail
 
 
-def test_password_file_that_is_a_directory(in_tmp: Path) -> None:
-    Path("pw").mkdir()
+@pytest.mark.parametrize("make", [Path.mkdir, os.mkfifo])
+def test_password_file_that_is_no_regular_file(in_tmp: Path, make: object) -> None:
+    """A FIFO would block start-up until someone writes a line into it."""
+    make(Path("pw"))  # type: ignore[operator]
     error = refused(one("    username: u\n    password_file: pw\n"))
     assert error.key_path == "upstream[0].password_file"
-    assert "cannot read 'pw'" in error.detail
+    assert "cannot read 'pw': not a regular file" in error.detail
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")

@@ -3,10 +3,13 @@ an upstream out of the gateway's own topics and a 3.1.1 connection out of loops.
 
 from __future__ import annotations
 
+import ast
 import itertools
+import sys
 from dataclasses import replace
 
 import pytest
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -451,3 +454,22 @@ def test_two_connections_to_one_broker_that_would_loop_are_refused() -> None:
 
 def test_one_topic_to_two_brokers_is_fine() -> None:
     check_connections([upstream("a", "broker-a"), upstream("b", "broker-b")])
+
+
+@pytest.mark.parametrize("module", ["settings", "rules", "validate"])
+def test_the_upstream_config_modules_are_pure(module: str) -> None:
+    """The config reader, check-config and the bridge share them: standard library, the
+    sans-I/O MQTT layer and each other only."""
+    tree = ast.parse((REPO / "gateway" / "upstream" / f"{module}.py").read_text())
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    allowed = ("gateway.mqtt.", "gateway.upstream.settings", "gateway.upstream.rules")
+    for name in imported:
+        top = name.split(".")[0]
+        assert top in sys.stdlib_module_names or top == "__future__" or name.startswith(allowed)
