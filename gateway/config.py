@@ -1273,9 +1273,8 @@ def _read_protocol(section: _Map) -> int:
     value = section.take("protocol")
     if value is _MISSING:
         return 5
-    text = "" if isinstance(value, bool) else str(value)
-    if not isinstance(value, int | float | str):
-        text = ""
+    scalar = isinstance(value, int | float | str) and not isinstance(value, bool)
+    text = str(value) if scalar else ""
     if text in _PROTOCOLS:
         return _PROTOCOLS[text]
     message = f"expected 5 or 3.1.1, got {_show(value)}"
@@ -1329,7 +1328,10 @@ def _read_password(section: _Map, username: str | None) -> tuple[bytes | None, P
             raise section.error(
                 "password", "expected a string, in quotes (the value is not shown: a secret)"
             )
-        password = raw.encode("utf-8", "surrogatepass")
+        try:
+            password = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise section.error("password", "expected well-formed text (not shown)") from None
         if len(password) > _MAX_PASSWORD:
             raise section.error("password", f"expected at most {_MAX_PASSWORD} bytes")
     if password is not None and username is None:

@@ -379,6 +379,9 @@ def test_password_inline_needs_quotes_and_is_never_repeated() -> None:
     assert (error.key_path, error.line) == ("upstream[0].password", 5)
     assert "in quotes" in error.detail
     assert "918273645" not in str(error)
+    error = refused(one('    username: u\n    password: "zq\\ud800zq"\n'))
+    assert error.key_path == "upstream[0].password" and "well-formed" in error.detail
+    assert "zq" not in str(error)
 
 
 def test_the_password_is_in_no_repr() -> None:
