@@ -4,13 +4,20 @@ has a fake upstream bridge (the engine is not needed to show what it reports).""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from test_admin_upstreams import FakeUpstreams, status
 from test_tui_app import settle
 from test_tui_gateway import tui, until
@@ -22,9 +29,9 @@ from gateway.app import Gateway
 from gateway.config import parse_config
 from gateway.tui.app import GatewayTUI
 from gateway.tui.client import LinkState
-from gateway.tui.model import NO_UPSTREAM, Model
+from gateway.tui.model import NO_UPSTREAM, Model, printable
 from gateway.tui.sample import NOW, StaticSource, sample_status, sample_upstreams
-from gateway.tui.screens import DetailScreen
+from gateway.tui.screens import ConfirmScreen, DetailScreen
 from gateway.upstream.status import UpstreamStatus
 
 pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning")]
@@ -282,3 +289,104 @@ async def test_the_tab_against_a_gateway_follows_the_bridge(
         assert isinstance(app.screen, DetailScreen)
         fields = dict(app.screen.fields)
         assert fields["client_id"] == "edge-gateway-test-backup" and fields["queued"] == "0"
+
+
+# --- abuse: text from the network must not drive the operator's terminal -------------------------
+
+HOSTILE = "evil\x1b[2J\x1b]0;pwned\x07\x9b31m\r\nend"
+
+
+def test_control_characters_are_written_out() -> None:
+    assert printable("plain text, ünïcode ✓") == "plain text, ünïcode ✓"
+    assert printable(HOSTILE) == "evil\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m\\x0d\\x0aend"
+    assert printable("\x00\x7f") == "\\x00\\x7f"
+
+
+async def test_hostile_names_and_errors_are_shown_not_obeyed() -> None:
+    source = StaticSource()
+    upstreams = source.data["upstreams"]
+    sessions = source.data["sessions"]
+    assert isinstance(upstreams, list) and isinstance(sessions, list)
+    upstreams[0]["last_error"] = HOSTILE
+    upstreams[0]["name"] = "a\x1b[7m"
+    sessions[0]["client_id"] = "\x1b]0;pwned\x07"
+    app, _ = make(source)
+    async with app.run_test(size=(160, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        text = screen_text(app)
+        assert "\x1b" not in text and "\x07" not in text
+        assert "a\\x1b[7m" in text and "evil\\x1b[2J\\x1b]0;pwned\\x07" in text
+        app.table.select("a\x1b[7m")
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        shown = str(app.screen.query_one("#fields").render())
+        assert "\x1b" not in shown and "evil\\x1b[2J" in shown
+        await pilot.press("escape", "2")
+        app.table.select("\x1b]0;pwned\x07")
+        await pilot.press("k")  # the confirmation names the client
+        assert isinstance(app.screen, ConfirmScreen)
+        question = str(app.screen.query_one("#question").render())
+        assert question == "Kick \\x1b]0;pwned\\x07?"
+        await pilot.press("n")
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_a_hostile_client_id_and_upstream_error_in_a_real_terminal(tmp_path: Path) -> None:
+    """`edge-gateway tui` in a pseudo-terminal against a gateway where a LAN client connected
+    with an escape sequence as its client id, and an upstream broker's error carries one:
+    the terminal receives them as text."""
+    from paho_helpers import V311, Client
+    from test_tui_cli import REPO, _read_until
+
+    sock = tmp_path / "gw.sock"
+    port = free_port()
+    config = {
+        "listeners": [
+            {"type": "unix", "path": str(sock), "admin": True},
+            {"type": "tcp", "host": "127.0.0.1", "port": port},
+        ],
+        "persistence": {"enabled": False},
+        "sys_interval": 0,
+        "devices": {"ble": {"enabled": False}, "lan": {"enabled": False}},
+        "admin_api": False,
+    }
+    gw = Gateway(parse_config(json.dumps(config), "pty.yaml"))
+    await gw.start()
+    layer = FakeUpstreams(status("cloud", state="disconnected", last_error="bad\x1b]0;owned\x07"))
+    service = AdminService(
+        gw.server, gw.server.connect_in_process, lambda: gw.supervisor, upstreams=lambda: layer
+    )
+    await service.start()
+    hostile = await asyncio.to_thread(Client, port, "\x1b]0;pwned\x07", version=V311)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120", "LINES": "30"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "tui", "--socket", str(sock)],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(follower)
+    try:
+        seen = await asyncio.to_thread(_read_until, leader, b"[connected]", 20.0)
+        os.write(leader, b"2")
+        seen += await asyncio.to_thread(_read_until, leader, b"\\x1b]0;pwned\\x07", 10.0)
+        os.write(leader, b"5")
+        seen += await asyncio.to_thread(_read_until, leader, b"bad\\x1b]0;owned\\x07", 10.0)
+        plain = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", seen)
+        assert b"\\x1b]0;pwned\\x07" in plain and b"bad\\x1b]0;owned\\x07" in plain
+        assert b"\x1b]0;pwned" not in seen and b"\x1b]0;owned" not in seen
+        os.write(leader, b"q")
+        assert await asyncio.to_thread(proc.wait, 10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
+        await asyncio.to_thread(hostile.disconnect)
+        await service.stop()
+        await gw.stop()

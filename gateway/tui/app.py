@@ -21,7 +21,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, Static, Tab, Tabs
 
 from gateway.tui.client import LinkState, LinkStatus, RequestError
-from gateway.tui.model import COLUMNS, VIEWS, Model, View, compact_json
+from gateway.tui.model import COLUMNS, VIEWS, Model, View, compact_json, printable
 from gateway.tui.screens import (
     ConfirmScreen,
     DetailScreen,
@@ -259,7 +259,7 @@ class GatewayTUI(App[None]):
                 text = f"gateway refused the connection — retrying: {status.detail}"
             else:
                 text = f"gateway unreachable — retrying ({status.detail})"
-            banner.update(Text(text))
+            banner.update(Text(printable(text)))
             banner.remove_class("hidden")
         self._draw_status()
 
@@ -272,7 +272,7 @@ class GatewayTUI(App[None]):
         else:
             link = "[DISCONNECTED, data may be stale]"
         line = f"{self.model.header(self.clock())}  {link}"
-        self.query_one("#status", Static).update(Text(line))
+        self.query_one("#status", Static).update(Text(printable(line)))
 
     def redraw(self, force: bool = False) -> None:
         """Bring the header and the visible table up to date (cheap when nothing changed)."""
@@ -377,7 +377,7 @@ class GatewayTUI(App[None]):
 
     def _report(self, message: str, error: bool = False) -> None:
         self.last_result = message
-        self.notify(message, severity="error" if error else "information", markup=False)
+        self.notify(printable(message), severity="error" if error else "information", markup=False)
 
     def _request(self, action: str, body: dict[str, object], done: str) -> None:
         async def run() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -162,6 +163,18 @@ def _compiled(text: str) -> CommandSchema | None:
         return CommandSchema.from_json(text)
     except SchemaError:  # a newer gateway's schema language: the gateway still checks
         return None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Control characters written out (``\\x1b``) instead of sent to the terminal: client ids,
+    device names, topics and upstream errors come from the network, and an escape sequence
+    in one would drive the operator's terminal (clear it, recolour it, retitle it)."""
+    if text.isprintable():
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _clip(text: str, width: int) -> str:

@@ -24,6 +24,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from gateway.tui.model import printable
+
 Row = tuple[str, tuple[str, ...]]
 _GAP = "  "
 
@@ -148,7 +150,7 @@ class Table(ScrollView, can_focus=True):
             index = scroll_y + y - 1
             if index >= len(self.rows):
                 if index == 0 and self.placeholder:
-                    text = " " + self.placeholder
+                    text = " " + printable(self.placeholder)
                     strip = Strip([Segment(text, base)], cell_len(text))
                     return strip.crop(0, width).extend_cell_length(width, base)
                 return Strip.blank(width, base)
@@ -159,6 +161,8 @@ class Table(ScrollView, can_focus=True):
             else:
                 style = base
                 text = " " + text
+        # Here, on the few lines on screen, rather than on every cell when rows are set.
+        text = printable(text)
         strip = Strip([Segment(text, style)], cell_len(text))
         return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, style)
 
