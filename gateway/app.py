@@ -503,12 +503,14 @@ async def _serve(config: GatewayConfig, config_path: Path | None, notifier: Noti
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    # Installed first: SIGHUP's default action would kill the process.
+    # Installed before start-up: the listeners accept (and systemd or a user may send
+    # SIGTERM) before start() returns, and the default actions would kill the process
+    # without closing the store. A stop asked for during start-up is honoured once it is up.
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    await gateway.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
     started = True
     notifier.ready(_serving_status(gateway))
     if early_reload:
