@@ -252,6 +252,7 @@ class Gateway:
             len(snapshot.queue),
             len(snapshot.retained),
         )
+        await self._prime_upstream()
         # Devices are clients of the broker, so they start once it serves.
         devices = self.config.devices
         radio: Radio | None = None
@@ -328,21 +329,29 @@ class Gateway:
             max_packet_size=settings.max_packet_size,
         )
 
-    async def _start_upstream(self) -> None:
-        """The upstream bridges (gateway/upstream), once the broker serves: each connects in
-        the background and retries on its own, so none holds up the start."""
+    async def _prime_upstream(self) -> None:
+        """The upstream bridges' local sessions, before the broker takes clients: what is
+        published from then on is queued for the upstream even if it is never reachable."""
         if not self.config.upstream:
             return
         upstream = UpstreamService(
             self.config.upstream, self._upstream_local(), self.config.topic_prefix
         )
+        await upstream.prime()
+        self.upstream = upstream
+
+    async def _start_upstream(self) -> None:
+        """The upstream bridges (gateway/upstream), once the broker serves: each connects in
+        the background and retries on its own, so none holds up the start."""
+        upstream = self.upstream
+        if upstream is None:
+            return
         try:
             await upstream.start()
         except Exception:
             log.exception("the upstream bridges failed to start; running without them")
+            self.upstream = None
             await upstream.stop()
-            return
-        self.upstream = upstream
 
     async def _start_admin(self) -> None:
         """The admin API (gateway/admin), after the devices it reports on."""

@@ -27,7 +27,8 @@ def free_port() -> int:
 
 class Mosquitto:
     """One mosquitto process. ``extra`` lines go into its config after the listener line
-    (e.g. ``password_file``, ``certfile``, a bridge ``connection`` block)."""
+    (e.g. ``password_file``, ``certfile``, a bridge ``connection`` block). Its queues for
+    offline sessions have no limit (the stock 1,000 would drop what the tests count)."""
 
     def __init__(
         self,
@@ -36,12 +37,15 @@ class Mosquitto:
         *,
         extra: Iterable[str] = (),
         allow_anonymous: bool = True,
+        persistent: bool = False,
         name: str = "mosquitto",
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.extra = list(extra)
         self.allow_anonymous = allow_anonymous
+        # Sessions kept in a file across a clean stop (SIGTERM) and the next start.
+        self.persistent = persistent
         self.name = name
         self.conf = directory / f"{name}.conf"
         self.log_path = directory / f"{name}.log"
@@ -51,7 +55,15 @@ class Mosquitto:
         lines = [
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
-            "persistence false",
+            *(
+                ["persistence true", f"persistence_location {self.directory}/"]
+                if self.persistent
+                else ["persistence false"]
+            ),
+            "max_queued_messages 0",  # no limit: the tests count what arrives
+            # Run as root (a CI container), mosquitto would switch to its own user, which
+            # cannot write its persistence file into the test's private directory.
+            *(["user root"] if os.geteuid() == 0 else []),
             "log_dest stderr",
             "log_type error",
             "log_type warning",

@@ -102,6 +102,21 @@ class UpstreamBridge:
 
     # --- life cycle -------------------------------------------------------------------------
 
+    async def prime(self) -> None:
+        """Create the local session (or bring its subscriptions and queue limits up to date)
+        before anything else runs: what is published locally must be queued for the upstream
+        from the first start on, even if the upstream is never reachable. The connection asks
+        to be sent nothing (queue-hold) and is closed at once."""
+        link = Link(self._local.connect, self._from_local, name=f"local {self.name}")
+        self._local_link = link
+        try:
+            ack = await link.open(self._local_connect(hold=True))
+            await self._subscribe_locally(link, ack.session_present)
+        finally:
+            await link.disconnect()
+            self._local_link = None
+            self._local_waiters.clear()
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -260,16 +275,17 @@ class UpstreamBridge:
         await self._publish_notification(remote, ONLINE)
         pipe.start()
 
-    def _local_connect(self) -> Connect:
+    def _local_connect(self, hold: bool = False) -> Connect:
         queue = self.config.queue
+        policy = (
+            ("queue-max-messages", str(queue.max_messages)),
+            ("queue-max-bytes", str(queue.max_bytes)),
+            ("queue-overflow", queue.overflow),
+        )
         props = Properties(
             session_expiry_interval=SESSION_NEVER_EXPIRES,
             receive_maximum=self.window,
-            user_properties=(
-                ("queue-max-messages", str(queue.max_messages)),
-                ("queue-max-bytes", str(queue.max_bytes)),
-                ("queue-overflow", queue.overflow),
-            ),
+            user_properties=(*policy, ("queue-hold", "1")) if hold else policy,
         )
         return Connect(
             client_id=self.config.local_client_id,

@@ -68,7 +68,17 @@ class UpstreamService:
 
     # --- life cycle -------------------------------------------------------------------------
 
+    async def prime(self) -> None:
+        """Create the bridges' local sessions: before the broker takes clients, so that
+        nothing published from then on misses the queue of an upstream."""
+        for bridge in self.bridges:
+            try:
+                await bridge.prime()
+            except Exception:
+                log.exception("upstream %s: could not set up its local session", bridge.name)
+
     async def start(self) -> None:
+        """Connect every bridge (in the background; each retries on its own)."""
         await self._connect_status_client()
         for bridge in self.bridges:
             bridge.start()
