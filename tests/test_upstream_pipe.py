@@ -295,3 +295,18 @@ def test_nothing_new_goes_up_while_stopping() -> None:
     s.pipe.from_local(local_msg(1))
     assert s.take_up() == []
     assert s.pipe.out_packet_ids() == {1}
+
+
+def test_qos0_is_dropped_not_buffered_while_the_receiving_side_does_not_read() -> None:
+    congested = [False]
+    s = Sides(remote_congested=lambda: congested[0], local_congested=lambda: congested[0])
+    s.pipe.from_local(Publish("gw/a", b"1", 0))
+    s.pipe.from_remote(Publish("site1/gw/a/set", b"1", 0))
+    assert len(s.take_up()) == 1 and len(s.take_down()) == 1
+    congested[0] = True
+    s.pipe.from_local(Publish("gw/a", b"2", 0))
+    s.pipe.from_remote(Publish("site1/gw/a/set", b"2", 0))
+    s.pipe.from_local(local_msg(3))  # QoS 1 is flow-controlled: never dropped for this
+    assert [p.qos for p in s.take_up()] == [1]  # type: ignore[union-attr]
+    assert s.take_down() == []
+    assert s.counters.dropped_qos0 == 2

@@ -58,6 +58,8 @@ log = logging.getLogger("gateway.upstream")
 
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 CONTROL_TIMEOUT = 10.0  # SUBACK, PUBACK of the notification
+# QoS 0 messages are dropped while this much waits unsent to the side they go to.
+CONGESTED_BYTES = 1024 * 1024
 # A link that stayed up this long was not flapping: the next outage starts the back-off anew.
 STABLE_AFTER = 30.0
 
@@ -156,7 +158,9 @@ class UpstreamBridge:
             queued=figures.queued if figures is not None else 0,
             forwarded=counters.forwarded,
             received=counters.received,
-            dropped=(figures.dropped if figures is not None else 0) + counters.refused_out,
+            dropped=(figures.dropped if figures is not None else 0)
+            + counters.refused_out
+            + counters.dropped_qos0,
             duplicates=counters.duplicates,
             rate_out=round(rate_out, 1),
             rate_in=round(rate_in, 1),
@@ -313,6 +317,8 @@ class UpstreamBridge:
             local_max_packet_size=lp.maximum_packet_size or 0,
             warn=self._warn,
             name=self.name,
+            remote_congested=lambda: remote.write_buffer_size > CONGESTED_BYTES,
+            local_congested=lambda: local.write_buffer_size > CONGESTED_BYTES,
         )
 
     # --- packets ----------------------------------------------------------------------------

@@ -76,6 +76,11 @@ class PipeCounters:
     refused_out: int = 0  # out: the upstream refused it (reason code >= 0x80), or too large
     refused_in: int = 0  # in: the local broker refused it, too large, or no rule maps it
     unmapped_out: int = 0  # out: delivered to the bridge but no rule maps its topic
+    dropped_qos0: int = 0  # either way: QoS 0 while the receiving side did not keep up
+
+
+def _never() -> bool:
+    return False
 
 
 class Pipe:
@@ -97,6 +102,8 @@ class Pipe:
         local_max_packet_size: int = 0,
         warn: RateLimitedLog | None = None,
         name: str = "",
+        remote_congested: Callable[[], bool] = _never,
+        local_congested: Callable[[], bool] = _never,
     ) -> None:
         self._up = send_remote
         self._down = send_local
@@ -111,6 +118,10 @@ class Pipe:
         self._remote_max_packet = remote_max_packet_size
         self._local_max_packet = local_max_packet_size
         self._warn = warn if warn is not None else RateLimitedLog(log)
+        # QoS 0 is not flow-controlled: towards a peer that stopped reading, it would pile up
+        # in our write buffer without end. It is dropped instead while that buffer is full.
+        self._remote_congested = remote_congested
+        self._local_congested = local_congested
         self.name = name
         self.started = False
         self.forwarding = True  # False while stopping: nothing new goes up
@@ -231,8 +242,11 @@ class Pipe:
             self._finish_local(pid, qos)
             return
         if not up_qos:
-            self._up(up)
-            self.counters.forwarded += 1
+            if self._remote_congested():
+                self._congested_drop(p.topic, "upstream")
+            else:
+                self._up(up)
+                self.counters.forwarded += 1
             self._finish_local(pid, qos)
             return
         assert pid is not None
@@ -241,6 +255,16 @@ class Pipe:
             self._held.append((pid, state, up))
             return
         self._send_up(pid, state, up)
+
+    def _congested_drop(self, topic: str, towards: str) -> None:
+        self.counters.dropped_qos0 += 1
+        self._warn.warning(
+            "congested-" + towards,
+            "upstream %s: the %s does not keep up; QoS 0 message on %r dropped",
+            self.name,
+            towards,
+            topic,
+        )
 
     def _send_up(self, pid: int, state: int, up: Publish) -> None:
         self._out[pid] = state
@@ -410,8 +434,11 @@ class Pipe:
             self._finish_remote(pid, qos)
             return
         if not local_qos:
-            self._down(down)
-            self.counters.received += 1
+            if self._local_congested():
+                self._congested_drop(p.topic, "local broker")
+            else:
+                self._down(down)
+                self.counters.received += 1
             self._finish_remote(pid, qos)
             return
         assert pid is not None
