@@ -2,10 +2,10 @@
 
 The real app (gateway/tui) runs headless (Textual run_test, 120x40) on a static source with
 --devices devices and --sessions sessions, while --rate messages per second arrive as the
-admin API would send them: each second one full sessions list, one full devices list (one
-entry changed in each), one pending list, one status, and events for the rest. Meanwhile
-keys are pressed and the time from the key press until the screen has been updated
-is measured per kind of key:
+admin API would send them: each second one full sessions list, one full devices list, one
+upstreams list (one entry changed in each), one pending list, one status, and events for the
+rest. Meanwhile keys are pressed and the time from the key press until the screen has been
+updated is measured per kind of key:
 
   tab           switch between Devices and Sessions (all rows of the view drawn anew)
   cursor        move the cursor one row down
@@ -58,6 +58,15 @@ def _payloads(source: StaticSource, tick: int) -> tuple[bytes, bytes]:
     return json.dumps(devices).encode(), json.dumps(sessions).encode()
 
 
+def _upstreams_payload(source: StaticSource, tick: int) -> bytes:
+    """The upstreams list of second `tick`: the connected one has forwarded more."""
+    upstreams = source.data["upstreams"]
+    assert isinstance(upstreams, list)
+    if upstreams:
+        upstreams[0]["forwarded"] = int(upstreams[0]["forwarded"]) + 12
+    return json.dumps(upstreams).encode()
+
+
 async def feed(app: GatewayTUI, source: StaticSource, rate: int, stop: asyncio.Event,
                costs: list[float]) -> int:  # fmt: skip
     """Deliver `rate` messages a second until `stop`; returns how many were delivered."""
@@ -72,10 +81,12 @@ async def feed(app: GatewayTUI, source: StaticSource, rate: int, stop: asyncio.E
         return 0
     while not stop.is_set():
         devices, sessions = _payloads(source, tick)
+        upstreams = _upstreams_payload(source, tick)
         batch: list[tuple[str, bytes]] = [
             ("gw/bridge/updates/sessions", sessions),
             ("gw/bridge/updates/devices", devices),
             ("gw/bridge/updates/pending", pending),
+            ("gw/bridge/updates/upstreams", upstreams),
             ("gw/bridge/status", status),
         ]
         for n in range(max(0, rate - len(batch))):

@@ -25,12 +25,14 @@ from gateway.config import (
     ConfigError,
     GatewayConfig,
     describe_listeners,
+    is_loopback_host,
     load_config,
     with_demo,
 )
 from gateway.startup import StartupError
 from gateway.tui.main import TuiError, run_tui
 from gateway.tui.main import add_arguments as add_tui_arguments
+from gateway.upstream.settings import UpstreamConfig
 
 PROG = "edge-gateway"
 EXIT_OK = 0
@@ -173,7 +175,70 @@ def _cmd_check_config(config_path: Path, out: TextIO) -> int:
     )
     if cfg.demo:
         print("demo: on (simulated devices are added)", file=out)
+    if not cfg.upstream:
+        print("upstream: none", file=out)
+    for upstream in cfg.upstream:
+        print(f"upstream {describe_upstream(upstream)}", file=out)
+        for warning in upstream_warnings(upstream):
+            print(f"  {warning}", file=out)
     return EXIT_OK
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def describe_upstream(cfg: UpstreamConfig) -> str:
+    """One line: name, broker, protocol, TLS, login, rules and queue (never the password)."""
+    protocol = "MQTT 5" if cfg.protocol == 5 else "MQTT 3.1.1"
+    if cfg.tls is None:
+        tls = "no TLS"
+    elif cfg.tls.insecure:
+        tls = "TLS UNCHECKED (insecure)"
+    else:
+        checked = f"CA {cfg.tls.cafile}" if cfg.tls.cafile else "system CAs"
+        if cfg.tls.certfile is not None:
+            checked += ", client certificate"
+        tls = f"TLS ({checked})"
+    login = "anonymous"
+    if cfg.username is not None:
+        login = f"user {cfg.username!r}"
+        if cfg.password_file is not None:
+            login += f" with the password in {cfg.password_file}"
+        elif cfg.password is not None:
+            login += " with a password"
+    queue = cfg.queue
+    most = f"{queue.max_messages} messages" if queue.max_messages else "unlimited messages"
+    if queue.max_bytes:
+        most += f", {queue.max_bytes} bytes"
+    rules = len(cfg.topics)
+    return (
+        f"{cfg.name}: {_host_port(cfg.host, cfg.port)}, {protocol}, {tls}, {login}, "
+        f"client id {cfg.client_id!r}, {rules} topic rule{'s' if rules != 1 else ''}, "
+        f"queue {most}, {queue.overflow}"
+    )
+
+
+def upstream_warnings(cfg: UpstreamConfig) -> list[str]:
+    warnings: list[str] = []
+    if cfg.tls is not None and cfg.tls.insecure:
+        secret = " and the password" if cfg.password is not None else ""
+        warnings.append(
+            "WARNING: tls.insecure: the broker's certificate and host name are NOT checked; "
+            f"anyone on the way can pose as the broker and read the messages{secret}"
+        )
+    if cfg.tls is None and cfg.password is not None and not is_loopback_host(cfg.host):
+        warnings.append(
+            f"WARNING: no TLS: the password goes to {cfg.host} in clear text (set tls: {{}})"
+        )
+    path = cfg.password_file
+    if path is not None:
+        try:
+            if path.stat().st_mode & 0o077:
+                warnings.append(f"warning: {path} is open to its group or others (chmod 600 it)")
+        except OSError:
+            pass  # it was read a moment ago; a file that just went is the next start's error
+    return warnings
 
 
 def _read_new_password(user: str) -> str:

@@ -19,6 +19,9 @@ from dataclasses import dataclass, fields, replace
 
 from gateway.auth.acl import AclRule
 from gateway.config import AclConfig, AuthConfig, GatewayConfig, LimitsConfig, ListenerConfig
+from gateway.upstream.rules import takes_down
+from gateway.upstream.settings import UpstreamConfig
+from gateway.upstream.validate import local_filter
 
 # Limits the server reads for each new connection, so a new value simply applies to the next.
 LIVE_LIMITS: tuple[str, ...] = (
@@ -41,6 +44,9 @@ _RESTART_KEYS: tuple[str, ...] = (
     "devices",
     "demo",
     "admin_api",
+    # The upstream bridge's connections are opened once; their settings (and passwords) are
+    # never named in the log, only the key.
+    "upstream",
 )
 
 
@@ -109,6 +115,7 @@ def weakened_access(old: GatewayConfig, new: GatewayConfig) -> tuple[str, ...]:
         *acl_weakened(old.auth.acl, new.auth.acl),
         *auth_weakened(old.auth, new.auth),
         *listeners_weakened(old.listeners, new.listeners),
+        *upstream_weakened(old.upstream, new.upstream),
     )
 
 
@@ -166,3 +173,45 @@ def listeners_weakened(
             yield f"{where}: no longer TLS, passwords would cross the network in clear text"
         if listener.admin and not previous.admin:
             yield f"{where}: every client of it becomes an admin (at the next restart)"
+
+
+def upstream_weakened(
+    old: Sequence[UpstreamConfig], new: Sequence[UpstreamConfig]
+) -> Iterator[str]:
+    """An upstream broker that may publish on more local topics than before (a new broker
+    counts as new for all of them), or a connection whose traffic is less protected."""
+    before = {cfg.name: cfg for cfg in old}
+    for cfg in new:
+        where = f"upstream {cfg.name!r}"
+        previous = before.get(cfg.name)
+        same_broker = previous is not None and (previous.host, previous.port) == (
+            cfg.host,
+            cfg.port,
+        )
+        allowed: set[str] = set()
+        if previous is not None and same_broker:
+            allowed = {local_filter(rule) for rule in previous.topics if takes_down(rule)}
+        for rule in cfg.topics:
+            topic_filter = local_filter(rule)
+            if takes_down(rule) and topic_filter not in allowed:
+                allowed.add(topic_filter)
+                yield (
+                    f"{where}: the broker {cfg.host}:{cfg.port} may publish on local "
+                    f"{topic_filter!r} (at the next restart)"
+                )
+        if previous is None:
+            continue
+        if previous.tls is not None and cfg.tls is None:
+            yield (
+                f"{where}: no longer TLS, its password and messages would cross the network "
+                "in clear text (at the next restart)"
+            )
+        if (
+            cfg.tls is not None
+            and cfg.tls.insecure
+            and not (previous.tls and previous.tls.insecure)
+        ):
+            yield (
+                f"{where}: tls.insecure, the broker's certificate and name are no longer "
+                "checked (at the next restart)"
+            )

@@ -553,6 +553,8 @@ async def test_live_updates_follow_changes_and_are_rate_limited(env: Env) -> Non
         "msgs_in_per_s",
         "msgs_out_per_s",
         "store_bytes",
+        "upstreams",
+        "upstreams_connected",
     }
     assert status["devices"] == 2 and status["sessions"] >= 3
     await w.until(lambda w: bool(w.on("gw/bridge/updates/sessions")))

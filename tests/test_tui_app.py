@@ -182,7 +182,12 @@ async def test_actions_are_disabled_while_disconnected() -> None:
         source.on_status(LinkStatus(LinkState.CONNECTED, "connected"))
         await settle(pilot)
         assert app.query_one("#banner").has_class("hidden")
-        assert {action for action, _ in source.requests} == {"devices", "sessions", "pending"}
+        assert {action for action, _ in source.requests} == {
+            "devices",
+            "sessions",
+            "pending",
+            "upstreams",
+        }
 
 
 async def test_nonsense_from_the_gateway_changes_nothing_and_crashes_nothing() -> None:

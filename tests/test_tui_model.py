@@ -79,6 +79,8 @@ def test_changes_bump_versions_only_when_something_changed() -> None:
         ("gw/bridge/events", b'"text"'),
         ("gw/bridge/status", b"[]"),
         ("gw/bridge/status", b"null"),
+        ("gw/bridge/updates/upstreams", b'{"name": "cloud"}'),
+        ("gw/bridge/updates/upstreams", b"[}"),
     ],
 )
 def test_garbage_is_ignored_and_changes_nothing(topic: str, payload: bytes) -> None:
@@ -125,14 +127,27 @@ json_values = st.recursive(
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.sampled_from(["updates/devices", "updates/sessions", "updates/pending", "events", "status"]),
+    st.sampled_from(
+        [
+            "updates/devices",
+            "updates/sessions",
+            "updates/pending",
+            "updates/upstreams",
+            "events",
+            "status",
+        ]
+    ),
     json_values,
 )
 def test_no_payload_makes_the_model_raise(suffix: str, value: object) -> None:
     model = loaded()
     model.handle_message(f"gw/bridge/{suffix}", json.dumps(value).encode())
-    for view in ("devices", "sessions", "pending", "events"):
+    for view in ("devices", "sessions", "pending", "events", "upstreams"):
         model.rows(view, NOW)
+        for key, _ in model.rows(view, NOW):
+            model.details(view, key)
+        model.count_text(view)
+        model.empty_text(view)
     model.header(NOW)
 
 
@@ -201,7 +216,7 @@ def test_details_show_what_the_table_has_no_room_for() -> None:
     values = dict(fields)
     assert title == "home-assistant"
     assert values["subscriptions"] == "gw/#, homeassistant/status"
-    assert values["protocol"] == "4"
+    assert values["protocol"] == "3.1.1"
     title, fields = model.details("devices", "demo-thermostat") or ("", [])
     assert json.loads(dict(fields)["policy"])["command_ttl"] == 600
     pending_key = model.rows("pending", NOW)[0][0]

@@ -19,16 +19,16 @@ from gateway.tui.sample import NOW, StaticSource
 SIZES = [(80, 24), (120, 40)]
 
 
-def app(connected: bool = True) -> GatewayTUI:
+def app(connected: bool = True, upstreams: bool = True) -> GatewayTUI:
     return GatewayTUI(
-        StaticSource(connected=connected),
+        StaticSource(connected=connected, upstreams=upstreams),
         clock=lambda: NOW,
         model=Model(localtime=time.gmtime),
     )
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("keys", [["1"], ["2"], ["3"], ["4"]], ids=lambda k: f"tab{k[0]}")
+@pytest.mark.parametrize("keys", [["1"], ["2"], ["3"], ["4"], ["5"]], ids=lambda k: f"tab{k[0]}")
 def test_main_views(snap_compare: Callable[..., bool], size: tuple[int, int], keys: Any) -> None:
     assert snap_compare(app(), press=keys, terminal_size=size)
 
@@ -51,3 +51,11 @@ def test_send_dialog_rejects_bad_json(snap_compare: Callable[..., bool]) -> None
 
 def test_session_details(snap_compare: Callable[..., bool]) -> None:
     assert snap_compare(app(), press=["2", "down", "down", "enter"], terminal_size=(80, 24))
+
+
+def test_no_upstream_configured(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(upstreams=False), press=["5"], terminal_size=(80, 24))
+
+
+def test_upstream_details(snap_compare: Callable[..., bool]) -> None:
+    assert snap_compare(app(), press=["5", "enter"], terminal_size=(80, 24))

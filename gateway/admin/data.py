@@ -14,6 +14,7 @@ from gateway.admin import protocol
 from gateway.admin.protocol import Page, PageRequest
 from gateway.broker.records import Message
 from gateway.broker.session_info import SessionInfo
+from gateway.upstream.status import UpstreamStatus
 
 
 class BrokerView(Protocol):
@@ -47,6 +48,15 @@ class DeviceLayer(Protocol):
     ) -> DevicePolicy: ...
 
 
+class UpstreamLayer(Protocol):
+    """The upstream bridge's admin hooks (gateway/upstream/)."""
+
+    @property
+    def version(self) -> int: ...  # bumped whenever a status changes (cheap to poll)
+
+    def upstream_statuses(self) -> list[UpstreamStatus]: ...
+
+
 # What a request without `offset` and `limit` gets, and what the live updates carry.
 FIRST_PAGE = PageRequest()
 
@@ -63,9 +73,11 @@ class AdminData:
         devices: Callable[[], DeviceLayer | None],
         *,
         store_bytes: Callable[[], int | None] = lambda: None,
+        upstreams: Callable[[], UpstreamLayer | None] = lambda: None,
     ) -> None:
         self.broker = broker
         self._devices = devices
+        self._upstreams = upstreams
         self.store_bytes = store_bytes
         # A page's JSON stays under this (the service lowers it for a small max packet size).
         self.page_bytes = protocol.PAGE_BYTES
@@ -77,6 +89,12 @@ class AdminData:
     def devices_version(self) -> int:
         layer = self._devices()
         return -1 if layer is None else layer.version
+
+    def upstreams_version(self) -> tuple[int, int]:
+        """Changes when a status changes, and when the bridge is replaced (a reload may
+        build a new one whose version starts again)."""
+        layer = self._upstreams()
+        return (0, -1) if layer is None else (id(layer), layer.version)
 
     # --- lists ----------------------------------------------------------------------------------
     # Each is a Page (protocol.py): only the entries of the page are built.
@@ -175,3 +193,22 @@ class AdminData:
             entries = None if client_id is None else self.broker.queue_entries(client_id)
             waiting.extend((dev, seq, msg, in_flight) for seq, msg, in_flight in entries or ())
         return waiting
+
+    def upstreams(self, request: PageRequest = FIRST_PAGE) -> Page:
+        """The upstream connections, by name; none (``[]``) when none is configured."""
+        statuses = self._upstream_statuses()
+        entries, after = protocol.build_page(
+            statuses, request, UpstreamStatus.as_json, self.page_bytes
+        )
+        return Page(entries, request.offset, request.limit, len(statuses), after)
+
+    def upstream_counts(self) -> tuple[int, int]:
+        """(configured, connected): the status line's figures."""
+        statuses = self._upstream_statuses()
+        return len(statuses), sum(1 for s in statuses if s.state == "connected")
+
+    def _upstream_statuses(self) -> list[UpstreamStatus]:
+        layer = self._upstreams()
+        if layer is None:
+            return []
+        return sorted(layer.upstream_statuses(), key=lambda s: s.name)

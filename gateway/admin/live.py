@@ -1,13 +1,14 @@
 """Live updates for UIs: lists that changed, events, gateway status (DESIGN §5).
 
-Polls the broker's change counters (`versions()`), event ring (`events_since()`) and the
-device layer's version a few times per second; a list is computed only when a counter it
-depends on moved, and published at most once per second, and only if it differs from what
-was sent last. A list that takes long to build (thousands of sessions) is built less often
-still, so that building it costs the event loop a bounded share (`busy_share`) while the
-broker is busy and its counters move all the time. Events are limited to a number per
-second; the excess is counted and reported as one ``events_dropped`` event. Everything is
-QoS 0 and not retained except the status, which a UI wants at once when it subscribes.
+Polls the broker's change counters (`versions()`), event ring (`events_since()`), the device
+layer's and the upstream bridge's versions a few times per second; a list is computed only
+when a counter it depends on moved, and published at most once per second, and only if it
+differs from what was sent last. A list that takes long to build (thousands of sessions) is
+built less often still, so that building it costs the event loop a bounded share
+(`busy_share`) while the broker is busy and its counters move all the time. Events are limited
+to a number per second; the excess is counted and reported as one ``events_dropped`` event.
+Everything is QoS 0 and not retained except the status, which a UI wants at once when it
+subscribes.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class LivePublisher:
         self._pushed: list[dict[str, object]] = []
         self.published: dict[str, int] = {}  # sent per topic, for tests and figures
 
-    LISTS = ("sessions", "devices", "pending")
+    LISTS = ("sessions", "devices", "pending", "upstreams")
 
     def topic(self, suffix: str) -> str:
         return f"{self.prefix}/bridge/{suffix}"
@@ -131,6 +132,7 @@ class LivePublisher:
             "sessions": (sessions_v, queues_v, devices_v),
             "devices": (devices_v, queues_v),
             "pending": (queues_v, devices_v),
+            "upstreams": self.data.upstreams_version(),
         }
         if now - self._devices_looked >= self.devices_refresh:
             keys["devices"] = (devices_v, queues_v, now)
@@ -164,6 +166,8 @@ class LivePublisher:
             return self.data.sessions().data
         if name == "devices":
             return self.data.devices().data
+        if name == "upstreams":
+            return self.data.upstreams().data
         return self.data.pending().data
 
     # --- status ---------------------------------------------------------------------------------
@@ -179,6 +183,7 @@ class LivePublisher:
             rate_out = max(0.0, sent - self._totals[2]) / elapsed
         self._totals = (now, received, sent)
         started = self.data.broker.started_at
+        upstreams, connected = self.data.upstream_counts()
         store = snap.get("store_bytes")
         if store is None:
             store = self.data.store_bytes()
@@ -193,6 +198,8 @@ class LivePublisher:
             "msgs_in_per_s": round(rate_in, 1),
             "msgs_out_per_s": round(rate_out, 1),
             "store_bytes": store,
+            "upstreams": upstreams,
+            "upstreams_connected": connected,
         }
 
     async def _send_status(self, now: float) -> None:

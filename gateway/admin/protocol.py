@@ -31,6 +31,7 @@ ACTIONS: Final = (
     "delete_session",
     "set_policy",
     "reload",
+    "upstreams",
 )
 
 JSON = object  # any value json.loads can return
@@ -38,9 +39,9 @@ JSON = object  # any value json.loads can return
 T = TypeVar("T")
 R = TypeVar("R")
 
-# The lists (sessions, devices, pending) come in pages: thousands of sessions would not fit
-# in one MQTT packet (8,000 made more than 1 MiB). A page also ends early, before its JSON
-# passes PAGE_BYTES (or half the broker's max packet size), whatever the limit asked.
+# The lists (sessions, devices, pending, upstreams) come in pages: thousands of sessions would
+# not fit in one MQTT packet (8,000 made more than 1 MiB). A page also ends early, before its
+# JSON passes PAGE_BYTES (or half the broker's max packet size), whatever the limit asked.
 DEFAULT_PAGE: Final = 500
 MAX_PAGE: Final = 1000
 PAGE_BYTES: Final = 256 * 1024

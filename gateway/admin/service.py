@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from devices.model import PolicyError
 from devices.supervisor import BRIDGE_CLIENT_ID
 from gateway.admin import protocol
-from gateway.admin.data import AdminData, BrokerView, DeviceLayer
+from gateway.admin.data import AdminData, BrokerView, DeviceLayer, UpstreamLayer
 from gateway.admin.live import LivePublisher
 from gateway.admin.protocol import Page, Request, RequestError
 from gateway.client.mqtt import Connector, MQTTClient, MQTTClientError
@@ -44,6 +44,7 @@ class AdminService:
         *,
         reload: Reload | None = None,
         store_bytes: Callable[[], int | None] = lambda: None,
+        upstreams: Callable[[], UpstreamLayer | None] = lambda: None,
         version: str = "",
         clock: Callable[[], float] = time.time,
         poll_interval: float = 0.25,
@@ -54,7 +55,7 @@ class AdminService:
         self.reload = reload
         self.clock = clock
         self.reconnect_delay = reconnect_delay
-        self.data = AdminData(broker, devices, store_bytes=store_bytes)
+        self.data = AdminData(broker, devices, store_bytes=store_bytes, upstreams=upstreams)
         self.live = LivePublisher(
             self.data, self._publish_live, prefix, version=version, clock=clock,
             poll_interval=poll_interval,
@@ -241,6 +242,8 @@ class AdminService:
                 return await self._set_policy(body)
             case "reload":
                 return await self._reload()
+            case "upstreams":
+                return data.upstreams(protocol.page_request(body))
         raise RequestError(f"unknown action {request.action!r}")  # pragma: no cover
 
     def _outside_client(self, body: dict[str, object]) -> str:

@@ -43,3 +43,42 @@ def filter_covers(flt: tuple[str, ...], requested: Sequence[str]) -> bool:
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """Does ``topic_filter`` match the topic name ``topic``?"""
     return filter_matches(tuple(topic_filter.split("/")), topic.split("/"))
+
+
+def _meet_level(a: str, b: str) -> str | None:
+    if a == "+":
+        return b
+    if b == "+" or a == b:
+        return a
+    return None
+
+
+def filter_intersection(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...] | None:
+    """The split filter that matches exactly the topics both split filters match; None if no
+    topic matches both.
+
+    The meet of two filters is always a filter: level by level, a literal beats '+', and a
+    '#' takes the rest of the other filter (none of it: '#' also matches its parent level).
+    """
+    if (a[0] in ("+", "#") and b[0][:1] == "$") or (b[0] in ("+", "#") and a[0][:1] == "$"):
+        return None
+    meet: list[str] = []
+    for index in range(max(len(a), len(b))):
+        left = a[index] if index < len(a) else None
+        right = b[index] if index < len(b) else None
+        if left == "#":
+            return (*meet, *b[index:])
+        if right == "#":
+            return (*meet, *a[index:])
+        if left is None or right is None:
+            return None  # one needs more levels than the other allows
+        level = _meet_level(left, right)
+        if level is None:
+            return None
+        meet.append(level)
+    return tuple(meet)
+
+
+def filters_overlap(a: str, b: str) -> bool:
+    """Can one topic match both filters ``a`` and ``b``?"""
+    return filter_intersection(a.split("/"), b.split("/")) is not None

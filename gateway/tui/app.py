@@ -1,4 +1,5 @@
-"""The terminal UI: tables of devices, sessions, pending commands and events, and actions.
+"""The terminal UI: tables of devices, sessions, pending commands, events and upstream
+connections, and actions.
 
 The app draws a `Model` that a `Source` (normally an `AdminClient`) feeds; it never talks
 to the broker otherwise. The visible view is redrawn on a short timer and only when it
@@ -20,7 +21,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, Static, Tab, Tabs
 
 from gateway.tui.client import LinkState, LinkStatus, RequestError
-from gateway.tui.model import COLUMNS, VIEWS, Model, View, compact_json
+from gateway.tui.model import COLUMNS, VIEWS, Model, View, compact_json, printable
 from gateway.tui.screens import (
     ConfirmScreen,
     DetailScreen,
@@ -38,6 +39,7 @@ _TITLES: dict[View, str] = {
     "sessions": "Sessions",
     "pending": "Pending",
     "events": "Events",
+    "upstreams": "Upstreams",
 }
 
 # Which actions make sense on which tab (the footer shows only those).
@@ -127,6 +129,7 @@ class GatewayTUI(App[None]):
         Binding("2", "show('sessions')", "Sessions", show=False),
         Binding("3", "show('pending')", "Pending", show=False),
         Binding("4", "show('events')", "Events", show=False),
+        Binding("5", "show('upstreams')", "Upstreams", show=False),
     ]
 
     def __init__(
@@ -161,7 +164,7 @@ class GatewayTUI(App[None]):
         yield Static(id="status")
         yield Static(id="banner", classes="hidden")
         # One table for every view: switching views swaps its rows, which is much cheaper
-        # than switching between four mounted tables.
+        # than switching between five mounted tables.
         yield Tabs(
             *(Tab(f"{n} {_TITLES[view]}", id=view) for n, view in enumerate(VIEWS, 1)),
             active="devices",
@@ -219,7 +222,21 @@ class GatewayTUI(App[None]):
                 self.model.apply_response(action, data)
             except Exception:
                 log.exception("model failed on the %s response", action)
+        await self._load_upstreams()
         self.redraw()
+
+    async def _load_upstreams(self) -> None:
+        # Said in the Upstreams tab, not as an error at every connect: a gateway older than
+        # this TUI has no such request, and everything else still works with it.
+        try:
+            data = await self.source.request("upstreams")
+        except RequestError as exc:
+            self.model.upstreams_unavailable(str(exc))
+            return
+        try:
+            self.model.apply_response("upstreams", data)
+        except Exception:
+            log.exception("model failed on the upstreams response")
 
     # --- drawing ------------------------------------------------------------------------------
 
@@ -242,7 +259,7 @@ class GatewayTUI(App[None]):
                 text = f"gateway refused the connection — retrying: {status.detail}"
             else:
                 text = f"gateway unreachable — retrying ({status.detail})"
-            banner.update(Text(text))
+            banner.update(Text(printable(text)))
             banner.remove_class("hidden")
         self._draw_status()
 
@@ -255,7 +272,7 @@ class GatewayTUI(App[None]):
         else:
             link = "[DISCONNECTED, data may be stale]"
         line = f"{self.model.header(self.clock())}  {link}"
-        self.query_one("#status", Static).update(Text(line))
+        self.query_one("#status", Static).update(Text(printable(line)))
 
     def redraw(self, force: bool = False) -> None:
         """Bring the header and the visible table up to date (cheap when nothing changed)."""
@@ -278,6 +295,7 @@ class GatewayTUI(App[None]):
 
     def _draw_table(self, view: View, select: str | None = None) -> None:
         rows = self.model.rows(view, self.clock(), self.filters[view])
+        self.table.set_placeholder(self.model.empty_text(view))
         self.table.set_rows(rows, select)
         if self.filters[view]:
             # Here, not in the tab's label: a label changing width re-lays out the screen.
@@ -359,7 +377,7 @@ class GatewayTUI(App[None]):
 
     def _report(self, message: str, error: bool = False) -> None:
         self.last_result = message
-        self.notify(message, severity="error" if error else "information", markup=False)
+        self.notify(printable(message), severity="error" if error else "information", markup=False)
 
     def _request(self, action: str, body: dict[str, object], done: str) -> None:
         async def run() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -21,8 +22,8 @@ from gateway.commands.schema import CommandSchema, SchemaError
 _Row = TypeVar("_Row")
 log = logging.getLogger(__name__)
 
-View = Literal["devices", "sessions", "pending", "events"]
-VIEWS: Final[tuple[View, ...]] = ("devices", "sessions", "pending", "events")
+View = Literal["devices", "sessions", "pending", "events", "upstreams"]
+VIEWS: Final[tuple[View, ...]] = ("devices", "sessions", "pending", "events", "upstreams")
 
 # (label, key) of each table column, in display order.
 COLUMNS: Final[dict[View, tuple[tuple[str, str], ...]]] = {
@@ -67,6 +68,17 @@ COLUMNS: Final[dict[View, tuple[tuple[str, str], ...]]] = {
         ("Who", "who"),
         ("Detail", "detail"),
     ),
+    # State and queue first: at 80 columns they are what is on screen (Enter shows the rest).
+    "upstreams": (
+        ("Upstream", "name"),
+        ("State", "state"),
+        ("Queued", "queued"),
+        ("Out/In", "traffic"),
+        ("Msg/s out/in", "rate"),
+        ("Dropped", "dropped"),
+        ("Broker", "address"),
+        ("Last error", "last_error"),
+    ),
 }
 
 Row = tuple[str, tuple[str, ...]]  # (row key, cell texts)
@@ -74,6 +86,8 @@ Row = tuple[str, tuple[str, ...]]  # (row key, cell texts)
 _SEP = "\x1f"  # joins the parts of a row key; cannot occur in a client id or device id
 _COMMAND_WIDTH = 40
 _DETAIL_WIDTH = 60
+_ERROR_WIDTH = 60
+NO_UPSTREAM: Final = "no upstream configured (see upstream: in config.yaml)"
 
 
 # --- tolerant readers ------------------------------------------------------------------------
@@ -149,6 +163,18 @@ def _compiled(text: str) -> CommandSchema | None:
         return CommandSchema.from_json(text)
     except SchemaError:  # a newer gateway's schema language: the gateway still checks
         return None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Control characters written out (``\\x1b``) instead of sent to the terminal: client ids,
+    device names, topics and upstream errors come from the network, and an escape sequence
+    in one would drive the operator's terminal (clear it, recolour it, retitle it)."""
+    if text.isprintable():
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _clip(text: str, width: int) -> str:
@@ -284,6 +310,53 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class Upstream:
+    """One upstream connection (gateway/upstream/status.py has the gateway's side)."""
+
+    name: str
+    host: str = ""
+    port: int = 0
+    protocol: int = 0
+    client_id: str = ""
+    state: str = "unknown"
+    since: float | None = None
+    queued: int = 0
+    forwarded: int = 0
+    received: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+    rate_out: float = 0.0
+    rate_in: float = 0.0
+    last_error: str = ""
+
+    @classmethod
+    def parse(cls, obj: object) -> Upstream | None:
+        if not _is_object(obj):
+            return None
+        assert isinstance(obj, dict)
+        name = obj.get("name")
+        if not isinstance(name, str) or not name:
+            return None
+        return cls(
+            name=name,
+            host=_str(obj, "host"),
+            port=_int(obj, "port"),
+            protocol=_int(obj, "protocol"),
+            client_id=_str(obj, "client_id"),
+            state=_str(obj, "state", "unknown"),
+            since=_opt_float(obj, "since"),
+            queued=_int(obj, "queued"),
+            forwarded=_int(obj, "forwarded"),
+            received=_int(obj, "received"),
+            dropped=_int(obj, "dropped"),
+            duplicates=_int(obj, "duplicates"),
+            rate_out=_opt_float(obj, "rate_out") or 0.0,
+            rate_in=_opt_float(obj, "rate_in") or 0.0,
+            last_error=_str(obj, "last_error"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     seq: int  # our own arrival counter: events may come without one
     ts: float | None
@@ -305,6 +378,8 @@ class Status:
     msgs_in_per_s: float | None = None
     msgs_out_per_s: float | None = None
     store_bytes: int | None = None
+    upstreams: int | None = None  # connections configured
+    upstreams_connected: int | None = None
 
     @classmethod
     def parse(cls, obj: object) -> Status | None:
@@ -322,6 +397,8 @@ class Status:
             msgs_in_per_s=_opt_float(obj, "msgs_in_per_s"),
             msgs_out_per_s=_opt_float(obj, "msgs_out_per_s"),
             store_bytes=_opt_int(obj, "store_bytes"),
+            upstreams=_opt_int(obj, "upstreams"),
+            upstreams_connected=_opt_int(obj, "upstreams_connected"),
         )
 
 
@@ -363,6 +440,10 @@ def fmt_until(ts: float | None, now: float) -> str:
     return fmt_duration(ts - now)
 
 
+def fmt_rate(per_second: float) -> str:
+    return f"{per_second:.0f}" if per_second >= 10 or per_second == 0 else f"{per_second:.1f}"
+
+
 def _protocol(level: int) -> str:
     return {3: "3.1", 4: "3.1.1", 5: "5"}.get(level, str(level) if level else "?")
 
@@ -387,6 +468,11 @@ class Model:
     # Outcomes of commands that did not run (superseded, expired, cancelled, ...), per device,
     # newest first: shown under the device's pending commands.
     history: dict[str, deque[Event]] = field(default_factory=dict)
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+    # None until the gateway has said which upstreams it has: an empty table then means
+    # "none configured", before it means "not known yet".
+    upstreams_loaded: bool = False
+    upstreams_problem: str = ""  # why the gateway could not list them (an older gateway)
     status: Status | None = None
     versions: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*VIEWS, "status"), 0))
     ignored: int = 0  # payloads that made no sense (for tests and the curious)
@@ -410,6 +496,8 @@ class Model:
             changed, view = self.set_devices(data), "devices"
         elif rest == "updates/pending":
             changed, view = self.set_pending(data), "pending"
+        elif rest == "updates/upstreams":
+            changed, view = self.set_upstreams(data), "upstreams"
         elif rest == "events":
             changed, view = self.add_event(data), "events"
         elif rest == "status":
@@ -466,6 +554,23 @@ class Model:
         self.devices = devices
         self.versions["devices"] += 1
         return True
+
+    def set_upstreams(self, data: object) -> bool:
+        upstreams = self._parse_list("upstreams", data, Upstream.parse, lambda u: u.name)
+        if upstreams is None:
+            return False
+        if upstreams == self.upstreams and self.upstreams_loaded and not self.upstreams_problem:
+            return False
+        self.upstreams = upstreams
+        self.upstreams_loaded, self.upstreams_problem = True, ""
+        self.versions["upstreams"] += 1
+        return True
+
+    def upstreams_unavailable(self, why: str) -> None:
+        """The gateway did not answer the upstreams request (one older than this TUI)."""
+        if not self.upstreams and why != self.upstreams_problem:
+            self.upstreams_problem = why
+            self.versions["upstreams"] += 1
 
     def set_pending(self, data: object, device: str | None = None) -> bool:
         """`data` maps device ids to lists; with `device`, only that device's list changes."""
@@ -556,6 +661,8 @@ class Model:
             return self.set_devices(data)
         if action == "pending":
             return self.set_pending(data)
+        if action == "upstreams":
+            return self.set_upstreams(data)
         return False
 
     # --- lookups ------------------------------------------------------------------------------
@@ -577,6 +684,10 @@ class Model:
                 record = next((e for e in past if str(e.seq) == parts[2]), None)
             if record is not None:
                 title = f"{getattr(record, 'device', '')} {getattr(record, 'id', '')}".strip()
+        elif view == "upstreams":
+            record = self.upstreams.get(key)
+            if record is not None:
+                title = f"upstream {key}"
         else:
             record = next((e for e in self.events if str(e.seq) == key), None)
         if record is None:
@@ -587,12 +698,14 @@ class Model:
             if name == "policy" and isinstance(value, tuple):
                 value = dict(value)
             if isinstance(value, float) and (
-                name.endswith(("_at", "_since", "_seen")) or name == "ts"
+                name.endswith(("_at", "_since", "_seen")) or name in ("ts", "since")
             ):
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.localtime(value))
                 text = f"{stamp} ({compact_json(value)})"
+            elif name == "protocol" and isinstance(value, int):
+                text = _protocol(value)  # as config.yaml writes it: 3.1.1, not 4
             elif isinstance(value, str):
-                text = value
+                text = value or "-"
             elif isinstance(value, tuple):
                 text = ", ".join(str(v) for v in value) or "-"
             else:
@@ -638,6 +751,8 @@ class Model:
             rows = [self._session_row(s, now) for _, s in sorted(self.sessions.items())]
         elif view == "pending":
             rows = list(self._pending_rows(now))
+        elif view == "upstreams":
+            rows = [self._upstream_row(u, now) for _, u in sorted(self.upstreams.items())]
         else:
             rows = [self._event_row(e) for e in self.events]
         words = query.lower().split()
@@ -658,6 +773,8 @@ class Model:
             return len(self.sessions)
         if view == "pending":
             return sum(len(entries) for entries in self.pending.values())
+        if view == "upstreams":
+            return len(self.upstreams)
         return len(self.events)
 
     def count_text(self, view: View) -> str:
@@ -669,7 +786,7 @@ class Model:
         if not shown or status is None or view == "events":
             return str(shown)
         total = {"devices": status.devices, "sessions": status.sessions,
-                 "pending": status.pending}[view]  # fmt: skip
+                 "pending": status.pending, "upstreams": status.upstreams}[view]  # fmt: skip
         return f"{shown} of {total}" if total is not None and total > shown else str(shown)
 
     def _device_row(self, d: Device, now: float) -> Row:
@@ -751,6 +868,31 @@ class Model:
                     ),
                 )
 
+    def empty_text(self, view: View) -> str:
+        """What an empty table says instead of nothing ("" when it has rows or says nothing)."""
+        if view != "upstreams" or self.upstreams:
+            return ""
+        if self.upstreams_problem:
+            return f"upstreams not available: {self.upstreams_problem}"
+        return NO_UPSTREAM if self.upstreams_loaded else ""
+
+    def _upstream_row(self, u: Upstream, now: float) -> Row:
+        state = u.state if u.since is None else f"{u.state} {fmt_duration(now - u.since)}"
+        address = f"{u.host}:{u.port}" if u.host else "-"
+        return (
+            u.name,
+            (
+                u.name,
+                state,
+                str(u.queued),
+                f"{u.forwarded}/{u.received}",
+                f"{fmt_rate(u.rate_out)}/{fmt_rate(u.rate_in)}",
+                str(u.dropped),
+                address,
+                _clip(u.last_error, _ERROR_WIDTH) if u.last_error else "-",
+            ),
+        )
+
     def _event_row(self, e: Event) -> Row:
         when = "--:--:--" if e.ts is None else time.strftime("%H:%M:%S", self.localtime(e.ts))
         return (str(e.seq), (when, e.type, e.who or "-", _clip(e.detail, _DETAIL_WIDTH)))
@@ -775,6 +917,8 @@ class Model:
             parts.append(f"msgs/s in {rate_in:.0f} out {rate_out:.0f}")
         if s.store_bytes is not None:
             parts.append(f"store {fmt_bytes(s.store_bytes)}")
+        if s.upstreams:  # said only where the bridge is used
+            parts.append(f"upstreams {s.upstreams_connected or 0}/{s.upstreams} up")
         return " | ".join(parts)
 
 

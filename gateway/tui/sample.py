@@ -233,7 +233,55 @@ def sample_events(now: float = NOW) -> list[dict[str, object]]:
     ]
 
 
-def sample_status(now: float = NOW, devices: int = 3, sessions: int = 5) -> dict[str, object]:
+def sample_upstreams(now: float = NOW) -> list[dict[str, object]]:
+    """One upstream of each state, as the admin API lists them (gateway/upstream/status.py)."""
+
+    def upstream(name: str, host: str, port: int, **extra: object) -> dict[str, object]:
+        record: dict[str, object] = {
+            "name": name,
+            "host": host,
+            "port": port,
+            "protocol": 5,
+            "client_id": f"edge-gateway-pi-{name}",
+            "state": "connected",
+            "since": now - 7300,
+            "queued": 0,
+            "forwarded": 0,
+            "received": 0,
+            "dropped": 0,
+            "duplicates": 0,
+            "rate_out": 0.0,
+            "rate_in": 0.0,
+            "last_error": None,
+        }
+        record.update(extra)
+        return record
+
+    return [
+        upstream(
+            "cloud", "broker.example.org", 8883,
+            forwarded=48213, received=37, duplicates=2, rate_out=12.4, rate_in=0.1,
+        ),
+        upstream(
+            "backup", "10.0.0.5", 1883,
+            protocol=4, state="disconnected", since=now - 95, queued=1520, forwarded=9120,
+            last_error="[Errno 111] Connect call failed ('10.0.0.5', 1883)",
+        ),
+        upstream(
+            "site-b", "mqtt.site-b.lan", 1883,
+            state="connecting", since=now - 4, queued=3, forwarded=870, dropped=250,
+            last_error="keep-alive: no answer from the broker within 90 s",
+        ),
+    ]  # fmt: skip
+
+
+def sample_status(
+    now: float = NOW,
+    devices: int = 3,
+    sessions: int = 5,
+    upstreams: list[dict[str, object]] | None = None,
+) -> dict[str, object]:
+    upstreams = sample_upstreams(now) if upstreams is None else upstreams
     return {
         "version": "0.1.0",
         "started_at": now - 7384,
@@ -244,13 +292,15 @@ def sample_status(now: float = NOW, devices: int = 3, sessions: int = 5) -> dict
         "msgs_in_per_s": 12.4,
         "msgs_out_per_s": 30.1,
         "store_bytes": 1_572_864,
+        "upstreams": len(upstreams),
+        "upstreams_connected": sum(1 for u in upstreams if u["state"] == "connected"),
     }
 
 
 class StaticSource:
     """Serves sample data as if it came from a gateway; `connected=False` plays a gateway
-    that is down. Requests are recorded in `requests` and answered with `answers[action]`
-    (or the list data)."""
+    that is down, `upstreams=False` one with no upstream configured. Requests are recorded in
+    `requests` and answered with `answers[action]` (or the list data)."""
 
     def __init__(
         self,
@@ -260,15 +310,18 @@ class StaticSource:
         now: float = NOW,
         connected: bool = True,
         with_events: bool = True,
+        upstreams: bool = True,
     ) -> None:
         self.now = now
+        upstream_list = sample_upstreams(now) if upstreams else []
         self.data: dict[str, object] = {
             "devices": sample_devices(devices, now),
             "sessions": sample_sessions(sessions, now),
             "pending": sample_pending(now),
+            "upstreams": upstream_list,
         }
         self.events = sample_events(now) if with_events else []
-        self.status_payload = sample_status(now, devices, sessions)
+        self.status_payload = sample_status(now, devices, sessions, upstream_list)
         self.connected = connected
         if connected:
             self.status = LinkStatus(LinkState.CONNECTED, "connected to the sample")

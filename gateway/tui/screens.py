@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
 from gateway.commands.schema import CommandSchema
+from gateway.tui.model import printable
 
 _DIALOG_CSS = """
 {name} {{
@@ -44,6 +45,11 @@ _DIALOG_CSS = """
 """
 
 
+def shown(text: str, style: str = "") -> Text:
+    """Text from the network (client ids, device names, errors), safe to put on screen."""
+    return Text(printable(text), style=style)
+
+
 class ConfirmScreen(ModalScreen[bool]):
     """Asks before a destructive action: y/Enter on "Yes" confirms, n/Escape declines."""
 
@@ -61,9 +67,9 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(Text(self.question, style="bold"), id="question")
+            yield Label(shown(self.question, style="bold"), id="question")
             if self.detail:
-                yield Label(Text(self.detail), id="detail")
+                yield Label(shown(self.detail), id="detail")
             with Horizontal():
                 yield Button(f"{self.yes} (y)", id="yes", variant="error")
                 yield Button("No (n)", id="no", variant="primary")
@@ -127,9 +133,9 @@ class SendScreen(ModalScreen[SendRequest | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(Text(f"Send a command to {self.device}", style="bold"))
+            yield Label(shown(f"Send a command to {self.device}", style="bold"))
             if self.schema is not None and self.schema.keys:
-                yield Label(Text(f"Keys: {', '.join(self.schema.keys)}"), id="keys")
+                yield Label(shown(f"Keys: {', '.join(self.schema.keys)}"), id="keys")
             yield Label("Command (JSON object):")
             yield Input(placeholder=self.example or '{"on": true}', id="command")
             yield Label("Time to live in seconds (empty: the device's default):")
@@ -149,7 +155,7 @@ class SendScreen(ModalScreen[SendRequest | None]):
                 raise ValueError(problem)
             ttl = parse_ttl(self.query_one("#ttl", Input).value)
         except ValueError as exc:
-            self.query_one("#error", Label).update(Text(f"Error: {exc}"))
+            self.query_one("#error", Label).update(shown(f"Error: {exc}"))
             return
         self.dismiss(SendRequest(self.device, command, ttl))
 
@@ -177,7 +183,7 @@ class PolicyScreen(ModalScreen[PolicyChange | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(Text(f"Policy of {self.device}", style="bold"))
+            yield Label(shown(f"Policy of {self.device}", style="bold"))
             yield Label(
                 "Keys to change (JSON object), e.g. "
                 '{"command_ttl": 600, "queue_depth": 5}; Enter applies.'
@@ -196,7 +202,7 @@ class PolicyScreen(ModalScreen[PolicyChange | None]):
         try:
             policy = parse_command(self.query_one("#policy", Input).value, "the policy")
         except ValueError as exc:
-            self.query_one("#error", Label).update(Text(f"Error: {exc}"))
+            self.query_one("#error", Label).update(shown(f"Error: {exc}"))
             return
         self.dismiss(PolicyChange(self.device, policy))
 
@@ -233,10 +239,10 @@ class DetailScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         width = max((len(name) for name, _ in self.fields), default=0)
         text = Text()
-        text.append(self.heading + "\n", style="bold")
+        text.append(printable(self.heading) + "\n", style="bold")
         for name, value in self.fields:
-            text.append(f"{name.ljust(width)}  ", style="bold")
-            text.append(value + "\n")
+            text.append(f"{printable(name).ljust(width)}  ", style="bold")
+            text.append(printable(value) + "\n")
         with Vertical():
             yield Label(text, id="fields")
             yield Label("Escape, Enter or q: close")

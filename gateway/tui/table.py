@@ -24,6 +24,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from gateway.tui.model import printable
+
 Row = tuple[str, tuple[str, ...]]
 _GAP = "  "
 
@@ -67,6 +69,7 @@ class Table(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.labels = tuple(columns)
         self.rows: list[Row] = []
+        self.placeholder = ""  # shown instead of rows while there are none
         self.index: dict[str, int] = {}
         self.cursor = 0
         self._widths = [cell_len(label) for label in self.labels]
@@ -97,6 +100,11 @@ class Table(ScrollView, can_focus=True):
         self.cursor = 0
         self.scroll_to(0, 0, animate=False)
         self.refresh()
+
+    def set_placeholder(self, text: str) -> None:
+        if text != self.placeholder:
+            self.placeholder = text
+            self.refresh()
 
     def set_rows(self, rows: list[Row], select: str | None = None) -> None:
         """Show these rows; the cursor goes to `select` if given, else it stays on the
@@ -141,6 +149,10 @@ class Table(ScrollView, can_focus=True):
         else:
             index = scroll_y + y - 1
             if index >= len(self.rows):
+                if index == 0 and self.placeholder:
+                    text = " " + printable(self.placeholder)
+                    strip = Strip([Segment(text, base)], cell_len(text))
+                    return strip.crop(0, width).extend_cell_length(width, base)
                 return Strip.blank(width, base)
             text = self._format(self.rows[index][1])
             if index == self.cursor:
@@ -149,6 +161,8 @@ class Table(ScrollView, can_focus=True):
             else:
                 style = base
                 text = " " + text
+        # Here, on the few lines on screen, rather than on every cell when rows are set.
+        text = printable(text)
         strip = Strip([Segment(text, style)], cell_len(text))
         return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, style)
 

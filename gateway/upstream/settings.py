@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,21 @@ Overflow = Literal["drop-oldest", "reject-new"]
 # Client ids of the bridge's own sessions in the local broker (one per upstream:
 # LOCAL_CLIENT_ID_PREFIX + name). Network clients are refused them, like the device bridge's.
 LOCAL_CLIENT_ID_PREFIX = "edge-gateway-upstream-"
+
+# What a default client id keeps of the host name: the characters every broker takes in a
+# client id (MQTT 3.1.1 §3.1.3.1 guarantees only [0-9a-zA-Z]; '-' and '_' are universal).
+_NOT_CLIENT_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def default_client_id(name: str, hostname: str) -> str:
+    """``edge-gateway-<hostname>-<name>``: one per gateway and connection, stable across
+    restarts (the upstream session, with the commands waiting in it, is found again)."""
+    host = _NOT_CLIENT_ID.sub("-", hostname).strip("-") or "host"
+    return f"edge-gateway-{host}-{name}"
+
+
+def default_notification_topic(client_id: str) -> str:
+    return f"edge-gateway/{client_id}/state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +69,9 @@ class UpstreamConfig:
     protocol: int = 5  # 5 or 4 (MQTT 3.1.1)
     client_id: str = ""  # resolved by the config reader: edge-gateway-<hostname>-<name>
     username: str | None = None
-    password: bytes | None = None  # from `password:` or the first line of `password_file:`
+    # From `password:` or the first line of `password_file:`. Out of repr() so that no log
+    # line or traceback that shows a configuration shows the password.
+    password: bytes | None = field(default=None, repr=False)
     tls: UpstreamTls | None = None
     keepalive: int = 60
     session_expiry: int = 86_400
@@ -62,6 +80,7 @@ class UpstreamConfig:
     notification_topic: str = ""  # resolved: edge-gateway/<client_id>/state
     topics: tuple[TopicRule, ...] = ()
     queue: UpstreamQueue = field(default_factory=UpstreamQueue)
+    password_file: Path | None = None  # where `password` was read from, if from a file
 
     @property
     def local_client_id(self) -> str:
