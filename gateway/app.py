@@ -363,6 +363,7 @@ class Gateway:
             reload=self.reload,
             store_bytes=lambda: self.store.stats.size_bytes,
             version=VERSION,
+            upstreams=lambda: self.upstream,
         )
         try:
             await admin.start()

@@ -11,23 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, wait_for, write_config
+from conftest import free_port, wait_for
 from mosquitto import Mosquitto, available
 from paho_helpers import V5, Client
 from raw_client import RawClient
-from upstream_helpers import UpstreamProcessGateway, upstream
+from upstream_helpers import start_process_gateway, upstream
 
 from gateway.mqtt.packets import PROTOCOL_V5, Connect, PubAck, Publish
 from gateway.upstream.settings import TopicRule, UpstreamQueue
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs Debian's mosquitto")
-
-
-def start_gateway(
-    directory: Path, port: int, upstreams: list[Any], overrides: dict[str, Any] | None = None
-) -> UpstreamProcessGateway:
-    path = write_config(directory, port, overrides)
-    return UpstreamProcessGateway(path, port, upstreams).start()
 
 
 def local_status(port: int, timeout: float = 5.0) -> dict[str, Any]:
@@ -91,7 +84,7 @@ def test_kill_9_mid_stream_every_acknowledged_message_arrives_upstream(
     cloud.subscribe("site1/gw/seq/#", qos)
     rules = [TopicRule("seq/#", "out", qos, "gw/", "site1/gw/")]
     port = free_port()
-    gw = start_gateway(tmp_path, port, [upstream(up.port, topics=rules)])
+    gw = start_process_gateway(tmp_path, port, [upstream(up.port, topics=rules)])
     try:
         assert wait_connected(port)
         publisher = Publisher(port, qos, 20_000)
@@ -132,7 +125,7 @@ def test_notification_topic_and_state_topic_over_crashes_and_outages(tmp_path: P
     cloud = Client(up.port, "cloud-watch")
     cloud.subscribe("edge/cloud/state", 1)
     port = free_port()
-    gw = start_gateway(tmp_path, port, [upstream(up.port)])
+    gw = start_process_gateway(tmp_path, port, [upstream(up.port)])
     try:
         assert cloud.get(timeout=10).payload == b"online"
         gw.kill()
@@ -203,7 +196,7 @@ def test_memory_does_not_grow_with_the_backlog(tmp_path: Path) -> None:
         topics=[TopicRule("meter/#", "out", 1, "gw/", "site1/gw/")],
         queue=UpstreamQueue(max_messages=5000),
     )
-    gw = start_gateway(tmp_path, port, [config])
+    gw = start_process_gateway(tmp_path, port, [config])
     try:
         assert wait_connected(port)
         up.freeze()
@@ -231,7 +224,9 @@ def test_a_refused_connect_keeps_the_gateway_serving_and_says_why(tmp_path: Path
     """A refused CONNECT (bad password) keeps the gateway running and says why."""
     up = Mosquitto(tmp_path, allow_anonymous=False).start()
     port = free_port()
-    gw = start_gateway(tmp_path, port, [upstream(up.port, username="nobody", password=b"x")])
+    gw = start_process_gateway(
+        tmp_path, port, [upstream(up.port, username="nobody", password=b"x")]
+    )
     try:
         assert wait_for(lambda: bool(local_status(port)["last_error"]), 10)
         status = local_status(port)

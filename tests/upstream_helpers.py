@@ -1,27 +1,21 @@
 """Gateways with an ``upstream:`` section for the upstream bridge tests, in a thread (for paho
-clients in the test) or in a child process (for kill -9).
+clients in the test) or as a subprocess (for kill -9).
 
-The configuration is config.yaml as the other tests write it, with the upstream entries built
-in code (UpstreamConfig); a child process gets them pickled next to its config file.
+Tests describe an upstream as the UpstreamConfig the reader should make of it; it is written
+into config.yaml (as_yaml) and read back by the real config reader.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import pickle
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from conftest import REPO, ProcessGateway, ThreadGateway, wait_for, write_config
+from conftest import ProcessGateway, ThreadGateway, wait_for, write_config
 
-from gateway.config import GatewayConfig, load_config
 from gateway.upstream.settings import TopicRule, UpstreamConfig, UpstreamQueue
 
 
@@ -53,34 +47,63 @@ def upstream(
     return UpstreamConfig(name=name, topics=tuple(topics), **defaults)
 
 
-def gateway_config(
+def as_yaml(config: UpstreamConfig) -> dict[str, Any]:
+    """``config`` as its entry under ``upstream:`` in config.yaml."""
+    entry: dict[str, Any] = {
+        "name": config.name,
+        "host": config.host,
+        "port": config.port,
+        "protocol": "3.1.1" if config.protocol == 4 else 5,
+        "client_id": config.client_id or None,
+        "keepalive": config.keepalive,
+        "session_expiry": config.session_expiry,
+        "reconnect_min": config.reconnect_min,
+        "reconnect_max": config.reconnect_max,
+        "notification_topic": config.notification_topic or None,
+        "topics": [
+            {
+                "pattern": r.pattern,
+                "direction": r.direction,
+                "qos": r.qos,
+                "local_prefix": r.local_prefix,
+                "remote_prefix": r.remote_prefix,
+            }
+            for r in config.topics
+        ],
+        "queue": {
+            "max_messages": config.queue.max_messages,
+            "max_bytes": config.queue.max_bytes,
+            "overflow": config.queue.overflow,
+        },
+    }
+    if config.username is not None:
+        entry["username"] = config.username
+    if config.password is not None:
+        entry["password"] = config.password.decode()
+    if config.tls is not None:
+        tls: dict[str, Any] = {"insecure": config.tls.insecure}
+        for key in ("cafile", "certfile", "keyfile"):
+            value = getattr(config.tls, key)
+            if value is not None:
+                tls[key] = str(value)
+        entry["tls"] = tls
+    return entry
+
+
+def write_upstream_config(
     directory: Path,
     port: int,
     upstreams: Sequence[UpstreamConfig],
     overrides: dict[str, Any] | None = None,
-) -> GatewayConfig:
-    path = write_config(directory, port, overrides)
-    return replace(load_config(path), upstream=tuple(upstreams))
+) -> Path:
+    """config.yaml as the other tests write it, with an ``upstream:`` section."""
+    return write_config(
+        directory, port, {**(overrides or {}), "upstream": [as_yaml(u) for u in upstreams]}
+    )
 
 
 class UpstreamThreadGateway(ThreadGateway):
-    """ThreadGateway with a config built in code."""
-
-    def __init__(self, config: GatewayConfig, config_path: Path) -> None:
-        super().__init__(config_path)
-        self.config = config
-
-    def start(self) -> UpstreamThreadGateway:
-        import threading
-
-        from gateway.app import Gateway
-
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.gateway = Gateway(self.config)
-        asyncio.run_coroutine_threadsafe(self.gateway.start(), self.loop).result(20)
-        return self
+    """ThreadGateway, and what its upstream bridges report."""
 
     def statuses(self) -> list[dict[str, object]]:
         def read() -> list[dict[str, object]]:
@@ -108,51 +131,21 @@ def start_thread_gateway(
     upstreams: Sequence[UpstreamConfig],
     overrides: dict[str, Any] | None = None,
 ) -> UpstreamThreadGateway:
-    config = gateway_config(directory, port, upstreams, overrides)
-    return UpstreamThreadGateway(config, directory / "config.yaml").start()
+    path = write_upstream_config(directory, port, upstreams, overrides)
+    gateway = UpstreamThreadGateway(path)
+    gateway.start()
+    return gateway
 
 
-class UpstreamProcessGateway(ProcessGateway):
-    """ProcessGateway whose upstream section comes pickled (tests/upstream_child.py)."""
-
-    def __init__(self, config_path: Path, port: int, upstreams: Sequence[UpstreamConfig]) -> None:
-        super().__init__(config_path, port)
-        self.upstream_path = config_path.parent / "upstream.pickle"
-        self.upstream_path.write_bytes(pickle.dumps(tuple(upstreams)))
-
-    def start(self, timeout: float = 20.0) -> UpstreamProcessGateway:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.upstream_child",
-                str(self.config_path),
-                str(self.upstream_path),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=self.config_path.parent,
-        )
-        log.close()
-        import socket
-
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return True
-            except OSError:
-                return False
-
-        if not wait_for(up, timeout, 0.05):
-            self.stop_if_running()
-            raise RuntimeError(f"gateway did not start: {self.log_path.read_text()[-3000:]}")
-        return self
+def start_process_gateway(
+    directory: Path,
+    port: int,
+    upstreams: Sequence[UpstreamConfig],
+    overrides: dict[str, Any] | None = None,
+) -> ProcessGateway:
+    """`edge-gateway run --config config.yaml` in a subprocess."""
+    path = write_upstream_config(directory, port, upstreams, overrides)
+    return ProcessGateway(path, port).start()
 
 
 def retained_json(port: int, topic: str, timeout: float = 5.0) -> dict[str, Any] | None:

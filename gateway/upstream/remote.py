@@ -8,23 +8,24 @@ import ssl
 
 from gateway.client.mqtt import Connector, Streams
 from gateway.mqtt.packets import PROTOCOL_V5, Connect, Properties, Will
-from gateway.upstream.settings import UpstreamConfig, UpstreamTls
+from gateway.upstream.settings import (
+    UpstreamConfig,
+    UpstreamTls,
+    default_client_id,
+    default_notification_topic,
+)
 
 ONLINE = b"online"
 OFFLINE = b"offline"
 
 
-def default_client_id(name: str) -> str:
-    return f"edge-gateway-{socket.gethostname()}-{name}"
-
-
 def client_id_of(config: UpstreamConfig) -> str:
     """The client id on the upstream broker (the config reader normally resolves it)."""
-    return config.client_id or default_client_id(config.name)
+    return config.client_id or default_client_id(config.name, socket.gethostname())
 
 
 def notification_topic_of(config: UpstreamConfig) -> str:
-    return config.notification_topic or f"edge-gateway/{client_id_of(config)}/state"
+    return config.notification_topic or default_notification_topic(client_id_of(config))
 
 
 def tls_context(tls: UpstreamTls) -> ssl.SSLContext:
