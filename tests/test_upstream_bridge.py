@@ -5,7 +5,9 @@ queue limits, and what the state topic says meanwhile."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -36,6 +38,8 @@ def cleanup() -> Iterator[list[Any]]:
                 thing.kill()
             elif isinstance(thing, Client):
                 thing.drop()
+            elif isinstance(thing, socket.socket):
+                thing.close()
         except Exception:
             pass
 
@@ -364,15 +368,16 @@ def test_upstream_cannot_publish_on_the_gateways_own_topics(
     assert gw.wait_state("connected")
     admin_watch = Client(port, "watch")
     cleanup.append(admin_watch)
-    admin_watch.subscribe("gw/#", 1)
-    admin_watch.drain(0.5)
+    admin_watch.subscribe("gw/bridge/request/#", 1)
+    admin_watch.subscribe("gw/ok/#", 1)
     mosquitto_pub(up.port, "site1/gw/bridge/request/kick", '{"client_id": "watch"}')
     mosquitto_pub(up.port, "site1/gw/bridge/upstream/cloud", '{"state": "fake"}')
     mosquitto_pub(up.port, "site1/gw/ok/set", "fine")
     got = [(m.topic, m.payload) for m in collect(admin_watch, 1, 10, prefix="gw/ok/")]
     assert got == [("gw/ok/set", b"fine")]
     assert gw.status()["state"] == "connected"
-    assert all(not m.topic.startswith("gw/bridge/request") for m in admin_watch.drain(0.3))
+    assert admin_watch.drain(0.3) == []
+    assert gw.status()["state"] == "connected"
 
 
 def test_oversized_upstream_message_is_dropped_and_the_link_stays(
@@ -394,3 +399,33 @@ def test_oversized_upstream_message_is_dropped_and_the_link_stays(
     m = local.get(timeout=10)
     assert (m.topic, m.payload) == ("gw/small/set", b"ok")
     assert gw.status()["state"] == "connected"
+
+
+def test_garbage_from_the_upstream_drops_the_link_not_the_gateway(
+    tmp_path: Path, cleanup: list[Any]
+) -> None:
+    """A "broker" that accepts the CONNECT and then sends a malformed packet."""
+    server = socket.create_server(("127.0.0.1", 0))
+    cleanup.append(server)
+    served = threading.Event()
+
+    def serve() -> None:
+        while not served.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)  # the CONNECT
+                conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK, MQTT 5, success
+                conn.sendall(b"\x00\x00")  # packet type 0 is reserved
+                served.set()
+                time.sleep(0.5)
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = free_port()
+    gw = start_thread_gateway(tmp_path, port, [upstream(server.getsockname()[1])])
+    cleanup.append(gw)
+    assert served.wait(10)
+    assert wait_for(lambda: "bad packet" in str(gw.status()["last_error"]), 10), gw.status()
+    Client(port, "still-here").disconnect()

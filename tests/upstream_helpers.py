@@ -78,7 +78,9 @@ def as_yaml(config: UpstreamConfig) -> dict[str, Any]:
     }
     if config.username is not None:
         entry["username"] = config.username
-    if config.password is not None:
+    if config.password_file is not None:
+        entry["password_file"] = str(config.password_file)
+    elif config.password is not None:
         entry["password"] = config.password.decode()
     if config.tls is not None:
         tls: dict[str, Any] = {"insecure": config.tls.insecure}

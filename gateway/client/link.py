@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 
 from gateway.client.mqtt import ConnectionClosed, Connector, ConnectRefused, MQTTClientError
@@ -129,9 +130,11 @@ class Link:
         except TimeoutError:
             await self.abort(ConnectionClosed("no CONNACK in time"))
             raise ConnectionClosed("no CONNACK in time") from None
-        except ConnectionClosed:
-            await self.abort(ConnectionClosed("closed before CONNACK"))
-            raise
+        except ConnectionClosed as exc:
+            # Why it closed says more than "closed before CONNACK".
+            reason: BaseException = self._close_reason or exc
+            await self.abort(reason)
+            raise reason from None
         except BaseException:  # our caller gave up: leave nothing running
             await self.abort(ConnectionClosed("connect did not complete"))
             raise
@@ -320,6 +323,10 @@ class Link:
 
 
 def _describe_os_error(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {(exc.reason or str(exc)).lower().replace('_', ' ')}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, OSError) and exc.strerror:
