@@ -118,9 +118,9 @@ class Link:
             self._finish(ConnectionClosed("connection timed out"))
             raise ConnectionClosed("connection timed out") from None
         except (OSError, ConnectionError) as exc:
-            reason = ConnectionClosed(_describe_os_error(exc))
-            self._finish(reason)
-            raise reason from exc
+            unreachable = ConnectionClosed(_describe_os_error(exc))
+            self._finish(unreachable)
+            raise unreachable from exc
         self._connack = loop.create_future()
         self.last_received = loop.time()
         self._tasks.append(loop.create_task(self._read_loop()))
@@ -132,9 +132,9 @@ class Link:
             raise ConnectionClosed("no CONNACK in time") from None
         except ConnectionClosed as exc:
             # Why it closed says more than "closed before CONNACK".
-            reason: BaseException = self._close_reason or exc
-            await self.abort(reason)
-            raise reason from None
+            why = self._close_reason or exc
+            await self.abort(why)
+            raise why from None
         except BaseException:  # our caller gave up: leave nothing running
             await self.abort(ConnectionClosed("connect did not complete"))
             raise
