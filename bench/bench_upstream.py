@@ -154,12 +154,14 @@ def start_edge(
             "listeners": [{"type": "tcp", "name": "tcp", "host": "127.0.0.1", "port": port}],
             "persistence": {"path": str(workdir / "gw.db")},
             "logging": {"level": "warning"},
+            "sys_interval": float(os.environ.get("BENCH_SYS_INTERVAL", "10")),
             "upstream": [
                 {
                     "name": "bench",
                     "host": "127.0.0.1",
                     "port": upstream_port,
                     "client_id": "edge-gateway-bench",
+                    "protocol": os.environ.get("BENCH_PROTOCOL", "5"),
                     "reconnect_min": 0.5,
                     "reconnect_max": 1,
                     "topics": [
@@ -400,7 +402,8 @@ def run_one(broker: str, phase: str, args: argparse.Namespace) -> Run:
             if not ready.wait(20):
                 raise RuntimeError("subscriber not ready")
             time.sleep(args.settle)  # the bridge connects
-        if args.profile and broker == "edge-gateway" and edge is not None:
+        profiling = args.profile and broker == "edge-gateway" and edge is not None
+        if profiling and phase == "live":
             profiler = start_profiler(args.profile, edge.pid, f"{broker}-{phase}")
         publisher = ctx.Process(
             target=_publisher_entry,
@@ -410,6 +413,8 @@ def run_one(broker: str, phase: str, args: argparse.Namespace) -> Run:
         pub = pub_out.get(timeout=args.time_limit + 30)
         publisher.join(10)
         if phase == "drain":
+            if profiling:
+                profiler = start_profiler(args.profile, edge.pid, f"{broker}-{phase}")
             up.start()
             subscriber = ctx.Process(
                 target=_subscriber_entry,

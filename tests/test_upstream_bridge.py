@@ -18,8 +18,10 @@ import pytest
 from conftest import free_port, wait_for
 from mosquitto import Mosquitto, available
 from paho_helpers import V5, V311, Client
+from raw_client import RawClient
 from upstream_helpers import UpstreamThreadGateway, start_thread_gateway, upstream
 
+from gateway.mqtt.packets import PROTOCOL_V5, Connect, Properties, Publish, PubRec
 from gateway.upstream.settings import TopicRule, UpstreamQueue
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs Debian's mosquitto")
@@ -429,3 +431,44 @@ def test_garbage_from_the_upstream_drops_the_link_not_the_gateway(
     assert served.wait(10)
     assert wait_for(lambda: "bad packet" in str(gw.status()["last_error"]), 10), gw.status()
     Client(port, "still-here").disconnect()
+
+
+def test_a_new_local_session_releases_what_the_upstream_kept_from_the_old_one(
+    tmp_path: Path, cleanup: list[Any]
+) -> None:
+    """The gateway's store was lost (or its bridge session deleted) but the upstream kept our
+    session, with 20 QoS 2 messages awaiting a PUBREL nobody will send: they fill its receive
+    maximum, and a new message reusing one of their packet ids would be taken for a resend.
+    The bridge releases them before it forwards anything, and new messages arrive."""
+    up = Mosquitto(tmp_path).start()
+    cleanup.append(up)
+    old = RawClient(up.port, PROTOCOL_V5)
+    old.connect(
+        Connect(
+            "edge-cloud",
+            protocol_version=PROTOCOL_V5,
+            clean_start=False,
+            properties=Properties(session_expiry_interval=3600),
+        )
+    )
+    # Packet ids a fresh local session does not reach soon.
+    orphans = range(1001, 1021)
+    old.send(*(Publish("site1/gw/old/x", b"old", 2, False, False, pid) for pid in orphans))
+    for _ in range(20):
+        assert isinstance(old.recv(), PubRec)
+    old.close()
+    cloud = Client(up.port, "cloud-app")
+    cleanup.append(cloud)
+    cloud.subscribe("site1/gw/new/#", 2)
+    port = free_port()
+    rules = (TopicRule("new/#", "out", 2, "gw/", "site1/gw/"),)
+    gw = start_thread_gateway(tmp_path, port, [upstream(up.port, topics=rules)])
+    cleanup.append(gw)
+    assert gw.wait_state("connected")
+    local = Client(port, "local-app")
+    cleanup.append(local)
+    for n in range(30):
+        local.publish("gw/new/x", str(n), 2, wait=False)
+    got = [int(m.payload) for m in collect(cloud, 30, 15)]
+    assert got == list(range(30))
+    assert gw.status()["dropped"] == 0

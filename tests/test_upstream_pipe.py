@@ -310,3 +310,19 @@ def test_qos0_is_dropped_not_buffered_while_the_receiving_side_does_not_read() -
     assert [p.qos for p in s.take_up()] == [1]  # type: ignore[union-attr]
     assert s.take_down() == []
     assert s.counters.dropped_qos0 == 2
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_quota_exceeded_upstream_is_retried_on_a_new_link_not_dropped(qos: int) -> None:
+    """Mosquitto answers 0x97 when its receive maximum is taken (e.g. by our own unfinished
+    QoS 2 exchanges after a reconnect): the message must stay queued locally."""
+    retries: list[str] = []
+    s = Sides(on_retry_later=retries.append)
+    s.pipe.from_local(local_msg(6, qos=qos))
+    s.take_up()
+    s.pipe.from_remote(PubAck(6, 0x97) if qos == 1 else PubRec(6, 0x97))
+    assert s.take_down() == []  # not acknowledged locally: the local session keeps it
+    assert len(retries) == 1 and "0x97" in retries[0]
+    assert (s.counters.refused_out, s.counters.forwarded) == (0, 0)
+    s.pipe.from_local(local_msg(7))
+    assert s.take_up() == []  # nothing more goes up on this link

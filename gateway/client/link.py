@@ -15,6 +15,11 @@ messages in flight. A :class:`Link` does only the connection's own work:
   the link is dropped.
 
 A link is used once: after it closed (:meth:`wait_closed` returns the reason), make a new one.
+
+The connector hands over streams (as for MQTTClient), but the link then takes the transport
+over with a protocol of its own: received bytes are decoded and dispatched in the transport's
+callback, without a reader task woken for every read (a bridge at full speed reads thousands
+of times a second).
 """
 
 from __future__ import annotations
@@ -51,6 +56,25 @@ class LinkStalled(ConnectionClosed):
     """The peer stopped reading: our unsent data grew past the limit."""
 
 
+class _LinkProtocol(asyncio.Protocol):
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.link._received(data)
+
+    def eof_received(self) -> bool:
+        self.link._finish(ConnectionClosed(f"{self.link.name}: the broker closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        why = f": {_describe_os_error(exc)}" if exc is not None else ""
+        self.link._finish(ConnectionClosed(f"{self.link.name}: connection lost{why}"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
 class Link:
     """One MQTT connection (3.1.1 or 5) that a client drives packet by packet."""
 
@@ -72,8 +96,11 @@ class Link:
         self._connect_timeout = connect_timeout
         self._max_write_buffer = max_write_buffer
         self._decoder = StreamDecoder(max_packet_size, protocol_version=protocol_version)
-        self._reader: asyncio.StreamReader | None = None
+        self._transport: asyncio.WriteTransport | None = None
+        # Kept, unused, for the link's life: a StreamWriter that is garbage-collected closes
+        # its transport.
         self._writer: asyncio.StreamWriter | None = None
+        self._protocol: _LinkProtocol | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._connack: asyncio.Future[ConnAck] | None = None
@@ -111,9 +138,7 @@ class Link:
             raise MQTTClientError("this link was opened once already; make a new one")
         loop = self._loop = asyncio.get_running_loop()
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                self._connector(), self._connect_timeout
-            )
+            _, writer = await asyncio.wait_for(self._connector(), self._connect_timeout)
         except TimeoutError:
             self._finish(ConnectionClosed("connection timed out"))
             raise ConnectionClosed("connection timed out") from None
@@ -121,9 +146,14 @@ class Link:
             unreachable = ConnectionClosed(_describe_os_error(exc))
             self._finish(unreachable)
             raise unreachable from exc
+        # Nothing can have arrived yet: a broker says nothing before our CONNECT.
+        self._writer = writer
+        transport = writer.transport
+        protocol = self._protocol = _LinkProtocol(self)
+        transport.set_protocol(protocol)
+        self._transport = transport
         self._connack = loop.create_future()
         self.last_received = loop.time()
-        self._tasks.append(loop.create_task(self._read_loop()))
         self.send(connect)
         try:
             ack = await asyncio.wait_for(asyncio.shield(self._connack), self._connect_timeout)
@@ -156,23 +186,31 @@ class Link:
         with contextlib.suppress(ConnectionClosed):
             self.send(packet if packet is not None else Disconnect())
             self.flush()
-        writer = self._writer
-        if writer is not None:
-            with contextlib.suppress(OSError, ConnectionError, TimeoutError):
-                await asyncio.wait_for(writer.drain(), timeout)
-        await self.abort(None)
+        self._finish(None)  # closing the transport sends what it still holds first
+        await self._wait_lost(timeout)
 
     async def abort(self, reason: BaseException | None) -> None:
         """Drop the link at once (no DISCONNECT: the peer sees a lost connection)."""
         self._finish(reason)
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._writer is not None:
-            with contextlib.suppress(OSError, ConnectionError):
-                await self._writer.wait_closed()
+        await self._wait_lost(2.0)
+
+    async def _wait_lost(self, timeout: float) -> None:
+        protocol = self._protocol
+        if protocol is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(protocol.lost), timeout)
+        except TimeoutError:
+            if self._transport is not None:
+                self._transport.abort()
 
     # --- sending ----------------------------------------------------------------------------
 
@@ -199,24 +237,23 @@ class Link:
         if not out or self._closed.is_set():
             out.clear()
             return
-        writer = self._writer
-        assert writer is not None and self._loop is not None
+        transport = self._transport
+        assert transport is not None and self._loop is not None
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         try:
-            writer.write(data)
+            transport.write(data)
         except (OSError, ConnectionError, RuntimeError) as exc:
             self._finish(ConnectionClosed(f"{self.name}: write failed: {exc}"))
             return
         self.last_sent = self._loop.time()
-        transport = writer.transport
         if transport.get_write_buffer_size() > self._max_write_buffer:
             self._finish(LinkStalled(f"{self.name}: the peer does not read what we send"))
 
     @property
     def write_buffer_size(self) -> int:
-        writer = self._writer
-        return 0 if writer is None else writer.transport.get_write_buffer_size()
+        transport = self._transport
+        return 0 if transport is None else transport.get_write_buffer_size()
 
     # --- internals --------------------------------------------------------------------------
 
@@ -232,8 +269,8 @@ class Link:
                 reason if isinstance(reason, ConnectionClosed) else ConnectionClosed("closed")
             )
             connack.exception()  # retrieved: the waiter may be gone already
-        if self._writer is not None:
-            self._writer.close()
+        if self._transport is not None:
+            self._transport.close()
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -241,30 +278,20 @@ class Link:
         if reason is not None:
             log.debug("%s closed: %s", self.name, reason)
 
-    async def _read_loop(self) -> None:
-        reader = self._reader
-        loop = self._loop
-        assert reader is not None and loop is not None
-        decoder = self._decoder
+    def _received(self, data: bytes) -> None:
+        if self._closed.is_set():
+            return
+        assert self._loop is not None
+        self.last_received = self._loop.time()
         try:
-            while True:
-                data = await reader.read(_READ_SIZE)
-                if not data:
-                    self._finish(ConnectionClosed(f"{self.name}: the broker closed the connection"))
+            for packet in self._decoder.feed(data):
+                self._dispatch(packet)
+                if self._closed.is_set():
                     return
-                self.last_received = loop.time()
-                for packet in decoder.feed(data):
-                    self._dispatch(packet)
-                    if self._closed.is_set():
-                        return
         except MQTTError as exc:
             self._finish(ConnectionClosed(f"{self.name}: bad packet from the broker: {exc}"))
         except ConnectionClosed as exc:
             self._finish(exc)  # a handler could not send: the other side is gone
-        except (OSError, ConnectionError) as exc:
-            self._finish(ConnectionClosed(f"{self.name}: {_describe_os_error(exc)}"))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # a bug in a handler: end this link, not the process
             log.exception("%s: packet handler failed", self.name)
             self._finish(ConnectionClosed(f"{self.name}: internal error: {exc!r}"))

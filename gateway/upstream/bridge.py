@@ -100,6 +100,10 @@ class UpstreamBridge:
         self._local_link: Link | None = None
         self._pipe: Pipe | None = None
         self._remote_waiters: dict[int, asyncio.Future[Packet]] = {}
+        # The local session is new (first start, a store that was lost, an admin deleted
+        # it) until a link pair has been set up on it.
+        self._local_new = False
+        self._orphans_released: asyncio.Future[None] | None = None
         self._local_waiters: dict[int, asyncio.Future[Packet]] = {}
 
     # --- life cycle -------------------------------------------------------------------------
@@ -113,6 +117,7 @@ class UpstreamBridge:
         self._local_link = link
         try:
             ack = await link.open(self._local_connect(hold=True))
+            self._local_new = not ack.session_present
             await self._subscribe_locally(link, ack.session_present)
         finally:
             await link.disconnect()
@@ -273,10 +278,14 @@ class UpstreamBridge:
         for packet in early_local:
             self._from_local(packet)
         await self._subscribe_locally(local_link, local_ack.session_present)
+        local_new = self._local_new or not local_ack.session_present
+        if local_new and remote_ack.session_present:
+            await self._release_upstream_orphans(remote)
+        self._local_new = False
         if not remote_ack.session_present:
             await self._forget_stale_inbound(local_link)
             await self._subscribe_upstream(remote)
-        await self._publish_notification(remote, ONLINE)
+        self._publish_notification(remote, ONLINE)
         pipe.start()
 
     def _local_connect(self, hold: bool = False) -> Connect:
@@ -317,13 +326,28 @@ class UpstreamBridge:
             local_max_packet_size=lp.maximum_packet_size or 0,
             warn=self._warn,
             name=self.name,
+            on_retry_later=self._retry_later,
             remote_congested=lambda: remote.write_buffer_size > CONGESTED_BYTES,
             local_congested=lambda: local.write_buffer_size > CONGESTED_BYTES,
         )
 
+    def _retry_later(self, why: str) -> None:
+        """The upstream cannot take a message now (quota exceeded): it stays unacknowledged
+        locally, and the link is dropped so that it is sent again after the back-off (MQTT 5
+        allows a resend only on a new connection)."""
+        remote = self._remote
+        if remote is not None and not remote.closed:
+            self._warn.warning("retry-later", "upstream %s: %s; reconnecting", self.name, why)
+            asyncio.get_running_loop().create_task(remote.abort(ConnectionClosed(why)))
+
     # --- packets ----------------------------------------------------------------------------
 
     def _from_remote(self, packet: Packet) -> None:
+        released = self._orphans_released
+        if released is not None and isinstance(packet, PubComp):
+            if packet.packet_id == 0xFFFF and not released.done():
+                released.set_result(None)
+            return
         waiters = self._remote_waiters
         if waiters and isinstance(packet, PubAck | SubAck):
             waiter = waiters.pop(packet.packet_id, None)
@@ -406,6 +430,37 @@ class UpstreamBridge:
         if stale:
             await self._exchange(link, self._local_waiters, Unsubscribe(2, tuple(stale)), 2)
 
+    async def _release_upstream_orphans(self, link: Link) -> None:
+        """Our local session is new but the upstream kept its session: it may hold QoS 2
+        messages from us awaiting a PUBREL that the old local session would have sent. They
+        fill its receive maximum (it answers 0x97 to anything new) and it would take a new
+        message that reuses such a packet id for a resend and drop it. So release every
+        packet id once (4 bytes each; unknown ones just get their PUBCOMP) before forwarding:
+        what those messages held is delivered, at least once."""
+        loop = asyncio.get_running_loop()
+        released = self._orphans_released = loop.create_future()
+        try:
+            link.send_bytes(
+                b"".join(bytes((0x62, 0x02, pid >> 8, pid & 0xFF)) for pid in range(1, 0x10000))
+            )
+            closed = asyncio.ensure_future(link.wait_closed())
+            try:
+                await asyncio.wait(
+                    (released, closed), timeout=CONTROL_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                closed.cancel()
+            if not released.done():
+                raise link.close_reason or ConnectionClosed(
+                    f"{link.name}: no answer to the release of stale packet ids"
+                )
+        finally:
+            self._orphans_released = None
+        log.info(
+            "upstream %s: new local session, kept upstream session: released its packet ids",
+            self.name,
+        )
+
     async def _forget_stale_inbound(self, link: Link) -> None:
         """The upstream has a new session: it numbers its messages afresh, so QoS 2 packet
         ids the local broker still holds from the old one (awaiting a PUBREL that will never
@@ -444,10 +499,12 @@ class UpstreamBridge:
         pipe = self._pipe
         return set(in_flight) | (pipe.out_packet_ids() if pipe is not None else set())
 
-    async def _publish_notification(self, link: Link, payload: bytes) -> None:
-        (pid,) = self._free_pids(1, self._taken_upstream())
-        message = Publish(self.notification_topic, payload, 1, True, False, pid)
-        await self._exchange(link, self._remote_waiters, message, pid)
+    def _publish_notification(self, link: Link, payload: bytes) -> None:
+        """Retained, at QoS 0: a QoS 1 publish would need room in the upstream's receive
+        maximum, which after a reconnect may be taken by our own unfinished QoS 2 exchanges
+        (Mosquitto answers 0x97 and drops the link). Over TCP it arrives before anything that
+        follows; if the link breaks first, the will says "offline" anyway."""
+        link.send(Publish(self.notification_topic, payload, 0, True))
 
     # --- closing ----------------------------------------------------------------------------
 
@@ -466,7 +523,7 @@ class UpstreamBridge:
             await local.disconnect()
         if remote is not None and not remote.closed:
             try:
-                await self._publish_notification(remote, OFFLINE)
+                self._publish_notification(remote, OFFLINE)
             except MQTTClientError as exc:
                 log.info("upstream %s: could not say offline: %s", self.name, exc)
             await remote.disconnect()

@@ -45,6 +45,7 @@ from gateway.upstream.rules import TopicMap
 log = logging.getLogger("gateway.upstream")
 
 _PID_NOT_FOUND = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND.value
+_QUOTA_EXCEEDED = ReasonCode.QUOTA_EXCEEDED.value
 
 # Outgoing (local -> upstream) exchange states, by packet id.
 OUT_Q1 = 1  # sent up at QoS 1 for a local QoS 1 message: PUBACK -> local PUBACK
@@ -102,6 +103,7 @@ class Pipe:
         local_max_packet_size: int = 0,
         warn: RateLimitedLog | None = None,
         name: str = "",
+        on_retry_later: Callable[[str], None] | None = None,
         remote_congested: Callable[[], bool] = _never,
         local_congested: Callable[[], bool] = _never,
     ) -> None:
@@ -121,6 +123,7 @@ class Pipe:
         # QoS 0 is not flow-controlled: towards a peer that stopped reading, it would pile up
         # in our write buffer without end. It is dropped instead while that buffer is full.
         self._remote_congested = remote_congested
+        self._retry_later = on_retry_later
         self._local_congested = local_congested
         self.name = name
         self.started = False
@@ -290,7 +293,18 @@ class Pipe:
             self._local_rel_ours.add(pid)
             self._down(PubRec(pid))
 
+    def _upstream_busy(self, pid: int, reason_code: int) -> bool:
+        """Quota exceeded: the upstream could not take it now, which is no reason to drop
+        it. It stays in flight here (unacknowledged locally) until the link is replaced."""
+        if reason_code != _QUOTA_EXCEEDED or pid not in self._out or self._retry_later is None:
+            return False
+        self.forwarding = False
+        self._retry_later(f"the upstream is over its quota (0x97) for packet id {pid}")
+        return True
+
     def _remote_puback(self, pid: int, reason_code: int) -> None:
+        if reason_code >= 0x80 and self._upstream_busy(pid, reason_code):
+            return
         state = self._out.pop(pid, None)
         if state is None:
             return  # unknown (the exchange ended on a previous link): nothing to pass on
@@ -323,6 +337,8 @@ class Pipe:
     def _remote_pubrec(self, pid: int, reason_code: int) -> None:
         state = self._out.get(pid)
         if state == OUT_Q2:
+            if reason_code >= 0x80 and self._upstream_busy(pid, reason_code):
+                return
             if reason_code >= 0x80:
                 del self._out[pid]
                 self._refused_out(pid, reason_code)
