@@ -90,6 +90,9 @@ class Link:
         name: str = "link",
     ) -> None:
         self.on_packet = on_packet  # may be replaced, e.g. once a handshake is over
+        # Called once all packets of one read were handled: a relay flushes what they made it
+        # send right away, instead of at the end of the loop turn.
+        self.after_read: Callable[[], None] | None = None
         self.protocol_version = protocol_version
         self.name = name
         self._connector = connector
@@ -288,6 +291,8 @@ class Link:
                 self._dispatch(packet)
                 if self._closed.is_set():
                     return
+            if self.after_read is not None:
+                self.after_read()
         except MQTTError as exc:
             self._finish(ConnectionClosed(f"{self.name}: bad packet from the broker: {exc}"))
         except ConnectionClosed as exc:
