@@ -35,6 +35,9 @@ from gateway.reload import plan_reload
 from gateway.server.server import ListenerSpec, Server
 from gateway.startup import StartupError, cannot_listen
 from gateway.systemd import Notifier
+from gateway.upstream.local import LocalBroker, SessionFigures
+from gateway.upstream.service import UpstreamService
+from gateway.upstream.settings import LOCAL_CLIENT_ID_PREFIX as UPSTREAM_CLIENT_ID_PREFIX
 
 log = logging.getLogger("gateway")
 
@@ -140,9 +143,10 @@ class Gateway:
         self._reloading = asyncio.Lock()
         self.demo_timings = demo_timings
         self.demo: Demo | None = None
-        # The device bridge's client ids are refused to network clients (DESIGN §8).
+        # The device and upstream bridges' client ids are refused to network clients (DESIGN §8).
         settings = replace(
-            config.broker_settings(), reserved_client_id_prefixes=(DEVICE_CLIENT_ID_PREFIX,)
+            config.broker_settings(),
+            reserved_client_id_prefixes=(DEVICE_CLIENT_ID_PREFIX, UPSTREAM_CLIENT_ID_PREFIX),
         )
         self.store = build_store(config)
         # Outlives reloads: an attacker's back-off must not start over with a new config.
@@ -168,6 +172,7 @@ class Gateway:
         self.store.on_limit = self.broker.set_store_full
         self.supervisor: Supervisor | None = None
         self.admin: AdminService | None = None
+        self.upstream: UpstreamService | None = None
 
     def _sys_figures(self) -> list[tuple[str, str]]:
         """Counters of the connection layer and the store, for $SYS/broker/..."""
@@ -247,6 +252,7 @@ class Gateway:
             len(snapshot.queue),
             len(snapshot.retained),
         )
+        await self._prime_upstream()
         # Devices are clients of the broker, so they start once it serves.
         devices = self.config.devices
         radio: Radio | None = None
@@ -297,10 +303,55 @@ class Gateway:
                 "no device source is active yet: running as a durable MQTT broker only "
                 "(see devices: in the config)"
             )
+        await self._start_upstream()
         if self.config.admin_api:
             await self._start_admin()
         else:
             log.info("admin API off (admin_api: false): no requests answered, no live updates")
+
+    def _upstream_local(self) -> LocalBroker:
+        """What the upstream bridges need from the broker besides their MQTT connections."""
+        broker = self.broker
+        settings = broker.settings
+
+        def figures(client_id: str) -> SessionFigures | None:
+            info = broker.session_info_of(client_id)
+            if info is None:
+                return None
+            return SessionFigures(info.queued + info.inflight, info.dropped, info.subscriptions)
+
+        return LocalBroker(
+            connect=self.server.connect_in_process,
+            figures=figures,
+            packet_ids=broker.session_packet_ids,
+            receive_maximum=settings.receive_maximum,
+            max_inflight_out=settings.max_inflight_out,
+            max_packet_size=settings.max_packet_size,
+        )
+
+    async def _prime_upstream(self) -> None:
+        """The upstream bridges' local sessions, before the broker takes clients: what is
+        published from then on is queued for the upstream even if it is never reachable."""
+        if not self.config.upstream:
+            return
+        upstream = UpstreamService(
+            self.config.upstream, self._upstream_local(), self.config.topic_prefix
+        )
+        await upstream.prime()
+        self.upstream = upstream
+
+    async def _start_upstream(self) -> None:
+        """The upstream bridges (gateway/upstream), once the broker serves: each connects in
+        the background and retries on its own, so none holds up the start."""
+        upstream = self.upstream
+        if upstream is None:
+            return
+        try:
+            await upstream.start()
+        except Exception:
+            log.exception("the upstream bridges failed to start; running without them")
+            self.upstream = None
+            await upstream.stop()
 
     async def _start_admin(self) -> None:
         """The admin API (gateway/admin), after the devices it reports on."""
@@ -312,6 +363,7 @@ class Gateway:
             reload=self.reload,
             store_bytes=lambda: self.store.stats.size_bytes,
             version=VERSION,
+            upstreams=lambda: self.upstream,
         )
         try:
             await admin.start()
@@ -427,6 +479,13 @@ class Gateway:
             except Exception:
                 log.exception("stopping the device supervisor failed")
         await self._stop_demo()
+        # Last: what the devices said on their way out can still go up.
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            try:
+                await upstream.stop()
+            except Exception:
+                log.exception("stopping the upstream bridges failed")
 
 
 def _serving_status(gateway: Gateway) -> str:

@@ -55,6 +55,9 @@ RULES = {
     # The gateway's own MQTT client (devices, admin service, TUI, upstream bridge): it talks
     # MQTT and knows nothing of the broker it talks to.
     "gateway.client": ("gateway.client", "gateway.mqtt"),
+    # The upstream bridge is an MQTT client of both brokers; what it needs to know of the
+    # local one comes as plain values from the composition root (upstream/local.py).
+    "gateway.upstream": ("gateway.upstream", "gateway.client", "gateway.mqtt"),
 }
 
 

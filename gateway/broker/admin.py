@@ -13,6 +13,7 @@ from gateway.broker.disconnect import Disconnects
 from gateway.broker.queue_policy import pending_list
 from gateway.broker.records import Message
 from gateway.broker.session import Session
+from gateway.broker.session_info import SessionInfo, session_info
 from gateway.mqtt.packets import NO_PROPERTIES
 from gateway.mqtt.reason_codes import ReasonCode
 
@@ -65,6 +66,20 @@ class Admin(Disconnects):
     def _publish_report(self, topic: str, payload: bytes) -> None:
         """A retained QoS 1 report of the broker's own (a pending list)."""
         self._accept(None, topic, payload, 1, True, NO_PROPERTIES, None, "", self._now, None)
+
+    def session_info_of(self, client_id: str) -> SessionInfo | None:
+        """One session's entry of sessions_info(), without building all the others."""
+        s = self._sessions.get(client_id)
+        return None if s is None else session_info(s)
+
+    def session_packet_ids(self, client_id: str) -> tuple[frozenset[int], frozenset[int]]:
+        """(packet ids in flight to the client, QoS 2 packet ids from it awaiting PUBREL).
+        A client that relays a session's packet ids to a broker of its own (the upstream
+        bridge) needs them to know which ids the far side may still hold state for."""
+        s = self._sessions.get(client_id)
+        if s is None:
+            return frozenset(), frozenset()
+        return frozenset(s.inflight), frozenset(s.inbound_qos2)
 
     def queue_entries(self, client_id: str) -> list[tuple[int, Message, bool]] | None:
         """(seq, message, in flight) of the session's undelivered messages in delivery order:

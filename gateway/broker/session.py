@@ -158,6 +158,7 @@ class Session:
         "client_id",
         "conn",
         "disconnected_at",
+        "dropped",
         "expiry",
         "inbound_qos2",
         "inflight",
@@ -213,6 +214,9 @@ class Session:
         self.inbound_qos2: set[int] = set()
         self.next_packet_id = 1
         self.stored = False  # the store currently holds this session
+        # Messages meant for this session that the broker dropped (queue limits, expiry,
+        # size), since the process started; not stored. The upstream bridge reports its own.
+        self.dropped = 0
 
     @property
     def persistent(self) -> bool:

@@ -31,6 +31,7 @@ class SessionInfo:
     listener: str | None
     peer: str | None
     keep_alive: int
+    dropped: int = 0  # messages for it dropped (queue limits, expiry, size) since start
 
 
 def session_info(s: Session) -> SessionInfo:
@@ -55,6 +56,7 @@ def session_info(s: Session) -> SessionInfo:
         listener=conn.info.listener if conn is not None else None,
         peer=conn.info.peer if conn is not None else None,
         keep_alive=conn.keep_alive if conn is not None else 0,
+        dropped=s.dropped,
     )
 
 

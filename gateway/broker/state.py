@@ -113,6 +113,10 @@ class BrokerState:
 
     def _on_drop(self, reason: str, n: int, detail: str, client_id: str | None) -> None:
         self._event("dropped", client_id, f"{n} message(s), {reason}: {detail}")
+        if client_id is not None:
+            s = self._sessions.get(client_id)
+            if s is not None:
+                s.dropped += n
 
     def _send(self, conn_id: int, packet: Packet) -> None:
         self._actions.append(Send(conn_id, packet))
