@@ -530,7 +530,7 @@ def _climate(
         config["modes"] = ["auto", "heat"]
         config["mode_command_topic"] = set_topic
         config["mode_command_template"] = (
-            '{"mode": "{{ \'manual\' if value == \'heat\' else \'auto\' }}"}'
+            "{\"mode\": \"{{ 'manual' if value == 'heat' else 'auto' }}\"}"
         )
         if "mode" in state:
             config["mode_state_topic"] = state_topic

@@ -59,11 +59,11 @@ async def demo_gateway(tmp_path: Path) -> AsyncIterator[tuple[Gateway, int]]:
         await gw.stop()
 
 
-
 def commands(writes: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
     """The writes that carried commands: the gateway also asks for the status (03 ...) when
     it has none yet, and that write is not a command."""
     return [(wake, data) for wake, data in writes if data[0] != OP_STATUS_REQUEST]
+
 
 async def test_demo_devices_report_take_commands_and_queue_while_asleep(
     demo_gateway: tuple[Gateway, int],

@@ -115,8 +115,14 @@ async def test_a_user_session_is_not_taken_by_another_user(
     await asyncio.to_thread(anon.disconnect)
 
     thief = await asyncio.to_thread(
-        Client, port, "phone", version=V311, clean=False, username="alice",
-        password="alicepw", connect=False,
+        Client,
+        port,
+        "phone",
+        version=V311,
+        clean=False,
+        username="alice",
+        password="alicepw",
+        connect=False,
     )
     try:
         _, rc, _ = await asyncio.to_thread(thief.connect)

@@ -723,9 +723,7 @@ def test_thermostat_with_auto_and_manual_modes_offers_auto_and_heat() -> None:
     assert climate["modes"] == ["auto", "heat"]
     assert climate["mode_command_topic"] == "gw/trv/set"
     # Home Assistant's mode becomes the device's `mode` command, and back.
-    assert json.loads(render(climate["mode_command_template"], value="heat")) == {
-        "mode": "manual"
-    }
+    assert json.loads(render(climate["mode_command_template"], value="heat")) == {"mode": "manual"}
     assert json.loads(render(climate["mode_command_template"], value="auto")) == {"mode": "auto"}
     for mode, shown in (("manual", "heat"), ("auto", "auto"), ("vacation", "heat")):
         assert render(climate["mode_state_template"], value_json={"mode": mode}) == shown

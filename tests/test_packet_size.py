@@ -37,6 +37,7 @@ def decode(data: bytes) -> Packet:
     assert result is not None and result[1] == len(data)
     return result[0]
 
+
 NOISY = Properties(reason_string="x" * 200, user_properties=(("why", "y" * 100),))
 
 

@@ -84,8 +84,11 @@ class InboundPublish(Disconnects):
                 # exchange completes normally (PUBREL of an unknown id gets its PUBCOMP).
                 self._actions.append(Send(conn.conn_id, PubRec(pid, refusal if v5 else 0)))
             return
-        if self._store_full and qos and v5 and self._would_store(
-            topic, qos, retain, p.payload, s.client_id
+        if (
+            self._store_full
+            and qos
+            and v5
+            and self._would_store(topic, qos, retain, p.payload, s.client_id)
         ):
             self._refuse_for_store(conn, pid, qos, topic)  # store_limit.py
             return

@@ -31,8 +31,10 @@ class Wills(Routing):
         ):
             return _NOT_AUTHORIZED
         answers_on = will.properties.response_topic
-        if answers_on is not None and not exempt and not self._may_publish(
-            username, client_id, answers_on
+        if (
+            answers_on is not None
+            and not exempt
+            and not self._may_publish(username, client_id, answers_on)
         ):
             return _NOT_AUTHORIZED
         if v5:

@@ -123,9 +123,7 @@ class SendScreen(ModalScreen[SendRequest | None]):
     DEFAULT_CSS = _DIALOG_CSS.format(name="SendScreen")
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(
-        self, device: str, example: str = "", schema: CommandSchema | None = None
-    ) -> None:
+    def __init__(self, device: str, example: str = "", schema: CommandSchema | None = None) -> None:
         super().__init__()
         self.device = device
         self.example = example
