@@ -191,7 +191,25 @@ class Gateway:
             *self.server.guard_figures(),
             *self.password_checks.figures(),
             ("store/full", "1" if self.broker.store_full else "0"),
+            *self._upstream_figures(),
         ]
+
+    def _upstream_figures(self) -> list[tuple[str, str]]:
+        """$SYS/broker/upstream/<name>/...: where a Mosquitto user looks for a bridge's state."""
+        if self.upstream is None:
+            return []
+        out: list[tuple[str, str]] = []
+        for st in self.upstream.upstream_statuses():
+            p = f"upstream/{st.name}/"
+            out += [
+                (p + "state", st.state),
+                (p + "queued", str(st.queued)),
+                (p + "forwarded", str(st.forwarded)),
+                (p + "received", str(st.received)),
+                (p + "dropped", str(st.dropped)),
+                (p + "duplicates", str(st.duplicates)),
+            ]
+        return out
 
     @property
     def _config_file(self) -> str:

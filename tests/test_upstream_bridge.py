@@ -321,6 +321,20 @@ def test_queue_limits_apply_and_are_counted(
     cleanup.append(sys_watch)
     sys_watch.subscribe("$SYS/broker/publish/messages/dropped/queue_full", 0)
     assert int(sys_watch.get(timeout=5).payload) >= 150
+    # Per connection too, where a Mosquitto user looks for a bridge's state.
+    sys_watch.subscribe("$SYS/broker/upstream/cloud/#", 0)
+    figures: dict[str, bytes] = {}
+    assert wait_for(
+        lambda: (
+            (figures.update({m.topic: m.payload for m in sys_watch.drain(0.2)}) or True)
+            and {"dropped", "queued", "state"} <= {t.rsplit("/", 1)[1] for t in figures}
+        ),
+        5,
+    ), figures
+    # (the gateway's own state messages under gw/ go up too, and overflow as well)
+    assert int(figures["$SYS/broker/upstream/cloud/dropped"]) >= 150
+    assert figures["$SYS/broker/upstream/cloud/queued"] == b"50"
+    assert figures["$SYS/broker/upstream/cloud/state"] in (b"connecting", b"disconnected")
     if overflow == "reject-new":  # an MQTT 5 publisher is told
         assert publisher.pubacks[infos[-1].mid] == 0x97
 
