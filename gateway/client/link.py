@@ -69,7 +69,7 @@ class _LinkProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        why = f": {_describe_os_error(exc)}" if exc is not None else ""
+        why = f": {describe_os_error(exc)}" if exc is not None else ""
         self.link._finish(ConnectionClosed(f"{self.link.name}: connection lost{why}"))
         if not self.lost.done():
             self.lost.set_result(None)
@@ -146,7 +146,7 @@ class Link:
             self._finish(ConnectionClosed("connection timed out"))
             raise ConnectionClosed("connection timed out") from None
         except (OSError, ConnectionError) as exc:
-            unreachable = ConnectionClosed(_describe_os_error(exc))
+            unreachable = ConnectionClosed(describe_os_error(exc))
             self._finish(unreachable)
             raise unreachable from exc
         # Nothing can have arrived yet: a broker says nothing before our CONNECT.
@@ -354,7 +354,8 @@ class Link:
             await asyncio.sleep(max(0.05, next_check - loop.time()))
 
 
-def _describe_os_error(exc: BaseException) -> str:
+def describe_os_error(exc: BaseException) -> str:
+    """One lower-case line for why a connection failed or closed (the state topic, the log)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: certificate verify failed: {exc.verify_message or exc.reason}"
     if isinstance(exc, ssl.SSLError):

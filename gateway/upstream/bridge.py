@@ -19,7 +19,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 
-from gateway.client.link import Link
+from gateway.client.link import Link, describe_os_error
 from gateway.client.mqtt import ConnectionClosed, ConnectRefused, MQTTClientError
 from gateway.mqtt.packets import (
     PROTOCOL_V5,
@@ -589,12 +589,4 @@ def describe_error(exc: BaseException) -> str:
             except ValueError:
                 text = "refused"
         return f"CONNECT refused: {text} (0x{code:02X})"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: {exc.verify_message or exc.reason}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
+    return describe_os_error(exc)

@@ -67,6 +67,28 @@ _EARLY_QOS0_LIMIT = 10_000
 _TOPIC_CACHE_SIZE = 4096
 
 
+class _RouteCache:
+    """A topic's route, looked up once: a stream repeats few topics, and matching every rule
+    per message would cost more than forwarding it."""
+
+    __slots__ = ("_cache", "_lookup")
+
+    def __init__(self, lookup: Callable[[str], tuple[str, int] | None]) -> None:
+        self._lookup = lookup
+        self._cache: dict[str, tuple[str, int] | None] = {}
+
+    def get(self, topic: str) -> tuple[str, int] | None:
+        cache = self._cache
+        try:
+            return cache[topic]
+        except KeyError:
+            pass
+        if len(cache) >= _TOPIC_CACHE_SIZE:  # bounded: a client can publish on endless topics
+            cache.clear()
+        route = cache[topic] = self._lookup(topic)
+        return route
+
+
 @dataclass(slots=True)
 class PipeCounters:
     """Running totals of one bridge, over all its links."""
@@ -109,7 +131,6 @@ class Pipe:
     ) -> None:
         self._up = send_remote
         self._down = send_local
-        self._topics = topics
         self.counters = counters
         self._remote_v5 = remote_version == PROTOCOL_V5
         self._remote_version = remote_version
@@ -137,8 +158,8 @@ class Pipe:
         self._early_local: list[Packet] = []
         self._early_remote: list[Packet] = []
         self._early_qos0 = 0
-        self._remote_topics: dict[str, tuple[str, int] | None] = {}
-        self._local_topics: dict[str, tuple[str, int] | None] = {}
+        self._remote_routes = _RouteCache(topics.to_remote)
+        self._local_routes = _RouteCache(topics.to_local)
 
     # --- figures ----------------------------------------------------------------------------
 
@@ -190,21 +211,10 @@ class Pipe:
             self._local_pubcomp(packet.packet_id)
         # Anything else (SUBACK of the bridge's own subscribe ...) is not the pipe's.
 
-    def _remote_route(self, topic: str) -> tuple[str, int] | None:
-        cache = self._remote_topics
-        try:
-            return cache[topic]
-        except KeyError:
-            pass
-        if len(cache) >= _TOPIC_CACHE_SIZE:
-            cache.clear()
-        route = cache[topic] = self._topics.to_remote(topic)
-        return route
-
     def _local_publish(self, p: Publish) -> None:
         pid = p.packet_id
         qos = p.qos
-        route = self._remote_route(p.topic)
+        route = self._remote_routes.get(p.topic)
         if route is None:
             self.counters.unmapped_out += 1
             self._warn.warning(
@@ -394,21 +404,10 @@ class Pipe:
         elif isinstance(packet, PubRel):
             self._remote_pubrel(packet.packet_id)
 
-    def _local_route(self, topic: str) -> tuple[str, int] | None:
-        cache = self._local_topics
-        try:
-            return cache[topic]
-        except KeyError:
-            pass
-        if len(cache) >= _TOPIC_CACHE_SIZE:
-            cache.clear()
-        route = cache[topic] = self._topics.to_local(topic)
-        return route
-
     def _remote_publish(self, p: Publish) -> None:
         pid = p.packet_id
         qos = p.qos
-        route = self._local_route(p.topic)
+        route = self._local_routes.get(p.topic)
         if route is None:
             self.counters.refused_in += 1
             self._warn.warning(
