@@ -356,6 +356,12 @@ def _subscriber_entry(port: int, count: int, ready: Any, time_limit: float, out:
 # ----------------------------------------------------------------------------- one run
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def busy_cores() -> tuple[float, float]:
     """(busy jiffies, all jiffies) of the machine so far, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -372,6 +378,7 @@ class Run:
     dups: int = 0
     seconds: float = 0.0
     host_busy: float = 0.0
+    edge_cpu_us: float = 0.0  # the edge broker's CPU time per message: steadier than rates
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -405,6 +412,7 @@ def run_one(broker: str, phase: str, args: argparse.Namespace) -> Run:
         profiling = args.profile and broker == "edge-gateway" and edge is not None
         if profiling and phase == "live":
             profiler = start_profiler(args.profile, edge.pid, f"{broker}-{phase}")
+        cpu0 = process_cpu(edge.pid) if phase == "live" else 0.0
         publisher = ctx.Process(
             target=_publisher_entry,
             args=(edge_port, args.messages, args.size, args.window, pub_out),
@@ -415,6 +423,7 @@ def run_one(broker: str, phase: str, args: argparse.Namespace) -> Run:
         if phase == "drain":
             if profiling:
                 profiler = start_profiler(args.profile, edge.pid, f"{broker}-{phase}")
+            cpu0 = process_cpu(edge.pid)
             up.start()
             subscriber = ctx.Process(
                 target=_subscriber_entry,
@@ -423,6 +432,7 @@ def run_one(broker: str, phase: str, args: argparse.Namespace) -> Run:
             subscriber.start()
         assert subscriber is not None
         sub = sub_out.get(timeout=args.time_limit + 30)
+        run.edge_cpu_us = (process_cpu(edge.pid) - cpu0) / args.messages * 1e6
         subscriber.join(10)
         run.received = int(sub["received"])
         run.dups = int(sub["dups"])
@@ -481,7 +491,7 @@ def start_profiler(directory: str, pid: int, label: str) -> subprocess.Popen[byt
 def table(runs: list[Run], brokers: list[str]) -> list[str]:
     lines = [
         f"{'broker':<20}{'phase':<7}{'runs':>5}{'median msg/s':>14}{'range':>20}"
-        f"{'dups':>6}{'host cores busy':>17}"
+        f"{'dups':>6}{'host cores busy':>17}{'edge CPU us/msg':>17}"
     ]
     medians: dict[tuple[str, str], float] = {}
     for phase in PHASES:
@@ -495,9 +505,10 @@ def table(runs: list[Run], brokers: list[str]) -> list[str]:
             span = f"{min(good):,.0f}-{max(good):,.0f}" if good else "-"
             dups = sum(r.dups for r in mine)
             busy = statistics.mean(r.host_busy for r in mine)
+            cpu = statistics.median(r.edge_cpu_us for r in mine)
             lines.append(
                 f"{broker:<20}{phase:<7}{len(mine):>5}{median:>14,.0f}{span:>20}"
-                f"{dups:>6}{busy:>17.2f}"
+                f"{dups:>6}{busy:>17.2f}{cpu:>17.1f}"
             )
             for r in mine:
                 if r.error:
