@@ -1,19 +1,19 @@
 """In-process clients: the gateway's own components (device sessions) as MQTT clients.
 
-They speak MQTT over one end of a socket pair instead of TCP, so they go through exactly the
-same connection code, broker and durability path as any outside client, without a port to
-secure or a listener to configure.
+They speak MQTT over a pair of in-memory transports (memory_transport.py) instead of TCP, so
+they go through exactly the same connection code, broker and durability path as any outside
+client, without a port to secure, a listener to configure or a trip through the kernel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import TYPE_CHECKING, cast
 
 from gateway.broker.effects import ConnectionInfo
 from gateway.server.connection import MQTTConnection
+from gateway.server.memory_transport import memory_transport_pair
 
 if TYPE_CHECKING:
     from gateway.server.server import Server
@@ -45,15 +45,12 @@ class InProcessConnection(MQTTConnection):
 async def open_in_process(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A new trusted connection to ``server``; returns the client side as streams."""
     loop = asyncio.get_running_loop()
-    server_end, client_end = socket.socketpair()
-    try:
-        await loop.connect_accepted_socket(lambda: InProcessConnection(server), server_end)
-    except BaseException:
-        server_end.close()
-        client_end.close()
-        raise
-    try:
-        return await asyncio.open_connection(sock=client_end)
-    except BaseException:
-        client_end.close()
-        raise
+    server_end, client_end = memory_transport_pair(loop, LISTENER_NAME)
+    connection = InProcessConnection(server)
+    server_end.set_protocol(connection)
+    connection.connection_made(server_end)
+    reader = asyncio.StreamReader(loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    client_end.set_protocol(protocol)
+    protocol.connection_made(client_end)
+    return reader, asyncio.StreamWriter(client_end, protocol, reader, loop)
