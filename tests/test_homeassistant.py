@@ -428,7 +428,7 @@ def test_wled_light_exact_payloads() -> None:
                 icon="mdi:palette",
                 value_template=(
                     "{% set p = value_json.preset %}{{ 'none' if p is none else "
-                    '{}.get(p | string, p | string) }}'
+                    "{}.get(p | string, p | string) }}"
                 ),
             ),
         ),
