@@ -11,8 +11,10 @@ events go to ``<prefix>/<id>/event``, not retained, so that a restart never repl
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
+from importlib import metadata
 
 from devices import homeassistant as ha
 from devices.model import Device
@@ -21,6 +23,23 @@ from gateway.client.mqtt import MQTTClient, MQTTClientError
 log = logging.getLogger(__name__)
 
 DISCOVERY_PREFIX = "homeassistant"
+DISTRIBUTION = "edge-gateway"
+
+
+@functools.cache
+def origin() -> ha.Origin:
+    """The gateway's version, and its home page if the package declares one (Project-URL
+    ``Homepage``), from the installed package's metadata."""
+    try:
+        meta = metadata.metadata(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return ha.Origin()
+    url = None
+    for entry in meta.get_all("Project-URL") or []:
+        label, _, value = entry.partition(",")
+        if label.strip().lower() in ("homepage", "home-page", "home") and value.strip():
+            url = value.strip()
+    return ha.Origin(sw_version=meta["Version"], support_url=url)
 
 
 def shape(value: object) -> object:
@@ -50,8 +69,9 @@ class DiscoveryPublisher:
         # Per device: the keys its entities were built from, and what they were built from
         # (shape); per config topic: the last payload sent (only a change is sent again).
         self._keys: dict[str, dict[str, object]] = {}
-        self._shapes: dict[str, tuple[Device, object]] = {}
+        self._shapes: dict[str, tuple[Device, object, ha.DeviceFacts | None]] = {}
         self._sent: dict[str, bytes] = {}
+        self._facts: dict[str, ha.DeviceFacts] = {}  # what each device said about itself
         self._lock = asyncio.Lock()
 
     @property
@@ -59,7 +79,9 @@ class DiscoveryPublisher:
         return ha.status_topic(self.discovery_prefix)
 
     def bridge_messages(self) -> list[ha.Message]:
-        return ha.bridge_messages(prefix=self.prefix, discovery_prefix=self.discovery_prefix)
+        return ha.bridge_messages(
+            prefix=self.prefix, discovery_prefix=self.discovery_prefix, origin=origin()
+        )
 
     def _connected(self) -> MQTTClient | None:
         bridge = self._link()
@@ -77,29 +99,49 @@ class DiscoveryPublisher:
             except MQTTClientError as exc:
                 log.warning("Home Assistant discovery not re-sent: %s", exc)
 
+    def facts_of(self, device_id: str) -> ha.DeviceFacts | None:
+        return self._facts.get(device_id)
+
+    async def set_facts(self, device: Device, facts: ha.DeviceFacts) -> None:
+        """What the device told about itself (model, firmware, ...): its configs again."""
+        if self._facts.get(device.id) == facts:
+            return
+        previous = self._facts.get(device.id)
+        self._facts[device.id] = facts
+        await self._publish(device, self._keys.get(device.id, {}), previous)
+
     async def announce(self, device: Device, state: dict[str, object], *, merge: bool) -> None:
         """Publish the configs that `state` adds or changes, remove those it drops.
 
         `merge`: the state is partial (a BTHome packet carries some readings, the next one
         others), so keys seen before stay; a LAN device reports its whole state every time.
         """
+        previous = self._keys.get(device.id)
+        keys = {**previous, **state} if merge and previous is not None else dict(state)
+        await self._publish(device, keys, self._facts.get(device.id))
+
+    async def _publish(
+        self, device: Device, keys: dict[str, object], previous_facts: ha.DeviceFacts | None
+    ) -> None:
         async with self._lock:
             bridge = self._connected()
             if bridge is None:
                 return
             previous = self._keys.get(device.id)
-            keys = {**previous, **state} if merge and previous is not None else dict(state)
+            facts = self._facts.get(device.id)
             # The configs depend on the keys and the kinds of their values, not on the numbers:
             # most readings change none of them, and rebuilding every config to find that out
             # was a fifth of the event loop under a stream of advertisements.
-            signature = (device, shape(keys))
+            signature = (device, shape(keys), facts)
             if self._shapes.get(device.id) == signature:
                 self._keys[device.id] = keys
                 return
-            kwargs = {"prefix": self.prefix, "discovery_prefix": self.discovery_prefix}
-            messages = ha.discovery_messages(device, keys, **kwargs)
+            prefixes = {"prefix": self.prefix, "discovery_prefix": self.discovery_prefix}
+            messages = ha.discovery_messages(device, keys, facts=facts, origin=origin(), **prefixes)
             if previous is not None:
-                messages += ha.removal_messages(device, previous, keys, **kwargs)
+                messages += ha.removal_messages(
+                    device, previous, keys, facts=facts, previous_facts=previous_facts, **prefixes
+                )
             try:
                 for topic, payload in messages:
                     if self._sent.get(topic, b"") == payload:

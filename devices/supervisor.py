@@ -30,10 +30,14 @@ from devices.ble.radio import Advertisement, Link, Radio
 from devices.ble.scanner import BleakRadio, BTHomeDecoder, ScanningMode
 from devices.ble.sleepy import StateCallback, WakeSettings
 from devices.discovery_publisher import DiscoveryPublisher
+from devices.homeassistant import DeviceFacts
 from devices.lan.discovery import LanDeviceInfo, LanDiscovery
+from devices.lan.http import LanDeviceError
 from devices.lan.managed import DriverAdapter, LanDevice, StateSource
 from devices.lan.poller import StatePoller
+from devices.lan.shelly import ShellyGen2
 from devices.lan.static import LAN_SCHEMAS, make_driver
+from devices.lan.wled import Wled
 from devices.model import Device, DevicePolicy, PolicyError
 from devices.session import (
     CLIENT_ID_PREFIX,
@@ -288,6 +292,19 @@ class Supervisor:
         self.sessions[device.id] = session
         self._sessions_changed.set()  # its wake interval may call for closer presence checks
         self._listing_changed()
+        self._announce_commands(session)
+
+    def _announce_commands(self, session: DeviceSession) -> None:
+        """A device that takes commands has Home Assistant entities before it first reports:
+        a sleeping thermostat's climate entity (a setpoint can wait for it) and its count of
+        pending commands. Only once the bridge is up; `_ensure_bridge` catches up."""
+        if session.device.schema is None or self._bridge is None or not self._bridge.connected:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.ha.announce(session.device, {}, merge=True)
+        )
+        self._ha_tasks.add(task)
+        task.add_done_callback(self._ha_tasks.discard)
 
     async def _check_presence(self) -> None:
         """Devices with a wake interval that stopped being heard go ``offline`` (DESIGN §2)."""
@@ -378,6 +395,8 @@ class Supervisor:
                 await bridge.subscribe(self.fleet.pending_filter(), qos=1)
             self._publisher = asyncio.create_task(self._publish_devices(), name="bridge-devices")
             self._devices_changed.set()
+        for session in list(self.sessions.values()):
+            self._announce_commands(session)
 
     def _topic(self, suffix: str) -> str:
         return f"{self.prefix}/{suffix}"
@@ -586,6 +605,10 @@ class Supervisor:
         async def on_state(state: dict[str, Any]) -> None:
             session = holder[0].session
             await session.publish_state(dict(state))
+            if self.ha.facts_of(device_id) is None:
+                facts = await self._lan_facts(driver)
+                if facts is not None:
+                    await self.ha.set_facts(session.device, facts)
             await self.ha.announce(session.device, dict(state), merge=False)
 
         poller = StatePoller(
@@ -616,6 +639,24 @@ class Supervisor:
             except MQTTClientError as exc:
                 log.warning("LAN %s: session not prepared: %s", device_id, exc)
         await poller.start()
+
+    @staticmethod
+    async def _lan_facts(driver: ShellyGen2 | Wled) -> DeviceFacts | None:
+        """Model, firmware and MAC as the device reports them (Shelly.GetDeviceInfo, WLED
+        /json/info); None when it did not answer: asked again with its next new state."""
+        try:
+            details = await driver.get_info()
+        except LanDeviceError as exc:
+            log.warning("LAN %s: device details not read: %s", driver.label, exc)
+            return None
+        return DeviceFacts(
+            manufacturer=details.manufacturer,
+            model=details.model,
+            sw_version=details.sw_version,
+            mac=details.mac,
+            effects=details.effects,
+            presets=details.presets,
+        )
 
     # --- admin API hooks (gateway/admin) ---------------------------------------------------------
 

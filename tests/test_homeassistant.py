@@ -18,6 +18,7 @@ import pytest
 
 from devices.ble import eq3
 from devices.homeassistant import (
+    DeviceFacts,
     bridge_messages,
     discovery_messages,
     event_message,
@@ -92,18 +93,32 @@ def common(device_id: str, device: dict[str, Any], topic: str = "state") -> dict
     }
 
 
+def entity_id(component: str, device_id: str, key: str, main: bool) -> dict[str, str]:
+    object_id = (device_id if main else f"{device_id}_{key}").replace("-", "_")
+    return {"object_id": object_id, "default_entity_id": f"{component}.{object_id}"}
+
+
 def decoded(messages: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
     return [(topic, json.loads(payload)) for topic, payload in messages]
 
 
 def entity(
-    device_id: str, key: str, device: dict[str, Any], topic: str = "state", **config: Any
+    device_id: str,
+    key: str,
+    device: dict[str, Any],
+    topic: str = "state",
+    *,
+    component: str = "sensor",
+    main: bool = False,
+    **config: Any,
 ) -> dict[str, Any]:
+    base = common(device_id, device, topic)
     return {
         "unique_id": f"edge-gateway_{device_id}_{key}",
-        "object_id": f"{device_id}_{key}",
-        **common(device_id, device, topic),
+        **entity_id(component, device_id, key, main),
+        "state_topic": base.pop("state_topic"),
         **config,
+        **base,
     }
 
 
@@ -115,6 +130,7 @@ def test_bthome_sensor_exact_payloads() -> None:
     block = {
         "identifiers": ["edge-gateway_kitchen"],
         "name": "Kitchen climate",
+        "manufacturer": "BTHome",
         "model": "BTHome v2 sensor",
         "via_device": "edge-gateway",
     }
@@ -167,6 +183,7 @@ def test_bthome_sensor_exact_payloads() -> None:
                 "button",
                 block,
                 "event",
+                component="event",
                 name="Button",
                 event_types=[
                     "press",
@@ -212,7 +229,8 @@ def test_shelly_switch_with_power_metering_exact_payloads() -> None:
         "sw_version": "1.4.4",
         "via_device": "edge-gateway",
     }
-    got = decoded(discovery_messages(dev, state, model="Plus 1PM", sw_version="1.4.4"))
+    facts = DeviceFacts(manufacturer="Shelly", model="Plus 1PM", sw_version="1.4.4")
+    got = decoded(discovery_messages(dev, state, facts=facts))
     meters = [
         ("power", "Power", "power", "W", "measurement", {}),
         ("voltage", "Voltage", "voltage", "V", "measurement", {}),
@@ -235,6 +253,8 @@ def test_shelly_switch_with_power_metering_exact_payloads() -> None:
                 "plug",
                 "on",
                 block,
+                component="switch",
+                main=True,
                 name=None,
                 command_topic="gw/plug/set",
                 payload_on='{"on": true}',
@@ -295,6 +315,7 @@ def test_shelly_cover_exact_payloads() -> None:
         "identifiers": ["edge-gateway_blinds"],
         "name": "Blinds",
         "manufacturer": "Shelly",
+        "model": "Shelly Gen2+ device",
         "via_device": "edge-gateway",
     }
     got = decoded(discovery_messages(dev, state))
@@ -305,6 +326,8 @@ def test_shelly_cover_exact_payloads() -> None:
                 "blinds",
                 "cover",
                 block,
+                component="cover",
+                main=True,
                 name=None,
                 command_topic="gw/blinds/set",
                 payload_open='{"cover": "open"}',
@@ -358,7 +381,7 @@ def test_wled_light_exact_payloads() -> None:
         "model": "FOSS",
         "via_device": "edge-gateway",
     }
-    got = decoded(discovery_messages(dev, state, model="FOSS"))
+    got = decoded(discovery_messages(dev, state, facts=DeviceFacts(model="FOSS")))
     on_template = (
         '{"on": true'
         '{% if brightness is defined %}, "brightness": {{ brightness }}{% endif %}'
@@ -379,6 +402,8 @@ def test_wled_light_exact_payloads() -> None:
                 "strip",
                 "light",
                 block,
+                component="light",
+                main=True,
                 name=None,
                 schema="template",
                 command_topic="gw/strip/set",
@@ -391,12 +416,20 @@ def test_wled_light_exact_payloads() -> None:
                 blue_template="{{ value_json.color[2] }}",
             ),
         ),
-        # `preset` is null while no preset is active, but the entity stays put; `segments`
-        # (a list) is no entity.
+        # `preset` is null while no preset is active, but the entity stays put and says
+        # "none"; `segments` (a list) is no entity.
         (
             "homeassistant/sensor/edge-gateway_strip/preset/config",
             entity(
-                "strip", "preset", block, name="Preset", value_template="{{ value_json.preset }}"
+                "strip",
+                "preset",
+                block,
+                name="Preset",
+                icon="mdi:palette",
+                value_template=(
+                    "{% set p = value_json.preset %}{{ 'none' if p is none else "
+                    "{}.get(p | string, p | string) }}"
+                ),
             ),
         ),
     ]
@@ -466,7 +499,10 @@ def test_topics_ids_json_and_template_keys(device: Device, state: dict[str, Any]
         assert m.group(2) == f"edge-gateway_{device.id}"
         config = json.loads(payload.decode("utf-8"))
         assert isinstance(config, dict)
-        assert config["object_id"] == f"{device.id}_{m.group(3)}"
+        main = config.get("name", "") is None
+        object_id = device.id if main else f"{device.id}_{m.group(3)}"
+        assert config["object_id"] == object_id.replace("-", "_")
+        assert config["default_entity_id"] == f"{m.group(1)}.{config['object_id']}"
         assert config["unique_id"].startswith(f"edge-gateway_{device.id}_")
         assert config["unique_id"] not in seen_unique
         assert topic not in seen_topics

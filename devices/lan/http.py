@@ -71,6 +71,9 @@ class DeviceDetails:
     sw_version: str | None = None
     mac: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # A WLED's effect names (by index) and preset names (by id): Home Assistant offers them.
+    effects: tuple[str, ...] = ()
+    presets: tuple[tuple[int, str], ...] = ()
 
 
 class JsonHttpClient:

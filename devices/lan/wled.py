@@ -31,6 +31,8 @@ class WledError(LanDeviceError):
 
 
 _BYTE: dict[str, object] = {"type": "integer", "minimum": 0, "maximum": 255}
+MAX_PRESET = 250  # WLED's highest preset id
+MAX_NAMES = 255  # effects/presets offered to Home Assistant (an effect number is one byte)
 
 # Every WLED command, in one place: checked by the broker before the command is queued and by
 # `wled_body` before the request; Home Assistant discovery reads it.
@@ -40,7 +42,7 @@ COMMAND_SCHEMA = CommandSchema.from_data(
         "properties": {
             "on": {"enum": [True, False, "t"]},  # "t" toggles
             "brightness": _BYTE,
-            "preset": {"type": "integer", "minimum": 1, "maximum": 250},
+            "preset": {"type": "integer", "minimum": 1, "maximum": MAX_PRESET},
             "transition": {"type": "integer", "minimum": 0, "maximum": 65535},  # 0.1 s
             "color": {"type": "array", "minItems": 3, "maxItems": 4, "items": _BYTE},
             "effect": _BYTE,
@@ -105,6 +107,8 @@ def state_from_wled(st: Mapping[str, Any]) -> dict[str, Any]:
     primary = next((s for s in segments if s.get("id") == main), segments[0] if segments else None)
     if primary and primary.get("colors"):
         state["color"] = primary["colors"][0]
+    if primary and isinstance(primary.get("effect"), int):
+        state["effect"] = primary["effect"]  # the `effect` command key's number
     state["segments"] = segments
     return state
 
@@ -142,7 +146,42 @@ class Wled(JsonHttpClient):
             sw_version=info.get("ver"),
             mac=mac if isinstance(mac, str) else None,
             raw=info,
+            effects=await self._effects(),
+            presets=await self._presets(),
         )
+
+    async def _effects(self) -> tuple[str, ...]:
+        """The effect names, by effect number (`/json/effects`); () if it does not say."""
+        try:
+            status, body = await self.request_json("GET", "/json/effects")
+        except LanDeviceError:
+            return ()
+        if not (200 <= status < 300 and isinstance(body, list)):
+            return ()
+        if not all(isinstance(name, str) for name in body[:MAX_NAMES]):
+            return ()
+        return tuple(body[:MAX_NAMES])
+
+    async def _presets(self) -> tuple[tuple[int, str], ...]:
+        """(id, name) of the saved presets (`/presets.json`, id 0 is not a preset)."""
+        try:
+            status, body = await self.request_json("GET", "/presets.json")
+        except LanDeviceError:
+            return ()
+        if not (200 <= status < 300 and isinstance(body, Mapping)):
+            return ()
+        found: dict[int, str] = {}
+        for key, preset in body.items():
+            if not (isinstance(key, str) and key.isdigit() and isinstance(preset, Mapping)):
+                continue
+            number, name = int(key), preset.get("n")
+            if 1 <= number <= MAX_PRESET and isinstance(name, str) and name:
+                found[number] = name[:64]
+        # Names are what Home Assistant chooses by: two presets with one name keep the first.
+        by_name: dict[str, int] = {}
+        for number in sorted(found):
+            by_name.setdefault(found[number], number)
+        return tuple(sorted((n, name) for name, n in by_name.items()))[:MAX_NAMES]
 
     async def get_state(self) -> dict[str, Any]:
         return state_from_wled(await self._get("/json/state"))
