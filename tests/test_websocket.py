@@ -351,8 +351,15 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
         (b"POST /mqtt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"405"),
         (upgrade_request("/mqtt", extra="X-Junk: " + "j" * 9000 + "\r\n"), b"431"),
     ],
-    ids=["upgrade", "wrong-path", "no-subprotocol", "wrong-subprotocol", "plain-get", "post",
-         "huge-headers"],
+    ids=[
+        "upgrade",
+        "wrong-path",
+        "no-subprotocol",
+        "wrong-subprotocol",
+        "plain-get",
+        "post",
+        "huge-headers",
+    ],
 )
 def test_http_answers(gateway_factory: Factory, request_bytes: bytes, status: bytes) -> None:
     g = start(gateway_factory)
@@ -463,8 +470,11 @@ async def test_client_that_never_reads_pauses_its_connection(gateway_factory: Fa
             wait_for, lambda: g.gw.call(lambda: server.stats.write_pauses) >= 1, 10
         )
         buffered = g.gw.call(
-            lambda: max(c.transport.get_write_buffer_size() for c in server.connections.values()
-                        if c.listener_name == "ws")
+            lambda: max(
+                c.transport.get_write_buffer_size()
+                for c in server.connections.values()
+                if c.listener_name == "ws"
+            )
         )
         assert buffered < 8 * 1024 * 1024  # SLOW_CONSUMER_BYTES plus one batch
     finally:
@@ -480,4 +490,3 @@ def test_sys_counts_websocket_refusals(gateway_factory: Factory) -> None:
     figures = dict(g.gw.call(g.gw.gateway.server.guard_figures))
     assert figures["connections/websocket/refused"] == "1"
     assert figures["connections/websocket/bad_frames"] == "0"
-

@@ -109,7 +109,8 @@ class WebSocketLink(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = cast(asyncio.Transport, transport)
-        self.mqtt.connection_made(cast(asyncio.Transport, self))  # registers it: it may be refused or told to wait
+        # Registered here, before any byte: it may be refused or told to wait its turn.
+        self.mqtt.connection_made(cast(asyncio.Transport, self))
         if not self.mqtt.closed and not self.mqtt.waiting:
             self._start()
 
