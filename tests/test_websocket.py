@@ -490,3 +490,70 @@ def test_sys_counts_websocket_refusals(gateway_factory: Factory) -> None:
     figures = dict(g.gw.call(g.gw.gateway.server.guard_figures))
     assert figures["connections/websocket/refused"] == "1"
     assert figures["connections/websocket/bad_frames"] == "0"
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_check_config_shows_ws_listeners(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    cert, key = self_signed_cert(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    Path("gw.yaml").write_text(
+        "listeners:\n"
+        "  - {type: ws}\n"
+        f"  - {{type: wss, host: 127.0.0.1, path: /ws/mqtt, certfile: {cert}, keyfile: {key}}}\n"
+        "persistence: {enabled: false}\n"
+    )
+    assert main(["check-config", "--config", "gw.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "ws:127.0.0.1:8083: ws://127.0.0.1:8083/mqtt (MQTT over WebSockets), anonymous allowed"
+        in out
+    )
+    assert "wss:127.0.0.1:8084: wss://127.0.0.1:8084/ws/mqtt (MQTT over WebSockets)" in out
+
+
+@pytest.mark.parametrize(
+    ("listener", "message"),
+    [
+        (
+            "{type: ws, path: mqtt}",
+            "listeners[0].path: expected an HTTP path such as '/mqtt' (starting with '/', no "
+            "spaces, '?' or '#'), got 'mqtt'",
+        ),
+        (
+            "{type: wss, host: 127.0.0.1}",
+            "listeners[0].certfile: a wss listener needs a certificate",
+        ),
+        ("{type: ws, admin: true}", "listeners[0].admin: 'admin' applies to unix listeners only"),
+        ("{type: ws, certfile: x.pem}", "listeners[0].certfile: 'certfile' applies to tls"),
+        (
+            "{type: ws, host: 0.0.0.0, allow_anonymous: true}",
+            "listeners[0].allow_anonymous: a listener on 0.0.0.0 can be reached from the network",
+        ),
+        (
+            "{type: ws, host: 0.0.0.0}",
+            "auth.password_file: listeners[0] (ws:0.0.0.0:8083) requires user names and passwords",
+        ),
+    ],
+)
+def test_bad_ws_listener_config_is_refused_clearly(listener: str, message: str) -> None:
+    from gateway.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"listeners:\n  - {listener}\n", "gw.yaml")
+    assert message in str(caught.value)
+
+
+def test_start_up_log_names_the_ws_url(
+    gateway_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="gateway.server.server")
+    g = start(gateway_factory, ws={"path": "/broker"})
+    assert f"listening on ws://127.0.0.1:{g.ws}/broker (ws)" in caplog.text
+    client = ws_client(g.ws, "custom-path", ws_path="/broker")
+    client.disconnect()
