@@ -66,8 +66,9 @@ def listener_specs(config: GatewayConfig) -> list[ListenerSpec]:
                 host=listener.host or "",
                 port=listener.port or 0,
                 path=str(listener.path or ""),
+                url_path=listener.url_path or "/mqtt",
                 allow_anonymous=listener.allow_anonymous,
-                ssl_context=_ssl_context(listener) if listener.type == "tls" else None,
+                ssl_context=_ssl_context(listener) if listener.type in ("tls", "wss") else None,
             )
         )
     return specs

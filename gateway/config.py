@@ -64,7 +64,7 @@ from gateway.upstream.validate import (
 _BROKER_DEFAULTS = BrokerSettings()
 _QUEUE_DEFAULTS = QueueLimits()
 
-LISTENER_TYPES = ("tcp", "tls", "unix")
+LISTENER_TYPES = ("tcp", "tls", "unix", "ws", "wss")
 SYNCHRONOUS_MODES = ("off", "normal", "full", "extra")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # Longest path bind() accepts for an AF_UNIX socket on Linux (sun_path minus the NUL).
@@ -89,7 +89,7 @@ class ConfigError(Exception):
 # ---------------------------------------------------------------------------- values
 
 
-ListenerType = Literal["tcp", "tls", "unix"]
+ListenerType = Literal["tcp", "tls", "unix", "ws", "wss"]
 
 # Relative paths (sockets, database, password file, certificates) are taken against the
 # working directory, like every command-line tool does.
@@ -98,8 +98,9 @@ DEFAULT_SOCKET_PATH = Path("edge-gateway.sock")
 
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
-    """One listener. ``host``/``port`` are set for tcp and tls, ``path`` for unix, and the
-    certificate fields for tls only (the loader guarantees it)."""
+    """One listener. ``host``/``port`` are set for tcp, tls, ws and wss, ``path`` for unix,
+    ``url_path`` for ws and wss, and the certificate fields for tls and wss only (the loader
+    guarantees it)."""
 
     type: ListenerType = "tcp"
     name: str = "tcp:127.0.0.1:1883"
@@ -114,6 +115,7 @@ class ListenerConfig:
     # Every client of this listener is an admin (unix only: the socket's file mode, 0660,
     # decides who can connect).
     admin: bool = False
+    url_path: str | None = None  # ws, wss: the HTTP path of the WebSocket endpoint
 
 
 DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
@@ -368,6 +370,9 @@ def describe_listener(listener: ListenerConfig) -> str:
     access = "anonymous allowed" if listener.allow_anonymous else "user name and password required"
     if listener.type == "unix":
         where = f"unix socket {listener.path}"
+    elif listener.type in ("ws", "wss"):
+        address = _host_port(listener.host or "", listener.port or 0)
+        where = f"{listener.type}://{address}{listener.url_path} (MQTT over WebSockets)"
     else:
         where = f"{listener.type} {_host_port(listener.host or '', listener.port or 0)}"
     if listener.require_client_cert:
@@ -611,6 +616,12 @@ def _topic_prefix_problem(value: str) -> str | None:
     return None
 
 
+def _url_path_problem(value: str) -> str | None:
+    if not value.startswith("/") or any(ch in value for ch in "?# \t\r\n"):
+        return "expected an HTTP path such as '/mqtt' (starting with '/', no spaces, '?' or '#')"
+    return None
+
+
 def _glob_problem(value: str) -> str | None:
     return None if value else "expected a non-empty pattern ('*' matches everything)"
 
@@ -631,7 +642,22 @@ _LISTENER_KEYS = {
         "require_client_cert",
     ),
     "unix": ("type", "name", "path", "allow_anonymous", "admin"),
+    "ws": ("type", "name", "host", "port", "path", "allow_anonymous"),
+    "wss": (
+        "type",
+        "name",
+        "host",
+        "port",
+        "path",
+        "allow_anonymous",
+        "certfile",
+        "keyfile",
+        "cafile",
+        "require_client_cert",
+    ),
 }
+# Default ports of the WebSocket listeners (those of EMQX; Mosquitto has none).
+_DEFAULT_PORTS = {"tcp": 1883, "tls": 8883, "ws": 8083, "wss": 8084}
 
 
 def _read_listener(src: _Source, path: str, raw: object) -> ListenerConfig:
@@ -640,7 +666,7 @@ def _read_listener(src: _Source, path: str, raw: object) -> ListenerConfig:
     if kind != "unix":
         section.elsewhere["admin"] = (
             "'admin' applies to unix listeners only (the socket file's mode decides who may "
-            "connect); on tcp/tls listeners name admins in auth.admin_users"
+            "connect); on tcp/tls/ws/wss listeners name admins in auth.admin_users"
         )
     for other, keys in _LISTENER_KEYS.items():
         for key in keys:
@@ -663,9 +689,9 @@ def _read_listener(src: _Source, path: str, raw: object) -> ListenerConfig:
             admin=section.boolean("admin", False),
         )
     else:
-        default_host = "127.0.0.1" if kind == "tcp" else "0.0.0.0"
+        default_host = "127.0.0.1" if kind in ("tcp", "ws") else "0.0.0.0"
         host = section.string("host", default_host, _host_problem)
-        port = section.integer("port", 1883 if kind == "tcp" else 8883, 0, 65535)
+        port = section.integer("port", _DEFAULT_PORTS[kind], 0, 65535)
         # Anonymous access defaults to on only where nobody else can reach the port.
         loopback = is_loopback_host(host)
         allow_anonymous = section.boolean("allow_anonymous", loopback)
@@ -677,14 +703,16 @@ def _read_listener(src: _Source, path: str, raw: object) -> ListenerConfig:
                 "`edge-gateway passwd FILE USER` (anonymous access is only allowed on "
                 "loopback addresses: 127.0.0.0/8, ::1, localhost)",
             )
+        websocket = kind in ("ws", "wss")
         listener = ListenerConfig(
-            type="tcp",
+            type="ws" if websocket else "tcp",
             name=name or f"{kind}:{_host_port(host, port)}",
             host=host,
             port=port,
             allow_anonymous=allow_anonymous,
+            url_path=section.string("path", "/mqtt", _url_path_problem) if websocket else None,
         )
-        if kind == "tls":
+        if kind in ("tls", "wss"):
             listener = _read_tls(section, listener)
     section.finish()
     return listener
@@ -716,10 +744,11 @@ def _existing_file(section: _Map, key: str, value: Path) -> Path:
 def _read_tls(section: _Map, base: ListenerConfig) -> ListenerConfig:
     certfile = section.optional_path("certfile")
     keyfile = section.optional_path("keyfile")
+    kind: ListenerType = "wss" if base.type == "ws" else "tls"
     if certfile is None:
-        raise section.error("certfile", "a tls listener needs a certificate file (PEM)")
+        raise section.error("certfile", f"a {kind} listener needs a certificate file (PEM)")
     if keyfile is None:
-        raise section.error("keyfile", "a tls listener needs a private key file (PEM)")
+        raise section.error("keyfile", f"a {kind} listener needs a private key file (PEM)")
     _existing_file(section, "certfile", certfile)
     _existing_file(section, "keyfile", keyfile)
     cafile = section.optional_path("cafile")
@@ -742,7 +771,7 @@ def _read_tls(section: _Map, base: ListenerConfig) -> ListenerConfig:
             raise section.error("cafile", f"cannot load CA certificates: {exc}") from None
     return replace(
         base,
-        type="tls",
+        type=kind,
         certfile=certfile,
         keyfile=keyfile,
         cafile=cafile,

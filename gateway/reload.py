@@ -169,7 +169,7 @@ def listeners_weakened(
             yield f"{where}: anonymous clients allowed (at the next restart)"
         if previous.require_client_cert and not listener.require_client_cert:
             yield f"{where}: client certificates no longer required (at the next restart)"
-        if previous.type == "tls" and listener.type != "tls":
+        if previous.type in ("tls", "wss") and listener.type not in ("tls", "wss"):
             yield f"{where}: no longer TLS, passwords would cross the network in clear text"
         if listener.admin and not previous.admin:
             yield f"{where}: every client of it becomes an admin (at the next restart)"

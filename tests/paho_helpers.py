@@ -31,6 +31,9 @@ class Client:
         will: tuple[str, bytes, int, bool] | None = None,
         keepalive: int = 60,
         connect: bool = True,
+        transport: str = "tcp",  # or "websockets" (a ws/wss listener)
+        ws_path: str = "/mqtt",
+        cafile: str | None = None,  # TLS (tls/wss) with this CA
     ) -> None:
         self.port = port
         self.version = version
@@ -44,11 +47,19 @@ class Client:
         self.puback_properties: dict[int, Any] = {}  # MQTT 5: e.g. the ReasonString
         self.disconnects: queue.Queue[Any] = queue.Queue()
         self._acked = threading.Condition()
-        kwargs: dict[str, Any] = {"client_id": client_id, "protocol": version}
+        kwargs: dict[str, Any] = {
+            "client_id": client_id,
+            "protocol": version,
+            "transport": transport,
+        }
         if version != V5:
             kwargs["clean_session"] = clean
         self.c = paho.Client(CallbackAPIVersion.VERSION2, **kwargs)
         self.c.enable_logger()
+        if transport == "websockets":
+            self.c.ws_set_options(path=ws_path)
+        if cafile is not None:
+            self.c.tls_set(ca_certs=cafile)
         if username is not None:
             self.c.username_pw_set(username, password)
         if will is not None:

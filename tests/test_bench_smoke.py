@@ -153,3 +153,17 @@ def test_bench_abuse_quick_prints_its_figures() -> None:
         assert float(figures[name]) >= 0, (name, out)  # NaN (nothing measured) fails too
     assert figures["flood_login_failed"] == "0", out
     assert "mosquitto" not in out.split("== figures", 1)[1]
+
+
+def test_bench_ws_prints_both_transports() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_ws.py"), "--messages", "500", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for qos in (0, 1):
+        assert re.search(rf"^  qos{qos}: tcp\s+[\d,]+\s+ws\s+[\d,]+\s+msgs/s", proc.stdout, re.M)
+    assert "Mosquitto websockets listener:" in proc.stdout

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ThreadGateway
@@ -89,3 +90,47 @@ def test_qos2_pub_to_live_subscriber(gateway: tuple[ThreadGateway, int]) -> None
         assert out.splitlines() == [f"line{i}" for i in range(100)]
     finally:
         sub.kill()
+
+
+def test_mosquitto_clients_and_a_websocket_client_meet(gateway_factory: Any) -> None:
+    """Debian's mosquitto_pub/sub (2.0) have no WebSocket transport, so they meet paho's
+    websockets transport through the gateway: tcp on their side, ws on the other."""
+    from conftest import free_port
+    from paho_helpers import V5, Client
+
+    tcp, ws = free_port(), free_port()
+    listeners = [
+        {"type": "tcp", "name": "tcp", "host": "127.0.0.1", "port": tcp},
+        {"type": "ws", "name": "ws", "host": "127.0.0.1", "port": ws},
+    ]
+    gateway_factory({"listeners": listeners}, port=tcp)
+    on_ws = Client(ws, "on-ws", version=V5, transport="websockets")
+    on_ws.subscribe("from-mosquitto/#", qos=1)
+    sent = run(
+        "mosquitto_pub",
+        "-p",
+        str(tcp),
+        "-V",
+        "mqttv5",
+        "-q",
+        "1",
+        "-t",
+        "from-mosquitto/x",
+        "-m",
+        "hello ws",
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert on_ws.get().payload == b"hello ws"
+    sub = sub_process("-p", str(tcp), "-q", "1", "-t", "from-ws/#", "-C", "1")
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until mosquitto_sub's subscription is in place
+            on_ws.publish("from-ws/x", b"hello tcp", qos=1)
+            if sub.poll() is not None:
+                break
+            time.sleep(0.2)
+        out, _ = sub.communicate(timeout=5)
+    finally:
+        sub.kill()
+    assert out.splitlines()[0] == "hello tcp"
+    on_ws.disconnect()

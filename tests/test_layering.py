@@ -51,7 +51,8 @@ RULES = {
         "gateway.broker.effects",
         "gateway.mqtt",
     ),
-    "gateway.server": ("gateway.server", "gateway.broker", "gateway.mqtt"),
+    # websockets: its sans-I/O protocol for the ws/wss listeners (gateway/server/websocket.py).
+    "gateway.server": ("gateway.server", "gateway.broker", "gateway.mqtt", "websockets"),
     # The gateway's own MQTT client (devices, admin service, TUI, upstream bridge): it talks
     # MQTT and knows nothing of the broker it talks to.
     "gateway.client": ("gateway.client", "gateway.mqtt"),

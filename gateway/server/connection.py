@@ -420,6 +420,11 @@ class MQTTConnection(asyncio.Protocol):
         self._busy = True
         self._pause()
 
+    def input_error(self, exc: MQTTError) -> None:
+        """Bad input found by the layer below (a WebSocket message over max_packet_size):
+        handled like the decoder's own errors."""
+        self._refuse_bad_input(exc)
+
     def _refuse_bad_input(self, exc: MQTTError) -> None:
         log.info(
             "closing %s (%s): %s [reason 0x%02X]",

@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +36,7 @@ from gateway.server.connection import SLOW_CONSUMER_BYTES, MQTTConnection
 from gateway.server.inprocess import open_in_process
 from gateway.server.pending import PendingConnections, Verdict
 from gateway.server.ratelog import RateLimitedLog
+from gateway.server.websocket import WebSocketLink
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,11 @@ class Authenticates(Protocol):
 @dataclass(frozen=True, slots=True)
 class ListenerSpec:
     name: str
-    kind: str  # "tcp" | "tls" | "unix"
+    kind: str  # "tcp" | "tls" | "unix" | "ws" | "wss"
     host: str = "127.0.0.1"
     port: int = 0
     path: str = ""
+    url_path: str = "/mqtt"  # ws, wss: the HTTP path of the WebSocket endpoint
     allow_anonymous: bool = True
     ssl_context: ssl.SSLContext | None = None
 
@@ -110,6 +112,8 @@ class ServerStats:
     dropped_slow_consumer: int = 0
     write_pauses: int = 0  # times a client's send buffer filled up and reading it stopped
     send_stalls: int = 0  # clients dropped for reading nothing for send_stall_timeout
+    websocket_refused: int = 0  # HTTP requests on ws/wss listeners answered with an error
+    websocket_bad_frames: int = 0  # closed for a text frame or a broken WebSocket frame
 
 
 # Seconds past the connect timeout a CONNECT whose password check is under way may take before
@@ -157,6 +161,7 @@ class Server:
         self._log_tls = RateLimitedLog(log, logging.INFO)
         self._log_stall = RateLimitedLog(log, logging.WARNING)
         self._log_slow = RateLimitedLog(log, logging.WARNING)
+        self._log_websocket = RateLimitedLog(log, logging.INFO)
         self.bound: list[tuple[ListenerSpec, str]] = []  # (spec, actual address)
         self._servers: list[asyncio.Server] = []
         self._next_conn_id = 0
@@ -177,13 +182,24 @@ class Server:
             name, anon = spec.name, spec.allow_anonymous
             # TLS is started by the connection once the server admitted it (connection.py):
             # asyncio's TLS listener would allocate its buffers for every accepted socket.
-            tls = spec.ssl_context if spec.kind == "tls" else None
+            tls = spec.ssl_context if spec.kind in ("tls", "wss") else None
 
             def factory(
                 name: str = name, anon: bool = anon, tls: ssl.SSLContext | None = tls
             ) -> MQTTConnection:
                 return MQTTConnection(self, name, anon, tls)
 
+            def ws_factory(
+                name: str = name,
+                anon: bool = anon,
+                tls: ssl.SSLContext | None = tls,
+                url_path: str = spec.url_path,
+            ) -> WebSocketLink:
+                return WebSocketLink(self, name, anon, url_path, tls)
+
+            protocol_factory: Callable[[], asyncio.Protocol] = (
+                ws_factory if spec.kind in ("ws", "wss") else factory
+            )
             if spec.kind == "unix":
                 path = Path(spec.path)
                 srv = await loop.create_unix_server(
@@ -192,7 +208,7 @@ class Server:
                 self.bound.append((spec, str(path)))
             else:
                 srv = await loop.create_server(
-                    factory,
+                    protocol_factory,
                     spec.host,
                     spec.port,
                     reuse_address=True,
@@ -203,7 +219,7 @@ class Server:
                 self.bound.append((spec, f"{sock[0]}:{sock[1]}"))
             self._servers.append(srv)
             if serve:
-                log.info("listening on %s (%s)", self.bound[-1][1], spec.name)
+                log.info("listening on %s (%s)", _shown(*self.bound[-1]), spec.name)
         self._housekeeping = loop.create_task(self._housekeep())
         self.started_at = time.time()
 
@@ -212,7 +228,7 @@ class Server:
         for srv, (spec, address) in zip(self._servers, self.bound, strict=True):
             if not srv.is_serving():
                 await srv.start_serving()
-                log.info("listening on %s (%s)", address, spec.name)
+                log.info("listening on %s (%s)", _shown(spec, address), spec.name)
 
     async def connect_in_process(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A trusted MQTT connection from inside the process (device sessions), as streams."""
@@ -423,6 +439,25 @@ class Server:
             error or "closed by the peer",
         )
 
+    def websocket_refused(self, conn: MQTTConnection, status: int, reason: str) -> None:
+        self.stats.websocket_refused += 1
+        self._log_websocket(
+            "refusing the HTTP request of %s on %s with %d: %s",
+            conn.info.peer if conn.info is not None else "?",
+            conn.listener_name,
+            status,
+            reason or "not a WebSocket upgrade",
+        )
+
+    def websocket_bad_frame(self, conn: MQTTConnection, what: str) -> None:
+        self.stats.websocket_bad_frames += 1
+        self._log_websocket(
+            "closing %s (%s): %s",
+            conn.info.peer if conn.info is not None else "?",
+            conn.listener_name,
+            what,
+        )
+
     def guard_figures(self) -> list[tuple[str, str]]:
         """$SYS/broker/... topics (relative) and values of the limits this layer enforces."""
         s = self.stats
@@ -434,6 +469,8 @@ class Server:
             ("connections/tls_failures", str(s.tls_failures)),
             ("connections/write_pauses", str(s.write_pauses)),
             ("connections/send_stalls", str(s.send_stalls)),
+            ("connections/websocket/refused", str(s.websocket_refused)),
+            ("connections/websocket/bad_frames", str(s.websocket_bad_frames)),
         ]
 
     # --- effects ----------------------------------------------------------------------------
@@ -560,6 +597,13 @@ class Server:
                 self.broker.protocol_violation(conn.conn_id, ReasonCode.KEEP_ALIVE_TIMEOUT, now)
         self.broker.tick(now)
         self.flush_effects()
+
+
+def _shown(spec: ListenerSpec, address: str) -> str:
+    """A listener's address as a client would write it (a URL for WebSocket listeners)."""
+    if spec.kind in ("ws", "wss"):
+        return f"{spec.kind}://{address}{spec.url_path}"
+    return address
 
 
 def _bound_unix_socket(path: Path) -> socket.socket:
