@@ -28,6 +28,7 @@ from gateway.config import (
     KnownDeviceConfig,
     ListenerConfig,
     load_config,
+    websocket_origins,
     with_demo,
 )
 from gateway.persistence import MemoryStore, SqliteStore, Store, StoreError
@@ -67,6 +68,7 @@ def listener_specs(config: GatewayConfig) -> list[ListenerSpec]:
                 port=listener.port or 0,
                 path=str(listener.path or ""),
                 url_path=listener.url_path or "/mqtt",
+                origins=websocket_origins(listener),
                 allow_anonymous=listener.allow_anonymous,
                 ssl_context=_ssl_context(listener) if listener.type in ("tls", "wss") else None,
             )

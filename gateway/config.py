@@ -116,6 +116,9 @@ class ListenerConfig:
     # decides who can connect).
     admin: bool = False
     url_path: str | None = None  # ws, wss: the HTTP path of the WebSocket endpoint
+    # ws, wss: the browser origins (Origin header) allowed; None = the default (see
+    # websocket_origins); clients that send no Origin (not a browser) are never refused by it.
+    origins: tuple[str, ...] | None = None
 
 
 DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
@@ -642,13 +645,14 @@ _LISTENER_KEYS = {
         "require_client_cert",
     ),
     "unix": ("type", "name", "path", "allow_anonymous", "admin"),
-    "ws": ("type", "name", "host", "port", "path", "allow_anonymous"),
+    "ws": ("type", "name", "host", "port", "path", "origins", "allow_anonymous"),
     "wss": (
         "type",
         "name",
         "host",
         "port",
         "path",
+        "origins",
         "allow_anonymous",
         "certfile",
         "keyfile",
@@ -711,11 +715,49 @@ def _read_listener(src: _Source, path: str, raw: object) -> ListenerConfig:
             port=port,
             allow_anonymous=allow_anonymous,
             url_path=section.string("path", "/mqtt", _url_path_problem) if websocket else None,
+            origins=_read_origins(section) if websocket else None,
         )
         if kind in ("tls", "wss"):
             listener = _read_tls(section, listener)
     section.finish()
     return listener
+
+
+def _read_origins(section: _Map) -> tuple[str, ...] | None:
+    values = section.sequence("origins")
+    if values is None:
+        return None
+    out = []
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not _origin_ok(value):
+            raise section.error(
+                f"origins[{i}]",
+                f"expected a browser origin such as 'http://homeassistant.local:8123' "
+                f"(scheme://host[:port], no path) or '*' for any, got {_show(value)}",
+            )
+        out.append(value)
+    return tuple(out)
+
+
+def _origin_ok(value: str) -> bool:
+    if value == "*":
+        return True
+    scheme, sep, rest = value.partition("://")
+    return bool(sep) and scheme in ("http", "https") and bool(rest) and "/" not in rest
+
+
+def websocket_origins(listener: ListenerConfig) -> tuple[str, ...]:
+    """The browser origins a ws/wss listener accepts besides same-origin pages; ("*",) = any.
+
+    A web page can open a WebSocket to any address the browser reaches, and the browser
+    says which page asks (Origin). By default a listener that needs passwords accepts any
+    page (the page must know a password), and one that allows anonymous clients only pages
+    served from its own address: otherwise any web site opened in a browser on this machine
+    could publish commands to the devices. Clients that send no Origin (most that are no
+    browser) or their own address as it (paho) are not affected."""
+    if listener.origins is not None:
+        return listener.origins
+    return () if listener.allow_anonymous else ("*",)
 
 
 def _user() -> str:

@@ -376,6 +376,74 @@ def test_http_answers(gateway_factory: Factory, request_bytes: bytes, status: by
     assert g.gw.call(lambda: g.gw.gateway.server.stats.websocket_refused) == 1
 
 
+def upgrade_answer(port: int, request_bytes: bytes) -> bytes:
+    """The status line the gateway answers an upgrade request with."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request_bytes)
+        sock.settimeout(5)
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_an_anonymous_ws_listener_lets_no_web_page_in_by_default(gateway_factory: Factory) -> None:
+    """Any web site open in a browser on this machine could otherwise publish commands to
+    the devices through an anonymous loopback listener (cross-site WebSocket hijacking)."""
+    g = start(gateway_factory)
+    evil = upgrade_request("/mqtt", extra="Origin: https://evil.example\r\n")
+    assert upgrade_answer(g.ws, evil).startswith(b"HTTP/1.1 403 ")
+    # Clients that are no browser send no Origin, or (paho) the broker's own address.
+    assert upgrade_answer(g.ws, upgrade_request("/mqtt")).startswith(b"HTTP/1.1 101 ")
+    c = ws_client(g.ws, "paho-sends-its-brokers-origin")
+    c.disconnect()
+    assert g.gw.call(lambda: g.gw.gateway.server.stats.websocket_refused) == 1
+
+
+def test_which_origins_count_as_the_listeners_own() -> None:
+    from gateway.server.websocket import origin_allowed
+
+    host = "127.0.0.1:8083"
+    assert origin_allowed(None, host, ())
+    assert origin_allowed("http://127.0.0.1:8083", host, ())
+    assert origin_allowed("http://localhost:8083", "localhost:8083", ())
+    assert origin_allowed("http://[::1]:8083", "[::1]:8083", ())
+    assert not origin_allowed("http://127.0.0.1:8080", host, ())  # another page, same machine
+    assert not origin_allowed("https://evil.example", host, ())
+    assert not origin_allowed("http://127.0.0.1:8083", None, ())
+    # A DNS name may have been rebound to this machine by the page that asks.
+    assert not origin_allowed("http://rebound.example:8083", "rebound.example:8083", ())
+    assert origin_allowed("http://rebound.example:8083", "x", ("http://rebound.example:8083",))
+    assert origin_allowed("https://evil.example", host, ("*",))
+
+
+def test_listed_origins_are_let_in_and_others_are_not(gateway_factory: Factory) -> None:
+    g = start(gateway_factory, ws={"origins": ["http://dashboard.local:8080"]})
+    ok = upgrade_request("/mqtt", extra="Origin: http://dashboard.local:8080\r\n")
+    assert upgrade_answer(g.ws, ok).startswith(b"HTTP/1.1 101 ")
+    other = upgrade_request("/mqtt", extra="Origin: http://dashboard.local:9999\r\n")
+    assert upgrade_answer(g.ws, other).startswith(b"HTTP/1.1 403 ")
+    assert g.gw.call(lambda: g.gw.gateway.server.stats.websocket_refused) == 1
+
+
+def test_origins_star_lets_every_page_in(gateway_factory: Factory) -> None:
+    g2 = start(gateway_factory, ws={"origins": ["*"]})
+    evil = upgrade_request("/mqtt", extra="Origin: https://evil.example\r\n")
+    assert upgrade_answer(g2.ws, evil).startswith(b"HTTP/1.1 101 ")
+
+
+def test_a_password_ws_listener_lets_any_page_in_by_default(tmp_path: Path) -> None:
+    """A page must know a password there; dashboards are served from anywhere."""
+    from gateway.config import parse_config, websocket_origins
+
+    (tmp_path / "pw").write_text("")
+    config = parse_config(
+        f"auth: {{password_file: {tmp_path / 'pw'}}}\n"
+        "listeners:\n  - {type: ws, allow_anonymous: false}\n",
+        "gw.yaml",
+    )
+    assert websocket_origins(config.listeners[0]) == ("*",)
+    anonymous = parse_config("listeners:\n  - {type: ws}\n", "gw.yaml")
+    assert websocket_origins(anonymous.listeners[0]) == ()
+
+
 def test_slow_upgrade_request_is_closed_by_the_connect_timeout(gateway_factory: Factory) -> None:
     g = start(gateway_factory, limits={"connect_timeout": 1})
     with socket.create_connection(("127.0.0.1", g.ws), timeout=10) as sock:
@@ -530,6 +598,11 @@ def test_check_config_shows_ws_listeners(
             "listeners[0].certfile: a wss listener needs a certificate",
         ),
         ("{type: ws, admin: true}", "listeners[0].admin: 'admin' applies to unix listeners only"),
+        (
+            "{type: ws, origins: ['dashboard.local']}",
+            "listeners[0].origins[0]: expected a browser origin such as",
+        ),
+        ("{type: tcp, origins: ['*']}", "listeners[0].origins: 'origins' applies to"),
         ("{type: ws, certfile: x.pem}", "listeners[0].certfile: 'certfile' applies to tls"),
         (
             "{type: ws, host: 0.0.0.0, allow_anonymous: true}",

@@ -95,6 +95,7 @@ class ListenerSpec:
     port: int = 0
     path: str = ""
     url_path: str = "/mqtt"  # ws, wss: the HTTP path of the WebSocket endpoint
+    origins: tuple[str, ...] = ("*",)  # ws, wss: browser origins accepted, "*" = any
     allow_anonymous: bool = True
     ssl_context: ssl.SSLContext | None = None
 
@@ -194,8 +195,9 @@ class Server:
                 anon: bool = anon,
                 tls: ssl.SSLContext | None = tls,
                 url_path: str = spec.url_path,
+                origins: tuple[str, ...] = spec.origins,
             ) -> WebSocketLink:
-                return WebSocketLink(self, name, anon, url_path, tls)
+                return WebSocketLink(self, name, anon, url_path, tls, origins)
 
             protocol_factory: Callable[[], asyncio.Protocol] = (
                 ws_factory if spec.kind in ("ws", "wss") else factory

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import logging
 import ssl
 import time
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import CloseCode, Frame, Opcode
@@ -52,6 +54,30 @@ SUBPROTOCOLS = ("mqtt", "mqttv3.1")
 MAX_UPGRADE_REQUEST = 8192
 
 
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """May a request with this Origin (sent by browsers, and by paho as the broker's own
+    address) and Host header connect? ``allowed``: the listener's origins, "*" = any.
+
+    Besides the listed ones, a request without Origin (no browser) and a same-origin one
+    (a page served from the very address it connects to) may. Same-origin counts only for an
+    IP address or localhost: a DNS name could be rebound to this machine by a hostile page."""
+    if origin is None or "*" in allowed or origin in allowed:
+        return True
+    if host is None:
+        return False
+    netloc = urlsplit(origin).netloc.lower()
+    if netloc != host.lower():
+        return False
+    name = urlsplit(f"//{netloc}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class WebSocketLink(asyncio.Protocol):
     __slots__ = (
         "_early",
@@ -61,6 +87,7 @@ class WebSocketLink(asyncio.Protocol):
         "_high_water",
         "_linger",
         "_lost",
+        "_origins",
         "_paused",
         "_raw",
         "_request_bytes",
@@ -80,6 +107,7 @@ class WebSocketLink(asyncio.Protocol):
         allow_anonymous: bool,
         url_path: str,
         tls: ssl.SSLContext | None = None,
+        origins: tuple[str, ...] = ("*",),
     ) -> None:
         self.server = server
         self.mqtt = MQTTConnection(server, listener_name, allow_anonymous)
@@ -91,6 +119,7 @@ class WebSocketLink(asyncio.Protocol):
             logger=_quiet,
         )
         self._url_path = url_path
+        self._origins = origins
         self._tls = tls
         self._tls_task: asyncio.Task[None] | None = None
         self._raw: asyncio.Transport | None = None
@@ -281,9 +310,13 @@ class WebSocketLink(asyncio.Protocol):
 
     def _answer_upgrade(self, request: Request) -> None:
         ws = self._ws
+        origin = request.headers.get("Origin")
         if request.path.split("?", 1)[0] != self._url_path:
             response = ws.reject(404, f"Not Found: MQTT over WebSocket is at {self._url_path}\n")
             reason = f"path {request.path[:100]!r} is not {self._url_path!r}"
+        elif not origin_allowed(origin, request.headers.get("Host"), self._origins):
+            response = ws.reject(403, "Forbidden: web pages of this origin may not connect\n")
+            reason = f"origin {str(origin)[:100]!r} not allowed (listener origins)"
         else:
             response = ws.accept(request)
             reason = str(ws.handshake_exc or "")
