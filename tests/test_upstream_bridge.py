@@ -433,8 +433,9 @@ def test_garbage_from_the_upstream_drops_the_link_not_the_gateway(
                 return
             with conn:
                 conn.recv(65536)  # the CONNECT
-                conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK, MQTT 5, success
-                conn.sendall(b"\x00\x00")  # packet type 0 is reserved
+                # CONNACK (MQTT 5, success) and, in the same segment, a packet of type 0
+                # (reserved): the link fails while the bridge is still setting up.
+                conn.sendall(b"\x20\x03\x00\x00\x00" + b"\x00\x00")
                 served.set()
                 time.sleep(0.5)
 

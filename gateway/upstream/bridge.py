@@ -209,7 +209,12 @@ class UpstreamBridge:
                 await self._abort_links(None)
                 if not isinstance(exc, MQTTClientError | OSError | ssl.SSLError):
                     log.exception("upstream %s: connecting failed", self.name)
-                self._set_state("disconnected", describe_error(exc))
+                why: BaseException = exc
+                if isinstance(exc, ConnectionClosed) and isinstance(exc.__cause__, Exception):
+                    # "is closed" (we sent on a link that had just failed) says less than why
+                    # it failed, e.g. a bad packet that came with the CONNACK.
+                    why = exc.__cause__
+                self._set_state("disconnected", describe_error(why))
                 await self._pause()
                 continue
             up_at = loop.time()
