@@ -427,6 +427,9 @@ class Supervisor:
 
     async def _publish_devices(self) -> None:
         # One task publishes the latest list: a burst of changes becomes one or two publishes.
+        # The admin listing changes far more often (pending counts, last seen) than this
+        # list: it is published only when it differs from the last one sent.
+        sent: bytes | None = None
         while True:
             await self._devices_changed.wait()
             self._devices_changed.clear()
@@ -434,10 +437,14 @@ class Supervisor:
             if bridge is None or not bridge.connected:
                 continue
             payload = json.dumps(self.devices(), separators=(",", ":")).encode()
+            if payload == sent:
+                continue
             try:
                 await bridge.publish(self._topic("bridge/devices"), payload, qos=1, retain=True)
             except MQTTClientError as exc:
                 log.warning("bridge: device list not published: %s", exc)
+            else:
+                sent = payload
 
     # --- BLE ------------------------------------------------------------------------------------
 
