@@ -357,7 +357,7 @@ BAD_CONFIGS = [
     ("admin_status_interval: 0", "admin_status_interval", "expected a number >= 0.5"),
     ("logging: {level: loud}", "logging.level", "debug, info, warning, error, critical"),
     ("listners: []", "listners", "unknown key 'listners' (did you mean 'listeners'?)"),
-    ("zzz: 1", "zzz", "unknown key 'zzz'; valid keys here: admin_api, admin_status_interval, auth, demo"),
+    ("zzz: 1", "zzz", "unknown key 'zzz'; valid keys here: admin_api, admin_status_interval, auth"),
     ("limits: {queue: {max_message: 1}}", "limits.queue.max_message", "'max_messages'"),
     ("1: x", "", "keys must be strings"),
     ("- a\n- b", "", "expected a mapping of keys, got a list"),

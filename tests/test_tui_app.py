@@ -148,7 +148,7 @@ async def test_filter_narrows_the_visible_table_and_escape_clears_it() -> None:
         assert app.table.has_focus
         await pilot.press("1")  # each tab has its own filter
         await settle(pilot)
-        assert len(keys(app, "devices")) == 3
+        assert len(keys(app, "devices")) == 4
         await pilot.press("2", "slash", "escape")
         await settle(pilot)
         assert len(keys(app, "sessions")) == 5
