@@ -58,7 +58,12 @@ def sample_devices(count: int = 4, now: float = NOW) -> list[dict[str, object]]:
             "id": "demo-thermostat",
             "kind": "eq3",
             "name": "Demo thermostat",
-            "policy": {"session": "persistent", "command_ttl": 600, "coalesce": True},
+            "policy": {
+                "session": "persistent",
+                "command_ttl": 600,
+                "coalesce": True,
+                "wake_interval": 30,
+            },
             "link": "offline",
             "last_seen": now - 95,
             "address": "00:1A:22:0A:0B:0C",
