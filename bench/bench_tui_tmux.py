@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -29,14 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
-# A blinking text cursor splits a word with colour codes: markers are looked for without them.
-_ESCAPES = re.compile(r"\x1b\[[0-9;:]*[A-Za-z]")
 
 # (name, key, what the pane shows once the key took effect)
 STEPS: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
     ("tab", "2", lambda pane: "Client" in pane),
     ("tab-back", "1", lambda pane: "Kind" in pane),
-    ("cursor", "Down", lambda pane: True),  # done when the pane differs (see main)
+    ("cursor", "Down", lambda pane: ">demo-sensor" in pane),  # the selected row has a ">"
+    ("cursor-back", "Up", lambda pane: ">demo-plug" in pane),
     ("filter-open", "/", lambda pane: "filter:" in pane),
     ("filter-close", "Escape", lambda pane: "filter:" not in pane),
     ("dialog-open", "s", lambda pane: "Send a command" in pane),
@@ -60,23 +58,19 @@ class Tmux:
         ).stdout
 
     def pane(self) -> str:
-        # With -e (colours): the cursor is a highlighted row, seen only in its colours.
-        return self.run("capture-pane", "-p", "-e", "-t", "bench")
-
-    def text(self) -> str:
-        return _ESCAPES.sub("", self.pane())
+        return self.run("capture-pane", "-p", "-t", "bench")
 
     def wait(self, done: Callable[[str], bool], timeout: float = 10.0, raw: bool = False) -> float:
         began = time.perf_counter()
         while time.perf_counter() - began < timeout:
-            if done(self.pane() if raw else self.text()):
+            if done(self.pane()):
                 return time.perf_counter() - began
         raise TimeoutError(f"the pane never showed it:\n{self.pane()}")
 
-    def key(self, key: str, done: Callable[[str], bool], raw: bool = False) -> float:
+    def key(self, key: str, done: Callable[[str], bool]) -> float:
         began = time.perf_counter()
         self.run("send-keys", "-t", "bench", key)
-        self.wait(done, raw=raw)
+        self.wait(done)
         return time.perf_counter() - began
 
 
@@ -133,12 +127,6 @@ def main() -> int:
             times: dict[str, list[float]] = {name: [] for name, _, _ in STEPS}
             for _ in range(args.rounds):
                 for name, key, done in STEPS:
-                    if name == "cursor":
-                        before = tmux.pane()
-                        moved = tmux.key(key, lambda pane, b=before: pane != b, raw=True)
-                        times[name].append(moved)
-                        tmux.key("Up", lambda pane, b=before: pane == b, raw=True)
-                        continue
                     times[name].append(tmux.key(key, done))
                     time.sleep(0.05)  # let the screen settle before the next key
         finally:

@@ -257,7 +257,10 @@ def _number(value: object) -> float:
 def _without_volatile(data: object) -> object:
     if not isinstance(data, list):
         return data
+    # Whether a wake interval was observed at all is news; how it jitters is not.
     return [
-        {k: v for k, v in item.items() if k not in _VOLATILE} if isinstance(item, dict) else item
+        {k: (v is not None if k == "wake_observed" else v) for k, v in item.items()
+         if k not in _VOLATILE or k == "wake_observed"}
+        if isinstance(item, dict) else item
         for item in data
-    ]
+    ]  # fmt: skip
