@@ -137,9 +137,9 @@ class SendScreen(ModalScreen[SendRequest | None]):
         with Vertical():
             yield Label(shown(f"Send a command to {self.device}", style="bold"))
             if self.schema is not None and self.schema.keys:
-                yield Label(
-                    shown("\n".join(["Its command keys:", *key_lines(self.schema)])), id="keys"
-                )
+                lines = ["Its command keys:", *key_lines(self.schema)]
+                # Each line made printable on its own: the newlines between them are ours.
+                yield Label(Text("\n".join(printable(line) for line in lines)), id="keys")
             elif self.schema is None:
                 yield Label("Its command keys are not known here: the gateway checks.", id="keys")
             hint = f" e.g. {self.example}" if self.example else ""
@@ -256,11 +256,12 @@ class PolicyScreen(ModalScreen[PolicyChange | None]):
         + """
     PolicyScreen .row {
         height: 1;
+        align: left middle;
     }
     PolicyScreen .row Label {
         width: auto;
     }
-    PolicyScreen .name {
+    PolicyScreen .row .name {
         width: 15;
     }
     PolicyScreen .row Input {
@@ -269,7 +270,7 @@ class PolicyScreen(ModalScreen[PolicyChange | None]):
         border: none;
         padding: 0 1;
     }
-    PolicyScreen .from {
+    PolicyScreen .row .from {
         width: 1fr;
         color: $text-muted;
         padding-left: 1;
