@@ -57,6 +57,9 @@ CLIENT_ID_PREFIX = "dev-"
 ONLINE = b"online"
 OFFLINE = b"offline"
 DISCONNECT_WITH_WILL = 0x04
+# Heard again within this many seconds: the same wake window (an eQ-3 advertises every second
+# while awake), not another wake-up.
+_SAME_WAKE = 2.0
 _MAX_TRACKED = 1024  # failing commands whose attempts are remembered
 
 
@@ -91,6 +94,10 @@ class DeviceSession:
         self.result_topic = f"{base}/result"
         self.pending_topic = f"{base}/pending"
         self.last_seen = clock()  # wall-clock time the device was last heard from
+        # Seconds between the last two times it was heard after a silence (a report, a wake
+        # window): what the device really does, where its policy only says what to expect.
+        self.observed_interval: float | None = None
+        self._heard_at: float | None = None
         self.offline = False  # we published "offline" (missed wake-ups) and not yet "online"
         self.delivered = 0
         self.failed_attempts = 0
@@ -255,7 +262,14 @@ class DeviceSession:
 
     def seen(self) -> None:
         """The device was heard from (an advertisement, a reply): it is on schedule."""
-        self.last_seen = self.clock()
+        now = self.clock()
+        # Advertisements and replies within one wake window are one wake-up, not many.
+        if self._heard_at is None:
+            self._heard_at = now
+        elif now - self.last_seen >= _SAME_WAKE:
+            self.observed_interval = now - self._heard_at
+            self._heard_at = now
+        self.last_seen = now
 
     async def back_online(self) -> None:
         """Heard from again after being marked offline: publish ``online``."""

@@ -446,6 +446,9 @@ class Supervisor:
 
     async def _publish_devices(self) -> None:
         # One task publishes the latest list: a burst of changes becomes one or two publishes.
+        # The admin listing changes far more often (pending counts, last seen) than this
+        # list: it is published only when it differs from the last one sent.
+        sent: bytes | None = None
         while True:
             await self._devices_changed.wait()
             self._devices_changed.clear()
@@ -453,10 +456,14 @@ class Supervisor:
             if bridge is None or not bridge.connected:
                 continue
             payload = json.dumps(self.devices(), separators=(",", ":")).encode()
+            if payload == sent:
+                continue
             try:
                 await bridge.publish(self._topic("bridge/devices"), payload, qos=1, retain=True)
             except MQTTClientError as exc:
                 log.warning("bridge: device list not published: %s", exc)
+            else:
+                sent = payload
 
     # --- BLE ------------------------------------------------------------------------------------
 
@@ -744,6 +751,12 @@ class Supervisor:
                     "address": device.address,
                     "rssi": rssi,
                     "wake_interval": device.policy.wake_interval,
+                    # Seconds between its last two wake-ups or reports, as heard.
+                    "wake_observed": None
+                    if session is None or session.observed_interval is None
+                    else round(session.observed_interval, 1),
+                    # Where each policy key's value comes from: the TUI's policy form.
+                    "policy_from": self._policy_sources(device_id, device.kind),
                     "pending": sleepy.pending if sleepy is not None else None,
                     # What a command may be (gateway/commands/schema.py): the TUI checks
                     # with it before sending; None for a device that takes no commands.
@@ -751,6 +764,24 @@ class Supervisor:
                 }
             )
         return listing
+
+    def _policy_sources(self, device_id: str, kind: str) -> dict[str, str]:
+        """Per policy key: "admin" (set at run time), "config" (config.yaml differs from the
+        kind's default) or "default" (the kind's built-in default)."""
+        default = DevicePolicy.for_kind(kind)
+        try:
+            base = self._config_policy(device_id)
+        except KeyError:
+            base = default
+        overrides = self._policy_overrides.get(device_id) or {}
+        return {
+            f.name: "admin"
+            if f.name in overrides
+            else "config"
+            if getattr(base, f.name) != getattr(default, f.name)
+            else "default"
+            for f in dataclasses.fields(DevicePolicy)
+        }
 
     def _config_policy(self, device_id: str) -> DevicePolicy:
         base = self._base_policies.get(device_id)

@@ -385,6 +385,7 @@ class Gateway:
             store_bytes=lambda: self.store.stats.size_bytes,
             version=VERSION,
             upstreams=lambda: self.upstream,
+            status_interval=self.config.admin_status_interval,
         )
         try:
             await admin.start()

@@ -304,6 +304,8 @@ class GatewayConfig:
     demo: bool = False
     # The admin API service (gateway/admin): requests, live updates, events.
     admin_api: bool = True
+    # Least seconds between two gw/bridge/status messages (sent only when a count changed).
+    admin_status_interval: float = 5.0
     # Upstream bridge connections (gateway/upstream), in config order.
     upstream: tuple[UpstreamConfig, ...] = ()
 
@@ -1623,6 +1625,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
             "devices",
             "demo",
             "admin_api",
+            "admin_status_interval",
             "upstream",
         )
     )
@@ -1648,6 +1651,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
     devices = _read_devices(src, top.mapping("devices"))
     demo = top.boolean("demo", False)
     admin_api = top.boolean("admin_api", True)
+    admin_status_interval = top.number("admin_status_interval", 5.0, 0.5, 3600)
     upstream = _read_upstream(src, top, topic_prefix)
     top.finish()
     if demo:
@@ -1663,6 +1667,7 @@ def _read_config(src: _Source, raw: object) -> GatewayConfig:
         devices=devices,
         demo=demo,
         admin_api=admin_api,
+        admin_status_interval=admin_status_interval,
         upstream=upstream,
     )
 

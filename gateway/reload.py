@@ -44,6 +44,7 @@ _RESTART_KEYS: tuple[str, ...] = (
     "devices",
     "demo",
     "admin_api",
+    "admin_status_interval",
     # The upstream bridge's connections are opened once; their settings (and passwords) are
     # never named in the log, only the key.
     "upstream",

@@ -247,10 +247,13 @@ async def test_sessions_and_devices(env: Env) -> None:
         "address",
         "rssi",
         "wake_interval",
+        "wake_observed",
+        "policy_from",
         "pending",
         "schema",
     }
     assert plug["schema"] == shelly.COMMAND_SCHEMA.data
+    assert plug["policy_from"]["session"] == "default"
 
     sessions = await admin.ok("sessions")
     me = by(sessions, "client_id", admin.client.c._client_id.decode())

@@ -292,7 +292,7 @@ async def test_live_list_when_the_bridge_is_replaced() -> None:
     assert statuses[-1]["upstreams"] == 0 and statuses[-1]["upstreams_connected"] == 0
     for layer, names in ((first, ["cloud"]), (second, ["cloud", "site2"])):
         current[0] = layer
-        now[0] += 2.0
+        now[0] += 5.0  # the status: when a count changed, at most every 5 s
         await live.step()
         assert [u["name"] for u in updates(sent)[-1]] == names
     statuses = [payload for topic, payload in sent if topic == "gw/bridge/status"]

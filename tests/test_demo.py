@@ -271,3 +271,30 @@ def test_cli_run_demo_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+async def test_listing_says_the_observed_wake_interval_and_where_policy_keys_come_from(
+    demo_gateway: tuple[Gateway, int],
+) -> None:
+    gw, _ = demo_gateway
+    supervisor = gw.supervisor
+    assert supervisor is not None
+
+    def thermostat() -> dict[str, object]:
+        return next(d for d in supervisor.device_listing() if d["id"] == "demo-thermostat")
+
+    # It wakes every 3 s (FAST) although its kind expects 600 s: the listing says both.
+    for _ in range(100):
+        if thermostat()["wake_observed"] is not None:
+            break
+        await asyncio.sleep(0.1)
+    entry = thermostat()
+    observed = entry["wake_observed"]
+    assert isinstance(observed, float) and 2.5 <= observed <= 4.5, entry
+    assert entry["wake_interval"] == 600
+    sources = entry["policy_from"]
+    assert isinstance(sources, dict) and set(sources.values()) == {"default"}
+    await supervisor.set_policy("demo-thermostat", {"queue_depth": 3})
+    sources = thermostat()["policy_from"]
+    assert isinstance(sources, dict)
+    assert sources["queue_depth"] == "admin" and sources["command_ttl"] == "default"

@@ -67,7 +67,12 @@ async def test_send_checks_the_command_against_the_devices_schema() -> None:
         app.table.select("demo-thermostat")
         await pilot.press("s")
         assert isinstance(app.screen, SendScreen)
-        assert "Keys: mode, target_temp, boost" in str(app.screen.query_one("#keys").render())
+        keys = str(app.screen.query_one("#keys").render())
+        assert (
+            "target_temp  number 4.5..30 step 0.5" in keys and "mode         auto | manual" in keys
+        )
+        # The example is the device's own, and valid for it (not {"on": true}).
+        assert app.screen.example == '{"target_temp": 17, "mode": "auto"}'
         sent = len(source.requests)
         await pilot.press(*'{"target_temp": 99}', "enter")
         assert isinstance(app.screen, SendScreen)  # refused here, nothing sent
@@ -98,14 +103,30 @@ async def test_flush_delete_and_policy_ask_first_and_send_the_right_request() ->
 
         await pilot.press("p")
         assert isinstance(app.screen, PolicyScreen)
-        app.screen.query_one("#policy", Input).value = '{"command_ttl": 60}'
+        # One field per key, with its value and where it comes from.
+        assert app.screen.fields()["command_ttl"] == "600"
+        assert app.screen.fields()["wake_interval"] == "30"
+        froms = [str(label.render()) for label in app.screen.query(".from")]
+        assert froms[4].startswith("config.yaml") and froms[7].startswith("set here")
+        assert froms[0].startswith("eq3 default")
+        sent = len(source.requests)
+        app.screen.query_one("#p-queue_depth", Input).value = "0"
+        await pilot.press("enter")
+        assert isinstance(app.screen, PolicyScreen)  # refused in the form, nothing sent
+        assert "queue_depth: must be a whole number >= 1" in str(
+            app.screen.query_one("#error").render()
+        )
+        app.screen.query_one("#p-queue_depth", Input).value = ""  # empty: inherited
+        app.screen.query_one("#p-command_ttl", Input).value = "60"
         await pilot.press("enter")
         assert isinstance(app.screen, ConfirmScreen)  # a second step: confirm the change
         await pilot.press("y")
         await settle(pilot)
+        assert len(source.requests) == sent + 1
+        # The change, and the key set here before (still in the form) stays set.
         assert source.requests[-1] == (
             "set_policy",
-            {"device": "demo-thermostat", "policy": {"command_ttl": 60}},
+            {"device": "demo-thermostat", "policy": {"command_ttl": 60, "wake_interval": 30}},
         )
 
         await pilot.press("2")
@@ -148,7 +169,7 @@ async def test_filter_narrows_the_visible_table_and_escape_clears_it() -> None:
         assert app.table.has_focus
         await pilot.press("1")  # each tab has its own filter
         await settle(pilot)
-        assert len(keys(app, "devices")) == 3
+        assert len(keys(app, "devices")) == 4
         await pilot.press("2", "slash", "escape")
         await settle(pilot)
         assert len(keys(app, "sessions")) == 5
@@ -239,3 +260,28 @@ async def test_enter_shows_every_field_of_a_row() -> None:
         assert dict(app.screen.fields)["subscriptions"] == "gw/#, homeassistant/status"
         await pilot.press("escape")
         assert not isinstance(app.screen, DetailScreen)
+
+
+async def test_uptime_stops_while_disconnected_and_says_since_when() -> None:
+    now = [NOW]
+    source = StaticSource()
+    app = GatewayTUI(source, clock=lambda: now[0], model=Model(localtime=time.gmtime), tick=0.05)
+
+    def status_line() -> str:
+        return str(app.query_one("#status").render())
+
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        assert "up 2h03m" in status_line()  # started 7,384 s before NOW
+        source.on_status(LinkStatus(LinkState.UNREACHABLE, "connection refused"))
+        now[0] += 3600  # an hour without the gateway: its uptime is not known to grow
+        app.redraw(force=True)
+        await settle(pilot)
+        line = status_line()
+        assert "up 2h03m" in line, line
+        down = time.strftime("%H:%M:%S", time.gmtime(NOW))
+        assert f"disconnected since {down}" in line, line
+        source.on_status(LinkStatus(LinkState.CONNECTED, "back"))
+        app.redraw(force=True)
+        await settle(pilot)
+        assert "up 3h03m" in status_line() and "disconnected" not in status_line()

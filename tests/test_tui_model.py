@@ -33,13 +33,31 @@ def loaded() -> Model:
 
 def test_live_updates_fill_every_view() -> None:
     model = loaded()
-    assert sorted(model.devices) == ["demo-plug", "demo-sensor", "demo-thermostat"]
+    assert sorted(model.devices) == ["demo-plug", "demo-sensor", "demo-thermostat", "hall-valve"]
     assert model.devices["demo-sensor"].rssi == -67
     assert model.sessions["logger"].queued == 130
     assert [p.id for p in model.pending["demo-thermostat"]] == [17, 18]
     assert model.status is not None and model.status.store_bytes == 1_572_864
     assert [e.type for e in model.events][:2] == ["kick", "command"]  # newest first
     assert model.ignored == 0
+
+
+def test_wake_column_says_what_the_device_does_not_its_kinds_default() -> None:
+    model = loaded()
+    wake = {key: cells[6] for key, cells in model.rows("devices", NOW)}
+    assert wake == {
+        "demo-plug": "always on",
+        "demo-sensor": "~5s",  # heard every 5 s; its kind's default (300) is not shown
+        "demo-thermostat": "~30s",
+        "hall-valve": "never seen",
+    }
+    # Nothing heard between two wake-ups yet: the configured interval, never the default.
+    devices = sample_devices()
+    for device in devices:
+        device.pop("wake_observed", None)
+    model.set_devices(devices)
+    wake = {key: cells[6] for key, cells in model.rows("devices", NOW)}
+    assert wake["demo-thermostat"] == "30s" and wake["demo-sensor"] == "-"
 
 
 def test_a_devices_command_schema_comes_from_its_listing() -> None:
@@ -163,7 +181,7 @@ def test_filter_keeps_rows_containing_every_word_case_insensitively() -> None:
 def test_rows_are_sorted_and_formatted() -> None:
     model = loaded()
     devices = model.rows("devices", NOW)
-    assert [k for k, _ in devices] == ["demo-plug", "demo-sensor", "demo-thermostat"]
+    assert [k for k, _ in devices] == ["demo-plug", "demo-sensor", "demo-thermostat", "hall-valve"]
     thermostat = dict(devices)["demo-thermostat"]
     assert thermostat[:5] == ("demo-thermostat", "eq3", "offline", "1m35s ago", "2")
     logger = dict(model.rows("sessions", NOW))["logger"]

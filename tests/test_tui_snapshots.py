@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.tui.app import GatewayTUI
+from gateway.tui.client import LinkState, LinkStatus
 from gateway.tui.model import Model
 from gateway.tui.sample import NOW, StaticSource
 
@@ -31,6 +32,34 @@ def app(connected: bool = True, upstreams: bool = True) -> GatewayTUI:
 @pytest.mark.parametrize("keys", [["1"], ["2"], ["3"], ["4"], ["5"]], ids=lambda k: f"tab{k[0]}")
 def test_main_views(snap_compare: Callable[..., bool], size: tuple[int, int], keys: Any) -> None:
     assert snap_compare(app(), press=keys, terminal_size=size)
+
+
+# Every dialog at both sizes: nothing clipped at 80x24. Devices are sorted: demo-plug,
+# demo-sensor, demo-thermostat, hall-valve.
+DIALOGS = {
+    "send-thermostat": ["down", "down", "s"],
+    "policy-thermostat": ["down", "down", "p"],
+    "flush-confirm": ["down", "down", "f"],
+    "device-details": ["down", "down", "enter"],
+    "filter-devices": ["slash", *"demo"],
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(DIALOGS))
+def test_dialogs(snap_compare: Callable[..., bool], size: tuple[int, int], name: str) -> None:
+    assert snap_compare(app(), press=DIALOGS[name], terminal_size=size)
+
+
+def test_disconnected_since_stops_the_uptime(snap_compare: Callable[..., bool]) -> None:
+    tui = app()
+
+    async def drop_link(pilot: Any) -> None:
+        await pilot.pause(0.1)
+        tui.source.on_status(LinkStatus(LinkState.UNREACHABLE, "connection refused"))  # type: ignore[attr-defined]
+        await pilot.pause(0.1)
+
+    assert snap_compare(tui, run_before=drop_link, terminal_size=(80, 24))
 
 
 def test_gateway_unreachable_banner(snap_compare: Callable[..., bool]) -> None:

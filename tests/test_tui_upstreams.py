@@ -214,7 +214,7 @@ async def test_a_gateway_without_the_request_still_works() -> None:
     app, _ = make(source)
     async with app.run_test(size=SMALL) as pilot:
         await settle(pilot)
-        assert app.table.keys == ["demo-plug", "demo-sensor", "demo-thermostat"]
+        assert app.table.keys == ["demo-plug", "demo-sensor", "demo-thermostat", "hall-valve"]
         assert app.last_result == ""  # no error popped up
         await pilot.press("5")
         await settle(pilot)

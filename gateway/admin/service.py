@@ -49,6 +49,7 @@ class AdminService:
         clock: Callable[[], float] = time.time,
         poll_interval: float = 0.25,
         reconnect_delay: float = 1.0,
+        status_interval: float = 5.0,
     ) -> None:
         self.connector = connector
         self.prefix = prefix
@@ -58,7 +59,7 @@ class AdminService:
         self.data = AdminData(broker, devices, store_bytes=store_bytes, upstreams=upstreams)
         self.live = LivePublisher(
             self.data, self._publish_live, prefix, version=version, clock=clock,
-            poll_interval=poll_interval,
+            poll_interval=poll_interval, status_interval=status_interval,
         )  # fmt: skip
         self.requests = 0
         self._client: MQTTClient | None = None

@@ -157,6 +157,9 @@ class GatewayTUI(App[None]):
         self._cursor: dict[View, str | None] = {}  # the selected row of each view
         self._mounted = False
         self.last_result = ""  # the outcome of the last action, also shown as a notification
+        # When the link went down: the header's uptime stops there (the gateway's own clock
+        # cannot be read while it is unreachable; it may have restarted meanwhile).
+        self.down_since: float | None = None
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -204,6 +207,10 @@ class GatewayTUI(App[None]):
         if status.state is LinkState.CONNECTING and was in down:
             # Another attempt: the banner keeps saying why we are retrying (no flicker).
             return
+        if status.state is LinkState.CONNECTED:
+            self.down_since = None
+        elif was is LinkState.CONNECTED:
+            self.down_since = self.clock()
         self.link = status
         self._show_link(status)
         self.refresh_bindings()  # actions are greyed out while disconnected
@@ -271,7 +278,12 @@ class GatewayTUI(App[None]):
             link = "[connecting]"
         else:
             link = "[DISCONNECTED, data may be stale]"
-        line = f"{self.model.header(self.clock())}  {link}"
+        now = self.clock()
+        if self.down_since is not None and state is not LinkState.CONNECTED:
+            stamp = time.strftime("%H:%M:%S", self.model.localtime(self.down_since))
+            link = f"[disconnected since {stamp}, data may be stale]"
+            now = self.down_since
+        line = f"{self.model.header(now)}  {link}"
         self.query_one("#status", Static).update(Text(printable(line)))
 
     def redraw(self, force: bool = False) -> None:
@@ -489,7 +501,9 @@ class GatewayTUI(App[None]):
         if device is None or self.view != "devices":
             self._report("select a device first", error=True)
             return
-        current = self.model.devices[device].policy_dict if device in self.model.devices else {}
+        record = self.model.devices.get(device)
+        current = record.policy_dict if record is not None else {}
+        sources = dict(record.policy_from) if record is not None else {}
 
         def edited(change: PolicyChange | None) -> None:
             if change is None:
@@ -507,7 +521,8 @@ class GatewayTUI(App[None]):
                 yes="Apply",
             )
 
-        self.push_screen(PolicyScreen(device, current), edited)
+        kind = record.kind if record is not None else ""
+        self.push_screen(PolicyScreen(device, current, sources, kind), edited)
 
     def action_refresh(self) -> None:
         if self.link.state is LinkState.CONNECTED:

@@ -132,6 +132,14 @@ def _opt_int(obj: Mapping[str, object], key: str) -> int | None:
     return _int(obj, key)
 
 
+def _str_pairs(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        return ()
+    return tuple(
+        sorted((k, v) for k, v in value.items() if isinstance(k, str) and isinstance(v, str))
+    )
+
+
 def _bool(obj: Mapping[str, object], key: str) -> bool:
     return obj.get(key) is True
 
@@ -249,6 +257,9 @@ class Device:
     wake_interval: float | None = None
     pending: int = 0
     schema: str = ""  # its command schema as compact JSON; "" when it takes no commands
+    wake_observed: float | None = None  # seconds between its last two wake-ups, as heard
+    # Where each policy key's value comes from: "default", "config" or "admin".
+    policy_from: tuple[tuple[str, str], ...] = ()
 
     @property
     def policy_dict(self) -> dict[str, object]:
@@ -275,6 +286,8 @@ class Device:
             wake_interval=_opt_float(obj, "wake_interval"),
             pending=_int(obj, "pending"),
             schema=_schema_text(obj.get("schema")),
+            wake_observed=_opt_float(obj, "wake_observed"),
+            policy_from=_str_pairs(obj.get("policy_from")),
         )
 
 
@@ -442,6 +455,20 @@ def fmt_until(ts: float | None, now: float) -> str:
 
 def fmt_rate(per_second: float) -> str:
     return f"{per_second:.0f}" if per_second >= 10 or per_second == 0 else f"{per_second:.1f}"
+
+
+def _wake_text(d: Device) -> str:
+    """What the device does (heard: "~30s"), else what it was configured to do; never the
+    kind's default, which says nothing about this device."""
+    if d.last_seen is None:
+        return "never seen"
+    if d.wake_interval is None:
+        return "always on"
+    if d.wake_observed is not None:
+        return f"~{fmt_duration(d.wake_observed)}"
+    if dict(d.policy_from).get("wake_interval", "default") != "default":
+        return fmt_duration(d.wake_interval)
+    return "-"
 
 
 def _protocol(level: int) -> str:
@@ -695,7 +722,7 @@ class Model:
         fields: list[tuple[str, str]] = []
         for name in getattr(record, "__slots__", ()):
             value = getattr(record, name)
-            if name == "policy" and isinstance(value, tuple):
+            if name in ("policy", "policy_from") and isinstance(value, tuple):
                 value = dict(value)
             if isinstance(value, float) and (
                 name.endswith(("_at", "_since", "_seen")) or name in ("ts", "since")
@@ -792,7 +819,7 @@ class Model:
     def _device_row(self, d: Device, now: float) -> Row:
         policy = d.policy_dict
         session = policy.get("session")
-        wake = "always on" if d.wake_interval is None else fmt_duration(d.wake_interval)
+        wake = _wake_text(d)
         return (
             d.id,
             (

@@ -27,7 +27,7 @@ THERMOSTAT_SCHEMA: dict[str, object] = {
 }
 
 
-def sample_devices(count: int = 3, now: float = NOW) -> list[dict[str, object]]:
+def sample_devices(count: int = 4, now: float = NOW) -> list[dict[str, object]]:
     base: list[dict[str, object]] = [
         {
             "id": "demo-plug",
@@ -50,20 +50,45 @@ def sample_devices(count: int = 3, now: float = NOW) -> list[dict[str, object]]:
             "last_seen": now - 5,
             "address": "A4:C1:38:00:00:01",
             "rssi": -67,
-            "wake_interval": 300,
+            "wake_interval": 300,  # the kind's default: not what the Wake column shows
+            "wake_observed": 5.0,
             "pending": 0,
         },
         {
             "id": "demo-thermostat",
             "kind": "eq3",
             "name": "Demo thermostat",
-            "policy": {"session": "persistent", "command_ttl": 600, "coalesce": True},
+            "policy": {
+                "session": "persistent",
+                "command_ttl": 600,
+                "coalesce": True,
+                "wake_interval": 30,
+            },
             "link": "offline",
             "last_seen": now - 95,
             "address": "00:1A:22:0A:0B:0C",
             "rssi": -80,
             "wake_interval": 30,
+            "wake_observed": 30.2,
+            "policy_from": {
+                "session": "default",
+                "command_ttl": "config",
+                "wake_interval": "admin",
+            },
             "pending": 2,
+            "schema": THERMOSTAT_SCHEMA,
+        },
+        {
+            "id": "hall-valve",  # declared in config.yaml, not heard from since start
+            "kind": "eq3",
+            "name": "Hall valve",
+            "policy": {"session": "persistent", "command_ttl": 43200, "wake_interval": 600},
+            "link": "unknown",
+            "last_seen": None,
+            "address": "00:1A:22:0A:0B:0D",
+            "rssi": None,
+            "wake_interval": 600,
+            "pending": 0,
             "schema": THERMOSTAT_SCHEMA,
         },
     ]
@@ -277,7 +302,7 @@ def sample_upstreams(now: float = NOW) -> list[dict[str, object]]:
 
 def sample_status(
     now: float = NOW,
-    devices: int = 3,
+    devices: int = 4,
     sessions: int = 5,
     upstreams: list[dict[str, object]] | None = None,
 ) -> dict[str, object]:
@@ -304,7 +329,7 @@ class StaticSource:
 
     def __init__(
         self,
-        devices: int = 3,
+        devices: int = 4,
         sessions: int = 5,
         *,
         now: float = NOW,
