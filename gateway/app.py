@@ -15,7 +15,7 @@ from devices.ble.radio import Link, Radio
 from devices.demo import DemoTimings
 from devices.demo.demo import Demo, start_demo
 from devices.session import CLIENT_ID_PREFIX as DEVICE_CLIENT_ID_PREFIX
-from devices.supervisor import Supervisor
+from devices.supervisor import BRIDGE_CLIENT_ID, Supervisor
 from gateway.admin.service import AdminService
 from gateway.auth.checks import PasswordChecks
 from gateway.auth.passwords import PasswordFileError
@@ -385,6 +385,7 @@ class Gateway:
             store_bytes=lambda: self.store.stats.size_bytes,
             version=VERSION,
             upstreams=lambda: self.upstream,
+            own_clients=(BRIDGE_CLIENT_ID,),
             status_interval=self.config.admin_status_interval,
         )
         try:

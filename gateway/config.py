@@ -23,9 +23,6 @@ from typing import Literal, TypeVar
 
 import yaml
 
-from devices.ble.gatt_profile import ConfiguredProfile, ProfileError, profile_from_config
-from devices.demo import clashing_ids
-from devices.model import KIND_DEFAULTS, DevicePolicy, PolicyError
 from gateway.auth.acl import (
     ACTIONS,
     NOT_AUTHORIZED,
@@ -41,6 +38,9 @@ from gateway.auth.checks import CheckLimits, PasswordChecks
 from gateway.auth.passwords import PasswordFileError, read_password_file
 from gateway.broker.access import Authorizer
 from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits, QueueRule
+from gateway.devicetypes.demo import clashing_ids
+from gateway.devicetypes.gatt_profile import ConfiguredProfile, ProfileError, profile_from_config
+from gateway.devicetypes.policy import KIND_DEFAULTS, DevicePolicy, PolicyError
 from gateway.upstream.settings import (
     TopicRule,
     UpstreamConfig,

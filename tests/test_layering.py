@@ -108,3 +108,29 @@ def test_tui_is_an_mqtt_client_only() -> None:
         if any(name == f or name.startswith(f + ".") for f in forbidden)
     ]
     assert bad == []
+
+
+def test_gateway_does_not_import_devices_outside_the_composition_root() -> None:
+    """gateway/ sits below devices/: what both need (device policy, GATT profiles, demo ids)
+    is in gateway/devicetypes/, and only the composition root wires the device layer in."""
+    roots = {"gateway/app.py", "gateway/cli.py"}
+    bad = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in modules("gateway")
+        if str(path.relative_to(REPO)) not in roots
+        for name in sorted(imports_of(path))
+        if name == "devices" or name.startswith("devices.")
+    ]
+    assert bad == []
+
+
+def test_shared_device_types_need_only_the_standard_library() -> None:
+    """gateway/devicetypes/ is imported by config, admin, TUI and devices alike."""
+    layer = ("gateway.devicetypes", "gateway.commands")
+    bad = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in modules("gateway.devicetypes")
+        for name in sorted(imports_of(path))
+        if not allowed(name, layer)
+    ]
+    assert bad == []

@@ -17,13 +17,14 @@ pulls in neither aiohttp nor asyncio machinery.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-SENSOR_ID = "demo-sensor"
-THERMOSTAT_ID = "demo-thermostat"
-PLUG_ID = "demo-plug"
-DEMO_IDS = (SENSOR_ID, THERMOSTAT_ID, PLUG_ID)
+# The ids are shared with the config check (no declared device may take one).
+from gateway.devicetypes.demo import DEMO_IDS as DEMO_IDS
+from gateway.devicetypes.demo import PLUG_ID as PLUG_ID
+from gateway.devicetypes.demo import SENSOR_ID as SENSOR_ID
+from gateway.devicetypes.demo import THERMOSTAT_ID as THERMOSTAT_ID
+
 # Locally administered addresses (second hex digit 2/6/A/E): no real device has them.
 SENSOR_ADDRESS = "DE:4D:00:00:00:01"
 THERMOSTAT_ADDRESS = "DE:4D:00:00:00:02"
@@ -49,8 +50,3 @@ class DemoDevice:
     address: str | None = None
     host: str | None = None
     port: int = 80
-
-
-def clashing_ids(ids: Iterable[str]) -> list[str]:
-    """The ids among `ids` that the demo's devices use."""
-    return [device_id for device_id in ids if device_id in DEMO_IDS]

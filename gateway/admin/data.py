@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
-from devices.model import DevicePolicy
 from gateway.admin import protocol
 from gateway.admin.protocol import Page, PageRequest
 from gateway.broker.records import Message
 from gateway.broker.session_info import SessionInfo
+from gateway.devicetypes.policy import DevicePolicy
 from gateway.upstream.status import UpstreamStatus
 
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from devices.model import DevicePolicy
 from gateway.broker.records import Message
 from gateway.broker.session_info import SessionInfo
+from gateway.devicetypes.policy import DevicePolicy
 
 ACTIONS: Final = (
     "sessions",

@@ -19,13 +19,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from devices.model import PolicyError
-from devices.supervisor import BRIDGE_CLIENT_ID
 from gateway.admin import protocol
 from gateway.admin.data import AdminData, BrokerView, DeviceLayer, UpstreamLayer
 from gateway.admin.live import LivePublisher
 from gateway.admin.protocol import Page, Request, RequestError
 from gateway.client.mqtt import Connector, MQTTClient, MQTTClientError
+from gateway.devicetypes.policy import PolicyError
 from gateway.mqtt.packets import NO_PROPERTIES, Properties, Publish
 
 log = logging.getLogger(__name__)
@@ -50,8 +49,11 @@ class AdminService:
         poll_interval: float = 0.25,
         reconnect_delay: float = 1.0,
         status_interval: float = 5.0,
+        own_clients: tuple[str, ...] = (),
     ) -> None:
         self.connector = connector
+        # The gateway's other in-process clients (the device bridge): never kicked on request.
+        self.own_clients = (CLIENT_ID, *own_clients)
         self.prefix = prefix
         self.reload = reload
         self.clock = clock
@@ -252,7 +254,7 @@ class AdminService:
         bridge would stay away (and say the gateway is offline) and the answer to this very
         request would be lost. A device session may go: it connects again by itself."""
         client_id = protocol.required_str(body, "client_id")
-        if client_id in (CLIENT_ID, BRIDGE_CLIENT_ID):
+        if client_id in self.own_clients:
             raise RequestError(
                 f"{client_id!r} is one of the gateway's own connections; restart the gateway"
             )

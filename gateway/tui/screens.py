@@ -14,8 +14,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from devices.model import DevicePolicy, PolicyError
 from gateway.commands.schema import CommandSchema
+from gateway.devicetypes.policy import DevicePolicy, PolicyError
 from gateway.tui.examples import example as command_example
 from gateway.tui.examples import key_lines
 from gateway.tui.model import printable
