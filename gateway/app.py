@@ -39,6 +39,7 @@ from gateway.systemd import Notifier
 from gateway.upstream.local import LocalBroker, SessionFigures
 from gateway.upstream.service import UpstreamService
 from gateway.upstream.settings import LOCAL_CLIENT_ID_PREFIX as UPSTREAM_CLIENT_ID_PREFIX
+from gateway.wiring import broker_settings, build_authenticator, build_authorizer, check_limits
 
 log = logging.getLogger("gateway")
 
@@ -148,14 +149,14 @@ class Gateway:
         self.demo: Demo | None = None
         # The device and upstream bridges' client ids are refused to network clients (DESIGN §8).
         settings = replace(
-            config.broker_settings(),
+            broker_settings(config),
             reserved_client_id_prefixes=(DEVICE_CLIENT_ID_PREFIX, UPSTREAM_CLIENT_ID_PREFIX),
         )
         self.store = build_store(config)
         # Outlives reloads: an attacker's back-off must not start over with a new config.
-        self.password_checks = PasswordChecks(config.check_limits())
-        self.authenticator = config.build_authenticator(self.password_checks)
-        self.broker = Broker(settings, config.build_authorizer())
+        self.password_checks = PasswordChecks(check_limits(config))
+        self.authenticator = build_authenticator(config, self.password_checks)
+        self.broker = Broker(settings, build_authorizer(config))
         self.server = Server(
             self.broker,
             self.store,
@@ -443,8 +444,8 @@ class Gateway:
                     new = with_demo(new, str(path))  # `run --demo` outlives the reload
                 plan = plan_reload(self.config, new)
                 # Both built before anything is swapped, so a failure leaves the old in force.
-                authenticator = plan.config.build_authenticator(self.password_checks)
-                authorizer = plan.config.build_authorizer()
+                authenticator = build_authenticator(plan.config, self.password_checks)
+                authorizer = build_authorizer(plan.config)
             except PasswordFileError as exc:
                 error = ConfigError(str(path), "auth.password_file", str(exc))
                 log.error("reload failed, the previous configuration stays in force: %s", error)
@@ -481,7 +482,7 @@ class Gateway:
         self.server.max_pending_per_address = limits.max_pending_per_address
         self.server.max_pending_connections = limits.max_pending_connections
         self.server.send_stall_timeout = limits.send_stall_timeout
-        self.password_checks.configure(config.check_limits())
+        self.password_checks.configure(check_limits(config))
 
     async def stop(self) -> None:
         await self._stop_services()

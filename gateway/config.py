@@ -27,16 +27,11 @@ from gateway.auth.acl import (
     ACTIONS,
     NOT_AUTHORIZED,
     SUBACK_FAILURE_CODES,
-    Acl,
     AclDefault,
     AclRule,
-    BridgeGuard,
     topic_filter_problem,
 )
-from gateway.auth.authenticator import Authenticator
-from gateway.auth.checks import CheckLimits, PasswordChecks
 from gateway.auth.passwords import PasswordFileError, read_password_file
-from gateway.broker.access import Authorizer
 from gateway.broker.settings import BrokerSettings, Overflow, QueueLimits, QueueRule
 from gateway.devicetypes.demo import clashing_ids
 from gateway.devicetypes.gatt_profile import ConfiguredProfile, ProfileError, profile_from_config
@@ -308,51 +303,6 @@ class GatewayConfig:
     admin_status_interval: float = 5.0
     # Upstream bridge connections (gateway/upstream), in config order.
     upstream: tuple[UpstreamConfig, ...] = ()
-
-    def broker_settings(self) -> BrokerSettings:
-        limits = self.limits
-        return BrokerSettings(
-            max_packet_size=limits.max_packet_size,
-            receive_maximum=limits.receive_maximum,
-            max_inflight_out=limits.max_inflight_messages,
-            max_keepalive=limits.max_keepalive,
-            max_session_expiry=limits.max_session_expiry,
-            v311_session_expiry=limits.v311_session_expiry,
-            topic_alias_maximum=limits.topic_alias_maximum,
-            default_queue=limits.queue,
-            queue_rules=limits.queue_rules,
-            max_retained_messages=limits.max_retained_messages,
-            max_sessions=limits.max_sessions,
-            sys_interval=self.sys_interval,
-        )
-
-    def build_authorizer(self) -> Authorizer:
-        """The ACL rules (if any) behind the built-in guard of <topic_prefix>/bridge/..."""
-        acl = self.auth.acl
-        inner: Authorizer | None = None
-        if acl.rules or acl.default != "allow":
-            inner = Acl(acl.rules, acl.default, self.auth.admin_users)
-        return BridgeGuard(self.topic_prefix, inner, self.auth.admin_users)
-
-    def build_authenticator(self, checks: PasswordChecks | None = None) -> Authenticator:
-        """Raises PasswordFileError if the password file became unreadable since loading.
-        ``checks``: the gateway's password-check pool, kept across reloads (None: a new one)."""
-        return Authenticator(
-            self.auth.password_file,
-            self.auth.admin_users,
-            admin_listeners=[listener.name for listener in self.listeners if listener.admin],
-            checks=checks if checks is not None else PasswordChecks(self.check_limits()),
-        )
-
-    def check_limits(self) -> CheckLimits:
-        """The password-check limits of gateway/auth/checks.py, from limits.*."""
-        limits = self.limits
-        return CheckLimits(
-            workers=limits.password_threads,
-            per_address=limits.password_checks_per_address,
-            max_waiting=limits.password_checks_waiting,
-            backoff_max=limits.login_backoff_max,
-        )
 
 
 def is_loopback_host(host: str) -> bool:

@@ -24,6 +24,7 @@ from gateway.config import (
     load_config,
     parse_config,
 )
+from gateway.wiring import broker_settings, build_authenticator, build_authorizer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -112,7 +113,7 @@ def test_broker_settings_mapping() -> None:
         sys_interval: 0
         """
     )
-    settings = cfg.broker_settings()
+    settings = broker_settings(cfg)
     base = QueueLimits(5, 100, Overflow.REJECT_NEW, True)
     assert settings == BrokerSettings(
         max_packet_size=5000,
@@ -130,7 +131,7 @@ def test_broker_settings_mapping() -> None:
     )
     assert settings.queue_limits_for("sensor-1").max_messages == 1
     assert settings.queue_limits_for("other") == base
-    assert GatewayConfig().broker_settings() == BrokerSettings()
+    assert broker_settings(GatewayConfig()) == BrokerSettings()
 
 
 def test_listeners_and_names(in_tmp: Path, passwords: Path) -> None:
@@ -205,16 +206,16 @@ def test_acl_rules_and_authorizer(in_tmp: Path, passwords: Path) -> None:
         topic="test/nosubscribe", actions=frozenset({"subscribe"}), allow=False, reason_code=0x80
     )
     assert rules[1].actions == frozenset({"write"}) and rules[1].reason_code == 0x87
-    authorizer = cfg.build_authorizer()
+    authorizer = build_authorizer(cfg)
     assert isinstance(authorizer, BridgeGuard) and authorizer.restricted_prefix is None
     assert authorizer.subscribe_refusal("bob", "c", "test/nosubscribe") == 0x80
     assert authorizer.can_publish("bob", "c", "users/bob/x")
     assert not authorizer.can_publish("bob", "c", "users/alice/x")
     assert authorizer.can_publish("alice", "c", "anything")  # admin
     # No rules: only the built-in guard of gw/bridge, which restricts nothing else.
-    default = GatewayConfig().build_authorizer()
+    default = build_authorizer(GatewayConfig())
     assert isinstance(default, BridgeGuard) and default.restricted_prefix == "gw/bridge"
-    authenticator = cfg.build_authenticator()
+    authenticator = build_authenticator(cfg)
     assert authenticator.users == {"alice", "bob"}
 
 
@@ -874,7 +875,7 @@ async def test_admin_listener_makes_every_client_of_it_an_admin(in_tmp: Path) ->
           - {type: unix, path: admin.sock, admin: true, name: local}
         """
     )
-    authenticator = cfg.build_authenticator()
+    authenticator = build_authenticator(cfg)
     local = await authenticator.authenticate(None, None, ConnectionInfo(1, "local", "unix"))
     tcp = await authenticator.authenticate(None, None, ConnectionInfo(2, "tcp:127.0.0.1:1884", "x"))
     assert local.ok and local.is_admin
@@ -890,7 +891,7 @@ async def test_admin_listener_still_checks_passwords(passwords: Path) -> None:
         auth: {password_file: users.pw}
         """
     )
-    authenticator = cfg.build_authenticator()
+    authenticator = build_authenticator(cfg)
     info = ConnectionInfo(1, "unix:admin.sock", "unix", allow_anonymous=False)
     assert not (await authenticator.authenticate(None, None, info)).ok
     assert not (await authenticator.authenticate("bob", b"wrong", info)).ok

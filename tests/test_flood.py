@@ -40,6 +40,7 @@ from gateway.config import ConfigError, parse_config
 from gateway.mqtt.packets import PROTOCOL_V5, PROTOCOL_V311, ConnAck
 from gateway.reload import plan_reload
 from gateway.server.pending import PendingConnections, Verdict
+from gateway.wiring import check_limits
 
 GatewayFactory = Callable[..., tuple[ThreadGateway, int]]
 
@@ -444,7 +445,7 @@ def test_abuse_limits_are_read_checked_and_reloaded_live(
         " send_stall_timeout: 5, password_threads: 3, password_checks_per_address: 1,"
         " password_checks_waiting: 10, login_backoff_max: 0}\n"
     )
-    checks = cfg.check_limits()
+    checks = check_limits(cfg)
     assert (checks.workers, checks.per_address, checks.max_waiting, checks.backoff_max) == (
         3,
         1,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -287,3 +287,18 @@ class BridgeGuard:
         if self._inner is None:
             return 0
         return self._inner.subscribe_refusal(username, client_id, topic_filter)
+
+
+def gateway_authorizer(
+    topic_prefix: str,
+    rules: Sequence[AclRule],
+    default: AclDefault,
+    admin_users: Iterable[str],
+) -> Authorizer:
+    """What the broker asks: the ACL rules (if any) behind the built-in guard of
+    ``<topic_prefix>/bridge/...``."""
+    admins = tuple(admin_users)
+    inner: Authorizer | None = None
+    if rules or default != "allow":
+        inner = Acl(rules, default, admins)
+    return BridgeGuard(topic_prefix, inner, admins)
