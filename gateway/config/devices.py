@@ -256,51 +256,71 @@ def _read_gatt_profiles(src: Source, section: Map) -> dict[str, ConfiguredProfil
 
 def read_devices(src: Source, section: Map) -> DevicesConfig:
     section.declare(("ble", "lan", "policies", "policy_rules", "gatt_profiles", "known"))
-    d = DevicesConfig()
-    ble_section = section.mapping("ble")
+    ble = _read_ble(section.mapping("ble"))
+    lan = _read_lan(src, section.mapping("lan"))
+    policies = _read_policies(section.mapping("policies"))
+    rules = _read_policy_rules(src, section)
+    profiles = _read_gatt_profiles(src, section.mapping("gatt_profiles"))
+    known = _read_known(src, section.mapping("known"), policies, profiles)
+    section.finish()
+    return DevicesConfig(
+        ble=ble,
+        lan=lan,
+        policies=tuple(sorted(policies.items())),
+        policy_rules=tuple(rules),
+        known=tuple(known),
+        gatt_profiles=tuple(profiles.items()),
+    )
+
+
+def _read_ble(section: Map) -> BleConfig:
+    d = BleConfig()
     ble = BleConfig(
-        enabled=ble_section.boolean("enabled", d.ble.enabled),
-        scanning_mode=ble_section.choice("scanning_mode", d.ble.scanning_mode, SCANNING_MODES),
-        adapter=ble_section.optional_string("adapter"),
-        connect_timeout=ble_section.number(
-            "connect_timeout", d.ble.connect_timeout, 0, 120, low_open=True
-        ),
-        wake_window=ble_section.number("wake_window", d.ble.wake_window, 0, 600, low_open=True),
-        retry_backoff=ble_section.number(
-            "retry_backoff", d.ble.retry_backoff, 0, 300, low_open=True
-        ),
-        state_refresh=ble_section.number(
-            "state_refresh", d.ble.state_refresh, 0, 7 * 24 * 3600, low_open=True
+        enabled=section.boolean("enabled", d.enabled),
+        scanning_mode=section.choice("scanning_mode", d.scanning_mode, SCANNING_MODES),
+        adapter=section.optional_string("adapter"),
+        connect_timeout=section.number("connect_timeout", d.connect_timeout, 0, 120, low_open=True),
+        wake_window=section.number("wake_window", d.wake_window, 0, 600, low_open=True),
+        retry_backoff=section.number("retry_backoff", d.retry_backoff, 0, 300, low_open=True),
+        state_refresh=section.number(
+            "state_refresh", d.state_refresh, 0, 7 * 24 * 3600, low_open=True
         ),
     )
-    ble_section.finish()
-    lan_section = section.mapping("lan")
+    section.finish()
+    return ble
+
+
+def _read_lan(src: Source, section: Map) -> LanConfig:
+    d = LanConfig()
     interfaces: list[str] = []
-    for path, item in lan_section.items("interfaces"):
+    for path, item in section.items("interfaces"):
         problem = _interface_problem(item) if isinstance(item, str) else "expected a string"
         if problem:
             raise src.error(path, f"{problem}, got {show(item)}")
         assert isinstance(item, str)
         interfaces.append(item)
     lan = LanConfig(
-        enabled=lan_section.boolean("enabled", d.lan.enabled),
+        enabled=section.boolean("enabled", d.enabled),
         interfaces=tuple(interfaces),
-        poll_interval=lan_section.number(
-            "poll_interval", d.lan.poll_interval, 0, 3600, low_open=True
-        ),
-        timeout=lan_section.number("timeout", d.lan.timeout, 0, 60, low_open=True),
+        poll_interval=section.number("poll_interval", d.poll_interval, 0, 3600, low_open=True),
+        timeout=section.number("timeout", d.timeout, 0, 60, low_open=True),
     )
-    lan_section.finish()
+    section.finish()
+    return lan
 
-    policies_section = section.mapping("policies")
-    policies_section.declare(tuple(KIND_DEFAULTS))
+
+def _read_policies(section: Map) -> dict[str, DevicePolicy]:
+    section.declare(tuple(KIND_DEFAULTS))
     policies: dict[str, DevicePolicy] = {}
-    for kind in policies_section.raw:
-        policy_section = policies_section.mapping(kind)
+    for kind in section.raw:
+        policy_section = section.mapping(kind)
         policy_section.declare(_POLICY_KEYS)
         policies[kind] = _policy(policy_section, DevicePolicy.for_kind(kind), _POLICY_KEYS)
-    policies_section.finish()
+    section.finish()
+    return policies
 
+
+def _read_policy_rules(src: Source, section: Map) -> list[PolicyRule]:
     rules: list[PolicyRule] = []
     for path, raw in section.items("policy_rules"):
         rule_section = Map(src, path, raw)
@@ -321,36 +341,31 @@ def read_devices(src: Source, section: Map) -> DevicesConfig:
                 name=patterns["name"],
             )
         )
+    return rules
 
-    profiles = _read_gatt_profiles(src, section.mapping("gatt_profiles"))
 
-    known_section = section.mapping("known")
+def _read_known(
+    src: Source,
+    section: Map,
+    policies: dict[str, DevicePolicy],
+    profiles: dict[str, ConfiguredProfile],
+) -> list[KnownDeviceConfig]:
     known: list[KnownDeviceConfig] = []
     addresses: dict[str, str] = {}
-    for device_id in list(known_section.raw):
-        path = known_section.key(device_id)
+    for device_id in list(section.raw):
+        path = section.key(device_id)
         if not device_id or _BAD_DEVICE_ID.search(device_id) or device_id.startswith("$"):
             raise src.error(
                 path, "expected a device id that is one topic level: no '/', '+', '#', spaces"
             )
-        device = _read_known_device(
-            src, known_section.mapping(device_id), device_id, policies, profiles
-        )
+        device = _read_known_device(src, section.mapping(device_id), device_id, policies, profiles)
         where = device.address or f"{device.host}:{device.port}"
         if where in addresses:
             raise src.error(path, f"{where} is already declared as {addresses[where]!r}")
         addresses[where] = device_id
         known.append(device)
-    known_section.finish()
     section.finish()
-    return DevicesConfig(
-        ble=ble,
-        lan=lan,
-        policies=tuple(sorted(policies.items())),
-        policy_rules=tuple(rules),
-        known=tuple(known),
-        gatt_profiles=tuple(profiles.items()),
-    )
+    return known
 
 
 def check_demo_ids(src: Source, devices: DevicesConfig) -> None:
