@@ -1,6 +1,6 @@
 """What the device layer reads from the configuration: small read-only protocols.
 
-The supervisor depends on these, not on the gateway's config classes (gateway/config.py
+The supervisor depends on these, not on the gateway's config classes (gateway/config/devices.py
 satisfies them structurally), so that the device layer does not depend on how the gateway
 loads its settings.
 """

@@ -363,7 +363,6 @@ def _command(path: str, key: str, raw: object) -> GattCommandSpec:
             raise ProfileError(f"{path}.{required}", "required")
     char = _uuid(f"{path}.char", spec["char"])
     prefix, placeholder, suffix = _payload(f"{path}.payload", spec["payload"])
-    numeric = placeholder in NUMERIC_PLACEHOLDERS
 
     values: tuple[tuple[JsonKey, bytes], ...] = ()
     if "values" in spec:
@@ -373,6 +372,34 @@ def _command(path: str, key: str, raw: object) -> GattCommandSpec:
     elif placeholder == "raw":
         raise ProfileError(f"{path}.values", "required by the {raw} placeholder of the payload")
 
+    scale, low, high = _numeric_bounds(path, spec, placeholder)
+    response = spec.get("response", True)
+    if not isinstance(response, bool):
+        raise ProfileError(f"{path}.response", f"expected true or false, got {_show(response)}")
+    notify, read, expect, timeout = _confirmation(path, spec)
+    return GattCommandSpec(
+        key=key,
+        char=char,
+        prefix=prefix,
+        placeholder=placeholder,
+        suffix=suffix,
+        values=values,
+        scale=scale,
+        min=low,
+        max=high,
+        response=response,
+        confirm_notify=notify,
+        confirm_read=read,
+        expect=expect,
+        timeout=timeout,
+    )
+
+
+def _numeric_bounds(
+    path: str, spec: dict[str, object], placeholder: str | None
+) -> tuple[float, float | None, float | None]:
+    """``scale``, ``min`` and ``max`` of a command, checked against its placeholder."""
+    numeric = placeholder in NUMERIC_PLACEHOLDERS
     for numeric_key in ("scale", "min", "max"):
         if numeric_key in spec and not numeric:
             raise ProfileError(
@@ -396,11 +423,13 @@ def _command(path: str, key: str, raw: object) -> GattCommandSpec:
                     f"{bound:g} * scale {scale:g} does not fit {{{placeholder}}} "
                     f"({lowest}-{highest})",
                 )
+    return scale, low, high
 
-    response = spec.get("response", True)
-    if not isinstance(response, bool):
-        raise ProfileError(f"{path}.response", f"expected true or false, got {_show(response)}")
 
+def _confirmation(
+    path: str, spec: dict[str, object]
+) -> tuple[str | None, str | None, bytes | None, float]:
+    """The ``confirm`` of a command: (notify, read, expect, timeout)."""
     notify = read = None
     expect = None
     timeout = 5.0
@@ -422,23 +451,7 @@ def _command(path: str, key: str, raw: object) -> GattCommandSpec:
                     f"{cpath}.timeout",
                     f"expected seconds > 0 and <= {MAX_TIMEOUT:g}, got {timeout:g}",
                 )
-
-    return GattCommandSpec(
-        key=key,
-        char=char,
-        prefix=prefix,
-        placeholder=placeholder,
-        suffix=suffix,
-        values=values,
-        scale=scale,
-        min=low,
-        max=high,
-        response=response,
-        confirm_notify=notify,
-        confirm_read=read,
-        expect=expect,
-        timeout=timeout,
-    )
+    return notify, read, expect, timeout
 
 
 def profile_from_config(raw: object) -> ConfiguredProfile:
