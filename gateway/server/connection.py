@@ -27,9 +27,10 @@ import ssl
 import struct
 import termios
 import time
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
-from gateway.broker.effects import ConnectionInfo, Identity
+from gateway.broker.core import Broker
+from gateway.broker.effects import ConnectionInfo, Effects, Identity
 from gateway.mqtt.aliases import InboundAliases, OutboundAliases
 from gateway.mqtt.codec import StreamDecoder, encode, encode_publish
 from gateway.mqtt.errors import MQTTError, UnsupportedProtocolVersion
@@ -43,9 +44,6 @@ from gateway.mqtt.packets import (
     Publish,
 )
 from gateway.mqtt.reason_codes import ConnAckV311, ReasonCode
-
-if TYPE_CHECKING:
-    from gateway.server.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +64,73 @@ DRAIN_BATCH = 1024
 # While its password is checked a client is still read from (a paused socket would not notice
 # that the client left, and its check must then be dropped), up to this many bytes.
 AUTH_INPUT_LIMIT = 64 * 1024
+
+
+class Authenticates(Protocol):
+    async def authenticate(
+        self,
+        username: str | None,
+        password: bytes | None,
+        info: ConnectionInfo,
+        deadline: float | None = None,
+    ) -> Identity: ...
+
+
+class ConnectionCounters(Protocol):
+    """The server's figures a connection adds to itself (ServerStats has them)."""
+
+    write_pauses: int
+    malformed_packets: int
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the server that accepted it (gateway/server/server.py
+    implements it): the broker, the limits, admission, and where to report what happened.
+    Declared here so that imports go one way, server -> connection."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def authenticator(self) -> Authenticates: ...
+
+    @property
+    def stats(self) -> ConnectionCounters: ...
+
+    @property
+    def max_packet_size(self) -> int: ...
+
+    @property
+    def topic_alias_maximum(self) -> int: ...
+
+    @property
+    def connect_timeout(self) -> float: ...
+
+    def next_conn_id(self) -> int: ...
+
+    def register(self, conn: MQTTConnection) -> bool: ...
+
+    def register_trusted(self, conn: MQTTConnection) -> None: ...
+
+    def unregister(self, conn: MQTTConnection) -> bool: ...
+
+    def connect_received(self, conn: MQTTConnection) -> None: ...
+
+    def flush_effects(self, origin: MQTTConnection | None = None) -> None: ...
+
+    async def apply_effects(
+        self, effects: Effects, origin: MQTTConnection | None = None
+    ) -> None: ...
+
+    def dropped_for_slow_consumer(self, conn: MQTTConnection) -> None: ...
+
+    def connect_timed_out(self, conn: MQTTConnection) -> None: ...
+
+    def tls_failed(self, conn: MQTTConnection, error: BaseException | None) -> None: ...
+
+    def websocket_refused(self, conn: MQTTConnection, status: int, reason: str) -> None: ...
+
+    def websocket_bad_frame(self, conn: MQTTConnection, what: str) -> None: ...
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -112,7 +177,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def __init__(
         self,
-        server: Server,
+        server: ConnectionHost,
         listener_name: str,
         allow_anonymous: bool,
         tls: ssl.SSLContext | None = None,

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from gateway.broker.access import Authorizer
 from gateway.broker.core import Broker
-from gateway.broker.effects import ConnectionInfo, Effects, Identity, Send, SetKeepAlive
+from gateway.broker.effects import Effects, Send, SetKeepAlive
 from gateway.broker.records import (
     DeleteMessage,
     DeleteQueueEntry,
@@ -32,7 +32,7 @@ from gateway.broker.records import (
 )
 from gateway.broker.session_info import SessionInfo
 from gateway.mqtt.reason_codes import ReasonCode
-from gateway.server.connection import SLOW_CONSUMER_BYTES, MQTTConnection
+from gateway.server.connection import SLOW_CONSUMER_BYTES, Authenticates, MQTTConnection
 from gateway.server.inprocess import open_in_process
 from gateway.server.pending import PendingConnections, Verdict
 from gateway.server.ratelog import RateLimitedLog
@@ -61,12 +61,12 @@ def needs_barrier(ops: Sequence[StoreOp]) -> bool:
     client is told about them.
     """
     for op in ops:
-        kind = op.__class__
-        if kind is DeleteQueueEntry or kind is DeleteMessage:
+        # Exact types compared by identity (a hot path), which mypy narrows like isinstance.
+        if type(op) is DeleteQueueEntry or type(op) is DeleteMessage:
             continue
-        if kind is PutQueueEntry and op.entry.qos < 2:  # type: ignore[union-attr]
+        if type(op) is PutQueueEntry and op.entry.qos < 2:
             continue
-        if kind is PutRetained and op.message.qos == 0:  # type: ignore[union-attr]
+        if type(op) is PutRetained and op.message.qos == 0:
             continue
         return True
     return False
@@ -75,16 +75,6 @@ def needs_barrier(ops: Sequence[StoreOp]) -> bool:
 def _log_background_failure(future: asyncio.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("store commit of delivery progress failed: %s", future.exception())
-
-
-class Authenticates(Protocol):
-    async def authenticate(
-        self,
-        username: str | None,
-        password: bytes | None,
-        info: ConnectionInfo,
-        deadline: float | None = None,
-    ) -> Identity: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +376,12 @@ class Server:
         self.connections[conn.conn_id] = conn
         self.outside_connections += 1
         return True
+
+    def register_trusted(self, conn: MQTTConnection) -> None:
+        """Admit one of the gateway's own in-process clients: not subject to
+        max_connections, which protects the gateway from outside clients (refusing its own
+        devices would silently stop command delivery)."""
+        self.connections[conn.conn_id] = conn
 
     def connect_received(self, conn: MQTTConnection) -> None:
         """The connection sent its CONNECT (or went away): it no longer counts as pending
