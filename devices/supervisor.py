@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 from devices.ble.bthome import BTHomeReading
 from devices.ble.eq3 import Eq3Profile
@@ -29,14 +28,9 @@ from devices.ble.radio import Advertisement, Link, Radio
 from devices.ble.scanner import BleakRadio, BTHomeDecoder, ScanningMode
 from devices.ble.sleepy import StateCallback, WakeSettings
 from devices.discovery_publisher import DiscoveryPublisher
-from devices.homeassistant import DeviceFacts
-from devices.lan.discovery import LanDeviceInfo, LanDiscovery
-from devices.lan.http import LanDeviceError
-from devices.lan.managed import DriverAdapter, LanDevice, StateSource
-from devices.lan.poller import StatePoller
-from devices.lan.shelly import ShellyGen2
-from devices.lan.static import LAN_SCHEMAS, make_driver
-from devices.lan.wled import Wled
+from devices.lan.discovery import LanDiscovery
+from devices.lan.static import LAN_SCHEMAS
+from devices.lan_devices import LanDevices
 from devices.listing import ListingPublisher, admin_entry, bridge_listing
 from devices.model import Device, DevicePolicy
 from devices.policy_resolver import PolicyResolver, parse_overrides
@@ -102,7 +96,6 @@ class Supervisor:
         )
         self.registry = SessionRegistry(config.known, self._listing.changed)
         self.policies = PolicyResolver()
-        self._lan: dict[str, LanDevice] = {}
         self._ble_ids = {
             d.address.upper(): d for d in config.known if d.kind == "bthome" and d.address
         }
@@ -110,9 +103,19 @@ class Supervisor:
         self._ble_tasks: dict[str, asyncio.Task[None]] = {}
         self._bridge: MQTTClient | None = None
         self._bridge_lock = asyncio.Lock()
-        self._retries: set[asyncio.Task[None]] = set()
         self._running = False
         self.ha = DiscoveryPublisher(lambda: self._bridge, prefix)
+        self.lan = LanDevices(
+            config.lan,
+            connector,
+            prefix,
+            registry=self.registry,
+            ha=self.ha,
+            policy_for=config.policy_for,
+            add_session=self._add_session,
+            ensure_bridge=self._ensure_bridge,
+            running=lambda: self._running,
+        )
         self._ha_tasks: set[asyncio.Task[None]] = set()
         self._ble_events: dict[str, list[dict[str, str]]] = {}
         self._rssi: dict[str, int] = {}  # last advertisement RSSI per BLE address
@@ -165,7 +168,7 @@ class Supervisor:
         """True when no device can show up right now: no BLE scan running, no mDNS browser,
         no device declared by host (the gateway is a broker only, for the moment)."""
         scanning = self.radio is not None and bool(getattr(self.radio, "scanning", True))
-        return not (scanning or self.discovery is not None or self._lan)
+        return not (scanning or self.discovery is not None or self.lan.entries)
 
     async def start(self) -> None:
         self._running = True
@@ -184,15 +187,15 @@ class Supervisor:
         if lan.enabled:
             for known in self.config.known:
                 if known.host is not None:
-                    await self._add_lan(
+                    await self.lan.add(
                         known.id, known.kind, known.name, known.host, known.port, known.policy,
                         known=True,
                     )  # fmt: skip
             if lan.interfaces:
                 discovery = LanDiscovery(
                     interfaces=list(lan.interfaces),
-                    on_found=self._lan_found,
-                    on_lost=self._lan_lost,
+                    on_found=self.lan.found,
+                    on_lost=self.lan.lost,
                 )
                 try:
                     await discovery.start()
@@ -317,7 +320,7 @@ class Supervisor:
             await self._schedule.wait(intervals)
             await self.rejoin()
             for device_id, session in list(self.sessions.items()):
-                if device_id in self._lan:
+                if device_id in self.lan.entries:
                     continue  # reachability comes from the poller
                 try:
                     if await session.check_presence():
@@ -341,9 +344,8 @@ class Supervisor:
             self._presence = None
         if self.fleet is not None:
             await self.fleet.stop()
-        for entry in self._lan.values():
-            await self._stop_lan(entry)
-        tasks = [*self._ble_tasks.values(), *self._retries, *self._ha_tasks, *self._policy_tasks]
+        await self.lan.stop()
+        tasks = [*self._ble_tasks.values(), *self._ha_tasks, *self._policy_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -351,7 +353,7 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await session.close()
         self.sessions.clear()  # a second stop() (the gateway's own, after a test's) is a no-op
-        self._lan.clear()
+        self.lan.entries.clear()
         await self._listing.stop()
         bridge, self._bridge = self._bridge, None
         if bridge is not None:
@@ -469,153 +471,6 @@ class Supervisor:
         log.info("BLE: BTHome sensor %s is %s", address, device.id)
         return session
 
-    # --- LAN ------------------------------------------------------------------------------------
-
-    async def _lan_found(self, info: LanDeviceInfo) -> None:
-        if not self._running:
-            return
-        # A device declared by host keeps its declared id; mDNS only confirms it.
-        for other in self._lan.values():
-            if other.known and (other.host, other.port) == (info.host, info.port):
-                return
-        entry = self._lan.get(info.id)
-        if entry is not None:
-            if (entry.host, entry.port) == (info.host, info.port):
-                entry.poller.poll_soon()
-                return
-            log.info("LAN: %s moved to %s:%d", info.id, info.host, info.port)
-            await self._drop_lan(info.id)
-        policy = self.config.policy_for(info.kind, info.id, None, info.name)
-        await self._add_lan(info.id, info.kind, info.name, info.host, info.port, policy)
-
-    async def _lan_lost(self, info: LanDeviceInfo) -> None:
-        entry = self._lan.get(info.id)
-        if entry is None or entry.known:
-            return
-        await self._drop_lan(info.id)
-        async with entry.lock:
-            await entry.session.go_offline()
-        self._set_link(info.id, "offline")
-
-    async def _drop_lan(self, device_id: str) -> None:
-        entry = self._lan.pop(device_id)
-        if entry.retry is not None:
-            entry.retry.cancel()
-        await self._stop_lan(entry)
-
-    @staticmethod
-    async def _stop_lan(entry: LanDevice) -> None:
-        await entry.poller.stop()
-        await entry.driver.close()
-
-    async def _retry(self, entry: LanDevice) -> None:
-        """A command the device did not carry out stays unacknowledged, and the broker sends
-        a session's next command only after it (receive maximum 1). A sleeping BLE device gets
-        it again at its next wake; a LAN device that stays reachable is put through a short
-        sleep/wake cycle instead, after a pause, so the command is retried (and ends up
-        ``failed`` after the policy's max_attempts) rather than blocking its queue for ever."""
-        await asyncio.sleep(self.config.lan.poll_interval)
-        # The redelivered command may fail again while this task is still waking the
-        # session: that failure must be able to schedule the next retry.
-        entry.retry = None
-        async with entry.lock:
-            if not entry.session.awake or entry.poller.reachable is not True:
-                return  # it comes again when the device is back
-            try:
-                await entry.session.sleep()
-                await entry.session.wake()
-            except MQTTClientError as exc:
-                log.warning("LAN %s: retry not started: %s", entry.session.device.id, exc)
-
-    async def _add_lan(
-        self,
-        device_id: str,
-        kind: str,
-        name: str,
-        host: str,
-        port: int,
-        policy: DevicePolicy,
-        *,
-        known: bool = False,
-    ) -> None:
-        await self._ensure_bridge()
-        lan = self.config.lan
-        driver = make_driver(kind, host, port, timeout=lan.timeout)
-        adapter = DriverAdapter(driver)
-        session = self.sessions.get(device_id)
-        if session is None:
-            device = Device(device_id, kind, name or device_id, host, policy, driver.schema)
-            session = DeviceSession(device, adapter, self.connector, self.prefix)
-            self._add_session(session)
-        else:
-            session.adapter = adapter
-        holder: list[LanDevice] = []
-
-        async def on_reachable(up: bool) -> None:
-            entry = holder[0]
-            async with entry.lock:
-                if up:
-                    await entry.session.wake()
-                else:
-                    await entry.session.go_offline()
-            self._set_link(device_id, "online" if up else "offline")
-
-        async def on_state(state: dict[str, Any]) -> None:
-            session = holder[0].session
-            await session.publish_state(dict(state))
-            if self.ha.facts_of(device_id) is None:
-                facts = await self._lan_facts(driver)
-                if facts is not None:
-                    await self.ha.set_facts(session.device, facts)
-            await self.ha.announce(session.device, dict(state), merge=False)
-
-        poller = StatePoller(
-            StateSource(driver),
-            interval=lan.poll_interval,
-            on_state=on_state,
-            on_reachable=on_reachable,
-        )
-        adapter.poller = poller
-        entry = LanDevice(session, driver, poller, host, port, known)
-        holder.append(entry)
-
-        def retry_later() -> None:
-            if self._running and (entry.retry is None or entry.retry.done()):
-                task = asyncio.get_running_loop().create_task(self._retry(entry))
-                entry.retry = task
-                self._retries.add(task)
-                task.add_done_callback(self._retries.discard)
-
-        adapter.on_failure = retry_later
-        self._lan[device_id] = entry
-        self.registry.list_device(device_id)
-        self.registry.changed()
-        if policy.persistent:
-            # Commands sent before the first successful poll must have a session to wait in.
-            try:
-                await session.prime()
-            except MQTTClientError as exc:
-                log.warning("LAN %s: session not prepared: %s", device_id, exc)
-        await poller.start()
-
-    @staticmethod
-    async def _lan_facts(driver: ShellyGen2 | Wled) -> DeviceFacts | None:
-        """Model, firmware and MAC as the device reports them (Shelly.GetDeviceInfo, WLED
-        /json/info); None when it did not answer: asked again with its next new state."""
-        try:
-            details = await driver.get_info()
-        except LanDeviceError as exc:
-            log.warning("LAN %s: device details not read: %s", driver.label, exc)
-            return None
-        return DeviceFacts(
-            manufacturer=details.manufacturer,
-            model=details.model,
-            sw_version=details.sw_version,
-            mac=details.mac,
-            effects=details.effects,
-            presets=details.presets,
-        )
-
     # --- admin API hooks (gateway/admin) ---------------------------------------------------------
 
     def _listing_changed(self) -> None:
@@ -623,19 +478,8 @@ class Supervisor:
 
     async def rejoin(self) -> None:
         """Reconnect the sessions of reachable LAN devices that lost their link to the broker
-        (an administrator kicked them, or deleted them): nothing else would, as the poller
-        only reports changes of reachability. Runs with the presence checks."""
-        for entry in list(self._lan.values()):
-            session = entry.session
-            if entry.poller.reachable is not True or session.awake or entry.lock.locked():
-                continue
-            async with entry.lock:
-                if entry.poller.reachable is True and not session.awake:
-                    try:
-                        await session.wake()
-                        log.info("%s: session link was cut; reconnected", session.device.id)
-                    except MQTTClientError as exc:
-                        log.warning("%s: session not reconnected: %s", session.device.id, exc)
+        (an administrator kicked them, or deleted them). Runs with the presence checks."""
+        await self.lan.rejoin()
 
     def device_count(self) -> int:
         """How many devices `device_listing` has, without building it."""
@@ -724,10 +568,9 @@ class Supervisor:
 
     async def _reconnect(self, device_id: str, session: DeviceSession) -> None:
         """The broker learns a session's queue policy from its CONNECT: connect again."""
-        entry = self._lan.get(device_id)
-        lock = entry.lock if entry is not None else contextlib.nullcontext()
+        lock = self.lan.lock_of(device_id)
         try:
-            async with lock:
+            async with lock if lock is not None else contextlib.nullcontext():
                 if session.awake:
                     await session.sleep()
                     await session.wake()
