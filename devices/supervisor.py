@@ -182,55 +182,60 @@ class Supervisor:
             await self._ensure_bridge()
         if self.fleet is not None:
             await self.fleet.prime()
-
-        lan = self.config.lan
-        if lan.enabled:
-            for known in self.config.known:
-                if known.host is not None:
-                    await self.lan.add(
-                        known.id, known.kind, known.name, known.host, known.port, known.policy,
-                        known=True,
-                    )  # fmt: skip
-            if lan.interfaces:
-                discovery = LanDiscovery(
-                    interfaces=list(lan.interfaces),
-                    on_found=self.lan.found,
-                    on_lost=self.lan.lost,
-                )
-                try:
-                    await discovery.start()
-                except OSError as exc:
-                    # An address that is not (or not yet) on this machine: the broker and
-                    # the declared devices are still worth running.
-                    log.error(
-                        "LAN: mDNS discovery on %s failed, discovery off: %s",
-                        ", ".join(lan.interfaces),
-                        exc,
-                    )
-                    with contextlib.suppress(Exception):
-                        await discovery.stop()
-                else:
-                    self.discovery = discovery
-
+        if self.config.lan.enabled:
+            await self._start_lan()
         if ble.enabled and self.radio is not None:
-            keys = {a: d.bind_key for a, d in self._ble_ids.items() if d.bind_key}
-            decoder = BTHomeDecoder(self._on_reading, bind_keys=keys)
-            fleet = self.fleet
-
-            rssi = self._rssi
-
-            def on_advertisement(advertisement: Advertisement) -> None:
-                rssi[advertisement.address] = advertisement.rssi
-                decoder(advertisement)
-                if fleet is not None and fleet.advertised(advertisement) is not None:
-                    device_id = fleet.device_id_of(advertisement.address)
-                    if device_id is not None:
-                        self._set_link(device_id, "online")
-
-            # Never raises for a missing adapter: logged once, retried in the background.
-            await self.radio.start(on_advertisement)
+            await self._listen(self.radio)
         self._presence = asyncio.create_task(self._check_presence(), name="device-presence")
         self._started = True
+
+    async def _start_lan(self) -> None:
+        """The devices declared by host, then mDNS discovery if interfaces are given."""
+        lan = self.config.lan
+        for known in self.config.known:
+            if known.host is not None:
+                await self.lan.add(
+                    known.id, known.kind, known.name, known.host, known.port, known.policy,
+                    known=True,
+                )  # fmt: skip
+        if lan.interfaces:
+            discovery = LanDiscovery(
+                interfaces=list(lan.interfaces),
+                on_found=self.lan.found,
+                on_lost=self.lan.lost,
+            )
+            try:
+                await discovery.start()
+            except OSError as exc:
+                # An address that is not (or not yet) on this machine: the broker and
+                # the declared devices are still worth running.
+                log.error(
+                    "LAN: mDNS discovery on %s failed, discovery off: %s",
+                    ", ".join(lan.interfaces),
+                    exc,
+                )
+                with contextlib.suppress(Exception):
+                    await discovery.stop()
+            else:
+                self.discovery = discovery
+
+    async def _listen(self, radio: Radio) -> None:
+        """Advertisements to BTHome readings, and to the wake-ups of sleepy devices."""
+        keys = {a: d.bind_key for a, d in self._ble_ids.items() if d.bind_key}
+        decoder = BTHomeDecoder(self._on_reading, bind_keys=keys)
+        fleet = self.fleet
+        rssi = self._rssi
+
+        def on_advertisement(advertisement: Advertisement) -> None:
+            rssi[advertisement.address] = advertisement.rssi
+            decoder(advertisement)
+            if fleet is not None and fleet.advertised(advertisement) is not None:
+                device_id = fleet.device_id_of(advertisement.address)
+                if device_id is not None:
+                    self._set_link(device_id, "online")
+
+        # Never raises for a missing adapter: logged once, retried in the background.
+        await radio.start(on_advertisement)
 
     def _make_radio(self) -> None:
         if self.radio is not None:

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fcntl
 import logging
 import ssl
-import struct
-import termios
 import time
 from typing import Protocol, cast
 
@@ -44,6 +41,7 @@ from gateway.mqtt.packets import (
     Publish,
 )
 from gateway.mqtt.reason_codes import ConnAckV311, ReasonCode
+from gateway.server.sockets import end_linger, peer_address, unacknowledged
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +228,7 @@ class MQTTConnection(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             peer_text = f"{peer[0]}:{peer[1]}"
-            self.source = _address(peer[0])
+            self.source = peer_address(peer[0])
         else:
             peer_text = "unix" if not peer else str(peer)
         self.info = ConnectionInfo(
@@ -337,7 +335,7 @@ class MQTTConnection(asyncio.Protocol):
     def pause_writing(self) -> None:  # transport buffer above its high-water mark
         self._write_paused = True
         self.stalled_since = time.monotonic()
-        self._unacked = _unacknowledged(self.transport)
+        self._unacked = unacknowledged(self.transport)
         self.server.stats.write_pauses += 1
         self._pause()
 
@@ -357,7 +355,7 @@ class MQTTConnection(asyncio.Protocol):
         if self.transport is None:
             return
         drained = self._written - self.transport.get_write_buffer_size()
-        unacked = _unacknowledged(self.transport)
+        unacked = unacknowledged(self.transport)
         if (drained > self._drained or unacked < self._unacked) and self.stalled_since is not None:
             self.stalled_since = now
         self._drained, self._unacked = drained, unacked
@@ -587,7 +585,7 @@ class MQTTConnection(asyncio.Protocol):
             transport.abort()
             return
         transport.resume_reading()
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, _end_linger, transport)
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, end_linger, transport)
 
     def abort(self) -> None:
         self.closed = True
@@ -595,32 +593,3 @@ class MQTTConnection(asyncio.Protocol):
         self._out_bytes = 0
         if self.transport is not None:
             self.transport.abort()
-
-
-def _unacknowledged(transport: asyncio.BaseTransport | None) -> int:
-    """Bytes in the socket's send queue that the peer has not acknowledged (Linux SIOCOUTQ);
-    0 where that cannot be asked."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return 0
-    try:
-        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except OSError:
-        return 0
-    return int(struct.unpack("i", answer)[0])
-
-
-def _end_linger(transport: asyncio.Transport) -> None:
-    # close() would wait for the send buffer to drain, forever if the peer reads nothing.
-    if transport.get_write_buffer_size():
-        transport.abort()
-    else:
-        transport.close()
-
-
-def _address(host: str) -> str:
-    """The peer's address as the per-address limits count it: IPv4-mapped IPv6 folded onto
-    IPv4, so that a dual-stack listener does not give one host two budgets."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[len("::ffff:") :]
-    return host

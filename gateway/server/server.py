@@ -8,10 +8,8 @@ acknowledge (PUBACK/PUBREC) or deliver what the operations make durable.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import socket
 import ssl
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -36,13 +34,10 @@ from gateway.server.connection import SLOW_CONSUMER_BYTES, Authenticates, MQTTCo
 from gateway.server.inprocess import open_in_process
 from gateway.server.pending import PendingConnections, Verdict
 from gateway.server.ratelog import RateLimitedLog
+from gateway.server.sockets import bound_unix_socket
 from gateway.server.websocket import WebSocketLink
 
 log = logging.getLogger(__name__)
-
-# Unix socket files: the gateway's user and group only (an admin listener trusts whoever
-# can connect).
-SOCKET_MODE = 0o660
 
 
 class Committer(Protocol):
@@ -195,7 +190,7 @@ class Server:
             if spec.kind == "unix":
                 path = Path(spec.path)
                 srv = await loop.create_unix_server(
-                    factory, sock=_bound_unix_socket(path), start_serving=serve
+                    factory, sock=bound_unix_socket(path), start_serving=serve
                 )
                 self.bound.append((spec, str(path)))
             else:
@@ -602,37 +597,3 @@ def _shown(spec: ListenerSpec, address: str) -> str:
     if spec.kind in ("ws", "wss"):
         return f"{spec.kind}://{address}{spec.url_path}"
     return address
-
-
-def _bound_unix_socket(path: Path) -> socket.socket:
-    """A Unix socket bound to ``path`` with mode SOCKET_MODE, not listening yet.
-
-    The mode is set between bind and listen: until listen() every connect() is refused, so
-    no client can slip in while the file still has the mode the umask gave it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_socket():
-        if _socket_answers(path):
-            # Another gateway serves it: taking the path over would cut that one's clients off.
-            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), str(path))
-        path.unlink()  # a stale socket left by a crash would make bind fail
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        os.chmod(path, SOCKET_MODE)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _socket_answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except (TimeoutError, BlockingIOError):
-            return True  # a full backlog: still somebody's live socket
-        except OSError:
-            return False
-    return True
