@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping
-from typing import Any, Literal
 
 from devices.ble.bthome import BTHomeReading
 from devices.ble.eq3 import Eq3Profile
@@ -30,22 +28,15 @@ from devices.ble.radio import Advertisement, Link, Radio
 from devices.ble.scanner import BleakRadio, BTHomeDecoder, ScanningMode
 from devices.ble.sleepy import StateCallback, WakeSettings
 from devices.discovery_publisher import DiscoveryPublisher
-from devices.homeassistant import DeviceFacts
-from devices.lan.discovery import LanDeviceInfo, LanDiscovery
-from devices.lan.http import LanDeviceError
-from devices.lan.managed import DriverAdapter, LanDevice, StateSource
-from devices.lan.poller import StatePoller
-from devices.lan.shelly import ShellyGen2
-from devices.lan.static import LAN_SCHEMAS, make_driver
-from devices.lan.wled import Wled
-from devices.model import Device, DevicePolicy, PolicyError
-from devices.session import (
-    CLIENT_ID_PREFIX,
-    DISCONNECT_WITH_WILL,
-    OFFLINE,
-    ONLINE,
-    DeviceSession,
-)
+from devices.lan.discovery import LanDiscovery
+from devices.lan.static import LAN_SCHEMAS
+from devices.lan_devices import LanDevices
+from devices.listing import ListingPublisher, admin_entry, bridge_listing
+from devices.model import Device, DevicePolicy
+from devices.policy_resolver import PolicyResolver, parse_overrides
+from devices.presence import PresenceSchedule
+from devices.registry import LinkState, SessionRegistry
+from devices.session import DISCONNECT_WITH_WILL, OFFLINE, ONLINE, DeviceSession
 from devices.views import DevicesView, KnownDeviceView
 from gateway.client.mqtt import Connector, MQTTClient, MQTTClientError
 from gateway.commands.schema import CommandSchema
@@ -54,7 +45,6 @@ from gateway.mqtt.packets import Publish, Will
 log = logging.getLogger(__name__)
 
 BRIDGE_CLIENT_ID = "edge-gateway-bridge"
-LinkState = Literal["unknown", "online", "offline"]
 # Declared BLE devices that take commands over GATT in their wake windows.
 SLEEPY_KINDS = ("eq3", "gatt")
 BLE_KINDS = ("bthome", *SLEEPY_KINDS)
@@ -97,14 +87,15 @@ class Supervisor:
         self.radio: Radio | None = radio
         self.link = link
         self.wake = wake
-        self.presence_interval = presence_interval
         self.fleet: SleepyFleet | None = None
         self._presence: asyncio.Task[None] | None = None
-        self._sessions_changed = asyncio.Event()
+        self._schedule = PresenceSchedule(presence_interval)
         self.discovery: LanDiscovery | None = None
-        self.sessions: dict[str, DeviceSession] = {}
-        self.links: dict[str, LinkState] = {}
-        self._lan: dict[str, LanDevice] = {}
+        self._listing = ListingPublisher(
+            lambda: bridge_listing(self.registry), lambda: self._bridge, f"{prefix}/bridge/devices"
+        )
+        self.registry = SessionRegistry(config.known, self._listing.changed)
+        self.policies = PolicyResolver()
         self._ble_ids = {
             d.address.upper(): d for d in config.known if d.kind == "bthome" and d.address
         }
@@ -112,21 +103,38 @@ class Supervisor:
         self._ble_tasks: dict[str, asyncio.Task[None]] = {}
         self._bridge: MQTTClient | None = None
         self._bridge_lock = asyncio.Lock()
-        self._retries: set[asyncio.Task[None]] = set()
-        self._devices_changed = asyncio.Event()
-        self._publisher: asyncio.Task[None] | None = None
         self._running = False
         self.ha = DiscoveryPublisher(lambda: self._bridge, prefix)
+        self.lan = LanDevices(
+            config.lan,
+            connector,
+            prefix,
+            registry=self.registry,
+            ha=self.ha,
+            policy_for=config.policy_for,
+            add_session=self._add_session,
+            ensure_bridge=self._ensure_bridge,
+            running=lambda: self._running,
+        )
         self._ha_tasks: set[asyncio.Task[None]] = set()
         self._ble_events: dict[str, list[dict[str, str]]] = {}
-        # Admin hooks (see the section "admin API hooks" below).
-        self.version = 0  # goes up whenever the device listing may have changed
         self._rssi: dict[str, int] = {}  # last advertisement RSSI per BLE address
-        self._base_policies: dict[str, DevicePolicy] = {}  # the config's, per device
-        self._policy_overrides: dict[str, dict[str, object]] = {}  # set at run time
         self._policy_lock = asyncio.Lock()
         self._policy_tasks: set[asyncio.Task[None]] = set()
         self._started = False
+
+    @property
+    def sessions(self) -> dict[str, DeviceSession]:
+        return self.registry.sessions
+
+    @property
+    def links(self) -> dict[str, LinkState]:
+        return self.registry.links
+
+    @property
+    def version(self) -> int:
+        """Goes up whenever the device listing may have changed (the admin API polls it)."""
+        return self.registry.version
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -160,12 +168,12 @@ class Supervisor:
         """True when no device can show up right now: no BLE scan running, no mDNS browser,
         no device declared by host (the gateway is a broker only, for the moment)."""
         scanning = self.radio is not None and bool(getattr(self.radio, "scanning", True))
-        return not (scanning or self.discovery is not None or self._lan)
+        return not (scanning or self.discovery is not None or self.lan.entries)
 
     async def start(self) -> None:
         self._running = True
         for known in self.config.known:
-            self.links.setdefault(known.id, "unknown")
+            self.registry.list_device(known.id)
         ble = self.config.ble
         if ble.enabled:
             self._make_radio()
@@ -174,55 +182,60 @@ class Supervisor:
             await self._ensure_bridge()
         if self.fleet is not None:
             await self.fleet.prime()
-
-        lan = self.config.lan
-        if lan.enabled:
-            for known in self.config.known:
-                if known.host is not None:
-                    await self._add_lan(
-                        known.id, known.kind, known.name, known.host, known.port, known.policy,
-                        known=True,
-                    )  # fmt: skip
-            if lan.interfaces:
-                discovery = LanDiscovery(
-                    interfaces=list(lan.interfaces),
-                    on_found=self._lan_found,
-                    on_lost=self._lan_lost,
-                )
-                try:
-                    await discovery.start()
-                except OSError as exc:
-                    # An address that is not (or not yet) on this machine: the broker and
-                    # the declared devices are still worth running.
-                    log.error(
-                        "LAN: mDNS discovery on %s failed, discovery off: %s",
-                        ", ".join(lan.interfaces),
-                        exc,
-                    )
-                    with contextlib.suppress(Exception):
-                        await discovery.stop()
-                else:
-                    self.discovery = discovery
-
+        if self.config.lan.enabled:
+            await self._start_lan()
         if ble.enabled and self.radio is not None:
-            keys = {a: d.bind_key for a, d in self._ble_ids.items() if d.bind_key}
-            decoder = BTHomeDecoder(self._on_reading, bind_keys=keys)
-            fleet = self.fleet
-
-            rssi = self._rssi
-
-            def on_advertisement(advertisement: Advertisement) -> None:
-                rssi[advertisement.address] = advertisement.rssi
-                decoder(advertisement)
-                if fleet is not None and fleet.advertised(advertisement) is not None:
-                    device_id = fleet.device_id_of(advertisement.address)
-                    if device_id is not None:
-                        self._set_link(device_id, "online")
-
-            # Never raises for a missing adapter: logged once, retried in the background.
-            await self.radio.start(on_advertisement)
+            await self._listen(self.radio)
         self._presence = asyncio.create_task(self._check_presence(), name="device-presence")
         self._started = True
+
+    async def _start_lan(self) -> None:
+        """The devices declared by host, then mDNS discovery if interfaces are given."""
+        lan = self.config.lan
+        for known in self.config.known:
+            if known.host is not None:
+                await self.lan.add(
+                    known.id, known.kind, known.name, known.host, known.port, known.policy,
+                    known=True,
+                )  # fmt: skip
+        if lan.interfaces:
+            discovery = LanDiscovery(
+                interfaces=list(lan.interfaces),
+                on_found=self.lan.found,
+                on_lost=self.lan.lost,
+            )
+            try:
+                await discovery.start()
+            except OSError as exc:
+                # An address that is not (or not yet) on this machine: the broker and
+                # the declared devices are still worth running.
+                log.error(
+                    "LAN: mDNS discovery on %s failed, discovery off: %s",
+                    ", ".join(lan.interfaces),
+                    exc,
+                )
+                with contextlib.suppress(Exception):
+                    await discovery.stop()
+            else:
+                self.discovery = discovery
+
+    async def _listen(self, radio: Radio) -> None:
+        """Advertisements to BTHome readings, and to the wake-ups of sleepy devices."""
+        keys = {a: d.bind_key for a, d in self._ble_ids.items() if d.bind_key}
+        decoder = BTHomeDecoder(self._on_reading, bind_keys=keys)
+        fleet = self.fleet
+        rssi = self._rssi
+
+        def on_advertisement(advertisement: Advertisement) -> None:
+            rssi[advertisement.address] = advertisement.rssi
+            decoder(advertisement)
+            if fleet is not None and fleet.advertised(advertisement) is not None:
+                device_id = fleet.device_id_of(advertisement.address)
+                if device_id is not None:
+                    self._set_link(device_id, "online")
+
+        # Never raises for a missing adapter: logged once, retried in the background.
+        await radio.start(on_advertisement)
 
     def _make_radio(self) -> None:
         if self.radio is not None:
@@ -284,14 +297,13 @@ class Supervisor:
 
     def _add_session(self, session: DeviceSession) -> None:
         device = session.device
-        self._base_policies.setdefault(device.id, device.policy)
-        policy = self._stored_policy(device.id, device.policy)
+        self.policies.remember_base(device.id, device.policy)
+        policy = self.policies.effective(device.id, device.policy)
         if policy != device.policy:
             # Before the session first connects: it asks the broker for this queue at once.
             session.device = dataclasses.replace(device, policy=policy)
-        self.sessions[device.id] = session
-        self._sessions_changed.set()  # its wake interval may call for closer presence checks
-        self._listing_changed()
+        self.registry.add(session)
+        self._schedule.reschedule()  # its wake interval may call for closer presence checks
         self._announce_commands(session)
 
     def _announce_commands(self, session: DeviceSession) -> None:
@@ -309,19 +321,11 @@ class Supervisor:
     async def _check_presence(self) -> None:
         """Devices with a wake interval that stopped being heard go ``offline`` (DESIGN §2)."""
         while True:
-            # At least four looks per wake interval, so that "offline" comes on time.
-            intervals = [
-                interval / 4
-                for session in self.sessions.values()
-                if (interval := session.device.policy.wake_interval) is not None
-            ]
-            self._sessions_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                pause = max(0.05, min([self.presence_interval, *intervals]))
-                await asyncio.wait_for(self._sessions_changed.wait(), pause)
+            intervals = [s.device.policy.wake_interval for s in self.sessions.values()]
+            await self._schedule.wait(intervals)
             await self.rejoin()
             for device_id, session in list(self.sessions.items()):
-                if device_id in self._lan:
+                if device_id in self.lan.entries:
                     continue  # reachability comes from the poller
                 try:
                     if await session.check_presence():
@@ -345,9 +349,8 @@ class Supervisor:
             self._presence = None
         if self.fleet is not None:
             await self.fleet.stop()
-        for entry in self._lan.values():
-            await self._stop_lan(entry)
-        tasks = [*self._ble_tasks.values(), *self._retries, *self._ha_tasks, *self._policy_tasks]
+        await self.lan.stop()
+        tasks = [*self._ble_tasks.values(), *self._ha_tasks, *self._policy_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -355,12 +358,8 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await session.close()
         self.sessions.clear()  # a second stop() (the gateway's own, after a test's) is a no-op
-        self._lan.clear()
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
-            self._publisher = None
+        self.lan.entries.clear()
+        await self._listing.stop()
         bridge, self._bridge = self._bridge, None
         if bridge is not None:
             # The broker publishes the will: gw/bridge/state "offline", retained.
@@ -393,8 +392,7 @@ class Supervisor:
             if self.fleet is not None:
                 # Tells each sleepy device whether its next advertisement should open a window.
                 await bridge.subscribe(self.fleet.pending_filter(), qos=1)
-            self._publisher = asyncio.create_task(self._publish_devices(), name="bridge-devices")
-            self._devices_changed.set()
+            self._listing.start()
         for session in list(self.sessions.values()):
             self._announce_commands(session)
 
@@ -419,51 +417,11 @@ class Supervisor:
         return True
 
     def devices(self) -> list[dict[str, object]]:
-        listing: list[dict[str, object]] = []
-        for device_id in sorted(self.links):
-            session = self.sessions.get(device_id)
-            known = next((k for k in self.config.known if k.id == device_id), None)
-            if session is not None:
-                kind, policy = session.device.kind, session.device.policy
-            elif known is not None:
-                kind, policy = known.kind, known.policy
-            else:  # pragma: no cover - every listed device is known or has a session
-                continue
-            listing.append(
-                {
-                    "id": device_id,
-                    "kind": kind,
-                    "session": policy.session,
-                    "link": self.links[device_id],
-                }
-            )
-        return listing
+        """The retained device list (devices/listing.py)."""
+        return bridge_listing(self.registry)
 
     def _set_link(self, device_id: str, link: LinkState) -> None:
-        if self.links.get(device_id) != link:
-            self.links[device_id] = link
-            self._listing_changed()
-
-    async def _publish_devices(self) -> None:
-        # One task publishes the latest list: a burst of changes becomes one or two publishes.
-        # The admin listing changes far more often (pending counts, last seen) than this
-        # list: it is published only when it differs from the last one sent.
-        sent: bytes | None = None
-        while True:
-            await self._devices_changed.wait()
-            self._devices_changed.clear()
-            bridge = self._bridge
-            if bridge is None or not bridge.connected:
-                continue
-            payload = json.dumps(self.devices(), separators=(",", ":")).encode()
-            if payload == sent:
-                continue
-            try:
-                await bridge.publish(self._topic("bridge/devices"), payload, qos=1, retain=True)
-            except MQTTClientError as exc:
-                log.warning("bridge: device list not published: %s", exc)
-            else:
-                sent = payload
+        self.registry.set_link(device_id, link)
 
     # --- BLE ------------------------------------------------------------------------------------
 
@@ -518,289 +476,71 @@ class Supervisor:
         log.info("BLE: BTHome sensor %s is %s", address, device.id)
         return session
 
-    # --- LAN ------------------------------------------------------------------------------------
-
-    async def _lan_found(self, info: LanDeviceInfo) -> None:
-        if not self._running:
-            return
-        # A device declared by host keeps its declared id; mDNS only confirms it.
-        for other in self._lan.values():
-            if other.known and (other.host, other.port) == (info.host, info.port):
-                return
-        entry = self._lan.get(info.id)
-        if entry is not None:
-            if (entry.host, entry.port) == (info.host, info.port):
-                entry.poller.poll_soon()
-                return
-            log.info("LAN: %s moved to %s:%d", info.id, info.host, info.port)
-            await self._drop_lan(info.id)
-        policy = self.config.policy_for(info.kind, info.id, None, info.name)
-        await self._add_lan(info.id, info.kind, info.name, info.host, info.port, policy)
-
-    async def _lan_lost(self, info: LanDeviceInfo) -> None:
-        entry = self._lan.get(info.id)
-        if entry is None or entry.known:
-            return
-        await self._drop_lan(info.id)
-        async with entry.lock:
-            await entry.session.go_offline()
-        self._set_link(info.id, "offline")
-
-    async def _drop_lan(self, device_id: str) -> None:
-        entry = self._lan.pop(device_id)
-        if entry.retry is not None:
-            entry.retry.cancel()
-        await self._stop_lan(entry)
-
-    @staticmethod
-    async def _stop_lan(entry: LanDevice) -> None:
-        await entry.poller.stop()
-        await entry.driver.close()
-
-    async def _retry(self, entry: LanDevice) -> None:
-        """A command the device did not carry out stays unacknowledged, and the broker sends
-        a session's next command only after it (receive maximum 1). A sleeping BLE device gets
-        it again at its next wake; a LAN device that stays reachable is put through a short
-        sleep/wake cycle instead, after a pause, so the command is retried (and ends up
-        ``failed`` after the policy's max_attempts) rather than blocking its queue for ever."""
-        await asyncio.sleep(self.config.lan.poll_interval)
-        # The redelivered command may fail again while this task is still waking the
-        # session: that failure must be able to schedule the next retry.
-        entry.retry = None
-        async with entry.lock:
-            if not entry.session.awake or entry.poller.reachable is not True:
-                return  # it comes again when the device is back
-            try:
-                await entry.session.sleep()
-                await entry.session.wake()
-            except MQTTClientError as exc:
-                log.warning("LAN %s: retry not started: %s", entry.session.device.id, exc)
-
-    async def _add_lan(
-        self,
-        device_id: str,
-        kind: str,
-        name: str,
-        host: str,
-        port: int,
-        policy: DevicePolicy,
-        *,
-        known: bool = False,
-    ) -> None:
-        await self._ensure_bridge()
-        lan = self.config.lan
-        driver = make_driver(kind, host, port, timeout=lan.timeout)
-        adapter = DriverAdapter(driver)
-        session = self.sessions.get(device_id)
-        if session is None:
-            device = Device(device_id, kind, name or device_id, host, policy, driver.schema)
-            session = DeviceSession(device, adapter, self.connector, self.prefix)
-            self._add_session(session)
-        else:
-            session.adapter = adapter
-        holder: list[LanDevice] = []
-
-        async def on_reachable(up: bool) -> None:
-            entry = holder[0]
-            async with entry.lock:
-                if up:
-                    await entry.session.wake()
-                else:
-                    await entry.session.go_offline()
-            self._set_link(device_id, "online" if up else "offline")
-
-        async def on_state(state: dict[str, Any]) -> None:
-            session = holder[0].session
-            await session.publish_state(dict(state))
-            if self.ha.facts_of(device_id) is None:
-                facts = await self._lan_facts(driver)
-                if facts is not None:
-                    await self.ha.set_facts(session.device, facts)
-            await self.ha.announce(session.device, dict(state), merge=False)
-
-        poller = StatePoller(
-            StateSource(driver),
-            interval=lan.poll_interval,
-            on_state=on_state,
-            on_reachable=on_reachable,
-        )
-        adapter.poller = poller
-        entry = LanDevice(session, driver, poller, host, port, known)
-        holder.append(entry)
-
-        def retry_later() -> None:
-            if self._running and (entry.retry is None or entry.retry.done()):
-                task = asyncio.get_running_loop().create_task(self._retry(entry))
-                entry.retry = task
-                self._retries.add(task)
-                task.add_done_callback(self._retries.discard)
-
-        adapter.on_failure = retry_later
-        self._lan[device_id] = entry
-        self.links.setdefault(device_id, "unknown")
-        self._listing_changed()
-        if policy.persistent:
-            # Commands sent before the first successful poll must have a session to wait in.
-            try:
-                await session.prime()
-            except MQTTClientError as exc:
-                log.warning("LAN %s: session not prepared: %s", device_id, exc)
-        await poller.start()
-
-    @staticmethod
-    async def _lan_facts(driver: ShellyGen2 | Wled) -> DeviceFacts | None:
-        """Model, firmware and MAC as the device reports them (Shelly.GetDeviceInfo, WLED
-        /json/info); None when it did not answer: asked again with its next new state."""
-        try:
-            details = await driver.get_info()
-        except LanDeviceError as exc:
-            log.warning("LAN %s: device details not read: %s", driver.label, exc)
-            return None
-        return DeviceFacts(
-            manufacturer=details.manufacturer,
-            model=details.model,
-            sw_version=details.sw_version,
-            mac=details.mac,
-            effects=details.effects,
-            presets=details.presets,
-        )
-
     # --- admin API hooks (gateway/admin) ---------------------------------------------------------
 
     def _listing_changed(self) -> None:
-        self.version += 1
-        self._devices_changed.set()
-
-    def _known(self, device_id: str) -> KnownDeviceView | None:
-        return next((k for k in self.config.known if k.id == device_id), None)
+        self.registry.changed()
 
     async def rejoin(self) -> None:
         """Reconnect the sessions of reachable LAN devices that lost their link to the broker
-        (an administrator kicked them, or deleted them): nothing else would, as the poller
-        only reports changes of reachability. Runs with the presence checks."""
-        for entry in list(self._lan.values()):
-            session = entry.session
-            if entry.poller.reachable is not True or session.awake or entry.lock.locked():
-                continue
-            async with entry.lock:
-                if entry.poller.reachable is True and not session.awake:
-                    try:
-                        await session.wake()
-                        log.info("%s: session link was cut; reconnected", session.device.id)
-                    except MQTTClientError as exc:
-                        log.warning("%s: session not reconnected: %s", session.device.id, exc)
+        (an administrator kicked them, or deleted them). Runs with the presence checks."""
+        await self.lan.rejoin()
 
     def device_count(self) -> int:
         """How many devices `device_listing` has, without building it."""
-        return len(self.links)
+        return self.registry.device_count()
 
     def client_id_of(self, device_id: str) -> str | None:
         """The MQTT client id of a device's session; None for an unknown device."""
-        session = self.sessions.get(device_id)
-        if session is not None:
-            return session.client_id
-        return CLIENT_ID_PREFIX + device_id if self._known(device_id) is not None else None
+        return self.registry.client_id_of(device_id)
 
     def device_of_client(self, client_id: str) -> str | None:
         """The device a broker session belongs to (its session or its status link)."""
-        if not client_id.startswith(CLIENT_ID_PREFIX):
-            return None
-        # One lookup, not a scan: the session list asks this for every session.
-        base = client_id.removesuffix(".status")
-        session = self.sessions.get(base[len(CLIENT_ID_PREFIX) :])
-        return session.device.id if session is not None and session.client_id == base else None
+        return self.registry.device_of_client(client_id)
 
     def attempts(self, device_id: str, payload: bytes, correlation: bytes | None) -> int:
         """Failed delivery attempts of a queued command so far (held in memory)."""
-        session = self.sessions.get(device_id)
-        return 0 if session is None else session.attempts(payload, correlation)
+        return self.registry.attempts(device_id, payload, correlation)
 
     def device_listing(self) -> list[dict[str, object]]:
-        """Every device as the admin API lists it. ``pending`` is the count of commands
-        waiting as far as the device layer knows it (sleepy BLE devices follow their pending
-        lists); None when only the broker knows (the admin service asks it)."""
+        """Every device as the admin API lists it (devices/listing.py). ``pending`` follows
+        the pending lists of sleepy BLE devices; None when only the broker knows."""
         listing: list[dict[str, object]] = []
-        for device_id in sorted(self.links):
-            session = self.sessions.get(device_id)
-            known = self._known(device_id)
+        for device_id, session, known in self.registry.listed():
             if session is not None:
                 device = session.device
-            elif known is not None:
-                address = known.address or known.host
-                policy = self._stored_policy(device_id, known.policy)
-                device = Device(device_id, known.kind, known.name or device_id, address, policy,
+            else:
+                assert known is not None
+                policy = self.policies.effective(device_id, known.policy)
+                device = Device(device_id, known.kind, known.name or device_id,
+                                known.address or known.host, policy,
                                 self._known_schema(known))  # fmt: skip
-            else:  # pragma: no cover - every listed device is known or has a session
-                continue
-            link = self.links[device_id]
             sleepy = self.fleet.get(device_id) if self.fleet is not None else None
             rssi = None
             if device.kind in BLE_KINDS and device.address:
                 rssi = self._rssi.get(device.address.upper())
-            last_seen = None
-            if session is not None and link != "unknown":
-                last_seen = round(session.last_seen, 3)
             listing.append(
-                {
-                    "id": device_id,
-                    "kind": device.kind,
-                    "name": device.name or device_id,
-                    "policy": dataclasses.asdict(device.policy),
-                    "link": link,
-                    "last_seen": last_seen,
-                    "address": device.address,
-                    "rssi": rssi,
-                    "wake_interval": device.policy.wake_interval,
-                    # Seconds between its last two wake-ups or reports, as heard.
-                    "wake_observed": None
-                    if session is None or session.observed_interval is None
-                    else round(session.observed_interval, 1),
-                    # Where each policy key's value comes from: the TUI's policy form.
-                    "policy_from": self._policy_sources(device_id, device.kind),
-                    "pending": sleepy.pending if sleepy is not None else None,
-                    # What a command may be (gateway/commands/schema.py): the TUI checks
-                    # with it before sending; None for a device that takes no commands.
-                    "schema": device.schema.data if device.schema is not None else None,
-                }
-            )
+                admin_entry(device, session, self.links[device_id], rssi=rssi,
+                            pending=sleepy.pending if sleepy is not None else None,
+                            policy_from=self._policy_sources(device_id, device.kind))
+            )  # fmt: skip
         return listing
 
     def _policy_sources(self, device_id: str, kind: str) -> dict[str, str]:
-        """Per policy key: "admin" (set at run time), "config" (config.yaml differs from the
-        kind's default) or "default" (the kind's built-in default)."""
-        default = DevicePolicy.for_kind(kind)
         try:
-            base = self._config_policy(device_id)
+            base: DevicePolicy | None = self._config_policy(device_id)
         except KeyError:
-            base = default
-        overrides = self._policy_overrides.get(device_id) or {}
-        return {
-            f.name: "admin"
-            if f.name in overrides
-            else "config"
-            if getattr(base, f.name) != getattr(default, f.name)
-            else "default"
-            for f in dataclasses.fields(DevicePolicy)
-        }
+            base = None
+        return self.policies.sources(device_id, kind, base)
 
     def _config_policy(self, device_id: str) -> DevicePolicy:
-        base = self._base_policies.get(device_id)
+        base = self.policies.base(device_id)
         if base is not None:
             return base
-        known = self._known(device_id)
+        known = self.registry.known(device_id)
         if known is None or device_id not in self.links:
             raise KeyError(device_id)
         return known.policy
-
-    def _stored_policy(self, device_id: str, base: DevicePolicy) -> DevicePolicy:
-        overrides = self._policy_overrides.get(device_id)
-        if not overrides:
-            return base
-        try:
-            return base.with_overrides(overrides)
-        except (PolicyError, TypeError) as exc:
-            log.warning("%s: stored policy %s not applied: %s", device_id, overrides, exc)
-            return base
 
     async def set_policy(
         self, device_id: str, overrides: Mapping[str, object] | None
@@ -815,10 +555,7 @@ class Supervisor:
         base = self._config_policy(device_id)
         policy = base.with_overrides(overrides) if overrides else base
         async with self._policy_lock:
-            if overrides:
-                self._policy_overrides[device_id] = dict(overrides)
-            else:
-                self._policy_overrides.pop(device_id, None)
+            self.policies.update(device_id, overrides)
             session = self._replace_policy(device_id, policy)
             if session is not None:
                 await self._reconnect(device_id, session)
@@ -831,15 +568,14 @@ class Supervisor:
         if session is None or session.device.policy == policy:
             return None
         session.device = dataclasses.replace(session.device, policy=policy)
-        self._sessions_changed.set()  # the wake interval may have changed
+        self._schedule.reschedule()  # the wake interval may have changed
         return session
 
     async def _reconnect(self, device_id: str, session: DeviceSession) -> None:
         """The broker learns a session's queue policy from its CONNECT: connect again."""
-        entry = self._lan.get(device_id)
-        lock = entry.lock if entry is not None else contextlib.nullcontext()
+        lock = self.lan.lock_of(device_id)
         try:
-            async with lock:
+            async with lock if lock is not None else contextlib.nullcontext():
                 if session.awake:
                     await session.sleep()
                     await session.wake()
@@ -851,27 +587,18 @@ class Supervisor:
     def _policy_message(self, topic: str, payload: bytes) -> None:
         """A retained policy (at start, or the echo of an admin change)."""
         device_id = topic[len(self._topic(POLICY_TOPIC)) :]
-        overrides: object = None
-        if payload:
-            try:
-                overrides = json.loads(payload)
-            except (ValueError, UnicodeDecodeError):
-                overrides = "unreadable"
-            if not isinstance(overrides, dict):
-                log.warning("%s: unreadable policy %r ignored", topic, payload[:80])
-                return
-        if (overrides or None) == self._policy_overrides.get(device_id):
+        try:
+            overrides = parse_overrides(payload)
+        except ValueError:
+            log.warning("%s: unreadable policy %r ignored", topic, payload[:80])
             return
-        if overrides:
-            assert isinstance(overrides, dict)
-            self._policy_overrides[device_id] = overrides
-        else:
-            self._policy_overrides.pop(device_id, None)
+        if not self.policies.update(device_id, overrides):
+            return
         try:
             base = self._config_policy(device_id)
         except KeyError:
             return  # applied when the device shows up (_add_session)
-        session = self._replace_policy(device_id, self._stored_policy(device_id, base))
+        session = self._replace_policy(device_id, self.policies.effective(device_id, base))
         # Until start() is done, it connects the sessions itself, with this policy.
         if session is not None and (self._started or session.awake):
             task = asyncio.get_running_loop().create_task(self._reconnect_later(device_id, session))

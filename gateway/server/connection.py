@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fcntl
 import logging
 import ssl
-import struct
-import termios
 import time
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
-from gateway.broker.effects import ConnectionInfo, Identity
+from gateway.broker.core import Broker
+from gateway.broker.effects import ConnectionInfo, Effects, Identity
 from gateway.mqtt.aliases import InboundAliases, OutboundAliases
 from gateway.mqtt.codec import StreamDecoder, encode, encode_publish
 from gateway.mqtt.errors import MQTTError, UnsupportedProtocolVersion
@@ -43,9 +41,7 @@ from gateway.mqtt.packets import (
     Publish,
 )
 from gateway.mqtt.reason_codes import ConnAckV311, ReasonCode
-
-if TYPE_CHECKING:
-    from gateway.server.server import Server
+from gateway.server.sockets import end_linger, peer_address, unacknowledged
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +62,73 @@ DRAIN_BATCH = 1024
 # While its password is checked a client is still read from (a paused socket would not notice
 # that the client left, and its check must then be dropped), up to this many bytes.
 AUTH_INPUT_LIMIT = 64 * 1024
+
+
+class Authenticates(Protocol):
+    async def authenticate(
+        self,
+        username: str | None,
+        password: bytes | None,
+        info: ConnectionInfo,
+        deadline: float | None = None,
+    ) -> Identity: ...
+
+
+class ConnectionCounters(Protocol):
+    """The server's figures a connection adds to itself (ServerStats has them)."""
+
+    write_pauses: int
+    malformed_packets: int
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from the server that accepted it (gateway/server/server.py
+    implements it): the broker, the limits, admission, and where to report what happened.
+    Declared here so that imports go one way, server -> connection."""
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def authenticator(self) -> Authenticates: ...
+
+    @property
+    def stats(self) -> ConnectionCounters: ...
+
+    @property
+    def max_packet_size(self) -> int: ...
+
+    @property
+    def topic_alias_maximum(self) -> int: ...
+
+    @property
+    def connect_timeout(self) -> float: ...
+
+    def next_conn_id(self) -> int: ...
+
+    def register(self, conn: MQTTConnection) -> bool: ...
+
+    def register_trusted(self, conn: MQTTConnection) -> None: ...
+
+    def unregister(self, conn: MQTTConnection) -> bool: ...
+
+    def connect_received(self, conn: MQTTConnection) -> None: ...
+
+    def flush_effects(self, origin: MQTTConnection | None = None) -> None: ...
+
+    async def apply_effects(
+        self, effects: Effects, origin: MQTTConnection | None = None
+    ) -> None: ...
+
+    def dropped_for_slow_consumer(self, conn: MQTTConnection) -> None: ...
+
+    def connect_timed_out(self, conn: MQTTConnection) -> None: ...
+
+    def tls_failed(self, conn: MQTTConnection, error: BaseException | None) -> None: ...
+
+    def websocket_refused(self, conn: MQTTConnection, status: int, reason: str) -> None: ...
+
+    def websocket_bad_frame(self, conn: MQTTConnection, what: str) -> None: ...
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -112,7 +175,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def __init__(
         self,
-        server: Server,
+        server: ConnectionHost,
         listener_name: str,
         allow_anonymous: bool,
         tls: ssl.SSLContext | None = None,
@@ -165,7 +228,7 @@ class MQTTConnection(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             peer_text = f"{peer[0]}:{peer[1]}"
-            self.source = _address(peer[0])
+            self.source = peer_address(peer[0])
         else:
             peer_text = "unix" if not peer else str(peer)
         self.info = ConnectionInfo(
@@ -272,7 +335,7 @@ class MQTTConnection(asyncio.Protocol):
     def pause_writing(self) -> None:  # transport buffer above its high-water mark
         self._write_paused = True
         self.stalled_since = time.monotonic()
-        self._unacked = _unacknowledged(self.transport)
+        self._unacked = unacknowledged(self.transport)
         self.server.stats.write_pauses += 1
         self._pause()
 
@@ -292,7 +355,7 @@ class MQTTConnection(asyncio.Protocol):
         if self.transport is None:
             return
         drained = self._written - self.transport.get_write_buffer_size()
-        unacked = _unacknowledged(self.transport)
+        unacked = unacknowledged(self.transport)
         if (drained > self._drained or unacked < self._unacked) and self.stalled_since is not None:
             self.stalled_since = now
         self._drained, self._unacked = drained, unacked
@@ -522,7 +585,7 @@ class MQTTConnection(asyncio.Protocol):
             transport.abort()
             return
         transport.resume_reading()
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, _end_linger, transport)
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, end_linger, transport)
 
     def abort(self) -> None:
         self.closed = True
@@ -530,32 +593,3 @@ class MQTTConnection(asyncio.Protocol):
         self._out_bytes = 0
         if self.transport is not None:
             self.transport.abort()
-
-
-def _unacknowledged(transport: asyncio.BaseTransport | None) -> int:
-    """Bytes in the socket's send queue that the peer has not acknowledged (Linux SIOCOUTQ);
-    0 where that cannot be asked."""
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return 0
-    try:
-        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except OSError:
-        return 0
-    return int(struct.unpack("i", answer)[0])
-
-
-def _end_linger(transport: asyncio.Transport) -> None:
-    # close() would wait for the send buffer to drain, forever if the peer reads nothing.
-    if transport.get_write_buffer_size():
-        transport.abort()
-    else:
-        transport.close()
-
-
-def _address(host: str) -> str:
-    """The peer's address as the per-address limits count it: IPv4-mapped IPv6 folded onto
-    IPv4, so that a dual-stack listener does not give one host two budgets."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[len("::ffff:") :]
-    return host

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from gateway.broker.effects import ConnectionInfo
-from gateway.server.connection import MQTTConnection
+from gateway.server.connection import ConnectionHost, MQTTConnection
 from gateway.server.memory_transport import memory_transport_pair
-
-if TYPE_CHECKING:
-    from gateway.server.server import Server
 
 LISTENER_NAME = "in-process"
 
@@ -24,7 +21,7 @@ LISTENER_NAME = "in-process"
 class InProcessConnection(MQTTConnection):
     """A connection from inside the gateway process: trusted (admin, no password)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ConnectionHost) -> None:
         super().__init__(server, LISTENER_NAME, allow_anonymous=True)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -38,11 +35,13 @@ class InProcessConnection(MQTTConnection):
         )
         # Not subject to max_connections: that limit protects the gateway from outside
         # clients, and refusing its own devices would silently stop command delivery.
-        self.server.connections[self.conn_id] = self
+        self.server.register_trusted(self)
         self.server.broker.connection_opened(self.info, time.time())
 
 
-async def open_in_process(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_in_process(
+    server: ConnectionHost,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A new trusted connection to ``server``; returns the client side as streams."""
     loop = asyncio.get_running_loop()
     server_end, client_end = memory_transport_pair(loop, LISTENER_NAME)

@@ -8,10 +8,8 @@ acknowledge (PUBACK/PUBREC) or deliver what the operations make durable.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import socket
 import ssl
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -21,7 +19,7 @@ from typing import Protocol
 
 from gateway.broker.access import Authorizer
 from gateway.broker.core import Broker
-from gateway.broker.effects import ConnectionInfo, Effects, Identity, Send, SetKeepAlive
+from gateway.broker.effects import Effects, Send, SetKeepAlive
 from gateway.broker.records import (
     DeleteMessage,
     DeleteQueueEntry,
@@ -32,17 +30,14 @@ from gateway.broker.records import (
 )
 from gateway.broker.session_info import SessionInfo
 from gateway.mqtt.reason_codes import ReasonCode
-from gateway.server.connection import SLOW_CONSUMER_BYTES, MQTTConnection
+from gateway.server.connection import SLOW_CONSUMER_BYTES, Authenticates, MQTTConnection
 from gateway.server.inprocess import open_in_process
 from gateway.server.pending import PendingConnections, Verdict
 from gateway.server.ratelog import RateLimitedLog
+from gateway.server.sockets import bound_unix_socket
 from gateway.server.websocket import WebSocketLink
 
 log = logging.getLogger(__name__)
-
-# Unix socket files: the gateway's user and group only (an admin listener trusts whoever
-# can connect).
-SOCKET_MODE = 0o660
 
 
 class Committer(Protocol):
@@ -61,12 +56,12 @@ def needs_barrier(ops: Sequence[StoreOp]) -> bool:
     client is told about them.
     """
     for op in ops:
-        kind = op.__class__
-        if kind is DeleteQueueEntry or kind is DeleteMessage:
+        # Exact types compared by identity (a hot path), which mypy narrows like isinstance.
+        if type(op) is DeleteQueueEntry or type(op) is DeleteMessage:
             continue
-        if kind is PutQueueEntry and op.entry.qos < 2:  # type: ignore[union-attr]
+        if type(op) is PutQueueEntry and op.entry.qos < 2:
             continue
-        if kind is PutRetained and op.message.qos == 0:  # type: ignore[union-attr]
+        if type(op) is PutRetained and op.message.qos == 0:
             continue
         return True
     return False
@@ -75,16 +70,6 @@ def needs_barrier(ops: Sequence[StoreOp]) -> bool:
 def _log_background_failure(future: asyncio.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("store commit of delivery progress failed: %s", future.exception())
-
-
-class Authenticates(Protocol):
-    async def authenticate(
-        self,
-        username: str | None,
-        password: bytes | None,
-        info: ConnectionInfo,
-        deadline: float | None = None,
-    ) -> Identity: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +190,7 @@ class Server:
             if spec.kind == "unix":
                 path = Path(spec.path)
                 srv = await loop.create_unix_server(
-                    factory, sock=_bound_unix_socket(path), start_serving=serve
+                    factory, sock=bound_unix_socket(path), start_serving=serve
                 )
                 self.bound.append((spec, str(path)))
             else:
@@ -386,6 +371,12 @@ class Server:
         self.connections[conn.conn_id] = conn
         self.outside_connections += 1
         return True
+
+    def register_trusted(self, conn: MQTTConnection) -> None:
+        """Admit one of the gateway's own in-process clients: not subject to
+        max_connections, which protects the gateway from outside clients (refusing its own
+        devices would silently stop command delivery)."""
+        self.connections[conn.conn_id] = conn
 
     def connect_received(self, conn: MQTTConnection) -> None:
         """The connection sent its CONNECT (or went away): it no longer counts as pending
@@ -606,37 +597,3 @@ def _shown(spec: ListenerSpec, address: str) -> str:
     if spec.kind in ("ws", "wss"):
         return f"{spec.kind}://{address}{spec.url_path}"
     return address
-
-
-def _bound_unix_socket(path: Path) -> socket.socket:
-    """A Unix socket bound to ``path`` with mode SOCKET_MODE, not listening yet.
-
-    The mode is set between bind and listen: until listen() every connect() is refused, so
-    no client can slip in while the file still has the mode the umask gave it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_socket():
-        if _socket_answers(path):
-            # Another gateway serves it: taking the path over would cut that one's clients off.
-            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), str(path))
-        path.unlink()  # a stale socket left by a crash would make bind fail
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        os.chmod(path, SOCKET_MODE)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _socket_answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except (TimeoutError, BlockingIOError):
-            return True  # a full backlog: still somebody's live socket
-        except OSError:
-            return False
-    return True

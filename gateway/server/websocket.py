@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from websockets.exceptions import PayloadTooBig
@@ -37,11 +37,9 @@ from gateway.server.connection import (
     LINGER_SECONDS,
     TLS_SHUTDOWN_SECONDS,
     WRITE_HIGH_WATER,
+    ConnectionHost,
     MQTTConnection,
 )
-
-if TYPE_CHECKING:
-    from gateway.server.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +100,7 @@ class WebSocketLink(asyncio.Protocol):
 
     def __init__(
         self,
-        server: Server,
+        server: ConnectionHost,
         listener_name: str,
         allow_anonymous: bool,
         url_path: str,
