@@ -196,11 +196,10 @@ ALL_PUTS: list[StoreOp] = [
 
 
 def expected_after(ops: list[StoreOp]) -> Snapshot:
-    from gateway.persistence.memory import Tables
+    from gateway.persistence.tables import Tables, apply
 
     tables = Tables()
-    for op in ops:
-        tables.apply(op)
+    apply(tables, ops)
     return tables.snapshot()
 
 

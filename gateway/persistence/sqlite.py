@@ -31,28 +31,13 @@ from typing import TypeVar, cast
 import aiosqlite
 
 from gateway.broker.records import (
-    DeleteInboundQos2,
-    DeleteMessage,
-    DeleteQueueEntry,
-    DeleteRetained,
-    DeleteSession,
-    DeleteSubscription,
-    Message,
-    PutInboundQos2,
-    PutMessage,
-    PutQueueEntry,
-    PutRetained,
-    PutSession,
-    PutSubscription,
-    QueueEntry,
-    SessionRecord,
     Snapshot,
     StoreOp,
-    SubscriptionRecord,
 )
 from gateway.persistence import codec, loader, schema
 from gateway.persistence.base import StoreError, StoreStats
 from gateway.persistence.limit import Notify, SizeLimit, growth
+from gateway.persistence.tables import Tables, apply
 
 log = logging.getLogger(__name__)
 
@@ -90,83 +75,12 @@ def _is_transient(exc: sqlite3.Error) -> bool:
     return (code & 0xFF) in _TRANSIENT_CODES
 
 
-class _Plan:
-    """The net effect of one group of ops, per table and key (None marks a delete)."""
-
-    __slots__ = ("cascade", "inbound", "messages", "queue", "retained", "sessions", "subs")
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, SessionRecord | None] = {}
-        # Client ids whose DeleteSession must wipe rows that were stored before this group.
-        self.cascade: set[str] = set()
-        self.subs: dict[str, dict[str, SubscriptionRecord | None]] = {}
-        self.messages: dict[int, Message | None] = {}
-        self.queue: dict[str, dict[int, QueueEntry | None]] = {}
-        self.inbound: dict[str, dict[int, bool]] = {}
-        self.retained: dict[str, Message | None] = {}
-
-    def add(self, ops: Sequence[StoreOp]) -> None:
-        # Plain type() checks ordered by frequency: this loop runs for every op the broker
-        # makes durable, and isinstance chains or match statements cost noticeably more.
-        messages = self.messages
-        queue = self.queue
-        for op in ops:
-            kind = type(op)
-            if kind is PutMessage:
-                m = cast(PutMessage, op).message
-                messages[m.msg_id] = m
-            elif kind is PutQueueEntry:
-                e = cast(PutQueueEntry, op).entry
-                per_client = queue.get(e.client_id)
-                if per_client is None:
-                    queue[e.client_id] = {e.seq: e}
-                else:
-                    per_client[e.seq] = e
-            elif kind is DeleteQueueEntry:
-                dq = cast(DeleteQueueEntry, op)
-                per_client = queue.get(dq.client_id)
-                if per_client is None:
-                    queue[dq.client_id] = {dq.seq: None}
-                else:
-                    per_client[dq.seq] = None
-            elif kind is DeleteMessage:
-                messages[cast(DeleteMessage, op).msg_id] = None
-            elif kind is PutInboundQos2 or kind is DeleteInboundQos2:
-                iq = cast(PutInboundQos2 | DeleteInboundQos2, op)
-                self.inbound.setdefault(iq.client_id, {})[iq.packet_id] = kind is PutInboundQos2
-            elif kind is PutSession:
-                s = cast(PutSession, op).record
-                self.sessions[s.client_id] = s
-            elif kind is PutSubscription:
-                sub = cast(PutSubscription, op).record
-                self.subs.setdefault(sub.client_id, {})[sub.topic_filter] = sub
-            elif kind is DeleteSubscription:
-                ds = cast(DeleteSubscription, op)
-                self.subs.setdefault(ds.client_id, {})[ds.topic_filter] = None
-            elif kind is PutRetained:
-                r = cast(PutRetained, op).message
-                self.retained[r.topic] = r
-            elif kind is DeleteRetained:
-                self.retained[cast(DeleteRetained, op).topic] = None
-            elif kind is DeleteSession:
-                cid = cast(DeleteSession, op).client_id
-                self.sessions[cid] = None
-                # Earlier ops of this group on the session's rows are void; later ones still
-                # apply, after the cascade has run.
-                self.subs.pop(cid, None)
-                queue.pop(cid, None)
-                self.inbound.pop(cid, None)
-                self.cascade.add(cid)
-            else:
-                raise TypeError(f"not a StoreOp: {op!r}")
-
-
-def _apply_plan(db: sqlite3.Connection, plan: _Plan) -> None:
+def _apply_plan(db: sqlite3.Connection, plan: Tables) -> None:
     """Runs in the connection's thread: one transaction for the whole group."""
     db.execute("BEGIN")
     try:
-        if plan.cascade:
-            cids = [(cid,) for cid in plan.cascade]
+        if plan.dropped:
+            cids = [(cid,) for cid in plan.dropped]
             db.executemany("DELETE FROM subscriptions WHERE client_id = ?", cids)
             db.executemany("DELETE FROM queue WHERE client_id = ?", cids)
             db.executemany("DELETE FROM inbound_qos2 WHERE client_id = ?", cids)
@@ -184,9 +98,9 @@ def _apply_plan(db: sqlite3.Connection, plan: _Plan) -> None:
             if puts:
                 db.executemany(_PUT_SESSION, puts)
 
-        if plan.subs:
+        if plan.subscriptions:
             puts, dels = [], []
-            for cid, per_client in plan.subs.items():
+            for cid, per_client in plan.subscriptions.items():
                 for topic_filter, sub in per_client.items():
                     if sub is None:
                         dels.append((cid, topic_filter))
@@ -227,9 +141,9 @@ def _apply_plan(db: sqlite3.Connection, plan: _Plan) -> None:
             if puts:
                 db.executemany(_PUT_QUEUE_ENTRY, puts)
 
-        if plan.inbound:
+        if plan.inbound_qos2:
             puts, dels = [], []
-            for cid, packet_ids in plan.inbound.items():
+            for cid, packet_ids in plan.inbound_qos2.items():
                 for packet_id, present in packet_ids.items():
                     (puts if present else dels).append((cid, packet_id))
             if dels:
@@ -689,7 +603,7 @@ class SqliteStore:
     ) -> None:
         conn = self._conn
         assert conn is not None
-        plan = _Plan()
+        plan = Tables.delta()
         n_ops = 0
         started = time.perf_counter()
         wal = None
@@ -697,7 +611,7 @@ class SqliteStore:
             wal = (f"{self.path}-wal", self._limit.wal_budget, not self._commits)
         try:
             for ops, _ in group:
-                plan.add(ops)
+                apply(plan, ops)
                 n_ops += len(ops)
             size = await _in_db_thread(conn, lambda db: _commit_plan(db, plan, wal))
         except asyncio.CancelledError:
@@ -791,7 +705,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def _commit_plan(
-    db: sqlite3.Connection, plan: _Plan, wal: tuple[str, int, bool] | None = None
+    db: sqlite3.Connection, plan: Tables, wal: tuple[str, int, bool] | None = None
 ) -> int | None:
     """Apply and commit; then keep the WAL within its share of a size limit (``wal``: its
     path, its budget, and whether this is the store's first commit), and measure the data."""
