@@ -2,41 +2,30 @@
 
 Every commit() call queues its ops and a future. One writer task takes everything queued
 (waiting up to ``group_window`` after the first arrival so that concurrent publishers share a
-transaction), applies it in one transaction with one fsync, and then resolves all the futures
-of that group together (DESIGN §4).
-
-Within a group the ops are reduced to the final state of each key before any SQL runs: a key
-put then deleted in the same group costs one DELETE, and every table gets at most one
-executemany for its deletes and one for its upserts. That gives the same result as applying
-the ops one by one in arrival order (keys are independent, upserts replace whole rows, and a
-DeleteSession cascade is replayed before the ops that followed it), while the per-op Python
-work stays a dict assignment.
+transaction), reduces it to one ``Tables.delta()`` (tables.py: what each op means), writes
+that in one transaction with one fsync (sqlite_writes.py), and then resolves all the futures
+of that group together (DESIGN §4). The store's files and lock: store_files.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
 import logging
 import os
-import pwd
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar, cast
 
 import aiosqlite
 
-from gateway.broker.records import (
-    Snapshot,
-    StoreOp,
-)
-from gateway.persistence import codec, loader, schema
+from gateway.broker.records import Snapshot, StoreOp
+from gateway.persistence import loader, schema
 from gateway.persistence.base import StoreError, StoreStats
 from gateway.persistence.limit import Notify, SizeLimit, growth
+from gateway.persistence.sqlite_writes import commit_delta, used_bytes
+from gateway.persistence.store_files import move_aside, open_error, prepare_location, take_lock
 from gateway.persistence.tables import Tables, apply
 
 log = logging.getLogger(__name__)
@@ -75,139 +64,6 @@ def _is_transient(exc: sqlite3.Error) -> bool:
     return (code & 0xFF) in _TRANSIENT_CODES
 
 
-def _apply_plan(db: sqlite3.Connection, plan: Tables) -> None:
-    """Runs in the connection's thread: one transaction for the whole group."""
-    db.execute("BEGIN")
-    try:
-        if plan.dropped:
-            cids = [(cid,) for cid in plan.dropped]
-            db.executemany("DELETE FROM subscriptions WHERE client_id = ?", cids)
-            db.executemany("DELETE FROM queue WHERE client_id = ?", cids)
-            db.executemany("DELETE FROM inbound_qos2 WHERE client_id = ?", cids)
-
-        if plan.sessions:
-            puts: list[tuple[object, ...]] = []
-            dels: list[tuple[object, ...]] = []
-            for cid, s in plan.sessions.items():
-                if s is None:
-                    dels.append((cid,))
-                else:
-                    puts.append(codec.session_row(s))
-            if dels:
-                db.executemany("DELETE FROM sessions WHERE client_id = ?", dels)
-            if puts:
-                db.executemany(_PUT_SESSION, puts)
-
-        if plan.subscriptions:
-            puts, dels = [], []
-            for cid, per_client in plan.subscriptions.items():
-                for topic_filter, sub in per_client.items():
-                    if sub is None:
-                        dels.append((cid, topic_filter))
-                    else:
-                        puts.append(codec.subscription_row(sub))
-            if dels:
-                db.executemany(
-                    "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?", dels
-                )
-            if puts:
-                db.executemany(_PUT_SUBSCRIPTION, puts)
-
-        if plan.messages:
-            message_row = codec.message_row
-            mputs = []
-            dels = []
-            for msg_id, m in plan.messages.items():
-                if m is None:
-                    dels.append((msg_id,))
-                else:
-                    mputs.append(message_row(m))
-            if dels:
-                db.executemany("DELETE FROM messages WHERE msg_id = ?", dels)
-            if mputs:
-                db.executemany(_PUT_MESSAGE, mputs)
-
-        if plan.queue:
-            queue_row = codec.queue_row
-            puts, dels = [], []
-            for cid, entries in plan.queue.items():
-                for seq, e in entries.items():
-                    if e is None:
-                        dels.append((cid, seq))
-                    else:
-                        puts.append(queue_row(e))
-            if dels:
-                db.executemany("DELETE FROM queue WHERE client_id = ? AND seq = ?", dels)
-            if puts:
-                db.executemany(_PUT_QUEUE_ENTRY, puts)
-
-        if plan.inbound_qos2:
-            puts, dels = [], []
-            for cid, packet_ids in plan.inbound_qos2.items():
-                for packet_id, present in packet_ids.items():
-                    (puts if present else dels).append((cid, packet_id))
-            if dels:
-                db.executemany(
-                    "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?", dels
-                )
-            if puts:
-                db.executemany(
-                    "INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES (?, ?)",
-                    puts,
-                )
-
-        if plan.retained:
-            puts, dels = [], []
-            for topic, r in plan.retained.items():
-                if r is None:
-                    dels.append((topic,))
-                else:
-                    puts.append(codec.retained_row(r))
-            if dels:
-                db.executemany("DELETE FROM retained WHERE topic = ?", dels)
-            if puts:
-                db.executemany(_PUT_RETAINED, puts)
-
-        db.execute("COMMIT")
-    except BaseException:
-        # SQLite rolls some failures back by itself (e.g. SQLITE_FULL during COMMIT).
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.exception("rollback failed")
-        raise
-
-
-_PUT_SESSION = (
-    f"INSERT OR REPLACE INTO sessions ({codec.SESSION_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_PUT_SUBSCRIPTION = (
-    f"INSERT OR REPLACE INTO subscriptions ({codec.SUBSCRIPTION_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_PUT_MESSAGE = (
-    f"INSERT OR REPLACE INTO messages ({codec.MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_PUT_QUEUE_ENTRY = (
-    f"INSERT OR REPLACE INTO queue ({codec.QUEUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_PUT_RETAINED = (
-    f"INSERT OR REPLACE INTO retained (topic, {codec.MESSAGE_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def _used_bytes(db: sqlite3.Connection) -> int:
-    """Bytes of pages in use: unlike the file size it shrinks again when data is deleted."""
-    row = db.execute(
-        "SELECT (p.page_count - f.freelist_count) * s.page_size "
-        "FROM pragma_page_count() AS p, pragma_freelist_count() AS f, pragma_page_size() AS s"
-    ).fetchone()
-    return int(row[0])
-
-
 def _prepare(db: sqlite3.Connection, synchronous: str) -> tuple[int, Snapshot, int]:
     """Runs in the connection's thread: check, migrate and load. Returns (found version,
     snapshot, used bytes). Raises _Corrupt for a file that is not a healthy store of ours."""
@@ -226,7 +82,7 @@ def _prepare(db: sqlite3.Connection, synchronous: str) -> tuple[int, Snapshot, i
             raise _Corrupt("quick_check failed: " + "; ".join(problems[:5]))
         found = schema.migrate(db)
         snapshot = _load(db)
-        return found, snapshot, _used_bytes(db)
+        return found, snapshot, used_bytes(db)
     except schema.SchemaTooNew as exc:
         raise _Corrupt(str(exc)) from exc
     except sqlite3.Error as exc:
@@ -256,82 +112,6 @@ async def _in_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connec
     return cast(T, result)
 
 
-def _user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
-
-
-def _os_reason(exc: OSError) -> str:
-    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
-
-
-def _access_problem(path: Path, exc: OSError) -> str:
-    """What went wrong with ``path``, and the fix, for the errors a person can fix."""
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied on {path}: make it writable by user {_user()}"
-    if exc.errno == errno.EROFS:
-        return f"{path} is on a read-only file system"
-    return f"{path}: {_os_reason(exc)}"
-
-
-def _prepare_location(path: Path) -> None:
-    """The store's directory, created if missing; StoreError naming what is in the way."""
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise StoreError(
-                f"the store {path} is a directory: name a file in it, e.g. "
-                f"{path / 'edge-gateway.db'}"
-            )
-        return
-    except (FileExistsError, NotADirectoryError):
-        pass  # below: which part of the path is a file
-    except OSError as exc:
-        blocked = _first_existing(directory)
-        raise StoreError(
-            f"cannot create the store {path}: {_access_problem(blocked, exc)}"
-        ) from None
-    blocked = _first_existing(directory)
-    raise StoreError(f"cannot create the store {path}: {blocked} is a file, not a directory")
-
-
-def _first_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return path
-
-
-def _take_lock(path: Path) -> int:
-    """An exclusive flock on ``<path>.lock`` holding our pid; StoreError if another process
-    has it. flock, not the POSIX locks SQLite uses on the database itself: those are dropped
-    when any descriptor of the file is closed in the process, and they are per process."""
-    lock_path = Path(f"{path}.lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    except OSError as exc:
-        problem = _access_problem(lock_path if lock_path.exists() else path.parent, exc)
-        raise StoreError(f"cannot create the store {path}: {problem}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise StoreError(f"cannot lock the store {path}: {_os_reason(exc)}") from None
-        who = f" (pid {holder})" if holder.isdigit() else ""
-        raise StoreError(
-            f"the store {path} is in use by another edge-gateway{who}: stop it first, or give "
-            "each gateway its own store"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
 async def _connect(path: Path) -> aiosqlite.Connection:
     connection = aiosqlite.connect(path, isolation_level=None, timeout=1.0)
     try:
@@ -341,22 +121,7 @@ async def _connect(path: Path) -> aiosqlite.Connection:
         # event loop closes, or it reports to a closed loop ("Event loop is closed").
         while connection._thread.is_alive():
             await asyncio.sleep(0.005)
-        raise _open_error(path, exc) from exc
-
-
-def _open_error(path: Path, exc: sqlite3.Error) -> StoreError:
-    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
-        problem = f"{exc}: make it and its directory writable by user {_user()}"
-    elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        problem = f"{exc}: another program has it open"
-    else:
-        problem = str(exc)
-    return StoreError(f"cannot open the store {path}: {problem}")
-
-
-def _utc_stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        raise open_error(path, exc) from exc
 
 
 class SqliteStore:
@@ -419,10 +184,10 @@ class SqliteStore:
     async def open(self) -> Snapshot:
         if self._opened:
             raise RuntimeError("SqliteStore.open() called twice")
-        _prepare_location(self.path)
+        prepare_location(self.path)
         # Taken before SQLite touches the file: a second gateway on the same store stops here
         # with a clear reason, and never reads, migrates or moves aside the first one's data.
-        self._lock_fd = _take_lock(self.path)
+        self._lock_fd = take_lock(self.path)
         try:
             snapshot = await self._open_checked()
         except BaseException:
@@ -458,14 +223,14 @@ class SqliteStore:
             # Move the files while SQLite still holds them: closing first would let it delete
             # a -wal it could not use, destroying evidence (and maybe data) of the bad file.
             try:
-                self.moved_aside = self._move_aside()
+                self.moved_aside = move_aside(self.path)
             finally:
                 await conn.close()
             raise
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise _open_error(self.path, exc) from exc
+                raise open_error(self.path, exc) from exc
             raise
         if found != schema.SCHEMA_VERSION:
             log.info(
@@ -489,22 +254,6 @@ class SqliteStore:
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)  # releases the flock; the file stays (removing it would race)
-
-    def _move_aside(self) -> Path:
-        base = f"{self.path}.corrupt-{_utc_stamp()}"
-        target = Path(base)
-        n = 1
-        while target.exists():
-            target = Path(f"{base}.{n}")
-            n += 1
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            src = Path(f"{self.path}{suffix}")
-            if src.exists():
-                try:
-                    os.replace(src, f"{target}{suffix}")
-                except OSError as exc:
-                    raise StoreError(f"cannot move corrupt store {src} aside: {exc}") from exc
-        return target
 
     async def close(self) -> None:
         if self._closing:
@@ -613,7 +362,7 @@ class SqliteStore:
             for ops, _ in group:
                 apply(plan, ops)
                 n_ops += len(ops)
-            size = await _in_db_thread(conn, lambda db: _commit_plan(db, plan, wal))
+            size = await _in_db_thread(conn, lambda db: commit_delta(db, plan, wal))
         except asyncio.CancelledError:
             self._fail(group, StoreError("store writer cancelled; outcome unknown"))
             raise
@@ -702,36 +451,3 @@ class SqliteStore:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _commit_plan(
-    db: sqlite3.Connection, plan: Tables, wal: tuple[str, int, bool] | None = None
-) -> int | None:
-    """Apply and commit; then keep the WAL within its share of a size limit (``wal``: its
-    path, its budget, and whether this is the store's first commit), and measure the data."""
-    _apply_plan(db, plan)
-    try:
-        if wal is not None:
-            _limit_wal(db, *wal)
-        return _used_bytes(db)
-    except sqlite3.Error:
-        # The transaction is committed; failing to measure must not report it as failed.
-        log.exception("could not measure the store size")
-        return None
-
-
-def _limit_wal(db: sqlite3.Connection, path: str, budget: int, first: bool) -> None:
-    """Keep the WAL file within ``budget``. SQLite checkpoints it when it holds this many
-    pages and then writes it again from the start; a commit larger than what is left makes
-    the file grow past it (and SQLite never shrinks it): then it is checkpointed and
-    truncated here. With the exclusive lock there is no reader to wait for."""
-    if first:
-        page = int(db.execute("PRAGMA page_size").fetchone()[0])
-        pages = max(8, budget // (page + 24) * 3 // 4)  # a frame is a page and a header
-        db.execute(f"PRAGMA wal_autocheckpoint = {pages}").fetchall()
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        return  # no WAL file (yet): nothing to limit
-    if size > budget:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
