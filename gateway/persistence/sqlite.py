@@ -1,4 +1,4 @@
-"""Durable store: SQLite in WAL mode behind one aiosqlite connection, with group commit.
+"""Durable store: SQLite in WAL mode, one connection in its own thread, with group commit.
 
 Every commit() call queues its ops and a future. One writer task takes everything queued
 (waiting up to ``group_window`` after the first arrival so that concurrent publishers share a
@@ -16,13 +16,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar, cast
-
-import aiosqlite
+from typing import TypeVar
 
 from gateway.broker.records import Snapshot, StoreOp
 from gateway.persistence import loader, schema
 from gateway.persistence.base import StoreError, StoreStats
+from gateway.persistence.dbthread import DbThread
 from gateway.persistence.limit import Notify, SizeLimit, growth
 from gateway.persistence.sqlite_writes import commit_delta, used_bytes
 from gateway.persistence.store_files import move_aside, open_error, prepare_location, take_lock
@@ -99,28 +98,10 @@ def _load(db: sqlite3.Connection) -> Snapshot:
     return loader.load(db, where).snapshot
 
 
-async def _in_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn(sqlite3_connection)`` in the aiosqlite connection's thread, in one hop.
-
-    aiosqlite's public calls cost one thread round trip (~50-100 µs, plus a wake-up of the
-    event loop) per statement; a group runs up to fifteen statements, so the whole group goes
-    over as one call. This uses aiosqlite's internal queue (``_execute``/``_conn``), which has
-    been stable across its releases; the tests exercise it on every commit.
-    """
-    raw: sqlite3.Connection = conn._conn
-    result = await conn._execute(fn, raw)  # type: ignore[no-untyped-call]
-    return cast(T, result)
-
-
-async def _connect(path: Path) -> aiosqlite.Connection:
-    connection = aiosqlite.connect(path, isolation_level=None, timeout=1.0)
+async def _connect(path: Path) -> DbThread:
     try:
-        return await connection
+        return await DbThread.connect(path, timeout=1.0)
     except sqlite3.Error as exc:
-        # aiosqlite stops its worker thread without waiting for it; it must be gone before the
-        # event loop closes, or it reports to a closed loop ("Event loop is closed").
-        while connection._thread.is_alive():
-            await asyncio.sleep(0.005)
         raise open_error(path, exc) from exc
 
 
@@ -156,7 +137,7 @@ class SqliteStore:
         # Estimated bytes of calls not yet committed: queued, and in the group being written.
         self._queued_bytes = 0
         self._writing_bytes = 0
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: DbThread | None = None
         self._queue: list[tuple[Sequence[StoreOp], asyncio.Future[None]]] = []
         self._first_arrival = 0.0
         self._wake: asyncio.Event | None = None
@@ -218,7 +199,7 @@ class SqliteStore:
         conn = await _connect(self.path)
         sync = self._synchronous
         try:
-            found, snapshot, size = await _in_db_thread(conn, lambda db: _prepare(db, sync))
+            found, snapshot, size = await conn.run(lambda db: _prepare(db, sync))
         except _Corrupt:
             # Move the files while SQLite still holds them: closing first would let it delete
             # a -wal it could not use, destroying evidence (and maybe data) of the bad file.
@@ -362,7 +343,7 @@ class SqliteStore:
             for ops, _ in group:
                 apply(plan, ops)
                 n_ops += len(ops)
-            size = await _in_db_thread(conn, lambda db: commit_delta(db, plan, wal))
+            size = await conn.run(lambda db: commit_delta(db, plan, wal))
         except asyncio.CancelledError:
             self._fail(group, StoreError("store writer cancelled; outcome unknown"))
             raise
@@ -406,6 +387,13 @@ class SqliteStore:
                 future.set_exception(err)
 
     # --- observation -------------------------------------------------------------------------
+
+    async def run_in_db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` in the store's database thread, between two groups'
+        transactions: for diagnostics and tests (a PRAGMA to read or set)."""
+        if self._conn is None:
+            raise StoreError("store is not open")
+        return await self._conn.run(fn)
 
     @property
     def stats(self) -> StoreStats:
