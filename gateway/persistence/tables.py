@@ -75,7 +75,7 @@ class Tables:
         self.retained: dict[str, Message | None] = {}
         # Client ids whose DeleteSession must also remove rows stored before (a delta only).
         self.dropped: set[str] = set()
-        # Payload and topic bytes of the messages held here (the memory store's size).
+        # About the bytes of the messages held here: the memory store's size (not a delta's).
         self.size_bytes = 0
 
     @classmethod
@@ -123,7 +123,8 @@ def apply(tables: Tables, ops: Iterable[StoreOp]) -> None:
         kind = type(op)
         if kind is PutMessage:
             m = cast(PutMessage, op).message
-            _count(tables, messages.get(m.msg_id), m)
+            if not delta:
+                _resize(tables, messages.get(m.msg_id), m)
             messages[m.msg_id] = m
         elif kind is PutQueueEntry:
             e = cast(PutQueueEntry, op).entry
@@ -134,11 +135,20 @@ def apply(tables: Tables, ops: Iterable[StoreOp]) -> None:
                 rows[e.seq] = e
         elif kind is DeleteQueueEntry:
             dq = cast(DeleteQueueEntry, op)
-            _delete_owned(queue, dq.client_id, dq.seq, delta)
+            if delta:  # _delete_owned, inlined for the most frequent delete
+                rows = queue.get(dq.client_id)
+                if rows is None:
+                    queue[dq.client_id] = {dq.seq: None}
+                else:
+                    rows[dq.seq] = None
+            else:
+                _delete_owned(queue, dq.client_id, dq.seq, delta)
         elif kind is DeleteMessage:
             msg_id = cast(DeleteMessage, op).msg_id
-            _count(tables, messages.get(msg_id), None)
-            _delete(messages, msg_id, delta)
+            if delta:
+                messages[msg_id] = None
+            else:
+                _resize(tables, messages.pop(msg_id, None), None)
         else:
             _apply_rare(tables, op, delta)
 
@@ -163,12 +173,15 @@ def _apply_rare(tables: Tables, op: StoreOp, delta: bool) -> None:
         _delete_owned(tables.subscriptions, ds.client_id, ds.topic_filter, delta)
     elif kind is PutRetained:
         r = cast(PutRetained, op).message
-        _count(tables, tables.retained.get(r.topic), r)
+        if not delta:
+            _resize(tables, tables.retained.get(r.topic), r)
         tables.retained[r.topic] = r
     elif kind is DeleteRetained:
         topic = cast(DeleteRetained, op).topic
-        _count(tables, tables.retained.get(topic), None)
-        _delete(tables.retained, topic, delta)
+        if delta:
+            tables.retained[topic] = None
+        else:
+            _resize(tables, tables.retained.pop(topic, None), None)
     elif kind is DeleteSession:
         _drop_session(tables, cast(DeleteSession, op).client_id, delta)
     else:
@@ -177,19 +190,14 @@ def _apply_rare(tables: Tables, op: StoreOp, delta: bool) -> None:
 
 def _drop_session(tables: Tables, client_id: str, delta: bool) -> None:
     """The session and everything it owns: subscriptions, queue entries, QoS 2 state."""
-    _delete(tables.sessions, client_id, delta)
     tables.subscriptions.pop(client_id, None)
     tables.queue.pop(client_id, None)
     tables.inbound_qos2.pop(client_id, None)
     if delta:
+        tables.sessions[client_id] = None
         tables.dropped.add(client_id)
-
-
-def _delete(table: dict[K, R | None], key: K, delta: bool) -> None:
-    if delta:
-        table[key] = None
     else:
-        table.pop(key, None)
+        tables.sessions.pop(client_id, None)
 
 
 def _delete_owned(table: dict[str, dict[K, R | None]], client_id: str, key: K, delta: bool) -> None:
@@ -205,7 +213,7 @@ def _delete_owned(table: dict[str, dict[K, R | None]], client_id: str, key: K, d
             del table[client_id]
 
 
-def _count(tables: Tables, old: Message | None, new: Message | None) -> None:
+def _resize(tables: Tables, old: Message | None, new: Message | None) -> None:
     if old is not None:
         tables.size_bytes -= message_size(old)
     if new is not None:
