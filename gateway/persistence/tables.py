@@ -107,7 +107,7 @@ def _present(rows: Iterable[R | None]) -> list[R]:
     return [r for r in rows if r is not None]
 
 
-def message_size(m: Message) -> int:
+def _message_size(m: Message) -> int:
     return len(m.payload) + len(m.topic) + _RECORD_OVERHEAD
 
 
@@ -215,9 +215,9 @@ def _delete_owned(table: dict[str, dict[K, R | None]], client_id: str, key: K, d
 
 def _resize(tables: Tables, old: Message | None, new: Message | None) -> None:
     if old is not None:
-        tables.size_bytes -= message_size(old)
+        tables.size_bytes -= _message_size(old)
     if new is not None:
-        tables.size_bytes += message_size(new)
+        tables.size_bytes += _message_size(new)
 
 
 _OP_TYPES = frozenset(
