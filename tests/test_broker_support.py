@@ -1,28 +1,20 @@
-"""Test harness for the pure broker core: fake clients, and a dict-based store that applies
-the emitted store operations exactly as the real one must (and checks their consistency)."""
+"""Test harness for the pure broker core: fake clients, and a store that applies the emitted
+store operations with the real stores' own code (and checks their consistency)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.broker.access import AllowAll
 from gateway.broker.core import Broker
 from gateway.broker.effects import Close, ConnectionInfo, Identity, Send, SetKeepAlive
 from gateway.broker.records import (
-    DeleteInboundQos2,
     DeleteMessage,
-    DeleteQueueEntry,
-    DeleteRetained,
-    DeleteSession,
-    DeleteSubscription,
     Message,
     PutInboundQos2,
     PutMessage,
     PutQueueEntry,
-    PutRetained,
-    PutSession,
     PutSubscription,
     QueueEntry,
     SessionRecord,
@@ -48,86 +40,90 @@ from gateway.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from gateway.persistence.tables import Tables, apply
 
 V311 = 4
 V5 = 5
 
 
-@dataclass
 class FakeStore:
-    """Applies StoreOps to dicts; ``check()`` asserts referential integrity."""
+    """The store's own tables (persistence/tables.py states what each op does), plus checks
+    only a test can afford: each op must fit what is stored, and ``check()`` asserts
+    referential integrity (no leaked message, no row without its session)."""
 
-    sessions: dict[str, SessionRecord] = field(default_factory=dict)
-    subscriptions: dict[tuple[str, str], SubscriptionRecord] = field(default_factory=dict)
-    messages: dict[int, Message] = field(default_factory=dict)
-    queue: dict[tuple[str, int], QueueEntry] = field(default_factory=dict)
-    inbound: set[tuple[str, int]] = field(default_factory=set)
-    retained: dict[str, Message] = field(default_factory=dict)
-    ops: list[StoreOp] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.tables = Tables()
+        self.ops: list[StoreOp] = []
 
     def apply(self, ops: list[StoreOp]) -> None:
         for op in ops:
             self.ops.append(op)
-            if isinstance(op, PutSession):
-                self.sessions[op.record.client_id] = op.record
-            elif isinstance(op, DeleteSession):
-                cid = op.client_id
-                self.sessions.pop(cid, None)
-                for sub_key in [k for k in self.subscriptions if k[0] == cid]:
-                    del self.subscriptions[sub_key]
-                for queue_key in [k for k in self.queue if k[0] == cid]:
-                    del self.queue[queue_key]
-                self.inbound = {k for k in self.inbound if k[0] != cid}
-            elif isinstance(op, PutSubscription):
-                assert op.record.client_id in self.sessions, op
-                self.subscriptions[(op.record.client_id, op.record.topic_filter)] = op.record
-            elif isinstance(op, DeleteSubscription):
-                self.subscriptions.pop((op.client_id, op.topic_filter), None)
-            elif isinstance(op, PutMessage):
-                assert op.message.msg_id not in self.messages, f"message stored twice: {op}"
-                self.messages[op.message.msg_id] = op.message
-            elif isinstance(op, DeleteMessage):
-                assert op.msg_id in self.messages, f"deleting unknown message {op}"
-                del self.messages[op.msg_id]
-            elif isinstance(op, PutQueueEntry):
-                e = op.entry
-                assert e.client_id in self.sessions, op
-                assert e.msg_id in self.messages, f"entry for unknown message: {op}"
-                self.queue[(e.client_id, e.seq)] = e
-            elif isinstance(op, DeleteQueueEntry):
-                self.queue.pop((op.client_id, op.seq), None)
-            elif isinstance(op, PutInboundQos2):
-                assert op.client_id in self.sessions, op
-                self.inbound.add((op.client_id, op.packet_id))
-            elif isinstance(op, DeleteInboundQos2):
-                self.inbound.discard((op.client_id, op.packet_id))
-            elif isinstance(op, PutRetained):
-                self.retained[op.message.topic] = op.message
-            elif isinstance(op, DeleteRetained):
-                self.retained.pop(op.topic, None)
-            else:  # pragma: no cover
-                raise AssertionError(f"unknown op {op!r}")
+            self._assert_fits(op)
+            apply(self.tables, (op,))
+
+    def _assert_fits(self, op: StoreOp) -> None:
+        if isinstance(op, PutSubscription):
+            assert op.record.client_id in self.sessions, op
+        elif isinstance(op, PutMessage):
+            assert op.message.msg_id not in self.messages, f"message stored twice: {op}"
+        elif isinstance(op, DeleteMessage):
+            assert op.msg_id in self.messages, f"deleting unknown message {op}"
+        elif isinstance(op, PutQueueEntry):
+            assert op.entry.client_id in self.sessions, op
+            assert op.entry.msg_id in self.messages, f"entry for unknown message: {op}"
+        elif isinstance(op, PutInboundQos2):
+            assert op.client_id in self.sessions, op
+
+    # Views keyed as the tests look rows up: by (client id, key) for rows a session owns.
+
+    @property
+    def sessions(self) -> dict[str, SessionRecord]:
+        return _present(self.tables.sessions)
+
+    @property
+    def subscriptions(self) -> dict[tuple[str, str], SubscriptionRecord]:
+        return _owned(self.tables.subscriptions)
+
+    @property
+    def messages(self) -> dict[int, Message]:
+        return _present(self.tables.messages)
+
+    @property
+    def queue(self) -> dict[tuple[str, int], QueueEntry]:
+        return _owned(self.tables.queue)
+
+    @property
+    def inbound(self) -> set[tuple[str, int]]:
+        return set(_owned(self.tables.inbound_qos2))
+
+    @property
+    def retained(self) -> dict[str, Message]:
+        return _present(self.tables.retained)
 
     def check(self) -> None:
-        referenced = {e.msg_id for e in self.queue.values()}
-        assert referenced <= set(self.messages), "queue entry without its message"
-        assert set(self.messages) <= referenced, (
-            f"leaked messages {set(self.messages) - referenced}"
-        )
-        for e in self.queue.values():
+        queue, messages = self.queue, self.messages
+        referenced = {e.msg_id for e in queue.values()}
+        assert referenced <= set(messages), "queue entry without its message"
+        assert set(messages) <= referenced, f"leaked messages {set(messages) - referenced}"
+        for e in queue.values():
             assert e.client_id in self.sessions
         for cid, _ in self.subscriptions:
             assert cid in self.sessions
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(
-            sessions=list(self.sessions.values()),
-            subscriptions=list(self.subscriptions.values()),
-            messages=list(self.messages.values()),
-            queue=sorted(self.queue.values(), key=lambda e: e.seq),
-            inbound_qos2=sorted(self.inbound),
-            retained=list(self.retained.values()),
-        )
+        return self.tables.snapshot()
+
+
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+def _present(table: dict[K, R | None]) -> dict[K, R]:
+    return {k: r for k, r in table.items() if r is not None}
+
+
+def _owned(table: dict[str, dict[K, R | None]]) -> dict[tuple[str, K], R]:
+    return {(cid, k): r for cid, rows in table.items() for k, r in rows.items() if r is not None}
 
 
 class Harness:

@@ -43,7 +43,6 @@ RULES = {
         "gateway.persistence",
         "gateway.broker.records",
         "gateway.mqtt",
-        "aiosqlite",
     ),
     "gateway.auth": (
         "gateway.auth",
@@ -238,3 +237,29 @@ def test_cycle_finder_sees_type_checking_and_relative_imports(tmp_path: Path) ->
 
 def test_no_import_cycles_in_gateway_and_devices() -> None:
     assert import_cycles(import_graph(REPO, ("gateway", "devices"))) == []
+
+
+STORE_OP_NAMES = frozenset(
+    f"{verb}{what}"
+    for verb in ("Put", "Delete")
+    for what in ("Session", "Subscription", "Message", "QueueEntry", "InboundQos2", "Retained")
+)
+
+
+def test_store_ops_mean_one_thing_and_sqlite_has_its_own_thread() -> None:
+    """What a store op does is written once (persistence/tables.py); the stores and the SQL
+    work on the tables it fills, never on the ops (limit.py only sizes them up). And the SQLite
+    connection lives in the store's own thread (dbthread.py), not behind aiosqlite's privates."""
+    op_users = {"tables.py", "limit.py"}
+    for path in modules("gateway.persistence"):
+        names = {
+            alias.name
+            for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        if path.name not in op_users:
+            assert not names & STORE_OP_NAMES, f"{path.name} interprets store ops itself"
+        assert not any(name.startswith("aiosqlite") for name in imports_of(path)), path.name
+    fake_store = REPO / "tests" / "test_broker_support.py"
+    assert "gateway.persistence.tables" in imports_of(fake_store)

@@ -38,7 +38,6 @@ from gateway.broker.records import (
 from gateway.broker.settings import Overflow
 from gateway.mqtt.packets import NO_PROPERTIES, Properties, Will
 from gateway.persistence import MemoryStore, SqliteStore, Store, StoreError, schema
-from gateway.persistence.sqlite import _in_db_thread
 
 # Every Properties field set, including ones a stored message never carries: the codec must
 # not care which fields are "meaningful".
@@ -196,11 +195,10 @@ ALL_PUTS: list[StoreOp] = [
 
 
 def expected_after(ops: list[StoreOp]) -> Snapshot:
-    from gateway.persistence.memory import Tables
+    from gateway.persistence.tables import Tables, apply
 
     tables = Tables()
-    for op in ops:
-        tables.apply(op)
+    apply(tables, ops)
     return tables.snapshot()
 
 
@@ -434,11 +432,8 @@ async def test_disk_full_is_transient(tmp_path: Path) -> None:
     store = SqliteStore(path)
     await store.open()
     await store.commit([PutMessage(message(1))])
-    assert store._conn is not None
-    pages = await _in_db_thread(
-        store._conn, lambda db: db.execute("PRAGMA page_count").fetchone()[0]
-    )
-    await _in_db_thread(store._conn, lambda db: db.execute(f"PRAGMA max_page_count = {pages + 4}"))
+    pages = await store.run_in_db(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+    await store.run_in_db(lambda db: db.execute(f"PRAGMA max_page_count = {pages + 4}"))
     with pytest.raises(StoreError, match="full"):
         await store.commit([PutMessage(message(2, payload=b"x" * 200_000))])
     await store.commit([PutMessage(message(3))])
@@ -501,9 +496,7 @@ async def test_wal_and_synchronous_applied(tmp_path: Path, synchronous: str) -> 
     path = tmp_path / "deep" / "er" / "store.db"  # parent directories are created
     store = SqliteStore(path, synchronous=synchronous, group_window=0)
     await store.open()
-    assert store._conn is not None
-    mode, sync = await _in_db_thread(
-        store._conn,
+    mode, sync = await store.run_in_db(
         lambda db: (
             db.execute("PRAGMA journal_mode").fetchone()[0],
             db.execute("PRAGMA synchronous").fetchone()[0],

@@ -1,8 +1,8 @@
 """Property test: any sequence of ops, however grouped, leaves SQLite exactly as the model.
 
-The model (memory.Tables) applies ops one by one; SqliteStore reduces each group to the net
-effect per key before it runs any SQL. Committing the same ops both ways and reopening the
-file must give the same snapshot.
+The model (tables.Tables as the memory store keeps it) applies ops one by one; SqliteStore
+reduces each group to its net effect per key (a delta) before it runs any SQL. Committing the
+same ops both ways and reopening the file must give the same snapshot.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from gateway.broker.records import (
 from gateway.broker.settings import Overflow
 from gateway.mqtt.packets import NO_PROPERTIES, Properties, Will
 from gateway.persistence import SqliteStore
-from gateway.persistence.memory import Tables
+from gateway.persistence.tables import Tables, apply
 
 # Few keys, so that puts, deletes and cascades collide often.
 client_ids = st.sampled_from(["a", "b", "ç"])
@@ -195,7 +195,7 @@ def test_sqlite_matches_model(plan: list[list[list[StoreOp]]]) -> None:
     for group in plan:
         for call in group:
             for op in call:
-                model.apply(op)
+                apply(model, (op,))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "store.db"
         asyncio.run(_run(path, plan))

@@ -16,6 +16,7 @@ so its size is the peak of the data, which this keeps below ``high`` + one step.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from gateway.broker.records import PutMessage, PutQueueEntry, PutRetained, StoreOp
 
@@ -76,7 +77,7 @@ def growth(ops: Sequence[StoreOp]) -> int:
     for op in ops:
         kind = type(op)
         if kind is PutMessage or kind is PutRetained:
-            m = op.message  # type: ignore[union-attr]
+            m = cast(PutMessage | PutRetained, op).message
             n += len(m.payload) + len(m.topic) + _MESSAGE_ROW
         elif kind is PutQueueEntry:
             n += _QUEUE_ROW

@@ -1,8 +1,9 @@
 """A store that keeps its content in this process only (``persistence: enabled: false``).
 
-It applies ops exactly as SqliteStore does, so it doubles as the reference model in tests:
-reopening the *same* instance hands back what was committed (a restart without a crash); a
-new instance starts empty.
+Its content is a ``Tables`` (tables.py: the one statement of what each op does, which the
+SQLite store writes too), so it doubles as the reference model in tests: reopening the *same*
+instance hands back what was committed (a restart without a crash); a new instance starts
+empty.
 """
 
 from __future__ import annotations
@@ -10,113 +11,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from gateway.broker.records import (
-    DeleteInboundQos2,
-    DeleteMessage,
-    DeleteQueueEntry,
-    DeleteRetained,
-    DeleteSession,
-    DeleteSubscription,
-    Message,
-    PutInboundQos2,
-    PutMessage,
-    PutQueueEntry,
-    PutRetained,
-    PutSession,
-    PutSubscription,
-    QueueEntry,
-    SessionRecord,
-    Snapshot,
-    StoreOp,
-    SubscriptionRecord,
-)
+from gateway.broker.records import Snapshot, StoreOp
 from gateway.persistence.base import StoreError, StoreStats
 from gateway.persistence.limit import Notify, SizeLimit
-
-# Rough per-record overhead so that size_bytes is comparable in scale to SQLite's.
-_RECORD_OVERHEAD = 64
-
-
-class Tables:
-    """Store content as plain dicts, with the same op semantics as the SQLite schema."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, SessionRecord] = {}
-        self.subscriptions: dict[str, dict[str, SubscriptionRecord]] = {}
-        self.messages: dict[int, Message] = {}
-        self.queue: dict[str, dict[int, QueueEntry]] = {}
-        self.inbound_qos2: dict[str, set[int]] = {}
-        self.retained: dict[str, Message] = {}
-        self.size_bytes = 0
-
-    def apply(self, op: StoreOp) -> None:
-        match op:
-            case PutMessage(message=m):
-                self._forget(self.messages.get(m.msg_id))
-                self.messages[m.msg_id] = m
-                self.size_bytes += _message_size(m)
-            case DeleteMessage(msg_id=msg_id):
-                self._forget(self.messages.pop(msg_id, None))
-            case PutQueueEntry(entry=e):
-                self.queue.setdefault(e.client_id, {})[e.seq] = e
-            case DeleteQueueEntry(client_id=cid, seq=seq):
-                entries = self.queue.get(cid)
-                if entries is not None:
-                    entries.pop(seq, None)
-                    if not entries:
-                        del self.queue[cid]
-            case PutSession(record=s):
-                self.sessions[s.client_id] = s
-            case DeleteSession(client_id=cid):
-                self.sessions.pop(cid, None)
-                self.subscriptions.pop(cid, None)
-                self.queue.pop(cid, None)
-                self.inbound_qos2.pop(cid, None)
-            case PutSubscription(record=sub):
-                self.subscriptions.setdefault(sub.client_id, {})[sub.topic_filter] = sub
-            case DeleteSubscription(client_id=cid, topic_filter=topic_filter):
-                subs = self.subscriptions.get(cid)
-                if subs is not None:
-                    subs.pop(topic_filter, None)
-                    if not subs:
-                        del self.subscriptions[cid]
-            case PutInboundQos2(client_id=cid, packet_id=pid):
-                self.inbound_qos2.setdefault(cid, set()).add(pid)
-            case DeleteInboundQos2(client_id=cid, packet_id=pid):
-                ids = self.inbound_qos2.get(cid)
-                if ids is not None:
-                    ids.discard(pid)
-                    if not ids:
-                        del self.inbound_qos2[cid]
-            case PutRetained(message=m):
-                self._forget(self.retained.get(m.topic))
-                self.retained[m.topic] = m
-                self.size_bytes += _message_size(m)
-            case DeleteRetained(topic=topic):
-                self._forget(self.retained.pop(topic, None))
-            case _:
-                raise TypeError(f"not a StoreOp: {op!r}")
-
-    def _forget(self, m: Message | None) -> None:
-        if m is not None:
-            self.size_bytes -= _message_size(m)
-
-    def snapshot(self) -> Snapshot:
-        return Snapshot(
-            sessions=list(self.sessions.values()),
-            subscriptions=[s for subs in self.subscriptions.values() for s in subs.values()],
-            messages=list(self.messages.values()),
-            queue=sorted(
-                (e for entries in self.queue.values() for e in entries.values()),
-                key=lambda e: e.seq,
-            ),
-            inbound_qos2=[(cid, pid) for cid, ids in self.inbound_qos2.items() for pid in ids],
-            retained=list(self.retained.values()),
-        )
-
-
-def _message_size(m: Message) -> int:
-    return len(m.payload) + len(m.topic) + _RECORD_OVERHEAD
+from gateway.persistence.tables import Tables, apply, is_store_op
 
 
 class MemoryStore:
@@ -156,11 +54,10 @@ class MemoryStore:
         # Validate before applying so that a bad op leaves nothing half-applied, as a rolled
         # back transaction would.
         for op in ops:
-            if not isinstance(op, _OP_TYPES):
+            if not is_store_op(op):
                 self._failures += 1
                 raise StoreError(f"not a StoreOp: {op!r}")
-        for op in ops:
-            self.tables.apply(op)
+        apply(self.tables, ops)
         self._commits += 1
         self._ops += len(ops)
         self.over_limit()
@@ -194,19 +91,3 @@ class MemoryStore:
     def on_limit(self, notify: Notify | None) -> None:
         if self._limit is not None:
             self._limit.on_change = notify
-
-
-_OP_TYPES = (
-    PutSession,
-    DeleteSession,
-    PutSubscription,
-    DeleteSubscription,
-    PutMessage,
-    DeleteMessage,
-    PutQueueEntry,
-    DeleteQueueEntry,
-    PutInboundQos2,
-    DeleteInboundQos2,
-    PutRetained,
-    DeleteRetained,
-)

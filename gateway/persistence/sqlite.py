@@ -1,58 +1,31 @@
-"""Durable store: SQLite in WAL mode behind one aiosqlite connection, with group commit.
+"""Durable store: SQLite in WAL mode, one connection in its own thread, with group commit.
 
 Every commit() call queues its ops and a future. One writer task takes everything queued
 (waiting up to ``group_window`` after the first arrival so that concurrent publishers share a
-transaction), applies it in one transaction with one fsync, and then resolves all the futures
-of that group together (DESIGN §4).
-
-Within a group the ops are reduced to the final state of each key before any SQL runs: a key
-put then deleted in the same group costs one DELETE, and every table gets at most one
-executemany for its deletes and one for its upserts. That gives the same result as applying
-the ops one by one in arrival order (keys are independent, upserts replace whole rows, and a
-DeleteSession cascade is replayed before the ops that followed it), while the per-op Python
-work stays a dict assignment.
+transaction), reduces it to one ``Tables.delta()`` (tables.py: what each op means), writes
+that in one transaction with one fsync (sqlite_writes.py), and then resolves all the futures
+of that group together (DESIGN §4). The store's files and lock: store_files.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
 import logging
 import os
-import pwd
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
-import aiosqlite
-
-from gateway.broker.records import (
-    DeleteInboundQos2,
-    DeleteMessage,
-    DeleteQueueEntry,
-    DeleteRetained,
-    DeleteSession,
-    DeleteSubscription,
-    Message,
-    PutInboundQos2,
-    PutMessage,
-    PutQueueEntry,
-    PutRetained,
-    PutSession,
-    PutSubscription,
-    QueueEntry,
-    SessionRecord,
-    Snapshot,
-    StoreOp,
-    SubscriptionRecord,
-)
-from gateway.persistence import codec, loader, schema
+from gateway.broker.records import Snapshot, StoreOp
+from gateway.persistence import loader, schema
 from gateway.persistence.base import StoreError, StoreStats
+from gateway.persistence.dbthread import DbThread
 from gateway.persistence.limit import Notify, SizeLimit, growth
+from gateway.persistence.sqlite_writes import commit_delta, used_bytes
+from gateway.persistence.store_files import move_aside, open_error, prepare_location, take_lock
+from gateway.persistence.tables import Tables, apply
 
 log = logging.getLogger(__name__)
 
@@ -90,210 +63,6 @@ def _is_transient(exc: sqlite3.Error) -> bool:
     return (code & 0xFF) in _TRANSIENT_CODES
 
 
-class _Plan:
-    """The net effect of one group of ops, per table and key (None marks a delete)."""
-
-    __slots__ = ("cascade", "inbound", "messages", "queue", "retained", "sessions", "subs")
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, SessionRecord | None] = {}
-        # Client ids whose DeleteSession must wipe rows that were stored before this group.
-        self.cascade: set[str] = set()
-        self.subs: dict[str, dict[str, SubscriptionRecord | None]] = {}
-        self.messages: dict[int, Message | None] = {}
-        self.queue: dict[str, dict[int, QueueEntry | None]] = {}
-        self.inbound: dict[str, dict[int, bool]] = {}
-        self.retained: dict[str, Message | None] = {}
-
-    def add(self, ops: Sequence[StoreOp]) -> None:
-        # Plain type() checks ordered by frequency: this loop runs for every op the broker
-        # makes durable, and isinstance chains or match statements cost noticeably more.
-        messages = self.messages
-        queue = self.queue
-        for op in ops:
-            kind = type(op)
-            if kind is PutMessage:
-                m = cast(PutMessage, op).message
-                messages[m.msg_id] = m
-            elif kind is PutQueueEntry:
-                e = cast(PutQueueEntry, op).entry
-                per_client = queue.get(e.client_id)
-                if per_client is None:
-                    queue[e.client_id] = {e.seq: e}
-                else:
-                    per_client[e.seq] = e
-            elif kind is DeleteQueueEntry:
-                dq = cast(DeleteQueueEntry, op)
-                per_client = queue.get(dq.client_id)
-                if per_client is None:
-                    queue[dq.client_id] = {dq.seq: None}
-                else:
-                    per_client[dq.seq] = None
-            elif kind is DeleteMessage:
-                messages[cast(DeleteMessage, op).msg_id] = None
-            elif kind is PutInboundQos2 or kind is DeleteInboundQos2:
-                iq = cast(PutInboundQos2 | DeleteInboundQos2, op)
-                self.inbound.setdefault(iq.client_id, {})[iq.packet_id] = kind is PutInboundQos2
-            elif kind is PutSession:
-                s = cast(PutSession, op).record
-                self.sessions[s.client_id] = s
-            elif kind is PutSubscription:
-                sub = cast(PutSubscription, op).record
-                self.subs.setdefault(sub.client_id, {})[sub.topic_filter] = sub
-            elif kind is DeleteSubscription:
-                ds = cast(DeleteSubscription, op)
-                self.subs.setdefault(ds.client_id, {})[ds.topic_filter] = None
-            elif kind is PutRetained:
-                r = cast(PutRetained, op).message
-                self.retained[r.topic] = r
-            elif kind is DeleteRetained:
-                self.retained[cast(DeleteRetained, op).topic] = None
-            elif kind is DeleteSession:
-                cid = cast(DeleteSession, op).client_id
-                self.sessions[cid] = None
-                # Earlier ops of this group on the session's rows are void; later ones still
-                # apply, after the cascade has run.
-                self.subs.pop(cid, None)
-                queue.pop(cid, None)
-                self.inbound.pop(cid, None)
-                self.cascade.add(cid)
-            else:
-                raise TypeError(f"not a StoreOp: {op!r}")
-
-
-def _apply_plan(db: sqlite3.Connection, plan: _Plan) -> None:
-    """Runs in the connection's thread: one transaction for the whole group."""
-    db.execute("BEGIN")
-    try:
-        if plan.cascade:
-            cids = [(cid,) for cid in plan.cascade]
-            db.executemany("DELETE FROM subscriptions WHERE client_id = ?", cids)
-            db.executemany("DELETE FROM queue WHERE client_id = ?", cids)
-            db.executemany("DELETE FROM inbound_qos2 WHERE client_id = ?", cids)
-
-        if plan.sessions:
-            puts: list[tuple[object, ...]] = []
-            dels: list[tuple[object, ...]] = []
-            for cid, s in plan.sessions.items():
-                if s is None:
-                    dels.append((cid,))
-                else:
-                    puts.append(codec.session_row(s))
-            if dels:
-                db.executemany("DELETE FROM sessions WHERE client_id = ?", dels)
-            if puts:
-                db.executemany(_PUT_SESSION, puts)
-
-        if plan.subs:
-            puts, dels = [], []
-            for cid, per_client in plan.subs.items():
-                for topic_filter, sub in per_client.items():
-                    if sub is None:
-                        dels.append((cid, topic_filter))
-                    else:
-                        puts.append(codec.subscription_row(sub))
-            if dels:
-                db.executemany(
-                    "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?", dels
-                )
-            if puts:
-                db.executemany(_PUT_SUBSCRIPTION, puts)
-
-        if plan.messages:
-            message_row = codec.message_row
-            mputs = []
-            dels = []
-            for msg_id, m in plan.messages.items():
-                if m is None:
-                    dels.append((msg_id,))
-                else:
-                    mputs.append(message_row(m))
-            if dels:
-                db.executemany("DELETE FROM messages WHERE msg_id = ?", dels)
-            if mputs:
-                db.executemany(_PUT_MESSAGE, mputs)
-
-        if plan.queue:
-            queue_row = codec.queue_row
-            puts, dels = [], []
-            for cid, entries in plan.queue.items():
-                for seq, e in entries.items():
-                    if e is None:
-                        dels.append((cid, seq))
-                    else:
-                        puts.append(queue_row(e))
-            if dels:
-                db.executemany("DELETE FROM queue WHERE client_id = ? AND seq = ?", dels)
-            if puts:
-                db.executemany(_PUT_QUEUE_ENTRY, puts)
-
-        if plan.inbound:
-            puts, dels = [], []
-            for cid, packet_ids in plan.inbound.items():
-                for packet_id, present in packet_ids.items():
-                    (puts if present else dels).append((cid, packet_id))
-            if dels:
-                db.executemany(
-                    "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?", dels
-                )
-            if puts:
-                db.executemany(
-                    "INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES (?, ?)",
-                    puts,
-                )
-
-        if plan.retained:
-            puts, dels = [], []
-            for topic, r in plan.retained.items():
-                if r is None:
-                    dels.append((topic,))
-                else:
-                    puts.append(codec.retained_row(r))
-            if dels:
-                db.executemany("DELETE FROM retained WHERE topic = ?", dels)
-            if puts:
-                db.executemany(_PUT_RETAINED, puts)
-
-        db.execute("COMMIT")
-    except BaseException:
-        # SQLite rolls some failures back by itself (e.g. SQLITE_FULL during COMMIT).
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.exception("rollback failed")
-        raise
-
-
-_PUT_SESSION = (
-    f"INSERT OR REPLACE INTO sessions ({codec.SESSION_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_PUT_SUBSCRIPTION = (
-    f"INSERT OR REPLACE INTO subscriptions ({codec.SUBSCRIPTION_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_PUT_MESSAGE = (
-    f"INSERT OR REPLACE INTO messages ({codec.MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_PUT_QUEUE_ENTRY = (
-    f"INSERT OR REPLACE INTO queue ({codec.QUEUE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_PUT_RETAINED = (
-    f"INSERT OR REPLACE INTO retained (topic, {codec.MESSAGE_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-def _used_bytes(db: sqlite3.Connection) -> int:
-    """Bytes of pages in use: unlike the file size it shrinks again when data is deleted."""
-    row = db.execute(
-        "SELECT (p.page_count - f.freelist_count) * s.page_size "
-        "FROM pragma_page_count() AS p, pragma_freelist_count() AS f, pragma_page_size() AS s"
-    ).fetchone()
-    return int(row[0])
-
-
 def _prepare(db: sqlite3.Connection, synchronous: str) -> tuple[int, Snapshot, int]:
     """Runs in the connection's thread: check, migrate and load. Returns (found version,
     snapshot, used bytes). Raises _Corrupt for a file that is not a healthy store of ours."""
@@ -312,7 +81,7 @@ def _prepare(db: sqlite3.Connection, synchronous: str) -> tuple[int, Snapshot, i
             raise _Corrupt("quick_check failed: " + "; ".join(problems[:5]))
         found = schema.migrate(db)
         snapshot = _load(db)
-        return found, snapshot, _used_bytes(db)
+        return found, snapshot, used_bytes(db)
     except schema.SchemaTooNew as exc:
         raise _Corrupt(str(exc)) from exc
     except sqlite3.Error as exc:
@@ -329,120 +98,11 @@ def _load(db: sqlite3.Connection) -> Snapshot:
     return loader.load(db, where).snapshot
 
 
-async def _in_db_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn(sqlite3_connection)`` in the aiosqlite connection's thread, in one hop.
-
-    aiosqlite's public calls cost one thread round trip (~50-100 µs, plus a wake-up of the
-    event loop) per statement; a group runs up to fifteen statements, so the whole group goes
-    over as one call. This uses aiosqlite's internal queue (``_execute``/``_conn``), which has
-    been stable across its releases; the tests exercise it on every commit.
-    """
-    raw: sqlite3.Connection = conn._conn
-    result = await conn._execute(fn, raw)  # type: ignore[no-untyped-call]
-    return cast(T, result)
-
-
-def _user() -> str:
+async def _connect(path: Path) -> DbThread:
     try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
-
-
-def _os_reason(exc: OSError) -> str:
-    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
-
-
-def _access_problem(path: Path, exc: OSError) -> str:
-    """What went wrong with ``path``, and the fix, for the errors a person can fix."""
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied on {path}: make it writable by user {_user()}"
-    if exc.errno == errno.EROFS:
-        return f"{path} is on a read-only file system"
-    return f"{path}: {_os_reason(exc)}"
-
-
-def _prepare_location(path: Path) -> None:
-    """The store's directory, created if missing; StoreError naming what is in the way."""
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise StoreError(
-                f"the store {path} is a directory: name a file in it, e.g. "
-                f"{path / 'edge-gateway.db'}"
-            )
-        return
-    except (FileExistsError, NotADirectoryError):
-        pass  # below: which part of the path is a file
-    except OSError as exc:
-        blocked = _first_existing(directory)
-        raise StoreError(
-            f"cannot create the store {path}: {_access_problem(blocked, exc)}"
-        ) from None
-    blocked = _first_existing(directory)
-    raise StoreError(f"cannot create the store {path}: {blocked} is a file, not a directory")
-
-
-def _first_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return path
-
-
-def _take_lock(path: Path) -> int:
-    """An exclusive flock on ``<path>.lock`` holding our pid; StoreError if another process
-    has it. flock, not the POSIX locks SQLite uses on the database itself: those are dropped
-    when any descriptor of the file is closed in the process, and they are per process."""
-    lock_path = Path(f"{path}.lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    except OSError as exc:
-        problem = _access_problem(lock_path if lock_path.exists() else path.parent, exc)
-        raise StoreError(f"cannot create the store {path}: {problem}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise StoreError(f"cannot lock the store {path}: {_os_reason(exc)}") from None
-        who = f" (pid {holder})" if holder.isdigit() else ""
-        raise StoreError(
-            f"the store {path} is in use by another edge-gateway{who}: stop it first, or give "
-            "each gateway its own store"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-async def _connect(path: Path) -> aiosqlite.Connection:
-    connection = aiosqlite.connect(path, isolation_level=None, timeout=1.0)
-    try:
-        return await connection
+        return await DbThread.connect(path, timeout=1.0)
     except sqlite3.Error as exc:
-        # aiosqlite stops its worker thread without waiting for it; it must be gone before the
-        # event loop closes, or it reports to a closed loop ("Event loop is closed").
-        while connection._thread.is_alive():
-            await asyncio.sleep(0.005)
-        raise _open_error(path, exc) from exc
-
-
-def _open_error(path: Path, exc: sqlite3.Error) -> StoreError:
-    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
-        problem = f"{exc}: make it and its directory writable by user {_user()}"
-    elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        problem = f"{exc}: another program has it open"
-    else:
-        problem = str(exc)
-    return StoreError(f"cannot open the store {path}: {problem}")
-
-
-def _utc_stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        raise open_error(path, exc) from exc
 
 
 class SqliteStore:
@@ -477,7 +137,7 @@ class SqliteStore:
         # Estimated bytes of calls not yet committed: queued, and in the group being written.
         self._queued_bytes = 0
         self._writing_bytes = 0
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: DbThread | None = None
         self._queue: list[tuple[Sequence[StoreOp], asyncio.Future[None]]] = []
         self._first_arrival = 0.0
         self._wake: asyncio.Event | None = None
@@ -505,10 +165,10 @@ class SqliteStore:
     async def open(self) -> Snapshot:
         if self._opened:
             raise RuntimeError("SqliteStore.open() called twice")
-        _prepare_location(self.path)
+        prepare_location(self.path)
         # Taken before SQLite touches the file: a second gateway on the same store stops here
         # with a clear reason, and never reads, migrates or moves aside the first one's data.
-        self._lock_fd = _take_lock(self.path)
+        self._lock_fd = take_lock(self.path)
         try:
             snapshot = await self._open_checked()
         except BaseException:
@@ -539,19 +199,19 @@ class SqliteStore:
         conn = await _connect(self.path)
         sync = self._synchronous
         try:
-            found, snapshot, size = await _in_db_thread(conn, lambda db: _prepare(db, sync))
+            found, snapshot, size = await conn.run(lambda db: _prepare(db, sync))
         except _Corrupt:
             # Move the files while SQLite still holds them: closing first would let it delete
             # a -wal it could not use, destroying evidence (and maybe data) of the bad file.
             try:
-                self.moved_aside = self._move_aside()
+                self.moved_aside = move_aside(self.path)
             finally:
                 await conn.close()
             raise
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise _open_error(self.path, exc) from exc
+                raise open_error(self.path, exc) from exc
             raise
         if found != schema.SCHEMA_VERSION:
             log.info(
@@ -575,22 +235,6 @@ class SqliteStore:
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)  # releases the flock; the file stays (removing it would race)
-
-    def _move_aside(self) -> Path:
-        base = f"{self.path}.corrupt-{_utc_stamp()}"
-        target = Path(base)
-        n = 1
-        while target.exists():
-            target = Path(f"{base}.{n}")
-            n += 1
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            src = Path(f"{self.path}{suffix}")
-            if src.exists():
-                try:
-                    os.replace(src, f"{target}{suffix}")
-                except OSError as exc:
-                    raise StoreError(f"cannot move corrupt store {src} aside: {exc}") from exc
-        return target
 
     async def close(self) -> None:
         if self._closing:
@@ -689,7 +333,7 @@ class SqliteStore:
     ) -> None:
         conn = self._conn
         assert conn is not None
-        plan = _Plan()
+        plan = Tables.delta()
         n_ops = 0
         started = time.perf_counter()
         wal = None
@@ -697,9 +341,9 @@ class SqliteStore:
             wal = (f"{self.path}-wal", self._limit.wal_budget, not self._commits)
         try:
             for ops, _ in group:
-                plan.add(ops)
+                apply(plan, ops)
                 n_ops += len(ops)
-            size = await _in_db_thread(conn, lambda db: _commit_plan(db, plan, wal))
+            size = await conn.run(lambda db: commit_delta(db, plan, wal))
         except asyncio.CancelledError:
             self._fail(group, StoreError("store writer cancelled; outcome unknown"))
             raise
@@ -743,6 +387,13 @@ class SqliteStore:
                 future.set_exception(err)
 
     # --- observation -------------------------------------------------------------------------
+
+    async def run_in_db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` in the store's database thread, between two groups'
+        transactions: for diagnostics and tests (a PRAGMA to read or set)."""
+        if self._conn is None:
+            raise StoreError("store is not open")
+        return await self._conn.run(fn)
 
     @property
     def stats(self) -> StoreStats:
@@ -788,36 +439,3 @@ class SqliteStore:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _commit_plan(
-    db: sqlite3.Connection, plan: _Plan, wal: tuple[str, int, bool] | None = None
-) -> int | None:
-    """Apply and commit; then keep the WAL within its share of a size limit (``wal``: its
-    path, its budget, and whether this is the store's first commit), and measure the data."""
-    _apply_plan(db, plan)
-    try:
-        if wal is not None:
-            _limit_wal(db, *wal)
-        return _used_bytes(db)
-    except sqlite3.Error:
-        # The transaction is committed; failing to measure must not report it as failed.
-        log.exception("could not measure the store size")
-        return None
-
-
-def _limit_wal(db: sqlite3.Connection, path: str, budget: int, first: bool) -> None:
-    """Keep the WAL file within ``budget``. SQLite checkpoints it when it holds this many
-    pages and then writes it again from the start; a commit larger than what is left makes
-    the file grow past it (and SQLite never shrinks it): then it is checkpointed and
-    truncated here. With the exclusive lock there is no reader to wait for."""
-    if first:
-        page = int(db.execute("PRAGMA page_size").fetchone()[0])
-        pages = max(8, budget // (page + 24) * 3 // 4)  # a frame is a page and a header
-        db.execute(f"PRAGMA wal_autocheckpoint = {pages}").fetchall()
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        return  # no WAL file (yet): nothing to limit
-    if size > budget:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
