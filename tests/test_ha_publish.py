@@ -154,7 +154,10 @@ async def test_bthome_sensor_configs_and_events(
     try:
         assert radio.callback is not None
         radio.callback(Advertisement(SENSOR, None, -60, bthome(21.5, 45.0, 1)))
-        await w.until(lambda w: f"{node}/humidity/config" in w.last)
+        # Every config of the first packet: they are published one after the other.
+        await w.until(
+            lambda w: f"{node}/humidity/config" in w.last and f"{node}/rssi/config" in w.last
+        )
         temperature = json.loads(w.last[f"{node}/temperature/config"])
         assert temperature["device_class"] == "temperature"
         assert temperature["state_topic"] == f"gw/{dev}/state"
