@@ -10,7 +10,7 @@ from dataclasses import replace
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.effects import Identity, SetKeepAlive
 from gateway.broker.queue_policy import HOLD, parse_queue_policy
-from gateway.broker.records import OWNER_GATEWAY, PutSession
+from gateway.broker.records import OWNER_GATEWAY
 from gateway.broker.session import Connection, Session
 from gateway.mqtt.packets import PROTOCOL_V5, ConnAck, Connect, Properties, Will
 from gateway.mqtt.reason_codes import ReasonCode, connack_code_for_v311
@@ -146,13 +146,7 @@ class Connects(Disconnects):
         conn.keep_alive = keep_alive
 
         # Durability: mirror the session in the store iff it is persistent now.
-        if s.persistent:
-            if s.stored:
-                self._store.append(PutSession(s.record()))
-            else:
-                self._store_session(s)
-        elif s.stored:
-            self._unstore_session(s)
+        self.ledger.mirror(s)
 
         self.stats.connections_total += 1
         self._online += 1

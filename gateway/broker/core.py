@@ -74,9 +74,8 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
         if self._pending_dirty or self._notices:
             self._publish_reports()
         actions = self._actions
-        store = self._store
+        store = self.ledger.take()
         self._actions = []
-        self._store = []
         self.stats.messages_sent += len(actions) - self._non_send
         self._non_send = 0
         return Effects(actions, store)
@@ -230,7 +229,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
             retained=len(self._retained),
             subscriptions=len(self._tree),
             queued=queued,
-            stored=len(self._msg_refs) + len(self._retained),
+            stored=self.ledger.stored_messages + len(self._retained),
             inflight=inflight,
         )
 

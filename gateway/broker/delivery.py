@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from gateway.broker.effects import Send
 from gateway.broker.queue_policy import json_keys
-from gateway.broker.records import DeleteQueueEntry, Message, PutQueueEntry
+from gateway.broker.records import Message
 from gateway.broker.session import RELEASED, SENT, Connection, QEntry, Session
 from gateway.broker.settings import Overflow, QueueLimits
 from gateway.broker.store_limit import StoreLimit
@@ -39,10 +39,9 @@ class Delivery(StoreLimit):
                 self._send_qos0(conn, s, msg, retain, sub_ids, now)
                 return True
             if not s.queue.count and len(s.inflight) < conn.window:
-                if s.stored and self._store_full and not self._room_for(s, msg):
+                if s.stored and self.ledger.full and not self._room_for(s, msg):
                     return False
-                seq = self._next_seq
-                self._next_seq = seq + 1
+                seq = self.ledger.new_seq()
                 self._transmit(conn, s, QEntry(seq, msg, qos, retain, sub_ids), now, False)
                 return True
         elif qos == 0 and conn is None and not s.limits.queue_qos0:
@@ -91,20 +90,20 @@ class Delivery(StoreLimit):
         self._queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
-        if s.stored and (not persisted or e.qos == 2):
+        if not persisted:
+            self.ledger.add_entry(s, e)
+        elif e.qos == 2:
             # QoS 2 needs its packet id durable before the PUBLISH leaves (exactly once). An
             # already stored QoS 1 entry does not: after a crash it is simply sent again,
             # under a new packet id, which QoS 1 allows; that saves a write per delivery.
-            if not persisted:
-                self._ref(msg)
-            self._store.append(PutQueueEntry(e.record(s.client_id)))
+            self.ledger.put_entry(s, e)
         self._actions.append(Send(conn.conn_id, out))
         self.stats.publish_sent += 1
 
     def _enqueue(
         self, s: Session, msg: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]
     ) -> bool:
-        if s.stored and self._store_full and not self._room_for(s, msg):
+        if s.stored and self.ledger.full and not self._room_for(s, msg):
             return False  # before coalescing: a message not stored supersedes nothing
         limits = s.limits
         if limits.coalesce or limits.default_expiry:
@@ -143,16 +142,13 @@ class Delivery(StoreLimit):
                 f"queue of {s.client_id!r} full, oldest message(s) dropped",
                 s.client_id,
             )
-        seq = self._next_seq
-        self._next_seq = seq + 1
+        seq = self.ledger.new_seq()
         e = QEntry(seq, msg, qos, retain, sub_ids)
         queue.append(e)
         self._queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
-        if s.stored:
-            self._ref(msg)
-            self._store.append(PutQueueEntry(e.record(s.client_id)))
+        self.ledger.add_entry(s, e)
         if msg.expires_at is not None:
             heapq.heappush(self._queue_expiry, (msg.expires_at, seq, s, e))
         return True
@@ -163,7 +159,7 @@ class Delivery(StoreLimit):
         if limits.default_expiry and msg.expires_at is None:
             # The message may be shared with other sessions: this one gets its own copy.
             msg = replace(
-                msg, msg_id=self._new_msg_id(), expires_at=self._now + limits.default_expiry
+                msg, msg_id=self.ledger.new_msg_id(), expires_at=self._now + limits.default_expiry
             )
         if limits.coalesce:
             keys = json_keys(msg.payload)
@@ -237,9 +233,7 @@ class Delivery(StoreLimit):
         self._queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
-        if s.stored:  # _finish() inlined: one call less on the QoS 1 path
-            self._store.append(DeleteQueueEntry(s.client_id, e.seq))
-            self._unref(e.message.msg_id)
+        self.ledger.drop_entry(s, e)  # _finish() inlined: one call less on the QoS 1 path
         if s.queue:
             self._pump(conn, s, now)
 
@@ -261,8 +255,7 @@ class Delivery(StoreLimit):
             return
         e.state = RELEASED
         self._queues_version += 1
-        if s.stored:
-            self._store.append(PutQueueEntry(e.record(s.client_id)))
+        self.ledger.put_entry(s, e)
         self._send(conn.conn_id, PubRel(pid))
 
     def _on_pubcomp(self, conn: Connection, s: Session, pid: int, now: float) -> None:

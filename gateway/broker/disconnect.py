@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import heapq
 
-from gateway.broker.records import PutQueueEntry, PutSession
 from gateway.broker.session import QUEUED, SENT, Connection, Session
 from gateway.broker.state import EXPIRY_TIMER
 from gateway.broker.wills import Wills
@@ -81,8 +80,7 @@ class Disconnects(Wills):
         if s.expiry == 0:
             self._end_session(s, now)
             return
-        if s.stored:
-            self._store.append(PutSession(s.record()))
+        self.ledger.put_session(s)
         expires = s.expires_at()
         if expires is not None:
             heapq.heappush(self._timers, (expires, EXPIRY_TIMER, s.client_id))
@@ -100,8 +98,7 @@ class Disconnects(Wills):
             e.state = QUEUED
             e.packet_id = None
             s.queue.appendleft(e)
-            if s.stored:
-                self._store.append(PutQueueEntry(e.record(s.client_id)))
+            self.ledger.put_entry(s, e)
 
     def _end_session(self, s: Session, now: float, expired: bool = False) -> None:
         client_id = s.client_id
@@ -112,8 +109,7 @@ class Disconnects(Wills):
             del self._sessions[client_id]
         for f in s.subscriptions:
             self._tree.remove(client_id, f)
-        if s.stored:
-            self._unstore_session(s)
+        self.ledger.unstore_session(s)
         if expired and (s.queue or s.inflight):
             self.stats.dropped(
                 "session_expired",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.effects import Send
-from gateway.broker.records import DeleteInboundQos2, PutInboundQos2
 from gateway.broker.routing import (
     COMMAND_INVALID,
     PAYLOAD_INVALID,
@@ -85,7 +84,7 @@ class InboundPublish(Disconnects):
                 self._actions.append(Send(conn.conn_id, PubRec(pid, refusal if v5 else 0)))
             return
         if (
-            self._store_full
+            self.ledger.full
             and qos
             and v5
             and self._would_store(topic, qos, retain, p.payload, s.client_id)
@@ -121,8 +120,7 @@ class InboundPublish(Disconnects):
         else:
             if rc < 0x80:
                 s.inbound_qos2.add(pid)
-                if s.stored:
-                    self._store.append(PutInboundQos2(s.client_id, pid))
+                self.ledger.put_inbound_qos2(s, pid)
             self._actions.append(Send(conn.conn_id, PubRec(pid, rc, ack_props)))
 
     def _refusal_properties(self) -> Properties:
@@ -136,8 +134,7 @@ class InboundPublish(Disconnects):
         inbound = s.inbound_qos2
         if pid in inbound:
             inbound.discard(pid)
-            if s.stored:
-                self._store.append(DeleteInboundQos2(s.client_id, pid))
+            self.ledger.delete_inbound_qos2(s, pid)
             self._send(conn.conn_id, PubComp(pid))
         else:
             self._send(conn.conn_id, PubComp(pid, _PID_NOT_FOUND if conn.v5 else 0))

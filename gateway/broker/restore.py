@@ -9,8 +9,6 @@ from gateway.broker.records import (
     DeleteMessage,
     DeleteQueueEntry,
     DeleteSubscription,
-    PutQueueEntry,
-    PutSession,
     Snapshot,
 )
 from gateway.broker.session import QUEUED, SENT, QEntry, Session
@@ -23,7 +21,7 @@ log = logging.getLogger("gateway.broker")
 
 class Restore(BrokerState):
     def _restore(self, snapshot: Snapshot, now: float) -> None:
-        store = self._store
+        ledger = self.ledger
         sessions = self._sessions
         max_msg_id = 0
         max_seq = 0
@@ -46,7 +44,7 @@ class Restore(BrokerState):
                 disconnected_at = now
             s.disconnected_at = disconnected_at
             if rec.disconnected_at is None:
-                store.append(PutSession(s.record()))
+                ledger.put_session(s)
             if rec.will is not None:
                 s.will = rec.will
                 delay = will_delay(rec.will, rec.protocol_version)
@@ -62,19 +60,18 @@ class Restore(BrokerState):
                 log.warning(
                     "restore: dropping subscription %r of %r", sub.topic_filter, sub.client_id
                 )
-                store.append(DeleteSubscription(sub.client_id, sub.topic_filter))
+                ledger.discard(DeleteSubscription(sub.client_id, sub.topic_filter))
                 continue
             owner.subscriptions[sub.topic_filter] = sub
             self._tree.add(sub)
         messages = {m.msg_id: m for m in snapshot.messages}
-        refs = self._msg_refs
         for q in sorted(snapshot.queue, key=lambda q: q.seq):
             max_seq = max(max_seq, q.seq)
             owner = sessions.get(q.client_id)
             msg = messages.get(q.msg_id)
             if owner is None or msg is None:
                 log.warning("restore: dropping orphan queue entry %r/%d", q.client_id, q.seq)
-                store.append(DeleteQueueEntry(q.client_id, q.seq))
+                ledger.discard(DeleteQueueEntry(q.client_id, q.seq))
                 continue
             e = QEntry(q.seq, msg, q.qos, q.retain, q.subscription_ids, q.state, q.packet_id)
             pid = q.packet_id
@@ -87,18 +84,18 @@ class Restore(BrokerState):
                     # As when a coalescing session's link drops (Disconnects.
                     # _requeue_unconfirmed): its client acknowledges only what it carried out,
                     # so a newer command may still supersede this one.
-                    store.append(PutQueueEntry(e.record(owner.client_id)))
+                    ledger.put_entry(owner, e)
                     self._pending_changed(owner)
                 if msg.expires_at is not None:
                     heapq.heappush(self._queue_expiry, (msg.expires_at, q.seq, owner, e))
             else:
                 owner.inflight[pid] = e
                 owner.next_packet_id = pid % 65535 + 1
-            refs[msg.msg_id] = refs.get(msg.msg_id, 0) + 1
+            ledger.count_ref(msg.msg_id)
         for m in snapshot.messages:
             max_msg_id = max(max_msg_id, m.msg_id)
-            if m.msg_id not in refs:
-                store.append(DeleteMessage(m.msg_id))
+            if m.msg_id not in ledger.refs:
+                ledger.discard(DeleteMessage(m.msg_id))
         for client_id, pid in snapshot.inbound_qos2:
             owner = sessions.get(client_id)
             if owner is not None:
@@ -106,7 +103,6 @@ class Restore(BrokerState):
         for m in snapshot.retained:
             max_msg_id = max(max_msg_id, m.msg_id)
             self._retained.put(m)
-        self._next_msg_id = max(self._next_msg_id, max_msg_id + 1)
-        self._next_seq = max(self._next_seq, max_seq + 1)
+        ledger.seen(max_msg_id, max_seq)
         self._sessions_version += 1
         self._queues_version += 1

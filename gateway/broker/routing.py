@@ -8,7 +8,7 @@ from dataclasses import replace
 from gateway.broker import command_check
 from gateway.broker.delivery import Delivery, delivery_properties
 from gateway.broker.effects import Send
-from gateway.broker.records import DeleteRetained, Message, PutRetained, SubscriptionRecord
+from gateway.broker.records import Message, SubscriptionRecord
 from gateway.broker.session import Session
 from gateway.broker.topic_tree import NO_MATCH, SharedGroup, is_sys_topic
 from gateway.mqtt.packets import Properties, Publish, new_publish
@@ -43,16 +43,24 @@ class Routing(Delivery):
             durable = not is_sys_topic(topic)
             if not payload:
                 if retained.remove(topic) is not None and durable:
-                    self._store.append(DeleteRetained(topic))
-            elif self._store_full and durable and self._retained_refused(topic, payload):
+                    self.ledger.delete_retained(topic)
+            elif self.ledger.full and durable and self._retained_refused(topic, payload):
                 pass  # the store is full (store_limit.py): counted there
             elif retained.can_store(topic):
                 msg = Message(
-                    self._new_msg_id(), topic, payload, qos, True, props, expires_at, origin, now
+                    self.ledger.new_msg_id(),
+                    topic,
+                    payload,
+                    qos,
+                    True,
+                    props,
+                    expires_at,
+                    origin,
+                    now,
                 )
                 retained.put(msg)
                 if durable:
-                    self._store.append(PutRetained(msg))
+                    self.ledger.put_retained(msg)
             else:
                 self.stats.dropped("retained_full", 1, f"retained store full; {topic} not retained")
         return self._route(msg, topic, payload, qos, retain, props, expires_at, origin, now, packet)
@@ -141,7 +149,15 @@ class Routing(Delivery):
                 continue
             if msg is None:
                 msg = Message(
-                    self._new_msg_id(), topic, payload, qos, retain, props, expires_at, origin, now
+                    self.ledger.new_msg_id(),
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                    props,
+                    expires_at,
+                    origin,
+                    now,
                 )
             if not self._deliver(s, msg, dq, out_retain, ids, now):
                 result |= REJECTED
@@ -158,7 +174,15 @@ class Routing(Delivery):
                     continue
             if msg is None:
                 msg = Message(
-                    self._new_msg_id(), topic, payload, qos, retain, props, expires_at, origin, now
+                    self.ledger.new_msg_id(),
+                    topic,
+                    payload,
+                    qos,
+                    retain,
+                    props,
+                    expires_at,
+                    origin,
+                    now,
                 )
             ids = () if rec.subscription_id is None else (rec.subscription_id,)
             if not self._deliver(

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable
 
 from gateway.broker.access import AllowAll, Authorizer
 from gateway.broker.effects import Action, Close, Send
+from gateway.broker.ledger import Ledger
 from gateway.broker.queue_policy import notice
-from gateway.broker.records import Message, StoreOp
+from gateway.broker.records import Message
 from gateway.broker.retained import RetainedStore
 from gateway.broker.session import Connection, QEntry, Session
 from gateway.broker.settings import BrokerSettings
@@ -49,11 +50,8 @@ class BrokerState:
         self._tree = SubscriptionTree()
         self._retained = RetainedStore(settings.max_retained_messages)
         self._actions: list[Action] = []
-        self._store: list[StoreOp] = []
         self._non_send = 0  # Close/SetKeepAlive actions among _actions (for messages_sent)
-        self._msg_refs: dict[int, int] = {}  # msg_id -> persistent queue entries using it
-        self._next_msg_id = 1
-        self._next_seq = 1
+        self.ledger = Ledger()
         # (due, kind, client_id): will delays and session expiry; validated when popped.
         self._timers: list[tuple[float, int, str]] = []
         # (expires_at, seq, session, entry) of queued entries whose message can expire.
@@ -140,7 +138,9 @@ class BrokerState:
         if s.notify_topic is not None:
             self._notices.append((s.notify_topic, notice(kind, msg, self._now, **extra)))
 
-    def _new_msg_id(self) -> int:
-        msg_id = self._next_msg_id
-        self._next_msg_id = msg_id + 1
-        return msg_id
+    def _finish(self, s: Session, e: QEntry) -> None:
+        """An entry is done (acknowledged or discarded): forget it durably."""
+        self._queues_version += 1
+        if s.pending_topic is not None:
+            self._pending_changed(s)
+        self.ledger.drop_entry(s, e)

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import logging
 
-from gateway.broker.durability import Durability
 from gateway.broker.effects import Send
 from gateway.broker.records import Message
 from gateway.broker.session import Connection, Session
 from gateway.broker.settings import Overflow
+from gateway.broker.state import BrokerState
 from gateway.broker.topic_tree import is_sys_topic
 from gateway.mqtt.packets import Properties, PubAck, PubRec
 from gateway.mqtt.reason_codes import ReasonCode
@@ -41,17 +41,13 @@ REASON = "the broker's store is full (persistence.max_size_mb); try again later"
 RETAINED_SLACK = 1024
 
 
-class StoreLimit(Durability):
-    # Set by the shell from the store's measurements (set_store_full); the core never
-    # measures anything itself.
-    _store_full = False
-
+class StoreLimit(BrokerState):
     def set_store_full(self, full: bool, detail: str = "") -> None:
         """The store says it is full (True) or has room again (False); ``detail`` (its size
         and limit) is for the log and the event."""
-        if full == self._store_full:
+        if full == self.ledger.full:
             return
-        self._store_full = full
+        self.ledger.full = full
         if full:
             log.warning(
                 "store full (%s): new messages for persistent sessions and retained messages "
@@ -65,7 +61,7 @@ class StoreLimit(Durability):
 
     @property
     def store_full(self) -> bool:
-        return self._store_full
+        return self.ledger.full
 
     # --- what would grow the store --------------------------------------------------------
 
@@ -119,7 +115,7 @@ class StoreLimit(Durability):
     def _retained_refused(self, topic: str, payload: bytes) -> bool:
         """While the store is full a retained message that would grow it is not kept (the
         previous one, if any, stays; see _retain_grows). True if refused (and counted)."""
-        if not self._store_full or not self._retain_grows(topic, payload):
+        if not self.ledger.full or not self._retain_grows(topic, payload):
             return False
         self.stats.dropped("store_full", 1, f"store full; {topic} not retained")
         return True

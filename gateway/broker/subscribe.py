@@ -4,7 +4,7 @@ new subscriptions."""
 from __future__ import annotations
 
 from gateway.broker.disconnect import Disconnects
-from gateway.broker.records import DeleteSubscription, PutSubscription, SubscriptionRecord
+from gateway.broker.records import SubscriptionRecord
 from gateway.broker.session import Connection, Session
 from gateway.broker.topic_tree import has_wildcard, split_shared
 from gateway.mqtt.codec import is_valid_topic_filter
@@ -67,8 +67,7 @@ class Subscriptions(Disconnects):
             )
             new = self._tree.add(rec)
             s.subscriptions[f] = rec
-            if s.stored:
-                self._store.append(PutSubscription(rec))
+            self.ledger.put_subscription(s, rec)
             codes.append(granted)
             # Retained messages are not sent for shared subscriptions (§4.8.2).
             if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
@@ -97,8 +96,7 @@ class Subscriptions(Disconnects):
                 )
                 continue
             self._tree.remove(client_id, f)
-            if s.stored:
-                self._store.append(DeleteSubscription(client_id, f))
+            self.ledger.delete_subscription(s, f)
             codes.append(0)
         self._sessions_version += 1
         self._send(conn.conn_id, UnsubAck(p.packet_id, tuple(codes) if conn.v5 else ()))

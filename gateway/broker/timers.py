@@ -6,7 +6,6 @@ from __future__ import annotations
 import heapq
 
 from gateway.broker.disconnect import Disconnects
-from gateway.broker.records import DeleteRetained, PutSession
 from gateway.broker.session import QUEUED
 from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER
 from gateway.broker.topic_tree import is_sys_topic
@@ -34,8 +33,7 @@ class Timers(Disconnects):
                 will = s.will
                 s.will = None
                 s.will_due_at = None
-                if s.stored:
-                    self._store.append(PutSession(s.record()))
+                self.ledger.put_session(s)
                 self._publish_will(client_id, will, now)
             else:
                 expires = s.expires_at()
@@ -60,4 +58,4 @@ class Timers(Disconnects):
             self._notify(s, "expired", e.message)
         for msg in self._retained.expire(now):
             if not is_sys_topic(msg.topic):
-                self._store.append(DeleteRetained(msg.topic))
+                self.ledger.delete_retained(msg.topic)
