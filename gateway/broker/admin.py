@@ -12,6 +12,7 @@ from collections.abc import Collection
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.queue_policy import pending_list
 from gateway.broker.records import Message
+from gateway.broker.router import Publication
 from gateway.broker.session import Session
 from gateway.broker.session_info import SessionInfo, session_info
 from gateway.mqtt.packets import NO_PROPERTIES
@@ -65,7 +66,7 @@ class Admin(Disconnects):
 
     def _publish_report(self, topic: str, payload: bytes) -> None:
         """A retained QoS 1 report of the broker's own (a pending list)."""
-        self._accept(None, topic, payload, 1, True, NO_PROPERTIES, None, "", self._now, None)
+        self._accept(Publication(topic, payload, 1, True, NO_PROPERTIES, None, "", self._now))
 
     def session_info_of(self, client_id: str) -> SessionInfo | None:
         """One session's entry of sessions_info(), without building all the others."""
@@ -134,8 +135,8 @@ class Admin(Disconnects):
         return {
             "clients_connected": connected,
             "sessions": len(self._sessions),
-            "subscriptions": len(self._tree),
-            "retained": len(self._retained),
+            "subscriptions": len(self.router.tree),
+            "retained": len(self.router.retained),
             "queued": queued,
             "inflight": inflight,
             "messages_received": stats.messages_received,

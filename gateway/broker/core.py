@@ -34,6 +34,7 @@ from gateway.broker.inbound_publish import InboundPublish
 from gateway.broker.queue_policy import pending_list
 from gateway.broker.records import Message, Snapshot
 from gateway.broker.restore import Restore
+from gateway.broker.router import Publication
 from gateway.broker.routing import inbound_properties
 from gateway.broker.session import Connection, Session
 from gateway.broker.session_info import SessionInfo, session_info
@@ -203,7 +204,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
         props = inbound_properties(properties)
         mei = props.message_expiry_interval
         expires_at = None if mei is None else now + mei
-        self._accept(None, topic, payload, qos, retain, props, expires_at, "", now, None)
+        self._accept(Publication(topic, payload, qos, retain, props, expires_at, "", now))
 
     def publish_sys(self, now: float) -> None:
         topics = sys_topics(self.stats, self.gauges(now), f"{self.server_name} {VERSION}")
@@ -226,10 +227,10 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
             uptime=int(now - started),
             clients_connected=connected,
             clients_disconnected=disconnected,
-            retained=len(self._retained),
-            subscriptions=len(self._tree),
+            retained=len(self.router.retained),
+            subscriptions=len(self.router.tree),
             queued=queued,
-            stored=self.ledger.stored_messages + len(self._retained),
+            stored=self.ledger.stored_messages + len(self.router.retained),
             inflight=inflight,
         )
 
@@ -240,7 +241,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
         return client_id in self._sessions
 
     def retained_messages(self) -> list[Message]:
-        return self._retained.messages()
+        return self.router.retained.messages()
 
     def restore(self, snapshot: Snapshot, now: float) -> None:
         """Rebuild the durable state at start-up, before any connection is accepted."""

@@ -108,7 +108,7 @@ class Disconnects(Wills):
         if self._sessions.get(client_id) is s:
             del self._sessions[client_id]
         for f in s.subscriptions:
-            self._tree.remove(client_id, f)
+            self.router.tree.remove(client_id, f)
         self.ledger.unstore_session(s)
         if expired and (s.queue or s.inflight):
             self.stats.dropped(

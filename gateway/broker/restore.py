@@ -63,7 +63,7 @@ class Restore(BrokerState):
                 ledger.discard(DeleteSubscription(sub.client_id, sub.topic_filter))
                 continue
             owner.subscriptions[sub.topic_filter] = sub
-            self._tree.add(sub)
+            self.router.tree.add(sub)
         messages = {m.msg_id: m for m in snapshot.messages}
         for q in sorted(snapshot.queue, key=lambda q: q.seq):
             max_seq = max(max_seq, q.seq)
@@ -102,7 +102,7 @@ class Restore(BrokerState):
                 owner.inbound_qos2.add(pid)
         for m in snapshot.retained:
             max_msg_id = max(max_msg_id, m.msg_id)
-            self._retained.put(m)
+            self.router.retained.put(m)
         ledger.seen(max_msg_id, max_seq)
         self._sessions_version += 1
         self._queues_version += 1

@@ -15,11 +15,10 @@ from gateway.broker.effects import Action, Close, Send
 from gateway.broker.ledger import Ledger
 from gateway.broker.queue_policy import notice
 from gateway.broker.records import Message
-from gateway.broker.retained import RetainedStore
+from gateway.broker.router import Router
 from gateway.broker.session import Connection, QEntry, Session
 from gateway.broker.settings import BrokerSettings
 from gateway.broker.stats import BrokerStats
-from gateway.broker.topic_tree import SubscriptionTree
 from gateway.mqtt.packets import Packet, Properties
 
 # Kinds of BrokerState._timers entries.
@@ -40,18 +39,19 @@ class BrokerState:
         server_name: str = "edge-gateway",
     ) -> None:
         self.settings = settings
-        self.authorizer: Authorizer = AllowAll()
-        self._acl_scope: str | None = None
-        self.set_authorizer(authorizer if authorizer is not None else AllowAll())
         self.server_name = server_name
         self.stats = BrokerStats()
         self._conns: dict[int, Connection] = {}
         self._sessions: dict[str, Session] = {}
-        self._tree = SubscriptionTree()
-        self._retained = RetainedStore(settings.max_retained_messages)
         self._actions: list[Action] = []
         self._non_send = 0  # Close/SetKeepAlive actions among _actions (for messages_sent)
         self.ledger = Ledger()
+        self.router = Router(
+            settings.max_retained_messages,
+            authorizer if authorizer is not None else AllowAll(),
+            self.ledger,
+            self.stats,
+        )
         # (due, kind, client_id): will delays and session expiry; validated when popped.
         self._timers: list[tuple[float, int, str]] = []
         # (expires_at, seq, session, entry) of queued entries whose message can expire.
@@ -77,25 +77,13 @@ class BrokerState:
         self._event_seq = 0
         self.stats.on_drop = self._on_drop
 
+    @property
+    def authorizer(self) -> Authorizer:
+        return self.router.authorizer
+
     def set_authorizer(self, authorizer: Authorizer) -> None:
-        """Use ``authorizer`` from now on (also on a configuration reload).
-
-        The per-message checks are skipped for topics the authorizer cannot refuse: all of
-        them with AllowAll, and every topic outside its ``restricted_prefix`` when it has one
-        (an authorizer that only guards the gateway's own topics). ``_acl_scope`` holds the
-        prefix of the topics to check ("" = all of them, None = none).
-        """
-        self.authorizer = authorizer
-        if isinstance(authorizer, AllowAll):
-            self._acl_scope = None
-        else:
-            restricted = getattr(authorizer, "restricted_prefix", None)
-            self._acl_scope = restricted if isinstance(restricted, str) and restricted else ""
-
-    def _checked(self, topic: str) -> bool:
-        """Must the authorizer be asked about ``topic``?"""
-        scope = self._acl_scope
-        return scope is not None and topic.startswith(scope)
+        """Use ``authorizer`` from now on (also on a configuration reload)."""
+        self.router.set_authorizer(authorizer)
 
     def _event(self, kind: str, client_id: str | None, detail: str) -> None:
         self._event_seq += 1

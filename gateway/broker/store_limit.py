@@ -30,7 +30,6 @@ from gateway.broker.records import Message
 from gateway.broker.session import Connection, Session
 from gateway.broker.settings import Overflow
 from gateway.broker.state import BrokerState
-from gateway.broker.topic_tree import is_sys_topic
 from gateway.mqtt.packets import Properties, PubAck, PubRec
 from gateway.mqtt.reason_codes import ReasonCode
 
@@ -38,7 +37,6 @@ log = logging.getLogger("gateway.broker")
 
 _QUOTA = ReasonCode.QUOTA_EXCEEDED.value
 REASON = "the broker's store is full (persistence.max_size_mb); try again later"
-RETAINED_SLACK = 1024
 
 
 class StoreLimit(BrokerState):
@@ -63,39 +61,6 @@ class StoreLimit(BrokerState):
     def store_full(self) -> bool:
         return self.ledger.full
 
-    # --- what would grow the store --------------------------------------------------------
-
-    def _would_store(self, topic: str, qos: int, retain: bool, payload: bytes, origin: str) -> bool:
-        """Would routing this publication add to the store? Only asked while it is full, so
-        a walk of the matching subscriptions costs nothing in normal operation. Errs towards
-        yes (the ACL and shared-group choice are not considered)."""
-        if retain and payload and self._retain_grows(topic, payload):
-            return True
-        match = self._tree.match(topic)
-        sessions = self._sessions
-        for t in match.targets:
-            s = sessions.get(t.client_id)
-            if s is None or not s.stored:
-                continue
-            dq = t.local_qos if t.client_id == origin else t.qos
-            if dq < 0:
-                continue  # No Local
-            conn = s.conn
-            if min(qos, dq) > 0 or conn is None or not conn.window:
-                return True  # stored in flight, or queued (QoS 0 too, if the session does)
-        for group in match.groups:
-            for client_id in group.order:
-                s = sessions.get(client_id)
-                if s is not None and s.stored:
-                    return True
-        return False
-
-    def _retain_grows(self, topic: str, payload: bytes) -> bool:
-        if is_sys_topic(topic):
-            return False  # $SYS is never stored
-        old = self._retained.get(topic)
-        return old is None or len(payload) > max(len(old.payload), RETAINED_SLACK)
-
     # --- refusing ---------------------------------------------------------------------------
 
     def _refuse_for_store(self, conn: Connection, packet_id: int, qos: int, topic: str) -> None:
@@ -111,14 +76,6 @@ class StoreLimit(BrokerState):
         else:
             # A PUBREC >= 0x80 ends the exchange: the packet id is not kept.
             self._actions.append(Send(conn.conn_id, PubRec(packet_id, _QUOTA, props)))
-
-    def _retained_refused(self, topic: str, payload: bytes) -> bool:
-        """While the store is full a retained message that would grow it is not kept (the
-        previous one, if any, stays; see _retain_grows). True if refused (and counted)."""
-        if not self.ledger.full or not self._retain_grows(topic, payload):
-            return False
-        self.stats.dropped("store_full", 1, f"store full; {topic} not retained")
-        return True
 
     def _room_for(self, s: Session, msg: Message) -> bool:
         """The store is full and ``msg`` would be stored for ``s``. With drop-oldest, drop

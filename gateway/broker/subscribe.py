@@ -51,7 +51,7 @@ class Subscriptions(Disconnects):
                 ):
                     code = ReasonCode.TOPIC_FILTER_INVALID
                 if not code and not s.acl_exempt:
-                    code = self.authorizer.subscribe_refusal(s.username, client_id, f)
+                    code = self.router.authorizer.subscribe_refusal(s.username, client_id, f)
             if code:
                 codes.append(code if v5 else 0x80)
                 continue
@@ -65,7 +65,7 @@ class Subscriptions(Disconnects):
                 sub.retain_handling,
                 sub_id,
             )
-            new = self._tree.add(rec)
+            new = self.router.tree.add(rec)
             s.subscriptions[f] = rec
             self.ledger.put_subscription(s, rec)
             codes.append(granted)
@@ -76,12 +76,8 @@ class Subscriptions(Disconnects):
         self._send(conn.conn_id, SubAck(p.packet_id, tuple(codes)))
         for rec, inner in retained_for:
             ids = () if rec.subscription_id is None else (rec.subscription_id,)
-            for msg in self._retained.matching(inner, now):
-                if (
-                    self._checked(msg.topic)
-                    and not s.acl_exempt
-                    and not self.authorizer.can_receive(s.username, client_id, msg.topic)
-                ):
+            for msg in self.router.retained.matching(inner, now):
+                if not self.router.may_receive(s, msg.topic):
                     continue
                 self._deliver(s, msg, min(msg.qos, rec.qos), True, ids, now)
 
@@ -95,7 +91,7 @@ class Subscriptions(Disconnects):
                     ReasonCode.NO_SUBSCRIPTION_EXISTED if valid else ReasonCode.TOPIC_FILTER_INVALID
                 )
                 continue
-            self._tree.remove(client_id, f)
+            self.router.tree.remove(client_id, f)
             self.ledger.delete_subscription(s, f)
             codes.append(0)
         self._sessions_version += 1

@@ -8,7 +8,6 @@ import heapq
 from gateway.broker.disconnect import Disconnects
 from gateway.broker.session import QUEUED
 from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER
-from gateway.broker.topic_tree import is_sys_topic
 
 
 class Timers(Disconnects):
@@ -56,6 +55,4 @@ class Timers(Disconnects):
                 "expired", 1, f"queued for {s.client_id!r} on {e.message.topic}", s.client_id
             )
             self._notify(s, "expired", e.message)
-        for msg in self._retained.expire(now):
-            if not is_sys_topic(msg.topic):
-                self.ledger.delete_retained(msg.topic)
+        self.router.expire_retained(now)

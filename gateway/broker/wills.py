@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import replace
 
+from gateway.broker.router import Publication
 from gateway.broker.routing import Routing, inbound_properties
 from gateway.broker.session import Session
 from gateway.broker.state import WILL_TIMER
@@ -25,16 +26,16 @@ class Wills(Routing):
         if not is_valid_topic_name(topic):
             return ReasonCode.TOPIC_NAME_INVALID
         if is_sys_topic(topic) or (
-            self._checked(topic)
+            self.router.checked(topic)
             and not exempt
-            and not self.authorizer.can_publish(username, client_id, topic)
+            and not self.router.authorizer.can_publish(username, client_id, topic)
         ):
             return _NOT_AUTHORIZED
         answers_on = will.properties.response_topic
         if (
             answers_on is not None
             and not exempt
-            and not self._may_publish(username, client_id, answers_on)
+            and not self.router.may_publish(username, client_id, answers_on)
         ):
             return _NOT_AUTHORIZED
         if v5:
@@ -44,18 +45,12 @@ class Wills(Routing):
                 return ReasonCode.RETAIN_NOT_SUPPORTED
         return 0
 
-    def _may_publish(self, username: str | None, client_id: str, topic: str) -> bool:
-        """Could a client that is not ACL-exempt publish on ``topic`` itself?"""
-        if is_sys_topic(topic):
-            return False
-        return not self._checked(topic) or self.authorizer.can_publish(username, client_id, topic)
-
     def _may_ask_for_answers_on(self, s: Session, response_topic: str) -> bool:
         """May ``s`` name ``response_topic`` in a request? A responder (a device session,
         the admin service) publishes its answer there with its own, wider rights, so only a
         topic the requester could publish on itself may be named: otherwise a request would
         make the gateway write wherever the requester may not (DESIGN §8)."""
-        return s.acl_exempt or self._may_publish(s.username, s.client_id, response_topic)
+        return s.acl_exempt or self.router.may_publish(s.username, s.client_id, response_topic)
 
     def _release_will(self, s: Session, will: Will, now: float, takeover: bool) -> None:
         """The connection that carried ``will`` ended without a normal DISCONNECT."""
@@ -81,7 +76,7 @@ class Wills(Routing):
         qos = min(will.qos, self.settings.max_qos)
         retain = will.retain and self.settings.retain_available
         self._accept(
-            None, will.topic, will.payload, qos, retain, props, expires_at, client_id, now, None
+            Publication(will.topic, will.payload, qos, retain, props, expires_at, client_id, now)
         )
 
 
