@@ -110,18 +110,11 @@ class Admin(Disconnects):
     def versions(self) -> tuple[int, int]:
         """(sessions, queues): counters that grow with every change of the session list and
         subscriptions, and of any session's queue or in-flight window."""
-        return self._sessions_version, self._queues_version
+        return self.journal.sessions_version, self.journal.queues_version
 
     def events_since(self, seq: int) -> tuple[int, list[dict[str, object]]]:
         """The last event seq and the (at most 1000 most recent) events after ``seq``."""
-        last = self._event_seq
-        if seq >= last:
-            return last, []
-        events = self._events
-        newer = last - seq
-        if newer >= len(events):
-            return last, [dict(e) for e in events]
-        return last, [dict(events[i]) for i in range(len(events) - newer, len(events))]
+        return self.journal.since(seq)
 
     def stats_snapshot(self) -> dict[str, float | int]:
         """Point-in-time figures and running totals (a caller computes rates from two)."""

@@ -150,7 +150,7 @@ class Connects(Disconnects):
 
         self.stats.connections_total += 1
         self._online += 1
-        self._sessions_version += 1
+        self.journal.sessions_version += 1
         info = conn.info
         self._event(
             "connect",

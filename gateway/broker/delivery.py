@@ -87,7 +87,7 @@ class Delivery(StoreLimit):
         e.packet_id = pid
         e.state = SENT
         s.inflight[pid] = e
-        self._queues_version += 1
+        self.journal.queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
         if not persisted:
@@ -145,7 +145,7 @@ class Delivery(StoreLimit):
         seq = self.ledger.new_seq()
         e = QEntry(seq, msg, qos, retain, sub_ids)
         queue.append(e)
-        self._queues_version += 1
+        self.journal.queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
         self.ledger.add_entry(s, e)
@@ -230,7 +230,7 @@ class Delivery(StoreLimit):
         if e is None or e.qos != 1:
             return  # unknown ids are tolerated (e.g. acks for a session that was reset)
         del s.inflight[pid]
-        self._queues_version += 1
+        self.journal.queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
         self.ledger.drop_entry(s, e)  # _finish() inlined: one call less on the QoS 1 path
@@ -254,7 +254,7 @@ class Delivery(StoreLimit):
                 self._pump(conn, s, now)
             return
         e.state = RELEASED
-        self._queues_version += 1
+        self.journal.queues_version += 1
         self.ledger.put_entry(s, e)
         self._send(conn.conn_id, PubRel(pid))
 

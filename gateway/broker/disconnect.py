@@ -61,7 +61,7 @@ class Disconnects(Wills):
         if s is not None and s.conn is conn:
             s.conn = None
             self._online -= 1
-            self._sessions_version += 1
+            self.journal.sessions_version += 1
             return s
         return None
 
@@ -92,7 +92,7 @@ class Disconnects(Wills):
         again then, as the spec asks of in-flight messages, unless superseded."""
         back = [e for e in s.inflight.values() if e.qos == 1 and e.state is SENT]
         if back:
-            self._queues_version += 1
+            self.journal.queues_version += 1
         for e in sorted(back, key=lambda e: e.seq, reverse=True):
             del s.inflight[e.packet_id]  # type: ignore[arg-type]
             e.state = QUEUED
@@ -102,9 +102,9 @@ class Disconnects(Wills):
 
     def _end_session(self, s: Session, now: float, expired: bool = False) -> None:
         client_id = s.client_id
-        self._sessions_version += 1
+        self.journal.sessions_version += 1
         if s.queue or s.inflight:
-            self._queues_version += 1
+            self.journal.queues_version += 1
         if self._sessions.get(client_id) is s:
             del self._sessions[client_id]
         for f in s.subscriptions:

@@ -104,5 +104,5 @@ class Restore(BrokerState):
             max_msg_id = max(max_msg_id, m.msg_id)
             self.router.retained.put(m)
         ledger.seen(max_msg_id, max_seq)
-        self._sessions_version += 1
-        self._queues_version += 1
+        self.journal.sessions_version += 1
+        self.journal.queues_version += 1

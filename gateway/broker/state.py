@@ -7,11 +7,11 @@ extra layer between the shell's call and the code that handles it.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
 
 from gateway.broker.access import AllowAll, Authorizer
 from gateway.broker.effects import Action, Close, Send
+from gateway.broker.journal import Journal
 from gateway.broker.ledger import Ledger
 from gateway.broker.queue_policy import notice
 from gateway.broker.records import Message
@@ -24,9 +24,6 @@ from gateway.mqtt.packets import Packet, Properties
 # Kinds of BrokerState._timers entries.
 WILL_TIMER = 0
 EXPIRY_TIMER = 1
-
-# Broker events kept for the admin API (events_since); older ones are forgotten.
-EVENT_RING_SIZE = 1000
 
 
 class BrokerState:
@@ -71,10 +68,7 @@ class BrokerState:
         self.sys_extra: Callable[[], Iterable[tuple[str, str]]] | None = None
         # Change counters for pollers (admin API): the session list, and any queue or
         # in-flight window. Bumped where the change happens; reading them costs nothing.
-        self._sessions_version = 0
-        self._queues_version = 0
-        self._events: deque[dict[str, object]] = deque(maxlen=EVENT_RING_SIZE)
-        self._event_seq = 0
+        self.journal = Journal()
         self.stats.on_drop = self._on_drop
 
     @property
@@ -86,16 +80,7 @@ class BrokerState:
         self.router.set_authorizer(authorizer)
 
     def _event(self, kind: str, client_id: str | None, detail: str) -> None:
-        self._event_seq += 1
-        self._events.append(
-            {
-                "seq": self._event_seq,
-                "ts": round(self._now, 3),
-                "type": kind,
-                "client_id": client_id,
-                "detail": detail,
-            }
-        )
+        self.journal.event(kind, client_id, detail, self._now)
 
     def _on_drop(self, reason: str, n: int, detail: str, client_id: str | None) -> None:
         self._event("dropped", client_id, f"{n} message(s), {reason}: {detail}")
@@ -128,7 +113,7 @@ class BrokerState:
 
     def _finish(self, s: Session, e: QEntry) -> None:
         """An entry is done (acknowledged or discarded): forget it durably."""
-        self._queues_version += 1
+        self.journal.queues_version += 1
         if s.pending_topic is not None:
             self._pending_changed(s)
         self.ledger.drop_entry(s, e)

@@ -72,7 +72,7 @@ class Subscriptions(Disconnects):
             # Retained messages are not sent for shared subscriptions (§4.8.2).
             if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
                 retained_for.append((rec, inner))
-        self._sessions_version += 1
+        self.journal.sessions_version += 1
         self._send(conn.conn_id, SubAck(p.packet_id, tuple(codes)))
         for rec, inner in retained_for:
             ids = () if rec.subscription_id is None else (rec.subscription_id,)
@@ -94,5 +94,5 @@ class Subscriptions(Disconnects):
             self.router.tree.remove(client_id, f)
             self.ledger.delete_subscription(s, f)
             codes.append(0)
-        self._sessions_version += 1
+        self.journal.sessions_version += 1
         self._send(conn.conn_id, UnsubAck(p.packet_id, tuple(codes) if conn.v5 else ()))
