@@ -27,7 +27,7 @@ class Admin(Disconnects):
         the link had dropped: the will is published, a persistent session stays. False if
         the client is not connected."""
         self._clock(now)
-        s = self._sessions.get(client_id)
+        s = self.sessions.get(client_id)
         if s is None or s.conn is None:
             return False
         conn = s.conn
@@ -42,7 +42,7 @@ class Admin(Disconnects):
         an administrator removing a client does not want its last words sent. False if
         there is no such session."""
         self._clock(now)
-        s = self._sessions.get(client_id)
+        s = self.sessions.get(client_id)
         if s is None:
             return False
         conn = s.conn
@@ -70,14 +70,14 @@ class Admin(Disconnects):
 
     def session_info_of(self, client_id: str) -> SessionInfo | None:
         """One session's entry of sessions_info(), without building all the others."""
-        s = self._sessions.get(client_id)
+        s = self.sessions.get(client_id)
         return None if s is None else session_info(s)
 
     def session_packet_ids(self, client_id: str) -> tuple[frozenset[int], frozenset[int]]:
         """(packet ids in flight to the client, QoS 2 packet ids from it awaiting PUBREL).
         A client that relays a session's packet ids to a broker of its own (the upstream
         bridge) needs them to know which ids the far side may still hold state for."""
-        s = self._sessions.get(client_id)
+        s = self.sessions.get(client_id)
         if s is None:
             return frozenset(), frozenset()
         return frozenset(s.inflight), frozenset(s.inbound_qos2)
@@ -85,7 +85,7 @@ class Admin(Disconnects):
     def queue_entries(self, client_id: str) -> list[tuple[int, Message, bool]] | None:
         """(seq, message, in flight) of the session's undelivered messages in delivery order:
         in flight first, then queued; None if there is no such session."""
-        s = self._sessions.get(client_id)
+        s = self.sessions.get(client_id)
         if s is None:
             return None
         return entries_of(s)
@@ -96,7 +96,7 @@ class Admin(Disconnects):
         notice for each and its pending list again. Returns the seqs removed, in delivery
         order; in-flight and unknown seqs are skipped."""
         self._clock(now)
-        s = self._sessions.get(client_id)
+        s = self.sessions.get(client_id)
         if s is None:
             return []
         wanted = None if seqs is None else set(seqs)
@@ -120,14 +120,14 @@ class Admin(Disconnects):
         """Point-in-time figures and running totals (a caller computes rates from two)."""
         stats = self.stats
         connected = queued = inflight = 0
-        for s in self._sessions.values():
+        for s in self.sessions.by_id.values():
             if s.conn is not None:
                 connected += 1
             queued += len(s.queue)
             inflight += len(s.inflight)
         return {
             "clients_connected": connected,
-            "sessions": len(self._sessions),
+            "sessions": len(self.sessions),
             "subscriptions": len(self.router.tree),
             "retained": len(self.router.retained),
             "queued": queued,

@@ -52,8 +52,8 @@ class Connects(Disconnects):
             return
         cap = settings.max_sessions
         # The gateway's own clients (device sessions) may always connect.
-        new = client_id not in self._sessions and not conn.info.trusted
-        if cap and new and len(self._sessions) >= cap:
+        new = client_id not in self.sessions and not conn.info.trusted
+        if cap and new and len(self.sessions) >= cap:
             self._refuse_new_session(conn, client_id, cap)
             return
         will = packet.will
@@ -80,7 +80,7 @@ class Connects(Disconnects):
         expiry = min(requested_expiry, settings.max_session_expiry)
 
         # Take over a live connection of the same client (§3.1.4-3).
-        existing = self._sessions.get(client_id)
+        existing = self.sessions.get(client_id)
         taken_over = False
         if existing is not None and existing.conn is not None:
             self.stats.takeovers += 1
@@ -109,7 +109,7 @@ class Connects(Disconnects):
             s.will_due_at = None
         else:
             s = Session(client_id, expiry, version, username, base_limits, owner)
-            self._sessions[client_id] = s
+            self.sessions.add(s)
         s.expiry = expiry
         s.version = version
         s.username = username
@@ -122,8 +122,7 @@ class Connects(Disconnects):
         s.use_policy(policy, base_limits)
         self._pending_changed(s)
         s.disconnected_at = None
-        s.conn = conn
-        conn.session = s
+        online = self.sessions.attach(s, conn)
         conn.will = will
         conn.requested_expiry = requested_expiry
         if v5:
@@ -149,8 +148,6 @@ class Connects(Disconnects):
         self.ledger.mirror(s)
 
         self.stats.connections_total += 1
-        self._online += 1
-        self.journal.sessions_version += 1
         info = conn.info
         self._event(
             "connect",
@@ -159,8 +156,8 @@ class Connects(Disconnects):
             + (f", user {username!r}" if username is not None else "")
             + (", session resumed" if session_present else ""),
         )
-        if self._online > self.stats.clients_maximum:
-            self.stats.clients_maximum = self._online
+        if online > self.stats.clients_maximum:
+            self.stats.clients_maximum = online
 
         if v5:
             ack_props = self._connack_properties()
@@ -198,7 +195,7 @@ class Connects(Disconnects):
             self._refusal_event(client_id, conn, "client id reserved for the device bridge")
             self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
             return False
-        existing = self._sessions.get(client_id)
+        existing = self.sessions.get(client_id)
         if existing is None or existing.owner == owner:
             return True
         expires = existing.expires_at()
@@ -273,7 +270,7 @@ class Connects(Disconnects):
 
     def _refuse(self, conn: Connection, code: int) -> None:
         self.stats.connections_refused += 1
-        self._conns.pop(conn.conn_id, None)
+        self.sessions.close(conn.conn_id)
         rc = code if conn.v5 else connack_code_for_v311(code)
         self._send(conn.conn_id, ConnAck(False, rc))
         self._close(conn.conn_id)
@@ -281,5 +278,5 @@ class Connects(Disconnects):
     def _new_client_id(self) -> str:
         while True:
             client_id = "auto-" + secrets.token_hex(8)
-            if client_id not in self._sessions:
+            if client_id not in self.sessions:
                 return client_id

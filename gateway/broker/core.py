@@ -36,7 +36,7 @@ from gateway.broker.records import Message, Snapshot
 from gateway.broker.restore import Restore
 from gateway.broker.router import Publication
 from gateway.broker.routing import inbound_properties
-from gateway.broker.session import Connection, Session
+from gateway.broker.session import Session
 from gateway.broker.session_info import SessionInfo, session_info
 from gateway.broker.stats import Gauges, sys_topics
 from gateway.broker.subscribe import Subscriptions
@@ -89,7 +89,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
             dirty, self._pending_dirty = self._pending_dirty, {}
             for s in dirty.values():
                 topic = s.pending_topic
-                if topic is not None and self._sessions.get(s.client_id) is s:
+                if topic is not None and self.sessions.get(s.client_id) is s:
                     payload = pending_list(entries_of(s))
                     self.publish_local(topic, payload, 1, True, NO_PROPERTIES, self._now)
             notices, self._notices = self._notices, []
@@ -100,11 +100,11 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
 
     def connection_opened(self, info: ConnectionInfo, now: float) -> None:
         self._clock(now)
-        self._conns[info.conn_id] = Connection(info)
+        self.sessions.open(info)
 
     def connect(self, conn_id: int, packet: Connect, identity: Identity, now: float) -> None:
         self._clock(now)
-        conn = self._conns.get(conn_id)
+        conn = self.sessions.connection(conn_id)
         if conn is None:
             return
         self.stats.messages_received += 1
@@ -114,7 +114,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
         self._connect(conn, packet, identity, now)
 
     def handle(self, conn_id: int, packet: Packet, now: float) -> None:
-        conn = self._conns.get(conn_id)
+        conn = self.sessions.connection(conn_id)
         if conn is None:
             return  # already closed by the broker; the shell may still hold packets
         # Not _clock(): connection_opened() started the clock, and this is the hot path.
@@ -150,13 +150,13 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
 
     def protocol_violation(self, conn_id: int, reason_code: int, now: float) -> None:
         self._clock(now)
-        conn = self._conns.get(conn_id)
+        conn = self.sessions.connection(conn_id)
         if conn is not None:
             self._violation(conn, reason_code, now)
 
     def connection_lost(self, conn_id: int, now: float) -> None:
         self._clock(now)
-        conn = self._conns.pop(conn_id, None)
+        conn = self.sessions.close(conn_id)
         if conn is None:
             return
         s = self._unlink(conn)
@@ -169,7 +169,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
         gone: list[tuple[Session, Will | None]] = []
         # First detach everybody, so that wills published below go to sessions' queues
         # (durably, for persistent ones) and not to connections that are closing.
-        for conn in list(self._conns.values()):
+        for conn in list(self.sessions.conns.values()):
             s = self._detach(conn, ReasonCode.SERVER_SHUTTING_DOWN)
             if s is not None:
                 gone.append((s, conn.will))
@@ -215,7 +215,7 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
 
     def gauges(self, now: float) -> Gauges:
         connected = disconnected = queued = inflight = 0
-        for s in self._sessions.values():
+        for s in self.sessions.by_id.values():
             if s.conn is not None:
                 connected += 1
             else:
@@ -235,10 +235,10 @@ class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
         )
 
     def sessions_info(self) -> list[SessionInfo]:
-        return [session_info(s) for s in self._sessions.values()]
+        return [session_info(s) for s in self.sessions.by_id.values()]
 
     def session_exists(self, client_id: str) -> bool:
-        return client_id in self._sessions
+        return client_id in self.sessions
 
     def retained_messages(self) -> list[Message]:
         return self.router.retained.messages()

@@ -49,21 +49,14 @@ class Disconnects(Wills):
         session is told ``reason_code`` (never before a successful CONNACK, §3.14.0-1).
         Returns the session the connection held, if any; what becomes of it and of the
         will is the caller's business."""
-        self._conns.pop(conn.conn_id, None)
+        self.sessions.close(conn.conn_id)
         if reason_code is not None and conn.session is not None and conn.v5:
             self._send(conn.conn_id, Disconnect(reason_code))
         self._close(conn.conn_id)
         return self._unlink(conn)
 
     def _unlink(self, conn: Connection) -> Session | None:
-        s = conn.session
-        conn.session = None
-        if s is not None and s.conn is conn:
-            s.conn = None
-            self._online -= 1
-            self.journal.sessions_version += 1
-            return s
-        return None
+        return self.sessions.unlink(conn)
 
     def _after_disconnect(
         self, s: Session, will: Will | None, now: float, takeover: bool = False
@@ -105,8 +98,7 @@ class Disconnects(Wills):
         self.journal.sessions_version += 1
         if s.queue or s.inflight:
             self.journal.queues_version += 1
-        if self._sessions.get(client_id) is s:
-            del self._sessions[client_id]
+        self.sessions.remove(s)
         for f in s.subscriptions:
             self.router.tree.remove(client_id, f)
         self.ledger.unstore_session(s)

@@ -56,7 +56,12 @@ class InboundPublish(Disconnects):
         pub = _publication(
             Publication, (p.topic, p.payload, qos, p.retain, props, expires_at, s.client_id, now, p)
         )
-        if self.ledger.full and qos and conn.v5 and self.router.would_store(pub, self._sessions):
+        if (
+            self.ledger.full
+            and qos
+            and conn.v5
+            and self.router.would_store(pub, self.sessions.by_id)
+        ):
             self._refuse_for_store(conn, pid, qos, p.topic)  # store_limit.py
             return
         flags = self._route(pub, self.router.keep_retained(pub) if p.retain else None)

@@ -22,7 +22,7 @@ log = logging.getLogger("gateway.broker")
 class Restore(BrokerState):
     def _restore(self, snapshot: Snapshot, now: float) -> None:
         ledger = self.ledger
-        sessions = self._sessions
+        sessions = self.sessions.by_id
         max_msg_id = 0
         max_seq = 0
         for rec in snapshot.sessions:

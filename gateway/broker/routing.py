@@ -40,7 +40,7 @@ class Routing(Delivery):
         if match is NO_MATCH:
             return 0
         result = MATCHED
-        sessions = self._sessions
+        sessions = self.sessions.by_id
         scope = self.router.acl_scope
         acl = scope is not None and topic.startswith(scope)
         actions = self._actions
@@ -117,7 +117,7 @@ class Routing(Delivery):
     ) -> int:
         result = 0
         for group in groups:
-            picked = self.router.pick(group, pub.topic, self._sessions)
+            picked = self.router.pick(group, pub.topic, self.sessions.by_id)
             if picked is None:
                 continue
             s, rec = picked

@@ -16,7 +16,8 @@ from gateway.broker.ledger import Ledger
 from gateway.broker.queue_policy import notice
 from gateway.broker.records import Message
 from gateway.broker.router import Router
-from gateway.broker.session import Connection, QEntry, Session
+from gateway.broker.session import QEntry, Session
+from gateway.broker.session_table import SessionTable
 from gateway.broker.settings import BrokerSettings
 from gateway.broker.stats import BrokerStats
 from gateway.mqtt.packets import Packet, Properties
@@ -38,8 +39,6 @@ class BrokerState:
         self.settings = settings
         self.server_name = server_name
         self.stats = BrokerStats()
-        self._conns: dict[int, Connection] = {}
-        self._sessions: dict[str, Session] = {}
         self._actions: list[Action] = []
         self._non_send = 0  # Close/SetKeepAlive actions among _actions (for messages_sent)
         self.ledger = Ledger()
@@ -57,7 +56,6 @@ class BrokerState:
         self._next_sys = 0.0
         self._now = 0.0
         self._connack_props_cache: Properties | None = None
-        self._online = 0  # sessions with a connection
         # (topic, payload) notices about undelivered queued messages, published at the end of
         # the current step so that routing never re-enters itself.
         self._notices: list[tuple[str, bytes]] = []
@@ -69,6 +67,7 @@ class BrokerState:
         # Change counters for pollers (admin API): the session list, and any queue or
         # in-flight window. Bumped where the change happens; reading them costs nothing.
         self.journal = Journal()
+        self.sessions = SessionTable(self.journal)
         self.stats.on_drop = self._on_drop
 
     @property
@@ -85,7 +84,7 @@ class BrokerState:
     def _on_drop(self, reason: str, n: int, detail: str, client_id: str | None) -> None:
         self._event("dropped", client_id, f"{n} message(s), {reason}: {detail}")
         if client_id is not None:
-            s = self._sessions.get(client_id)
+            s = self.sessions.get(client_id)
             if s is not None:
                 s.dropped += n
 

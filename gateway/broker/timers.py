@@ -16,7 +16,7 @@ class Timers(Disconnects):
         the session when popped, so that cancelling a will or reconnecting never has to
         search a heap."""
         timers = self._timers
-        sessions = self._sessions
+        sessions = self.sessions.by_id
         while timers and timers[0][0] <= now:
             _, kind, client_id = heapq.heappop(timers)
             s = sessions.get(client_id)
