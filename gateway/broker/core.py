@@ -40,7 +40,7 @@ from gateway.broker.session import Session
 from gateway.broker.session_info import SessionInfo, session_info
 from gateway.broker.stats import Gauges, sys_topics
 from gateway.broker.subscribe import Subscriptions
-from gateway.broker.timers import Timers
+from gateway.broker.tick import Ticks
 from gateway.mqtt.codec import is_valid_topic_name
 from gateway.mqtt.packets import (
     NO_PROPERTIES,
@@ -68,7 +68,7 @@ VERSION = "0.1.0"
 _PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR.value
 
 
-class Broker(Connects, InboundPublish, Subscriptions, Timers, Admin, Restore):
+class Broker(Connects, InboundPublish, Subscriptions, Ticks, Admin, Restore):
     """The broker. Every method takes the current time: the core never reads a clock."""
 
     def take_effects(self) -> Effects:

@@ -7,7 +7,6 @@ receive maximum / ``max_inflight_out`` instead.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import replace
 
 from gateway.broker.effects import Send
@@ -150,7 +149,7 @@ class Delivery(StoreLimit):
             self._pending_changed(s)
         self.ledger.add_entry(s, e)
         if msg.expires_at is not None:
-            heapq.heappush(self._queue_expiry, (msg.expires_at, seq, s, e))
+            self.timers.entry_expires(msg.expires_at, s, e)
         return True
 
     def _apply_policy(self, s: Session, msg: Message, limits: QueueLimits) -> Message:

@@ -3,10 +3,7 @@ becomes of its session and its will."""
 
 from __future__ import annotations
 
-import heapq
-
 from gateway.broker.session import QUEUED, SENT, Connection, Session
-from gateway.broker.state import EXPIRY_TIMER
 from gateway.broker.wills import Wills
 from gateway.mqtt.packets import Disconnect, Will
 from gateway.mqtt.reason_codes import ReasonCode
@@ -76,7 +73,7 @@ class Disconnects(Wills):
         self.ledger.put_session(s)
         expires = s.expires_at()
         if expires is not None:
-            heapq.heappush(self._timers, (expires, EXPIRY_TIMER, s.client_id))
+            self.timers.expiry_due(expires, s.client_id)
 
     def _requeue_unconfirmed(self, s: Session) -> None:
         """A coalescing session's unacknowledged QoS 1 messages go back to the front of its

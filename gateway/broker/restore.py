@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import logging
 
 from gateway.broker.records import (
@@ -12,7 +11,7 @@ from gateway.broker.records import (
     Snapshot,
 )
 from gateway.broker.session import QUEUED, SENT, QEntry, Session
-from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER, BrokerState
+from gateway.broker.state import BrokerState
 from gateway.broker.topic_tree import split_shared
 from gateway.broker.wills import will_delay
 
@@ -49,11 +48,11 @@ class Restore(BrokerState):
                 s.will = rec.will
                 delay = will_delay(rec.will, rec.protocol_version)
                 s.will_due_at = disconnected_at + min(delay, rec.expiry_interval)
-                heapq.heappush(self._timers, (s.will_due_at, WILL_TIMER, s.client_id))
+                self.timers.will_due(s.will_due_at, s.client_id)
             sessions[s.client_id] = s
             expires = s.expires_at()
             if expires is not None:
-                heapq.heappush(self._timers, (expires, EXPIRY_TIMER, s.client_id))
+                self.timers.expiry_due(expires, s.client_id)
         for sub in snapshot.subscriptions:
             owner = sessions.get(sub.client_id)
             if owner is None or split_shared(sub.topic_filter) is None:
@@ -87,7 +86,7 @@ class Restore(BrokerState):
                     ledger.put_entry(owner, e)
                     self._pending_changed(owner)
                 if msg.expires_at is not None:
-                    heapq.heappush(self._queue_expiry, (msg.expires_at, q.seq, owner, e))
+                    self.timers.entry_expires(msg.expires_at, owner, e)
             else:
                 owner.inflight[pid] = e
                 owner.next_packet_id = pid % 65535 + 1

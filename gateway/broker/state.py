@@ -20,11 +20,8 @@ from gateway.broker.session import QEntry, Session
 from gateway.broker.session_table import SessionTable
 from gateway.broker.settings import BrokerSettings
 from gateway.broker.stats import BrokerStats
+from gateway.broker.timers import Timers
 from gateway.mqtt.packets import Packet, Properties
-
-# Kinds of BrokerState._timers entries.
-WILL_TIMER = 0
-EXPIRY_TIMER = 1
 
 
 class BrokerState:
@@ -49,9 +46,8 @@ class BrokerState:
             self.stats,
         )
         # (due, kind, client_id): will delays and session expiry; validated when popped.
-        self._timers: list[tuple[float, int, str]] = []
+        self.timers = Timers()
         # (expires_at, seq, session, entry) of queued entries whose message can expire.
-        self._queue_expiry: list[tuple[float, int, Session, QEntry]] = []
         self._started_at: float | None = None
         self._next_sys = 0.0
         self._now = 0.0

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import replace
 
 from gateway.broker.router import Publication
 from gateway.broker.routing import Routing, inbound_properties
 from gateway.broker.session import Session
-from gateway.broker.state import WILL_TIMER
 from gateway.broker.topic_tree import is_sys_topic
 from gateway.mqtt.codec import is_valid_topic_name
 from gateway.mqtt.packets import NO_PROPERTIES, PROTOCOL_V5, Will
@@ -60,7 +58,7 @@ class Wills(Routing):
             # cancelled if the session gets a new connection before that.
             s.will = will
             s.will_due_at = now + (delay if takeover else min(delay, s.expiry))
-            heapq.heappush(self._timers, (s.will_due_at, WILL_TIMER, s.client_id))
+            self.timers.will_due(s.will_due_at, s.client_id)
         else:
             self._publish_will(s.client_id, will, now)
 
