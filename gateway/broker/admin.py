@@ -103,8 +103,8 @@ class Admin(Disconnects):
         chosen = [e for e in s.queue if wanted is None or e.seq in wanted]
         for e in chosen:
             s.queue.discard(e)
-            self._finish(s, e)
-            self._notify(s, "cancelled", e.message, id=e.seq)
+            self.outbox.finish(s, e)
+            self.outbox.notify(s, "cancelled", e.message, now, id=e.seq)
         return [e.seq for e in chosen]
 
     def versions(self) -> tuple[int, int]:

@@ -120,7 +120,7 @@ class Connects(Disconnects):
         if identity.is_admin and v5 and props.user_properties:
             policy = parse_queue_policy(props.user_properties, client_id)
         s.use_policy(policy, base_limits)
-        self._pending_changed(s)
+        self.outbox.pending_changed(s)
         s.disconnected_at = None
         online = self.sessions.attach(s, conn)
         conn.will = will
@@ -175,7 +175,7 @@ class Connects(Disconnects):
         self._actions.append(SetKeepAlive(conn.conn_id, keep_alive))
         self._non_send += 1
         if session_present and conn.window:
-            self._resume(conn, s, now)
+            self.outbox.resume(conn, s, now)
 
     def _may_use(self, conn: Connection, client_id: str, owner: str | None, now: float) -> bool:
         """May a CONNECT by ``owner`` have ``client_id``? If not, refuse it and say why.

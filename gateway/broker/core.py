@@ -72,11 +72,12 @@ class Broker(Connects, InboundPublish, Subscriptions, Ticks, Admin, Restore):
     """The broker. Every method takes the current time: the core never reads a clock."""
 
     def take_effects(self) -> Effects:
-        if self._pending_dirty or self._notices:
+        if self.outbox.pending_dirty or self.outbox.notices:
             self._publish_reports()
-        actions = self._actions
+        # The list itself stays: the outbox appends to the same object.
+        actions = self._actions[:]
+        self._actions.clear()
         store = self.ledger.take()
-        self._actions = []
         self.stats.messages_sent += len(actions) - self._non_send
         self._non_send = 0
         return Effects(actions, store)
@@ -86,16 +87,17 @@ class Broker(Connects, InboundPublish, Subscriptions, Ticks, Admin, Restore):
         (queue_policy.py), published as part of the step that changed them. Publishing one
         can cause another (a report queued for a session with a policy): bounded."""
         for _ in range(8):
-            dirty, self._pending_dirty = self._pending_dirty, {}
+            outbox = self.outbox
+            dirty, outbox.pending_dirty = outbox.pending_dirty, {}
             for s in dirty.values():
                 topic = s.pending_topic
                 if topic is not None and self.sessions.get(s.client_id) is s:
                     payload = pending_list(entries_of(s))
                     self.publish_local(topic, payload, 1, True, NO_PROPERTIES, self._now)
-            notices, self._notices = self._notices, []
+            notices, outbox.notices = outbox.notices, []
             for topic, payload in notices:
                 self.publish_local(topic, payload, 1, False, NO_PROPERTIES, self._now)
-            if not (self._pending_dirty or self._notices):
+            if not (outbox.pending_dirty or outbox.notices):
                 return
 
     def connection_opened(self, info: ConnectionInfo, now: float) -> None:
@@ -128,13 +130,13 @@ class Broker(Connects, InboundPublish, Subscriptions, Ticks, Admin, Restore):
         if cls is Publish:
             self._on_publish(conn, s, cast(Publish, packet), now)
         elif cls is PubAck:
-            self._on_puback(conn, s, cast(PubAck, packet).packet_id, now)
+            self.outbox.puback(conn, s, cast(PubAck, packet).packet_id, now)
         elif cls is PubRec:
-            self._on_pubrec(conn, s, cast(PubRec, packet), now)
+            self.outbox.pubrec(conn, s, cast(PubRec, packet), now)
         elif cls is PubRel:
             self._on_pubrel(conn, s, cast(PubRel, packet).packet_id)
         elif cls is PubComp:
-            self._on_pubcomp(conn, s, cast(PubComp, packet).packet_id, now)
+            self.outbox.pubcomp(conn, s, cast(PubComp, packet).packet_id, now)
         elif cls is Subscribe:
             self._on_subscribe(conn, s, cast(Subscribe, packet), now)
         elif cls is Unsubscribe:

@@ -3,7 +3,7 @@ becomes of its session and its will."""
 
 from __future__ import annotations
 
-from gateway.broker.session import QUEUED, SENT, Connection, Session
+from gateway.broker.session import Connection, Session
 from gateway.broker.wills import Wills
 from gateway.mqtt.packets import Disconnect, Will
 from gateway.mqtt.reason_codes import ReasonCode
@@ -64,7 +64,7 @@ class Disconnects(Wills):
         if will is not None:
             self._release_will(s, will, now, takeover)
         if s.limits.coalesce and s.inflight:
-            self._requeue_unconfirmed(s)
+            self.outbox.requeue_unconfirmed(s)
         if takeover:
             return  # the new connection decides what becomes of the session
         if s.expiry == 0:
@@ -74,21 +74,6 @@ class Disconnects(Wills):
         expires = s.expires_at()
         if expires is not None:
             self.timers.expiry_due(expires, s.client_id)
-
-    def _requeue_unconfirmed(self, s: Session) -> None:
-        """A coalescing session's unacknowledged QoS 1 messages go back to the front of its
-        queue: its client acknowledges only what it carried out (a device command), so a
-        newer command may still supersede them before the next connection. They are sent
-        again then, as the spec asks of in-flight messages, unless superseded."""
-        back = [e for e in s.inflight.values() if e.qos == 1 and e.state is SENT]
-        if back:
-            self.journal.queues_version += 1
-        for e in sorted(back, key=lambda e: e.seq, reverse=True):
-            del s.inflight[e.packet_id]  # type: ignore[arg-type]
-            e.state = QUEUED
-            e.packet_id = None
-            s.queue.appendleft(e)
-            self.ledger.put_entry(s, e)
 
     def _end_session(self, s: Session, now: float, expired: bool = False) -> None:
         client_id = s.client_id

@@ -84,7 +84,7 @@ class Restore(BrokerState):
                     # _requeue_unconfirmed): its client acknowledges only what it carried out,
                     # so a newer command may still supersede this one.
                     ledger.put_entry(owner, e)
-                    self._pending_changed(owner)
+                    self.outbox.pending_changed(owner)
                 if msg.expires_at is not None:
                     self.timers.entry_expires(msg.expires_at, owner, e)
             else:

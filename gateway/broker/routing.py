@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from gateway.broker import command_check
-from gateway.broker.delivery import Delivery, delivery_properties
 from gateway.broker.effects import Send
+from gateway.broker.outbox import delivery_properties
 from gateway.broker.records import Message
 from gateway.broker.router import Publication
 from gateway.broker.session import Connection, Session
+from gateway.broker.store_limit import StoreLimit
 from gateway.broker.topic_tree import NO_MATCH, SharedGroup
 from gateway.mqtt.packets import Properties, Publish, new_publish
 
@@ -22,7 +23,7 @@ PAYLOAD_INVALID = 4  # a session's command schema refused it: not a JSON object
 COMMAND_INVALID = 8  # ... a JSON object the schema does not allow
 
 
-class Routing(Delivery):
+class Routing(StoreLimit):
     # Why the last command was refused (command_check.py), for the publisher's reason string.
     _refusal: str | None = None
 
@@ -97,7 +98,7 @@ class Routing(Delivery):
                 continue
             if msg is None:
                 msg = pub.message(self.ledger.new_msg_id(), retain)
-            if not self._deliver(s, msg, dq, out_retain, ids, now):
+            if not self.outbox.deliver(s, msg, dq, out_retain, ids, now):
                 result |= REJECTED
         if match.groups:
             result |= self._route_to_groups(match.groups, pub, msg)
@@ -131,7 +132,9 @@ class Routing(Delivery):
                 msg = pub.message(self.ledger.new_msg_id(), pub.retain)
             ids = () if rec.subscription_id is None else (rec.subscription_id,)
             qos = min(pub.qos, rec.qos)
-            if not self._deliver(s, msg, qos, pub.retain and rec.retain_as_published, ids, pub.now):
+            if not self.outbox.deliver(
+                s, msg, qos, pub.retain and rec.retain_as_published, ids, pub.now
+            ):
                 result |= REJECTED
         return result
 
@@ -146,7 +149,7 @@ class Routing(Delivery):
         self._event("rejected", s.client_id, f"on {topic}: {rejection.detail}")
         if s.notify_topic is not None:
             notice = command_check.rejection_notice(topic, pub.payload, rejection, pub.now)
-            self._notices.append((s.notify_topic, notice))
+            self.outbox.notices.append((s.notify_topic, notice))
         self._refusal = command_check.reason_string(rejection)
         if rejection.reason == command_check.PAYLOAD_FORMAT:
             return PAYLOAD_INVALID

@@ -13,10 +13,8 @@ from gateway.broker.access import AllowAll, Authorizer
 from gateway.broker.effects import Action, Close, Send
 from gateway.broker.journal import Journal
 from gateway.broker.ledger import Ledger
-from gateway.broker.queue_policy import notice
-from gateway.broker.records import Message
+from gateway.broker.outbox import Outbox
 from gateway.broker.router import Router
-from gateway.broker.session import QEntry, Session
 from gateway.broker.session_table import SessionTable
 from gateway.broker.settings import BrokerSettings
 from gateway.broker.stats import BrokerStats
@@ -36,34 +34,28 @@ class BrokerState:
         self.settings = settings
         self.server_name = server_name
         self.stats = BrokerStats()
+        # What the shell must do (Send, Close, SetKeepAlive) since the last take_effects();
+        # the outbox appends to the same list.
         self._actions: list[Action] = []
         self._non_send = 0  # Close/SetKeepAlive actions among _actions (for messages_sent)
+        self.journal = Journal()
+        self.sessions = SessionTable(self.journal)
         self.ledger = Ledger()
+        self.timers = Timers()
         self.router = Router(
             settings.max_retained_messages,
             authorizer if authorizer is not None else AllowAll(),
             self.ledger,
             self.stats,
         )
-        # (due, kind, client_id): will delays and session expiry; validated when popped.
-        self.timers = Timers()
-        # (expires_at, seq, session, entry) of queued entries whose message can expire.
+        self.outbox = Outbox(self._actions, self.stats, self.ledger, self.journal, self.timers)
         self._started_at: float | None = None
         self._next_sys = 0.0
         self._now = 0.0
         self._connack_props_cache: Properties | None = None
-        # (topic, payload) notices about undelivered queued messages, published at the end of
-        # the current step so that routing never re-enters itself.
-        self._notices: list[tuple[str, bytes]] = []
-        # Sessions whose pending list (Session.pending_topic) must be published again.
-        self._pending_dirty: dict[str, Session] = {}
         # Figures that live outside the core (connection layer, store), as (name, value)
         # pairs below $SYS/broker/; set by the composition root.
         self.sys_extra: Callable[[], Iterable[tuple[str, str]]] | None = None
-        # Change counters for pollers (admin API): the session list, and any queue or
-        # in-flight window. Bumped where the change happens; reading them costs nothing.
-        self.journal = Journal()
-        self.sessions = SessionTable(self.journal)
         self.stats.on_drop = self._on_drop
 
     @property
@@ -97,18 +89,3 @@ class BrokerState:
             self._started_at = now
             if self.settings.sys_interval > 0:
                 self._next_sys = now + self.settings.sys_interval
-
-    def _pending_changed(self, s: Session) -> None:
-        if s.pending_topic is not None:
-            self._pending_dirty[s.client_id] = s
-
-    def _notify(self, s: Session, kind: str, msg: Message, **extra: object) -> None:
-        if s.notify_topic is not None:
-            self._notices.append((s.notify_topic, notice(kind, msg, self._now, **extra)))
-
-    def _finish(self, s: Session, e: QEntry) -> None:
-        """An entry is done (acknowledged or discarded): forget it durably."""
-        self.journal.queues_version += 1
-        if s.pending_topic is not None:
-            self._pending_changed(s)
-        self.ledger.drop_entry(s, e)

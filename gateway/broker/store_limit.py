@@ -26,9 +26,7 @@ from __future__ import annotations
 import logging
 
 from gateway.broker.effects import Send
-from gateway.broker.records import Message
-from gateway.broker.session import Connection, Session
-from gateway.broker.settings import Overflow
+from gateway.broker.session import Connection
 from gateway.broker.state import BrokerState
 from gateway.mqtt.packets import Properties, PubAck, PubRec
 from gateway.mqtt.reason_codes import ReasonCode
@@ -76,36 +74,3 @@ class StoreLimit(BrokerState):
         else:
             # A PUBREC >= 0x80 ends the exchange: the packet id is not kept.
             self._actions.append(Send(conn.conn_id, PubRec(packet_id, _QUOTA, props)))
-
-    def _room_for(self, s: Session, msg: Message) -> bool:
-        """The store is full and ``msg`` would be stored for ``s``. With drop-oldest, drop
-        the session's oldest queued messages until as many payload bytes are gone, and store
-        it; else (reject-new, or nothing queued to drop) drop ``msg``. Always counted."""
-        queue = s.queue
-        if s.limits.overflow is Overflow.DROP_OLDEST and queue:
-            need = len(msg.payload)
-            freed = dropped = 0
-            while queue and (not dropped or freed < need):
-                oldest = queue.popleft()
-                if oldest is None:
-                    break
-                oldest.dead = True  # out of the queue: its expiry must not drop it again
-                freed += len(oldest.message.payload)
-                self._finish(s, oldest)
-                self._notify(s, "dropped", oldest.message, reason="store_full")
-                dropped += 1
-            self.stats.dropped(
-                "store_full",
-                dropped,
-                f"store full; oldest message(s) of {s.client_id!r} dropped for one on {msg.topic}",
-                s.client_id,
-            )
-            return True
-        self.stats.dropped(
-            "store_full",
-            1,
-            f"store full; message on {msg.topic} for {s.client_id!r} not stored",
-            s.client_id,
-        )
-        self._notify(s, "dropped", msg, reason="store_full")
-        return False

@@ -79,7 +79,7 @@ class Subscriptions(Disconnects):
             for msg in self.router.retained.matching(inner, now):
                 if not self.router.may_receive(s, msg.topic):
                     continue
-                self._deliver(s, msg, min(msg.qos, rec.qos), True, ids, now)
+                self.outbox.deliver(s, msg, min(msg.qos, rec.qos), True, ids, now)
 
     def _on_unsubscribe(self, conn: Connection, s: Session, p: Unsubscribe) -> None:
         codes: list[int] = []

@@ -24,11 +24,11 @@ class Ticks(Disconnects):
             if e.dead or e.state is not QUEUED or sessions.get(s.client_id) is not s:
                 continue  # sent, dropped or its session ended since
             s.queue.discard(e)
-            self._finish(s, e)
+            self.outbox.finish(s, e)
             self.stats.dropped(
                 "expired", 1, f"queued for {s.client_id!r} on {e.message.topic}", s.client_id
             )
-            self._notify(s, "expired", e.message)
+            self.outbox.notify(s, "expired", e.message, now)
         self.router.expire_retained(now)
 
     def _will_due(self, s: Session, now: float) -> None:
