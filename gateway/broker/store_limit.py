@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 
 from gateway.broker.effects import Send
+from gateway.broker.parts import Parts, event
 from gateway.broker.session import Connection
-from gateway.broker.state import BrokerState
 from gateway.mqtt.packets import Properties, PubAck, PubRec
 from gateway.mqtt.reason_codes import ReasonCode
 
@@ -37,40 +37,35 @@ _QUOTA = ReasonCode.QUOTA_EXCEEDED.value
 REASON = "the broker's store is full (persistence.max_size_mb); try again later"
 
 
-class StoreLimit(BrokerState):
-    def set_store_full(self, full: bool, detail: str = "") -> None:
-        """The store says it is full (True) or has room again (False); ``detail`` (its size
-        and limit) is for the log and the event."""
-        if full == self.ledger.full:
-            return
-        self.ledger.full = full
-        if full:
-            log.warning(
-                "store full (%s): new messages for persistent sessions and retained messages "
-                "are refused until deliveries make room (MQTT 5 publishers get 0x97)",
-                detail,
-            )
-            self._event("store_full", None, detail)
-        else:
-            log.warning("store has room again (%s): storing new messages again", detail)
-            self._event("store_ok", None, detail)
-
-    @property
-    def store_full(self) -> bool:
-        return self.ledger.full
-
-    # --- refusing ---------------------------------------------------------------------------
-
-    def _refuse_for_store(self, conn: Connection, packet_id: int, qos: int, topic: str) -> None:
-        """Refuse an MQTT 5 QoS 1/2 PUBLISH whole: 0x97, nothing routed or kept."""
-        self.stats.dropped(
-            "store_full", 1, f"store full: PUBLISH on {topic} refused with 0x97", None
+def set_store_full(p: Parts, full: bool, detail: str = "") -> None:
+    """The store says it is full (True) or has room again (False); ``detail`` (its size
+    and limit) is for the log and the event."""
+    if full == p.ledger.full:
+        return
+    p.ledger.full = full
+    if full:
+        log.warning(
+            "store full (%s): new messages for persistent sessions and retained messages "
+            "are refused until deliveries make room (MQTT 5 publishers get 0x97)",
+            detail,
         )
-        # The connection leaves the reason string out where the client asked for no problem
-        # information or it would not fit (mqtt/packet_size.py).
-        props = Properties(reason_string=REASON)
-        if qos == 1:
-            self._actions.append(Send(conn.conn_id, PubAck(packet_id, _QUOTA, props)))
-        else:
-            # A PUBREC >= 0x80 ends the exchange: the packet id is not kept.
-            self._actions.append(Send(conn.conn_id, PubRec(packet_id, _QUOTA, props)))
+        event(p, "store_full", None, detail)
+    else:
+        log.warning("store has room again (%s): storing new messages again", detail)
+        event(p, "store_ok", None, detail)
+
+
+# --- refusing ---------------------------------------------------------------------------
+
+
+def refuse_for_store(p: Parts, conn: Connection, packet_id: int, qos: int, topic: str) -> None:
+    """Refuse an MQTT 5 QoS 1/2 PUBLISH whole: 0x97, nothing routed or kept."""
+    p.stats.dropped("store_full", 1, f"store full: PUBLISH on {topic} refused with 0x97", None)
+    # The connection leaves the reason string out where the client asked for no problem
+    # information or it would not fit (mqtt/packet_size.py).
+    props = Properties(reason_string=REASON)
+    if qos == 1:
+        p.actions.append(Send(conn.conn_id, PubAck(packet_id, _QUOTA, props)))
+    else:
+        # A PUBREC >= 0x80 ends the exchange: the packet id is not kept.
+        p.actions.append(Send(conn.conn_id, PubRec(packet_id, _QUOTA, props)))

@@ -3,7 +3,8 @@ new subscriptions."""
 
 from __future__ import annotations
 
-from gateway.broker.disconnect import Disconnects
+from gateway.broker.disconnect import violation
+from gateway.broker.parts import Parts, send
 from gateway.broker.records import SubscriptionRecord
 from gateway.broker.session import Connection, Session
 from gateway.broker.topic_tree import has_wildcard, split_shared
@@ -14,85 +15,85 @@ from gateway.mqtt.reason_codes import ReasonCode
 _PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR.value
 
 
-class Subscriptions(Disconnects):
-    def _on_subscribe(self, conn: Connection, s: Session, p: Subscribe, now: float) -> None:
-        settings = self.settings
-        v5 = conn.v5
-        sub_id: int | None = None
-        if v5 and p.properties.subscription_identifiers:
-            if not settings.subscription_identifiers:
-                self._violation(conn, ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED, now)
-                return
-            sub_id = p.properties.subscription_identifiers[0]
-        client_id = s.client_id
-        codes: list[int] = []
-        retained_for: list[tuple[SubscriptionRecord, str]] = []
-        for sub in p.subscriptions:
-            f = sub.topic_filter
-            parts = split_shared(f)
-            code = 0
-            group: str | None = None
-            if parts is None or not is_valid_topic_filter(parts[1]):
+def on_subscribe(p: Parts, conn: Connection, s: Session, packet: Subscribe, now: float) -> None:
+    settings = p.settings
+    v5 = conn.v5
+    sub_id: int | None = None
+    if v5 and packet.properties.subscription_identifiers:
+        if not settings.subscription_identifiers:
+            violation(p, conn, ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED, now)
+            return
+        sub_id = packet.properties.subscription_identifiers[0]
+    client_id = s.client_id
+    codes: list[int] = []
+    retained_for: list[tuple[SubscriptionRecord, str]] = []
+    for sub in packet.subscriptions:
+        f = sub.topic_filter
+        parts = split_shared(f)
+        code = 0
+        group: str | None = None
+        if parts is None or not is_valid_topic_filter(parts[1]):
+            code = ReasonCode.TOPIC_FILTER_INVALID
+        else:
+            group, inner = parts
+            if group is not None:
+                if sub.no_local:
+                    violation(p, conn, _PROTOCOL_ERROR, now)  # §3.8.3.1
+                    return
+                if not settings.shared_subscriptions:
+                    code = ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+            if not code and not settings.wildcard_subscriptions and has_wildcard(inner):
+                code = ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+            if (
+                not code
+                and settings.max_topic_levels
+                and inner.count("/") >= settings.max_topic_levels
+            ):
                 code = ReasonCode.TOPIC_FILTER_INVALID
-            else:
-                group, inner = parts
-                if group is not None:
-                    if sub.no_local:
-                        self._violation(conn, _PROTOCOL_ERROR, now)  # §3.8.3.1
-                        return
-                    if not settings.shared_subscriptions:
-                        code = ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-                if not code and not settings.wildcard_subscriptions and has_wildcard(inner):
-                    code = ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
-                if (
-                    not code
-                    and settings.max_topic_levels
-                    and inner.count("/") >= settings.max_topic_levels
-                ):
-                    code = ReasonCode.TOPIC_FILTER_INVALID
-                if not code and not s.acl_exempt:
-                    code = self.router.authorizer.subscribe_refusal(s.username, client_id, f)
-            if code:
-                codes.append(code if v5 else 0x80)
+            if not code and not s.acl_exempt:
+                code = p.router.authorizer.subscribe_refusal(s.username, client_id, f)
+        if code:
+            codes.append(code if v5 else 0x80)
+            continue
+        granted = min(sub.qos, settings.max_qos)
+        rec = SubscriptionRecord(
+            client_id,
+            f,
+            granted,
+            sub.no_local,
+            sub.retain_as_published,
+            sub.retain_handling,
+            sub_id,
+        )
+        new = p.router.tree.add(rec)
+        s.subscriptions[f] = rec
+        p.ledger.put_subscription(s, rec)
+        codes.append(granted)
+        # Retained messages are not sent for shared subscriptions (§4.8.2).
+        if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
+            retained_for.append((rec, inner))
+    p.journal.sessions_version += 1
+    send(p, conn.conn_id, SubAck(packet.packet_id, tuple(codes)))
+    for rec, inner in retained_for:
+        ids = () if rec.subscription_id is None else (rec.subscription_id,)
+        for msg in p.router.retained.matching(inner, now):
+            if not p.router.may_receive(s, msg.topic):
                 continue
-            granted = min(sub.qos, settings.max_qos)
-            rec = SubscriptionRecord(
-                client_id,
-                f,
-                granted,
-                sub.no_local,
-                sub.retain_as_published,
-                sub.retain_handling,
-                sub_id,
-            )
-            new = self.router.tree.add(rec)
-            s.subscriptions[f] = rec
-            self.ledger.put_subscription(s, rec)
-            codes.append(granted)
-            # Retained messages are not sent for shared subscriptions (§4.8.2).
-            if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
-                retained_for.append((rec, inner))
-        self.journal.sessions_version += 1
-        self._send(conn.conn_id, SubAck(p.packet_id, tuple(codes)))
-        for rec, inner in retained_for:
-            ids = () if rec.subscription_id is None else (rec.subscription_id,)
-            for msg in self.router.retained.matching(inner, now):
-                if not self.router.may_receive(s, msg.topic):
-                    continue
-                self.outbox.deliver(s, msg, min(msg.qos, rec.qos), True, ids, now)
+            p.outbox.deliver(s, msg, min(msg.qos, rec.qos), True, ids, now)
 
-    def _on_unsubscribe(self, conn: Connection, s: Session, p: Unsubscribe) -> None:
-        codes: list[int] = []
-        client_id = s.client_id
-        for f in p.topic_filters:
-            if s.subscriptions.pop(f, None) is None:
-                valid = (parts := split_shared(f)) is not None and is_valid_topic_filter(parts[1])
-                codes.append(
-                    ReasonCode.NO_SUBSCRIPTION_EXISTED if valid else ReasonCode.TOPIC_FILTER_INVALID
-                )
-                continue
-            self.router.tree.remove(client_id, f)
-            self.ledger.delete_subscription(s, f)
-            codes.append(0)
-        self.journal.sessions_version += 1
-        self._send(conn.conn_id, UnsubAck(p.packet_id, tuple(codes) if conn.v5 else ()))
+
+def on_unsubscribe(p: Parts, conn: Connection, s: Session, packet: Unsubscribe) -> None:
+    codes: list[int] = []
+    client_id = s.client_id
+    for f in packet.topic_filters:
+        if s.subscriptions.pop(f, None) is None:
+            valid = (parts := split_shared(f)) is not None and is_valid_topic_filter(parts[1])
+            codes.append(
+                ReasonCode.NO_SUBSCRIPTION_EXISTED if valid else ReasonCode.TOPIC_FILTER_INVALID
+            )
+            continue
+        p.router.tree.remove(client_id, f)
+        p.ledger.delete_subscription(s, f)
+        codes.append(0)
+    p.journal.sessions_version += 1
+    send(p, conn.conn_id, UnsubAck(packet.packet_id, tuple(codes) if conn.v5 else ()))
