@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from gateway.broker.disconnect import after_disconnect, detach, end_session
 from gateway.broker.effects import Identity, SetKeepAlive
@@ -31,7 +31,55 @@ def owner_text(s: Session) -> str:
     return "anonymous clients" if s.owner is None else f"user {s.owner!r}"
 
 
+@dataclass(slots=True)
+class _Grant:
+    """What a CONNECT is granted, worked out before the session is touched."""
+
+    client_id: str
+    assigned: str | None  # a client id the broker chose (told to a v5 client)
+    version: int
+    owner: str | None
+    will: Will | None
+    requested_expiry: int
+    expiry: int
+    keep_alive: int = 0
+    server_keep_alive: int | None = None  # when the broker overrides the client's
+
+
 def connect(p: Parts, conn: Connection, packet: Connect, identity: Identity, now: float) -> None:
+    g = _admit(p, conn, packet, identity, now)
+    if g is None:
+        return
+    existing = _previous_session(p, g.client_id, packet.clean_start, now)
+    session_present = existing is not None
+    s = _session_for(p, existing, g, identity, packet.properties)
+    online = p.sessions.attach(s, conn)
+    conn.will = g.will
+    conn.requested_expiry = g.requested_expiry
+    _negotiate(p, conn, packet, identity, g)
+    # Durability: mirror the session in the store iff it is persistent now.
+    p.ledger.mirror(s)
+    p.stats.connections_total += 1
+    if online > p.stats.clients_maximum:
+        p.stats.clients_maximum = online
+    info = conn.info
+    event(
+        p,
+        "connect",
+        g.client_id,
+        f"{info.listener} {info.peer}, MQTT {'5' if conn.v5 else '3.1.1'}"
+        + (f", user {identity.username!r}" if identity.username is not None else "")
+        + (", session resumed" if session_present else ""),
+    )
+    _connack(p, conn, g, session_present)
+    if session_present and conn.window:
+        p.outbox.resume(conn, s, now)
+
+
+def _admit(
+    p: Parts, conn: Connection, packet: Connect, identity: Identity, now: float
+) -> _Grant | None:
+    """Who may connect with which client id and will; None if refused (and told so)."""
     settings = p.settings
     version = PROTOCOL_V5 if packet.protocol_version == PROTOCOL_V5 else 4
     v5 = version == PROTOCOL_V5
@@ -39,94 +87,114 @@ def connect(p: Parts, conn: Connection, packet: Connect, identity: Identity, now
     if not identity.ok:
         code = identity.reason_code if identity.reason_code >= 0x80 else _NOT_AUTHORIZED
         refuse(p, conn, code)
-        return
-    username = identity.username
+        return None
     client_id = packet.client_id
     assigned: str | None = None
     if not client_id:
         if not v5 and not packet.clean_start:
             refuse(p, conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)  # 3.1.1: 0x02
-            return
+            return None
         client_id = _new_client_id(p)
         assigned = client_id if v5 else None
-    owner = OWNER_GATEWAY if conn.info.trusted else username
+    owner = OWNER_GATEWAY if conn.info.trusted else identity.username
     if not _may_use(p, conn, client_id, owner, now):
-        return
+        return None
     cap = settings.max_sessions
     # The gateway's own clients (device sessions) may always connect.
     new = client_id not in p.sessions and not conn.info.trusted
     if cap and new and len(p.sessions) >= cap:
         _refuse_new_session(p, conn, client_id, cap)
-        return
+        return None
     will = packet.will
     if will is not None:
-        code = will_refusal(p, will, username, client_id, v5, identity.is_admin)
+        code = will_refusal(p, will, identity.username, client_id, v5, identity.is_admin)
         if code:
             refuse(p, conn, code)
-            return
-        if will.qos > settings.max_qos or (will.retain and not settings.retain_available):
-            # Only 3.1.1 gets here (v5 was refused above): publish it as well as we can.
-            will = Will(
-                will.topic,
-                will.payload,
-                min(will.qos, settings.max_qos),
-                will.retain and settings.retain_available,
-                will.properties,
-            )
-    props = packet.properties
+            return None
+        will = _will_as_offered(settings, will)
     requested_expiry = 0
     if v5:
-        requested_expiry = props.session_expiry_interval or 0
+        requested_expiry = packet.properties.session_expiry_interval or 0
     elif not packet.clean_start:
         requested_expiry = settings.v311_session_expiry
     expiry = min(requested_expiry, settings.max_session_expiry)
+    return _Grant(client_id, assigned, version, owner, will, requested_expiry, expiry)
 
-    # Take over a live connection of the same client (§3.1.4-3).
+
+def _will_as_offered(settings: BrokerSettings, will: Will) -> Will:
+    """A 3.1.1 will asking for more than is offered (v5 is refused for it instead) is
+    published as well as the broker can."""
+    if will.qos > settings.max_qos or (will.retain and not settings.retain_available):
+        return Will(
+            will.topic,
+            will.payload,
+            min(will.qos, settings.max_qos),
+            will.retain and settings.retain_available,
+            will.properties,
+        )
+    return will
+
+
+def _previous_session(p: Parts, client_id: str, clean_start: bool, now: float) -> Session | None:
+    """The session a CONNECT resumes, if any. A live connection of the same client is taken
+    over (§3.1.4-3); a session that must not be resumed is ended."""
     existing = p.sessions.get(client_id)
+    if existing is None:
+        return None
     taken_over = False
-    if existing is not None and existing.conn is not None:
+    if existing.conn is not None:
         p.stats.takeovers += 1
         old = existing.conn
         event(p, "disconnect", client_id, "taken over by a new connection")
         detach(p, old, ReasonCode.SESSION_TAKEN_OVER)
         after_disconnect(p, existing, old.will, now, takeover=True)
         taken_over = True
-    if existing is not None:
-        expires = existing.expires_at()
-        if packet.clean_start or (taken_over and existing.expiry == 0):
-            # A session with no expiry ends with its connection, a takeover's included
-            # (§3.1.2.11.2): its subscriptions are not handed to the new one.
-            end_session(p, existing, now)
-            existing = None
-        elif expires is not None and expires <= now:
-            event(p, "session_expired", client_id, f"offline for {existing.expiry} s")
-            end_session(p, existing, now, expired=True)
-            existing = None
-    session_present = existing is not None
-    base_limits = settings.queue_limits_for(client_id)
+    expires = existing.expires_at()
+    if clean_start or (taken_over and existing.expiry == 0):
+        # A session with no expiry ends with its connection, a takeover's included
+        # (§3.1.2.11.2): its subscriptions are not handed to the new one.
+        end_session(p, existing, now)
+        return None
+    if expires is not None and expires <= now:
+        event(p, "session_expired", client_id, f"offline for {existing.expiry} s")
+        end_session(p, existing, now, expired=True)
+        return None
+    return existing
+
+
+def _session_for(
+    p: Parts, existing: Session | None, g: _Grant, identity: Identity, props: Properties
+) -> Session:
+    """The resumed or a new session, set up as this CONNECT asks."""
+    base_limits = p.settings.queue_limits_for(g.client_id)
     if existing is not None:
         s = existing
         # Reconnected in time: a delayed will of the previous connection is cancelled.
         s.will = None
         s.will_due_at = None
     else:
-        s = Session(client_id, expiry, version, username, base_limits, owner)
+        s = Session(g.client_id, g.expiry, g.version, identity.username, base_limits, g.owner)
         p.sessions.add(s)
-    s.expiry = expiry
-    s.version = version
-    s.username = username
+    s.expiry = g.expiry
+    s.version = g.version
+    s.username = identity.username
     s.acl_exempt = identity.is_admin
-    # Every CONNECT sets the queue policy anew, durably with the session record below:
-    # only a trusted client can have one, and asking for none clears the old one.
+    # Every CONNECT sets the queue policy anew, durably with the session record: only a
+    # trusted client can have one, and asking for none clears the old one.
     policy = None
-    if identity.is_admin and v5 and props.user_properties:
-        policy = parse_queue_policy(props.user_properties, client_id)
+    if identity.is_admin and g.version == PROTOCOL_V5 and props.user_properties:
+        policy = parse_queue_policy(props.user_properties, g.client_id)
     s.use_policy(policy, base_limits)
     p.outbox.pending_changed(s)
     s.disconnected_at = None
-    online = p.sessions.attach(s, conn)
-    conn.will = will
-    conn.requested_expiry = requested_expiry
+    return s
+
+
+def _negotiate(p: Parts, conn: Connection, packet: Connect, identity: Identity, g: _Grant) -> None:
+    """The connection's in-flight window, maximum packet size and keep-alive."""
+    settings = p.settings
+    props = packet.properties
+    v5 = conn.v5
     if v5:
         receive_max = props.receive_maximum or 65535
         conn.max_packet_size = props.maximum_packet_size or 0
@@ -135,46 +203,30 @@ def connect(p: Parts, conn: Connection, packet: Connect, identity: Identity, now
     conn.window = max(1, min(receive_max, settings.max_inflight_out))
     if identity.is_admin and v5 and HOLD in props.user_properties:
         conn.window = 0  # queue_policy.HOLD: this connection takes nothing into flight
-
     keep_alive = packet.keep_alive
-    server_keep_alive = None
-    if v5 and settings.max_keepalive and (keep_alive == 0 or keep_alive > settings.max_keepalive):
-        keep_alive = server_keep_alive = settings.max_keepalive
-    conn.keep_alive = keep_alive
+    limit = settings.max_keepalive
+    if v5 and limit and (keep_alive == 0 or keep_alive > limit):
+        keep_alive = g.server_keep_alive = limit
+    conn.keep_alive = g.keep_alive = keep_alive
 
-    # Durability: mirror the session in the store iff it is persistent now.
-    p.ledger.mirror(s)
 
-    p.stats.connections_total += 1
-    info = conn.info
-    event(
-        p,
-        "connect",
-        client_id,
-        f"{info.listener} {info.peer}, MQTT {'5' if v5 else '3.1.1'}"
-        + (f", user {username!r}" if username is not None else "")
-        + (", session resumed" if session_present else ""),
-    )
-    if online > p.stats.clients_maximum:
-        p.stats.clients_maximum = online
-
-    if v5:
+def _connack(p: Parts, conn: Connection, g: _Grant, session_present: bool) -> None:
+    if conn.v5:
         ack_props = p.connack_properties
-        if assigned is not None or server_keep_alive is not None or expiry != requested_expiry:
+        changed_expiry = g.expiry != g.requested_expiry
+        if g.assigned is not None or g.server_keep_alive is not None or changed_expiry:
             ack_props = replace(
                 ack_props,
-                assigned_client_identifier=assigned,
-                server_keep_alive=server_keep_alive,
-                session_expiry_interval=expiry if expiry != requested_expiry else None,
+                assigned_client_identifier=g.assigned,
+                server_keep_alive=g.server_keep_alive,
+                session_expiry_interval=g.expiry if changed_expiry else None,
             )
         ack = ConnAck(session_present, 0, ack_props)
     else:
         ack = ConnAck(session_present, 0)
     send(p, conn.conn_id, ack)
-    p.actions.append(SetKeepAlive(conn.conn_id, keep_alive))
+    p.actions.append(SetKeepAlive(conn.conn_id, g.keep_alive))
     p.non_send += 1
-    if session_present and conn.window:
-        p.outbox.resume(conn, s, now)
 
 
 def _may_use(p: Parts, conn: Connection, client_id: str, owner: str | None, now: float) -> bool:
