@@ -9,7 +9,7 @@ from gateway.broker.records import SubscriptionRecord
 from gateway.broker.session import Connection, Session
 from gateway.broker.topic_tree import has_wildcard, split_shared
 from gateway.mqtt.codec import is_valid_topic_filter
-from gateway.mqtt.packets import SubAck, Subscribe, UnsubAck, Unsubscribe
+from gateway.mqtt.packets import SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe
 from gateway.mqtt.reason_codes import ReasonCode
 
 _PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR.value
@@ -28,33 +28,14 @@ def on_subscribe(p: Parts, conn: Connection, s: Session, packet: Subscribe, now:
     codes: list[int] = []
     retained_for: list[tuple[SubscriptionRecord, str]] = []
     for sub in packet.subscriptions:
-        f = sub.topic_filter
-        parts = split_shared(f)
-        code = 0
-        group: str | None = None
-        if parts is None or not is_valid_topic_filter(parts[1]):
-            code = ReasonCode.TOPIC_FILTER_INVALID
-        else:
-            group, inner = parts
-            if group is not None:
-                if sub.no_local:
-                    violation(p, conn, _PROTOCOL_ERROR, now)  # §3.8.3.1
-                    return
-                if not settings.shared_subscriptions:
-                    code = ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-            if not code and not settings.wildcard_subscriptions and has_wildcard(inner):
-                code = ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
-            if (
-                not code
-                and settings.max_topic_levels
-                and inner.count("/") >= settings.max_topic_levels
-            ):
-                code = ReasonCode.TOPIC_FILTER_INVALID
-            if not code and not s.acl_exempt:
-                code = p.router.authorizer.subscribe_refusal(s.username, client_id, f)
+        code = _filter_refusal(p, s, sub)
+        if code < 0:
+            violation(p, conn, _PROTOCOL_ERROR, now)
+            return
         if code:
             codes.append(code if v5 else 0x80)
             continue
+        f = sub.topic_filter
         granted = min(sub.qos, settings.max_qos)
         rec = SubscriptionRecord(
             client_id,
@@ -69,6 +50,7 @@ def on_subscribe(p: Parts, conn: Connection, s: Session, packet: Subscribe, now:
         s.subscriptions[f] = rec
         p.ledger.put_subscription(s, rec)
         codes.append(granted)
+        group, inner = split_shared(f) or (None, f)
         # Retained messages are not sent for shared subscriptions (§4.8.2).
         if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and new)):
             retained_for.append((rec, inner))
@@ -77,9 +59,31 @@ def on_subscribe(p: Parts, conn: Connection, s: Session, packet: Subscribe, now:
     for rec, inner in retained_for:
         ids = () if rec.subscription_id is None else (rec.subscription_id,)
         for msg in p.router.retained.matching(inner, now):
-            if not p.router.may_receive(s, msg.topic):
-                continue
-            p.outbox.deliver(s, msg, min(msg.qos, rec.qos), True, ids, now)
+            if p.router.may_receive(s, msg.topic):
+                p.outbox.deliver(s, msg, min(msg.qos, rec.qos), True, ids, now)
+
+
+def _filter_refusal(p: Parts, s: Session, sub: Subscription) -> int:
+    """The reason code that refuses one filter of a SUBSCRIBE, or 0; -1 for a protocol
+    error (No Local on a shared subscription, §3.8.3.1)."""
+    settings = p.settings
+    f = sub.topic_filter
+    parts = split_shared(f)
+    if parts is None or not is_valid_topic_filter(parts[1]):
+        return ReasonCode.TOPIC_FILTER_INVALID
+    group, inner = parts
+    if group is not None:
+        if sub.no_local:
+            return -1
+        if not settings.shared_subscriptions:
+            return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+    if not settings.wildcard_subscriptions and has_wildcard(inner):
+        return ReasonCode.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+    if settings.max_topic_levels and inner.count("/") >= settings.max_topic_levels:
+        return ReasonCode.TOPIC_FILTER_INVALID
+    if not s.acl_exempt:
+        return p.router.authorizer.subscribe_refusal(s.username, s.client_id, f)
+    return 0
 
 
 def on_unsubscribe(p: Parts, conn: Connection, s: Session, packet: Unsubscribe) -> None:
