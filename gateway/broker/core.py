@@ -26,7 +26,6 @@ routing.py takes a Publication through the router to the outboxes.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
-from typing import cast
 
 from gateway.broker import admin, connect, disconnect, inbound_publish, store_limit, subscribe
 from gateway.broker.access import AllowAll, Authorizer
@@ -109,6 +108,8 @@ class Broker:
             connect.connack_properties(settings),
         )
         self.sessions = self._p.sessions
+        # The open connections, looked up on every packet (the table keeps this dict).
+        self._conns = self.sessions.conns
         self._started_at: float | None = None
         self._next_sys: float | None = None
         # Figures that live outside the core (connection layer, store), as (name, value)
@@ -190,10 +191,10 @@ class Broker:
         connect.connect(p, conn, packet, identity, now)
 
     def handle(self, conn_id: int, packet: Packet, now: float) -> None:
-        p = self._p
-        conn = p.sessions.conns.get(conn_id)
+        conn = self._conns.get(conn_id)
         if conn is None:
             return  # already closed by the broker; the shell may still hold packets
+        p = self._p
         # Not _clock(): connection_opened() started the clock, and this is the hot path.
         p.now = now
         self.stats.messages_received += 1
@@ -201,25 +202,25 @@ class Broker:
         if s is None:
             disconnect.violation(p, conn, _PROTOCOL_ERROR, now)
             return
-        cls = packet.__class__
-        if cls is Publish:
-            inbound_publish.on_publish(p, conn, s, cast(Publish, packet), now)
-        elif cls is PubAck:
-            p.outbox.puback(conn, s, cast(PubAck, packet).packet_id, now)
-        elif cls is PubRec:
-            p.outbox.pubrec(conn, s, cast(PubRec, packet), now)
-        elif cls is PubRel:
-            inbound_publish.on_pubrel(p, conn, s, cast(PubRel, packet).packet_id)
-        elif cls is PubComp:
-            p.outbox.pubcomp(conn, s, cast(PubComp, packet).packet_id, now)
-        elif cls is Subscribe:
-            subscribe.on_subscribe(p, conn, s, cast(Subscribe, packet), now)
-        elif cls is Unsubscribe:
-            subscribe.on_unsubscribe(p, conn, s, cast(Unsubscribe, packet))
-        elif cls is PingReq:
+        # isinstance() narrows the type for free; typing.cast() would be a call per packet.
+        if isinstance(packet, Publish):
+            inbound_publish.on_publish(p, conn, s, packet, now)
+        elif isinstance(packet, PubAck):
+            p.outbox.puback(conn, s, packet.packet_id, now)
+        elif isinstance(packet, PubRec):
+            p.outbox.pubrec(conn, s, packet, now)
+        elif isinstance(packet, PubRel):
+            inbound_publish.on_pubrel(p, conn, s, packet.packet_id)
+        elif isinstance(packet, PubComp):
+            p.outbox.pubcomp(conn, s, packet.packet_id, now)
+        elif isinstance(packet, Subscribe):
+            subscribe.on_subscribe(p, conn, s, packet, now)
+        elif isinstance(packet, Unsubscribe):
+            subscribe.on_unsubscribe(p, conn, s, packet)
+        elif isinstance(packet, PingReq):
             p.actions.append(Send(conn.conn_id, PingResp()))
-        elif cls is Disconnect:
-            disconnect.on_disconnect(p, conn, s, cast(Disconnect, packet), now)
+        elif isinstance(packet, Disconnect):
+            disconnect.on_disconnect(p, conn, s, packet, now)
         else:
             # CONNECT again, AUTH (no enhanced authentication is offered) or a packet only a
             # server sends.

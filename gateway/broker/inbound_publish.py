@@ -4,7 +4,7 @@ PUBCOMP of the inbound QoS 1 and 2 exchanges."""
 from __future__ import annotations
 
 from gateway.broker.disconnect import violation
-from gateway.broker.effects import Send
+from gateway.broker.effects import Send, new_action
 from gateway.broker.parts import Parts, send
 from gateway.broker.router import Publication
 from gateway.broker.routing import (
@@ -144,12 +144,12 @@ def _acknowledge(p: Parts, conn: Connection, s: Session, pid: int, qos: int, fla
             rc = _NO_MATCHING
     p.refusal = None
     if qos == 1:
-        p.actions.append(Send(conn.conn_id, PubAck(pid, rc, ack_props)))
+        p.actions.append(new_action(Send, (conn.conn_id, PubAck(pid, rc, ack_props))))
     else:
         if rc < 0x80:
             s.inbound_qos2.add(pid)
             p.ledger.put_inbound_qos2(s, pid)
-        p.actions.append(Send(conn.conn_id, PubRec(pid, rc, ack_props)))
+        p.actions.append(new_action(Send, (conn.conn_id, PubRec(pid, rc, ack_props))))
 
 
 def _refusal_properties(p: Parts) -> Properties:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.broker.effects import Action, Send
+from gateway.broker.effects import Action, Send, new_action
 from gateway.broker.journal import Journal
 from gateway.broker.ledger import Ledger
 from gateway.broker.queue_policy import json_keys, notice
@@ -59,7 +59,8 @@ class Outbox:
         self._journal.queues_version += 1
         if s.pending_topic is not None:
             self.pending_changed(s)
-        self._ledger.drop_entry(s, e)
+        if s.stored:  # the check here saves a call per message of a clean session
+            self._ledger.drop_entry(s, e)
 
     def deliver(
         self,
@@ -103,7 +104,7 @@ class Outbox:
         if conn.max_packet_size and conn.too_large(out):  # the check first: hot path
             self._stats.dropped("too_large", 1, f"for {s.client_id!r} on {msg.topic}", s.client_id)
             return
-        self._actions.append(Send(conn.conn_id, out))
+        self._actions.append(new_action(Send, (conn.conn_id, out)))
         self._stats.publish_sent += 1
 
     def _transmit(
@@ -128,14 +129,16 @@ class Outbox:
         self._journal.queues_version += 1
         if s.pending_topic is not None:
             self.pending_changed(s)
-        if not persisted:
-            self._ledger.add_entry(s, e)
-        elif e.qos == 2:
-            # QoS 2 needs its packet id durable before the PUBLISH leaves (exactly once). An
-            # already stored QoS 1 entry does not: after a crash it is simply sent again,
-            # under a new packet id, which QoS 1 allows; that saves a write per delivery.
-            self._ledger.put_entry(s, e)
-        self._actions.append(Send(conn.conn_id, out))
+        if s.stored:  # the check here saves a call per message of a clean session
+            if not persisted:
+                self._ledger.add_entry(s, e)
+            elif e.qos == 2:
+                # QoS 2 needs its packet id durable before the PUBLISH leaves (exactly
+                # once). An already stored QoS 1 entry does not: after a crash it is simply
+                # sent again, under a new packet id, which QoS 1 allows; that saves a write
+                # per delivery.
+                self._ledger.put_entry(s, e)
+        self._actions.append(new_action(Send, (conn.conn_id, out)))
         self._stats.publish_sent += 1
 
     def _enqueue(
@@ -192,7 +195,8 @@ class Outbox:
         self._journal.queues_version += 1
         if s.pending_topic is not None:
             self.pending_changed(s)
-        self._ledger.add_entry(s, e)
+        if s.stored:  # the check here saves a call per message of a clean session
+            self._ledger.add_entry(s, e)
         if msg.expires_at is not None:
             self._timers.entry_expires(msg.expires_at, s, e)
         return True
@@ -264,7 +268,7 @@ class Outbox:
                     "too_large", 1, f"for {s.client_id!r} on {msg.topic}", s.client_id
                 )
                 continue
-            self._actions.append(Send(cid, out))
+            self._actions.append(new_action(Send, (cid, out)))
             self._stats.publish_sent += 1
         if s.queue:
             self.pump(conn, s, now)
@@ -277,7 +281,8 @@ class Outbox:
         self._journal.queues_version += 1
         if s.pending_topic is not None:
             self.pending_changed(s)
-        self._ledger.drop_entry(s, e)  # finish() inlined: one call less on the QoS 1 path
+        if s.stored:  # the check here saves a call per message of a clean session
+            self._ledger.drop_entry(s, e)  # finish() inlined: one call less on the QoS 1 path
         if s.queue:
             self.pump(conn, s, now)
 

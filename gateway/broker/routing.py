@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from gateway.broker import command_check
-from gateway.broker.effects import Send
+from gateway.broker.effects import Send, new_action
 from gateway.broker.outbox import delivery_properties
 from gateway.broker.parts import Parts, event
 from gateway.broker.records import Message
@@ -33,7 +33,7 @@ def route(p: Parts, pub: Publication, msg: Message | None) -> int:
     """Hand ``pub`` to every matching subscription (``msg``: its stored form, if one
     was made already). QoS 0 to a live connection goes straight out; the rest goes
     through the outbox."""
-    topic, _, qos, retain, _, _, origin, now, _ = pub
+    topic, _, qos, retain, props, _, origin, now, inbound = pub
     match = p.router.tree.match(topic)
     if match is NO_MATCH:
         return 0
@@ -77,20 +77,21 @@ def route(p: Parts, pub: Publication, msg: Message | None) -> int:
             # QoS 0 to a live connection goes straight out (not to a held one:
             # queue_policy.HOLD), in the publisher's packet when that is exactly what
             # this subscriber must receive.
-            packet = pub.packet
             if (
-                packet is None
+                inbound is None
                 or (conn.v5 and ids)
-                or packet.retain != out_retain
-                or packet.qos
-                or packet.dup
-                or packet.properties is not pub.properties
+                or inbound.retain != out_retain
+                or inbound.qos
+                or inbound.dup
+                or inbound.properties is not props
             ):
                 packet = _direct_packet(p, conn, pub, out_retain, ids)
+            else:
+                packet = inbound
             if conn.max_packet_size and conn.too_large(packet):  # the check first: hot path
                 p.stats.dropped("too_large", 1, f"for {client_id!r} on {topic}", client_id)
                 continue
-            actions.append(Send(conn.conn_id, packet))
+            actions.append(new_action(Send, (conn.conn_id, packet)))
             p.stats.publish_sent += 1
             continue
         if msg is None:

@@ -16,6 +16,7 @@ class SessionTable:
     def __init__(self, journal: Journal) -> None:
         # Public for the routing loop, which reads it once per matching subscription.
         self.by_id: dict[str, Session] = {}
+        # Never replaced, only changed: the broker keeps a reference for its hot path.
         self.conns: dict[int, Connection] = {}
         self.online = 0  # sessions with a connection
         self._journal = journal
