@@ -55,10 +55,6 @@ def detach(p: Parts, conn: Connection, reason_code: int | None) -> Session | Non
     return p.sessions.unlink(conn)
 
 
-def _unlink(p: Parts, conn: Connection) -> Session | None:
-    return p.sessions.unlink(conn)
-
-
 def after_disconnect(
     p: Parts, s: Session, will: Will | None, now: float, takeover: bool = False
 ) -> None:

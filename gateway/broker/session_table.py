@@ -36,9 +36,6 @@ class SessionTable:
     def get(self, client_id: str) -> Session | None:
         return self.by_id.get(client_id)
 
-    def sessions(self) -> list[Session]:
-        return list(self.by_id.values())
-
     def add(self, s: Session) -> None:
         self.by_id[s.client_id] = s
         self._journal.sessions_version += 1
