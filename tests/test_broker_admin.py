@@ -117,7 +117,8 @@ def test_delete_session_with_a_pending_list_publishes_it_empty() -> None:
     d.subscribe("gw/thermo/set", qos=1)
     d.disconnect()
     h.connect("app", V311).publish("gw/thermo/set", b'{"t": 20}', qos=1)
-    assert len(json.loads(h.broker._retained.get("gw/thermo/pending").payload)) == 1  # type: ignore[union-attr]
+    retained = {m.topic: m for m in h.broker.retained_messages()}
+    assert len(json.loads(retained["gw/thermo/pending"].payload)) == 1
     assert h.broker.delete_session("dev", h.now)
     h.flush()
     assert json.loads(h.store.retained["gw/thermo/pending"].payload) == []

@@ -119,7 +119,7 @@ def test_mqtt5_publisher_gets_the_reason_code_and_string(
     assert words in str(rejected["detail"])
     if qos == 2:
         # A PUBREC >= 0x80 ends the exchange: the packet id is free, nothing was kept.
-        assert h.broker._sessions["app"].inbound_qos2 == set()
+        assert h.broker.sessions["app"].inbound_qos2 == set()
         assert only(app.send(PubRel(1)), PubComp) == [PubComp(1, 0x92)]
     assert pending(h) == []
     assert device(h).publishes() == []  # never delivered
@@ -251,13 +251,13 @@ def test_a_schema_that_does_not_compile_is_ignored_and_said_so(
     with caplog.at_level(logging.WARNING, logger="gateway.broker"):
         asleep(h, (("queue-schema", '{"type": "array"}'),))
     assert "ignoring queue policy queue-schema" in caplog.text
-    assert h.broker._sessions["dev-trv"].policy is None
+    assert h.broker.sessions["dev-trv"].policy is None
 
 
 def test_a_damaged_stored_schema_leaves_commands_unchecked() -> None:
     h = Harness()
     asleep(h)
-    s = h.broker._sessions["dev-trv"]
+    s = h.broker.sessions["dev-trv"]
     s.policy = QueuePolicy(command_schema="{not json")
     app = h.connect("app", V5)
     assert only(app.publish(SET, b"x", qos=1), PubAck) == [PubAck(1)]

@@ -71,7 +71,7 @@ def test_packet_ids_skip_ids_in_use() -> None:
     assert [m.packet_id for m in msgs] == [1, 2, 3]
     c.ack(msgs[1])
     # Force the counter around: ids 1 and 3 are still in flight.
-    session = h.broker._sessions["c"]
+    session = h.broker.sessions["c"]
     session.next_packet_id = 65535
     for _ in range(3):
         p.publish("t", qos=1)

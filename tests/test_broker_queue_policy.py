@@ -127,7 +127,7 @@ def test_bad_policy_values_are_ignored_not_fatal() -> None:
     h = Harness()
     d = device(h, policy=(("queue-max-messages", "-1"), ("queue-overflow", "sideways")))
     assert not d.closed
-    assert h.broker._sessions["dev-thermo"].limits == h.settings.default_queue
+    assert h.broker.sessions["dev-thermo"].limits == h.settings.default_queue
 
 
 def test_coalescing_survives_a_restart_of_the_broker() -> None:
@@ -295,7 +295,7 @@ def test_restored_overrides_sit_on_the_current_config() -> None:
     )
     h2 = Harness(changed, store=h.store, now=h.now + 1)
     h2.restore()
-    limits = h2.broker._sessions["dev-thermo"].limits
+    limits = h2.broker.sessions["dev-thermo"].limits
     assert limits == QueueLimits(max_messages=3, max_bytes=99, queue_qos0=True, coalesce=True)
 
 
@@ -331,7 +331,7 @@ def test_a_later_trusted_connect_replaces_the_policy_and_one_without_clears_it()
     device(h, policy=()).disconnect()
     assert h.store.sessions["dev-thermo"].queue_policy is None
     h2 = restart(h)
-    assert h2.broker._sessions["dev-thermo"].limits == h2.settings.default_queue
+    assert h2.broker.sessions["dev-thermo"].limits == h2.settings.default_queue
     app = h2.connect("app", V311)
     for t in (20, 21):
         app.publish("gw/thermo/set", json.dumps({"target_temp": t}).encode(), qos=1)
@@ -343,7 +343,7 @@ def test_an_untrusted_client_taking_the_session_over_drops_the_policy() -> None:
     asleep_with_subscription(h, policy=PENDING)
     device(h, trusted=False).disconnect()  # same properties, but nobody we trust
     assert h.store.sessions["dev-thermo"].queue_policy is None
-    session = h.broker._sessions["dev-thermo"]
+    session = h.broker.sessions["dev-thermo"]
     assert (session.notify_topic, session.pending_topic) == (None, None)
     h2 = restart(h)
     watcher = h2.connect("watcher", V5)

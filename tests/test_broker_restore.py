@@ -181,7 +181,7 @@ def test_restore_gives_each_session_its_stored_queue_policy() -> None:
     h.broker.restore(snap, h.now)
     eff = h.broker.take_effects()
     assert [op.record.queue_policy for op in eff.store if isinstance(op, PutSession)] == [policy]
-    dev, plain = h.broker._sessions["dev"], h.broker._sessions["plain"]
+    dev, plain = h.broker.sessions["dev"], h.broker.sessions["plain"]
     assert dev.policy == policy and plain.policy is None
     assert dev.limits == QueueLimits(
         max_messages=2, overflow=Overflow.REJECT_NEW, coalesce=True, default_expiry=30

@@ -40,7 +40,7 @@ def test_v5_publish_that_would_be_stored_is_refused_whole_with_0x97() -> None:
     assert ack.reason_code == 0x97 and "full" in (ack.properties.reason_string or "")
     (rec,) = only(pub.publish("t/2", b"b", qos=2), PubRec)
     assert rec.reason_code == 0x97
-    assert not h.broker._sessions["pub"].inbound_qos2  # the exchange ended with the PUBREC
+    assert not h.broker.sessions["pub"].inbound_qos2  # the exchange ended with the PUBREC
     assert stored_messages(h) == [] and live.publishes() == []  # not routed at all
     assert h.broker.stats.dropped_store_full == 2
 

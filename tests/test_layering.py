@@ -263,3 +263,72 @@ def test_store_ops_mean_one_thing_and_sqlite_has_its_own_thread() -> None:
         assert not any(name.startswith("aiosqlite") for name in imports_of(path)), path.name
     fake_store = REPO / "tests" / "test_broker_support.py"
     assert "gateway.persistence.tables" in imports_of(fake_store)
+
+
+def _project_classes() -> dict[str, list[str]]:
+    """Every class defined in gateway/ and devices/, by name, with the names of its bases."""
+    found: dict[str, list[str]] = {}
+    for package in ("gateway", "devices"):
+        for path in modules(package):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ClassDef):
+                    bases = [ast.unparse(b).rsplit(".", 1)[-1] for b in node.bases]
+                    found.setdefault(node.name, []).extend(bases)
+    return found
+
+
+def test_broker_core_is_composed_not_inherited() -> None:
+    """No class in gateway/broker inherits from another class of the project: the core is
+    made of parts that own their data (issue 12), not a tower of mixins sharing one state.
+    Protocols, exceptions and records (NamedTuple, Enum, dataclasses) are the exceptions."""
+    project = _project_classes()
+
+    def exempt(name: str) -> bool:
+        bases = project.get(name, [])
+        return "Protocol" in bases or any(b.endswith(("Error", "Exception")) for b in bases)
+
+    bad = []
+    for path in modules("gateway.broker"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for base in node.bases:
+                name = ast.unparse(base).rsplit(".", 1)[-1]
+                if name in project and not exempt(name):
+                    bad.append(f"{path.relative_to(REPO)}: {node.name}({name})")
+    assert bad == []
+
+
+def test_broker_core_has_no_import_cycle() -> None:
+    """The broker's modules import one another one way only (a module-level import cycle
+    would mean two parts that cannot be understood apart)."""
+    graph = {
+        "gateway.broker." + path.stem: {
+            name for name in imports_of(path) if name.startswith("gateway.broker.")
+        }
+        for path in modules("gateway.broker")
+    }
+    for path in modules("gateway.broker"):
+        # "from gateway.broker import admin, connect": the modules named, not the package.
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "gateway.broker":
+                graph["gateway.broker." + path.stem].update(
+                    "gateway.broker." + alias.name for alias in node.names
+                )
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles: list[str] = []
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph.get(module, ())):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join([*trail[trail.index(dep) :], dep]))
+            elif dep not in state:
+                visit(dep, [*trail, dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []

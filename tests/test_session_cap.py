@@ -39,7 +39,7 @@ def test_one_session_too_many_is_refused_with_0x97_or_server_unavailable(
     assert connack(v5).reason_code == 0x97 and v5.closed
     assert connack(v311).reason_code == 3 and v311.closed
     assert connack(auto).reason_code == 0x97
-    assert set(h.broker._sessions) == {"a", "b"}
+    assert set(h.broker.sessions) == {"a", "b"}
     assert h.broker.stats.refused_max_sessions == 3
     warnings = [r.getMessage() for r in caplog.records if "max_sessions" in r.getMessage()]
     assert len(warnings) == 1 and "'c'" in warnings[0]  # rate-limited: the first one
@@ -75,7 +75,7 @@ def test_real_clients_against_a_gateway(tmp_path: Path) -> None:
     gw = ThreadGateway(config).start()
     try:
         # The gateway's own admin service (and bridge, if any) hold sessions already.
-        own = gw.call(lambda: len(gw.gateway.broker._sessions))
+        own = gw.call(lambda: len(gw.gateway.broker.sessions))
         assert own <= 2
         clients = [Client(port, f"c{i}", version=V311) for i in range(3 - own)]
         refused5 = Client(port, "late5", version=V5, connect=False)

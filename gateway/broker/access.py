@@ -10,7 +10,7 @@ class Authorizer(Protocol):
 
     An authorizer that can only refuse topics starting with some prefix may say so with an
     attribute ``restricted_prefix: str``; the broker then never asks it about other topics
-    (see BrokerState.set_authorizer).
+    (see Router.set_authorizer).
     """
 
     def can_publish(self, username: str | None, client_id: str, topic: str) -> bool: ...

@@ -53,6 +53,10 @@ class SetKeepAlive(NamedTuple):
 
 Action = Send | Close | SetKeepAlive
 
+# ``new_action(Send, (conn_id, packet))`` builds one without the NamedTuple's Python-level
+# __new__: the routing and delivery paths build one per outgoing PUBLISH (bench/).
+new_action = tuple.__new__
+
 
 @dataclass(slots=True)
 class Effects:

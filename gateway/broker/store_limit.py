@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import logging
 
-from gateway.broker.durability import Durability
 from gateway.broker.effects import Send
-from gateway.broker.records import Message
-from gateway.broker.session import Connection, Session
-from gateway.broker.settings import Overflow
-from gateway.broker.topic_tree import is_sys_topic
+from gateway.broker.parts import Parts, event
+from gateway.broker.session import Connection
 from gateway.mqtt.packets import Properties, PubAck, PubRec
 from gateway.mqtt.reason_codes import ReasonCode
 
@@ -38,121 +35,37 @@ log = logging.getLogger("gateway.broker")
 
 _QUOTA = ReasonCode.QUOTA_EXCEEDED.value
 REASON = "the broker's store is full (persistence.max_size_mb); try again later"
-RETAINED_SLACK = 1024
 
 
-class StoreLimit(Durability):
-    # Set by the shell from the store's measurements (set_store_full); the core never
-    # measures anything itself.
-    _store_full = False
-
-    def set_store_full(self, full: bool, detail: str = "") -> None:
-        """The store says it is full (True) or has room again (False); ``detail`` (its size
-        and limit) is for the log and the event."""
-        if full == self._store_full:
-            return
-        self._store_full = full
-        if full:
-            log.warning(
-                "store full (%s): new messages for persistent sessions and retained messages "
-                "are refused until deliveries make room (MQTT 5 publishers get 0x97)",
-                detail,
-            )
-            self._event("store_full", None, detail)
-        else:
-            log.warning("store has room again (%s): storing new messages again", detail)
-            self._event("store_ok", None, detail)
-
-    @property
-    def store_full(self) -> bool:
-        return self._store_full
-
-    # --- what would grow the store --------------------------------------------------------
-
-    def _would_store(self, topic: str, qos: int, retain: bool, payload: bytes, origin: str) -> bool:
-        """Would routing this publication add to the store? Only asked while it is full, so
-        a walk of the matching subscriptions costs nothing in normal operation. Errs towards
-        yes (the ACL and shared-group choice are not considered)."""
-        if retain and payload and self._retain_grows(topic, payload):
-            return True
-        match = self._tree.match(topic)
-        sessions = self._sessions
-        for t in match.targets:
-            s = sessions.get(t.client_id)
-            if s is None or not s.stored:
-                continue
-            dq = t.local_qos if t.client_id == origin else t.qos
-            if dq < 0:
-                continue  # No Local
-            conn = s.conn
-            if min(qos, dq) > 0 or conn is None or not conn.window:
-                return True  # stored in flight, or queued (QoS 0 too, if the session does)
-        for group in match.groups:
-            for client_id in group.order:
-                s = sessions.get(client_id)
-                if s is not None and s.stored:
-                    return True
-        return False
-
-    def _retain_grows(self, topic: str, payload: bytes) -> bool:
-        if is_sys_topic(topic):
-            return False  # $SYS is never stored
-        old = self._retained.get(topic)
-        return old is None or len(payload) > max(len(old.payload), RETAINED_SLACK)
-
-    # --- refusing ---------------------------------------------------------------------------
-
-    def _refuse_for_store(self, conn: Connection, packet_id: int, qos: int, topic: str) -> None:
-        """Refuse an MQTT 5 QoS 1/2 PUBLISH whole: 0x97, nothing routed or kept."""
-        self.stats.dropped(
-            "store_full", 1, f"store full: PUBLISH on {topic} refused with 0x97", None
+def set_store_full(p: Parts, full: bool, detail: str = "") -> None:
+    """The store says it is full (True) or has room again (False); ``detail`` (its size
+    and limit) is for the log and the event."""
+    if full == p.ledger.full:
+        return
+    p.ledger.full = full
+    if full:
+        log.warning(
+            "store full (%s): new messages for persistent sessions and retained messages "
+            "are refused until deliveries make room (MQTT 5 publishers get 0x97)",
+            detail,
         )
-        # The connection leaves the reason string out where the client asked for no problem
-        # information or it would not fit (mqtt/packet_size.py).
-        props = Properties(reason_string=REASON)
-        if qos == 1:
-            self._actions.append(Send(conn.conn_id, PubAck(packet_id, _QUOTA, props)))
-        else:
-            # A PUBREC >= 0x80 ends the exchange: the packet id is not kept.
-            self._actions.append(Send(conn.conn_id, PubRec(packet_id, _QUOTA, props)))
+        event(p, "store_full", None, detail)
+    else:
+        log.warning("store has room again (%s): storing new messages again", detail)
+        event(p, "store_ok", None, detail)
 
-    def _retained_refused(self, topic: str, payload: bytes) -> bool:
-        """While the store is full a retained message that would grow it is not kept (the
-        previous one, if any, stays; see _retain_grows). True if refused (and counted)."""
-        if not self._store_full or not self._retain_grows(topic, payload):
-            return False
-        self.stats.dropped("store_full", 1, f"store full; {topic} not retained")
-        return True
 
-    def _room_for(self, s: Session, msg: Message) -> bool:
-        """The store is full and ``msg`` would be stored for ``s``. With drop-oldest, drop
-        the session's oldest queued messages until as many payload bytes are gone, and store
-        it; else (reject-new, or nothing queued to drop) drop ``msg``. Always counted."""
-        queue = s.queue
-        if s.limits.overflow is Overflow.DROP_OLDEST and queue:
-            need = len(msg.payload)
-            freed = dropped = 0
-            while queue and (not dropped or freed < need):
-                oldest = queue.popleft()
-                if oldest is None:
-                    break
-                oldest.dead = True  # out of the queue: its expiry must not drop it again
-                freed += len(oldest.message.payload)
-                self._finish(s, oldest)
-                self._notify(s, "dropped", oldest.message, reason="store_full")
-                dropped += 1
-            self.stats.dropped(
-                "store_full",
-                dropped,
-                f"store full; oldest message(s) of {s.client_id!r} dropped for one on {msg.topic}",
-                s.client_id,
-            )
-            return True
-        self.stats.dropped(
-            "store_full",
-            1,
-            f"store full; message on {msg.topic} for {s.client_id!r} not stored",
-            s.client_id,
-        )
-        self._notify(s, "dropped", msg, reason="store_full")
-        return False
+# --- refusing ---------------------------------------------------------------------------
+
+
+def refuse_for_store(p: Parts, conn: Connection, packet_id: int, qos: int, topic: str) -> None:
+    """Refuse an MQTT 5 QoS 1/2 PUBLISH whole: 0x97, nothing routed or kept."""
+    p.stats.dropped("store_full", 1, f"store full: PUBLISH on {topic} refused with 0x97", None)
+    # The connection leaves the reason string out where the client asked for no problem
+    # information or it would not fit (mqtt/packet_size.py).
+    props = Properties(reason_string=REASON)
+    if qos == 1:
+        p.actions.append(Send(conn.conn_id, PubAck(packet_id, _QUOTA, props)))
+    else:
+        # A PUBREC >= 0x80 ends the exchange: the packet id is not kept.
+        p.actions.append(Send(conn.conn_id, PubRec(packet_id, _QUOTA, props)))

@@ -1,63 +1,47 @@
-"""What happens with the passing of time: delayed wills, session expiry, expiry of queued
-and retained messages."""
+"""What is due when: delayed wills, session expiry, expiry of queued messages.
+
+Entries are hints, checked against the session when they come due (the broker's tick),
+so that cancelling a will or reconnecting never has to search a heap.
+"""
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 
-from gateway.broker.disconnect import Disconnects
-from gateway.broker.records import DeleteRetained, PutSession
-from gateway.broker.session import QUEUED
-from gateway.broker.state import EXPIRY_TIMER, WILL_TIMER
-from gateway.broker.topic_tree import is_sys_topic
+from gateway.broker.session import QEntry, Session
+
+WILL_TIMER = 0
+EXPIRY_TIMER = 1
 
 
-class Timers(Disconnects):
-    def _run_timers(self, now: float) -> None:
-        """Act on whatever came due by ``now``. Heap entries are only hints, checked against
-        the session when popped, so that cancelling a will or reconnecting never has to
-        search a heap."""
-        timers = self._timers
-        sessions = self._sessions
-        while timers and timers[0][0] <= now:
-            _, kind, client_id = heapq.heappop(timers)
-            s = sessions.get(client_id)
-            if s is None or s.conn is not None:
-                continue
-            if kind == WILL_TIMER:
-                due = s.will_due_at
-                if s.will is None or due is None:
-                    continue
-                if due > now:
-                    heapq.heappush(timers, (due, WILL_TIMER, client_id))
-                    continue
-                will = s.will
-                s.will = None
-                s.will_due_at = None
-                if s.stored:
-                    self._store.append(PutSession(s.record()))
-                self._publish_will(client_id, will, now)
-            else:
-                expires = s.expires_at()
-                if expires is None:
-                    continue
-                if expires > now:
-                    heapq.heappush(timers, (expires, EXPIRY_TIMER, client_id))
-                    continue
-                self.stats.sessions_expired += 1
-                self._event("session_expired", client_id, f"offline for {s.expiry} s")
-                self._end_session(s, now, expired=True)
-        heap = self._queue_expiry
+class Timers:
+    __slots__ = ("_entries", "_sessions")
+
+    def __init__(self) -> None:
+        self._sessions: list[tuple[float, int, str]] = []  # (due, kind, client_id)
+        # (expires_at, seq, session, entry) of queued entries whose message can expire.
+        self._entries: list[tuple[float, int, Session, QEntry]] = []
+
+    def will_due(self, due: float, client_id: str) -> None:
+        heapq.heappush(self._sessions, (due, WILL_TIMER, client_id))
+
+    def expiry_due(self, due: float, client_id: str) -> None:
+        heapq.heappush(self._sessions, (due, EXPIRY_TIMER, client_id))
+
+    def entry_expires(self, expires_at: float, s: Session, e: QEntry) -> None:
+        heapq.heappush(self._entries, (expires_at, e.seq, s, e))
+
+    def due_sessions(self, now: float) -> Iterator[tuple[int, str]]:
+        """(kind, client_id) of every session timer due by ``now``, removed as yielded."""
+        heap = self._sessions
+        while heap and heap[0][0] <= now:
+            _, kind, client_id = heapq.heappop(heap)
+            yield kind, client_id
+
+    def due_entries(self, now: float) -> Iterator[tuple[Session, QEntry]]:
+        """Queued entries whose message expired by ``now``, removed as yielded."""
+        heap = self._entries
         while heap and heap[0][0] <= now:
             _, _, s, e = heapq.heappop(heap)
-            if e.dead or e.state is not QUEUED or sessions.get(s.client_id) is not s:
-                continue  # sent, dropped or its session ended since
-            s.queue.discard(e)
-            self._finish(s, e)
-            self.stats.dropped(
-                "expired", 1, f"queued for {s.client_id!r} on {e.message.topic}", s.client_id
-            )
-            self._notify(s, "expired", e.message)
-        for msg in self._retained.expire(now):
-            if not is_sys_topic(msg.topic):
-                self._store.append(DeleteRetained(msg.topic))
+            yield s, e
