@@ -377,20 +377,8 @@ class DeviceSession:
             # (MQTT 5, retain-as-published off): a stale command, not one sent to us now.
             log.info("%s: ignoring a retained command on %s", self.device.id, message.topic)
             return True
-        try:
-            command = json.loads(message.payload)
-        except (ValueError, UnicodeDecodeError):
-            command = None
-        if not isinstance(command, dict):
-            self._report(
-                message,
-                {
-                    "result": "failed",
-                    "reason": "invalid",
-                    "detail": "a command must be a JSON object",
-                    "payload": message.payload.decode("utf-8", "replace"),
-                },
-            )
+        command = self._command_of(message)
+        if command is None:
             return True  # nothing to retry: the same bytes would fail again
         key = (message.payload, message.properties.correlation_data)
         try:
@@ -408,43 +396,72 @@ class DeviceSession:
             )
             return True  # nothing to retry: the device can never carry it out
         except Exception as exc:
-            self.failed_attempts += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            attempts = self._attempts.pop(key, 0) + 1
-            if attempts >= self.device.policy.max_attempts:
-                log.warning(
-                    "%s: command %s failed %d times (%s); giving up",
-                    self.device.id,
-                    command,
-                    attempts,
-                    self.last_error,
-                )
-                self._report(
-                    message,
-                    {
-                        "result": "failed",
-                        "reason": "max_attempts",
-                        "detail": self.last_error,
-                        "attempts": attempts,
-                        "command": command,
-                    },
-                )
-                return True  # acknowledged: it leaves the queue for good
-            self._attempts[key] = attempts
-            while len(self._attempts) > _MAX_TRACKED:
-                del self._attempts[next(iter(self._attempts))]
-            log.warning(
-                "%s: command %s not confirmed (%s); it stays queued",
-                self.device.id,
-                command,
-                self.last_error,
-            )
-            return False
+            return self._attempt_failed(message, command, key, exc)
         attempts = self._attempts.pop(key, 0) + 1
         self.seen()
         self.delivered += 1
         self._report(message, {"result": "delivered", "command": command, "attempts": attempts})
         return True
+
+    def _command_of(self, message: Publish) -> dict[str, object] | None:
+        """The command object of `message`; None (and a ``failed`` report) if it is none."""
+        try:
+            command = json.loads(message.payload)
+        except (ValueError, UnicodeDecodeError):
+            command = None
+        if isinstance(command, dict):
+            return command
+        self._report(
+            message,
+            {
+                "result": "failed",
+                "reason": "invalid",
+                "detail": "a command must be a JSON object",
+                "payload": message.payload.decode("utf-8", "replace"),
+            },
+        )
+        return None
+
+    def _attempt_failed(
+        self,
+        message: Publish,
+        command: dict[str, object],
+        key: tuple[bytes, bytes | None],
+        exc: Exception,
+    ) -> bool:
+        """Count a failed attempt; True (acknowledge) once the policy's attempts are used up."""
+        self.failed_attempts += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        attempts = self._attempts.pop(key, 0) + 1
+        if attempts >= self.device.policy.max_attempts:
+            log.warning(
+                "%s: command %s failed %d times (%s); giving up",
+                self.device.id,
+                command,
+                attempts,
+                self.last_error,
+            )
+            self._report(
+                message,
+                {
+                    "result": "failed",
+                    "reason": "max_attempts",
+                    "detail": self.last_error,
+                    "attempts": attempts,
+                    "command": command,
+                },
+            )
+            return True  # acknowledged: it leaves the queue for good
+        self._attempts[key] = attempts
+        while len(self._attempts) > _MAX_TRACKED:
+            del self._attempts[next(iter(self._attempts))]
+        log.warning(
+            "%s: command %s not confirmed (%s); it stays queued",
+            self.device.id,
+            command,
+            self.last_error,
+        )
+        return False
 
     def _report(self, message: Publish, outcome: dict[str, object]) -> None:
         # A task, so that it runs after the handler returned and the PUBACK is written:
