@@ -10,6 +10,7 @@ from devices.ble.bthome_objects import (
     COMMAND_OPCODES,
     DIMMER_EVENTS,
     Kind,
+    ObjectSpec,
     spec_for_key,
 )
 from devices.homeassistant.entity import DIAGNOSTIC, SKIP_KEYS, Entity
@@ -51,49 +52,57 @@ def bthome_entities(state: Mapping[str, object]) -> tuple[list[Entity], dict[str
             if entity is not None:
                 entities.append(entity)
             continue
-        suffix = key[len(spec.key) :].replace("_", " ")
-        name = spec.name + suffix
-        diagnostic = spec.key in _DIAGNOSTIC_KEYS
         if spec.kind is Kind.DEVICE_INFO:
             if spec.key == "firmware_version" and isinstance(value, str):
                 device_info["sw_version"] = value
             continue
         if spec.kind is Kind.PACKET_ID:
             continue
-        if spec.kind is Kind.EVENT:
-            config: dict[str, Any] = {
-                "name": name,
-                "event_types": list(_EVENT_TYPES[spec.key]),
-                # Renders {} (ignored, per the event docs) for messages about other keys.
-                "value_template": (
-                    "{% if " + ref(path) + " is defined %}"
-                    '{"event_type": "{{ ' + ref(path) + ' }}"}'
-                    "{% else %}{}{% endif %}"
-                ),
-            }
-            if spec.key in _EVENT_CLASS:
-                config["device_class"] = _EVENT_CLASS[spec.key]
-            entities.append(Entity("event", key, config))
-            continue
-        if spec.kind is Kind.BINARY:
-            config = {"name": name}
-            if spec.device_class is not None:
-                config["device_class"] = spec.device_class
-            config.update(payload_on=ON, payload_off=OFF, value_template=on_off_template(path))
-        else:
-            config = {"name": name}
-            if spec.device_class is not None:
-                config["device_class"] = spec.device_class
-            if spec.unit is not None:
-                config["unit_of_measurement"] = spec.unit
-            if spec.state_class is not None:
-                config["state_class"] = spec.state_class
-            if spec.options:
-                config["options"] = list(spec.options)
-            config["value_template"] = value_template(path)
-        if diagnostic:
-            config["entity_category"] = DIAGNOSTIC
-        entities.append(
-            Entity("binary_sensor" if spec.kind is Kind.BINARY else "sensor", key, config)
-        )
+        entities.append(_object_entity(spec, key))
     return entities, device_info
+
+
+def _object_entity(spec: ObjectSpec, key: str) -> Entity:
+    """The entity of one BTHome object; `key` is the spec's key, with ``_2``... when the
+    device sends several objects of the type."""
+    path = (key,)
+    suffix = key[len(spec.key) :].replace("_", " ")
+    name = spec.name + suffix
+    if spec.kind is Kind.EVENT:
+        return _event_entity(spec, key, name)
+    if spec.kind is Kind.BINARY:
+        config: dict[str, Any] = {"name": name}
+        if spec.device_class is not None:
+            config["device_class"] = spec.device_class
+        config.update(payload_on=ON, payload_off=OFF, value_template=on_off_template(path))
+    else:
+        config = {"name": name}
+        if spec.device_class is not None:
+            config["device_class"] = spec.device_class
+        if spec.unit is not None:
+            config["unit_of_measurement"] = spec.unit
+        if spec.state_class is not None:
+            config["state_class"] = spec.state_class
+        if spec.options:
+            config["options"] = list(spec.options)
+        config["value_template"] = value_template(path)
+    if spec.key in _DIAGNOSTIC_KEYS:
+        config["entity_category"] = DIAGNOSTIC
+    return Entity("binary_sensor" if spec.kind is Kind.BINARY else "sensor", key, config)
+
+
+def _event_entity(spec: ObjectSpec, key: str, name: str) -> Entity:
+    path = (key,)
+    config: dict[str, Any] = {
+        "name": name,
+        "event_types": list(_EVENT_TYPES[spec.key]),
+        # Renders {} (ignored, per the event docs) for messages about other keys.
+        "value_template": (
+            "{% if " + ref(path) + " is defined %}"
+            '{"event_type": "{{ ' + ref(path) + ' }}"}'
+            "{% else %}{}{% endif %}"
+        ),
+    }
+    if spec.key in _EVENT_CLASS:
+        config["device_class"] = _EVENT_CLASS[spec.key]
+    return Entity("event", key, config)
