@@ -17,12 +17,54 @@ def _names_by_number(names: Mapping[int, str]) -> str:
 def wled_entities(
     state: Mapping[str, object], set_topic: str, facts: DeviceFacts | None
 ) -> list[Entity]:
-    # WLED speaks 0-255 brightness like Home Assistant; its transition `tt` is in tenths of a
-    # second (devices/lan/wled.py), Home Assistant's in seconds. Effects and presets go by
-    # number to WLED and by name to Home Assistant: the names are the device's own
-    # (/json/effects, /presets.json), read when it was identified.
+    # Effects and presets go by number to WLED and by name to Home Assistant: the names are
+    # the device's own (/json/effects, /presets.json), read when it was identified.
     effects = list(facts.effects) if facts is not None else []
     presets = dict(facts.presets) if facts is not None else {}
+    entities = [_light(state, set_topic, effects)]
+    for key, value in state.items():
+        if key in ("on", "brightness", "color", "effect") or key in SKIP_KEYS:
+            continue
+        if key == "rssi":
+            entities.append(rssi_entity((key,), key))
+            continue
+        if key == "preset":
+            entities.extend(_wled_presets(set_topic, presets))
+            continue
+        entity = generic_entity((key,), key, value)
+        if entity is not None:
+            entities.append(entity)
+    return entities
+
+
+def _light(state: Mapping[str, object], set_topic: str, effects: list[str]) -> Entity:
+    on_template, off_template = _command_templates(effects)
+    light: dict[str, Any] = {
+        "name": None,
+        "schema": "template",
+        "command_topic": set_topic,
+        "command_on_template": on_template,
+        "command_off_template": off_template,
+        "state_template": "{{ 'on' if " + ref(("on",)) + " else 'off' }}",
+    }
+    if "brightness" in state:
+        light["brightness_template"] = value_template(("brightness",))
+    if "color" in state:
+        for i, channel in enumerate(("red", "green", "blue")):
+            light[f"{channel}_template"] = "{{ " + ref(("color",)) + f"[{i}] }}}}"
+    if effects:
+        light["effect_list"] = effects
+        if "effect" in state:
+            light["effect_template"] = _effect_template(effects)
+    return Entity("light", "light", light, main=True)
+
+
+def _command_templates(effects: list[str]) -> tuple[str, str]:
+    """The light's on and off command templates.
+
+    WLED speaks 0-255 brightness like Home Assistant; its transition `tt` is in tenths of a
+    second (devices/lan/wled.py), Home Assistant's in seconds.
+    """
     effect_cmd = ""
     if effects:
         effect_cmd = (
@@ -42,50 +84,25 @@ def wled_entities(
         '{% if transition is defined %}, "transition": {{ (transition * 10) | round | int }}'
         "{% endif %}}"
     )
-    light: dict[str, Any] = {
-        "name": None,
-        "schema": "template",
-        "command_topic": set_topic,
-        "command_on_template": on_template,
-        "command_off_template": off_template,
-        "state_template": "{{ 'on' if " + ref(("on",)) + " else 'off' }}",
-    }
-    if "brightness" in state:
-        light["brightness_template"] = value_template(("brightness",))
-    if "color" in state:
-        for i, channel in enumerate(("red", "green", "blue")):
-            light[f"{channel}_template"] = "{{ " + ref(("color",)) + f"[{i}] }}}}"
-    if effects:
-        light["effect_list"] = effects
-        if "effect" in state:
-            effect = ref(("effect",))
-            light["effect_template"] = (
-                "{{ "
-                + compact_json(effects)
-                + "["
-                + effect
-                + "] if "
-                + effect
-                + " is number and 0 <= "
-                + effect
-                + " < "
-                + str(len(effects))
-                + " else '' }}"
-            )
-    entities = [Entity("light", "light", light, main=True)]
-    for key, value in state.items():
-        if key in ("on", "brightness", "color", "effect") or key in SKIP_KEYS:
-            continue
-        if key == "rssi":
-            entities.append(rssi_entity((key,), key))
-            continue
-        if key == "preset":
-            entities.extend(_wled_presets(set_topic, presets))
-            continue
-        entity = generic_entity((key,), key, value)
-        if entity is not None:
-            entities.append(entity)
-    return entities
+    return on_template, off_template
+
+
+def _effect_template(effects: list[str]) -> str:
+    """The effect's name from its number ('' for a number the device did not name)."""
+    effect = ref(("effect",))
+    return (
+        "{{ "
+        + compact_json(effects)
+        + "["
+        + effect
+        + "] if "
+        + effect
+        + " is number and 0 <= "
+        + effect
+        + " < "
+        + str(len(effects))
+        + " else '' }}"
+    )
 
 
 def _wled_presets(set_topic: str, presets: Mapping[int, str]) -> list[Entity]:
