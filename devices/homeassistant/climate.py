@@ -41,49 +41,9 @@ def climate_entity(
         "temperature_state_template": value_template((TARGET_TEMP,)),
         "mode_state_topic": state_topic,
     }
-    setpoint = schema.key(TARGET_TEMP) if schema is not None else None
-    if setpoint is not None:
-        for ha_key, schema_key in (
-            ("min_temp", "minimum"),
-            ("max_temp", "maximum"),
-            ("temp_step", "multipleOf"),
-        ):
-            if is_number(setpoint.get(schema_key)):
-                config[ha_key] = setpoint[schema_key]
-    modes = _enum_of(schema, "mode")
-    if "auto" in modes and "manual" in modes:
-        config["modes"] = ["auto", "heat"]
-        config["mode_command_topic"] = set_topic
-        config["mode_command_template"] = (
-            "{\"mode\": \"{{ 'manual' if value == 'heat' else 'auto' }}\"}"
-        )
-        # The eQ-3's vacation mode holds a fixed setpoint: heat.
-        config["mode_state_template"] = (
-            "{{ 'auto' if " + ref(("mode",)) + " == 'auto' else 'heat' }}"
-        )
-    else:
-        config["modes"] = ["heat"]
-        config["mode_state_template"] = "{{ 'heat' }}"
-    boost = schema is not None and schema.key("boost") is not None
-    presets = [*_enum_of(schema, "preset"), *(["boost"] if boost else [])]
-    if presets:
-        config["preset_modes"] = presets
-        config["preset_mode_command_topic"] = set_topic
-        # Home Assistant adds a preset "none" of its own: with a boost switch it ends the
-        # boost (as choosing another preset does); without one the gateway refuses it.
-        config["preset_mode_command_template"] = (
-            '{% if value == "boost" %}{"boost": true}{% elif value == "none" %}'
-            '{"boost": false}{% else %}{"preset": "{{ value }}", "boost": false}{% endif %}'
-            if boost
-            else '{"preset": "{{ value }}"}'
-        )
-        if boost:
-            # The presets other than boost only set the setpoint once: the thermostat does
-            # not remember them, so the state can only tell boost from none.
-            config["preset_mode_state_topic"] = state_topic
-            config["preset_mode_value_template"] = (
-                "{{ 'boost' if " + ref(("boost",)) + " else 'none' }}"
-            )
+    config.update(_setpoint_limits(schema))
+    config.update(_modes(schema, set_topic))
+    config.update(_presets(schema, set_topic, state_topic))
     if "valve" in state:
         config["action_topic"] = state_topic
         config["action_template"] = "{{ 'heating' if " + ref(("valve",)) + " > 0 else 'idle' }}"
@@ -91,3 +51,58 @@ def climate_entity(
         config["current_temperature_topic"] = state_topic
         config["current_temperature_template"] = value_template(("temperature",))
     return Entity("climate", "climate", config, main=True)
+
+
+def _setpoint_limits(schema: CommandSchema | None) -> dict[str, Any]:
+    setpoint = schema.key(TARGET_TEMP) if schema is not None else None
+    if setpoint is None:
+        return {}
+    return {
+        ha_key: setpoint[schema_key]
+        for ha_key, schema_key in (
+            ("min_temp", "minimum"),
+            ("max_temp", "maximum"),
+            ("temp_step", "multipleOf"),
+        )
+        if is_number(setpoint.get(schema_key))
+    }
+
+
+def _modes(schema: CommandSchema | None, set_topic: str) -> dict[str, Any]:
+    modes = _enum_of(schema, "mode")
+    if not ("auto" in modes and "manual" in modes):
+        return {"modes": ["heat"], "mode_state_template": "{{ 'heat' }}"}
+    return {
+        "modes": ["auto", "heat"],
+        "mode_command_topic": set_topic,
+        "mode_command_template": ("{\"mode\": \"{{ 'manual' if value == 'heat' else 'auto' }}\"}"),
+        # The eQ-3's vacation mode holds a fixed setpoint: heat.
+        "mode_state_template": "{{ 'auto' if " + ref(("mode",)) + " == 'auto' else 'heat' }}",
+    }
+
+
+def _presets(schema: CommandSchema | None, set_topic: str, state_topic: str) -> dict[str, Any]:
+    boost = schema is not None and schema.key("boost") is not None
+    presets = [*_enum_of(schema, "preset"), *(["boost"] if boost else [])]
+    if not presets:
+        return {}
+    config: dict[str, Any] = {
+        "preset_modes": presets,
+        "preset_mode_command_topic": set_topic,
+        # Home Assistant adds a preset "none" of its own: with a boost switch it ends the
+        # boost (as choosing another preset does); without one the gateway refuses it.
+        "preset_mode_command_template": (
+            '{% if value == "boost" %}{"boost": true}{% elif value == "none" %}'
+            '{"boost": false}{% else %}{"preset": "{{ value }}", "boost": false}{% endif %}'
+            if boost
+            else '{"preset": "{{ value }}"}'
+        ),
+    }
+    if boost:
+        # The presets other than boost only set the setpoint once: the thermostat does
+        # not remember them, so the state can only tell boost from none.
+        config["preset_mode_state_topic"] = state_topic
+        config["preset_mode_value_template"] = (
+            "{{ 'boost' if " + ref(("boost",)) + " else 'none' }}"
+        )
+    return config
