@@ -1,6 +1,6 @@
 """Publishes Home Assistant MQTT discovery for the devices over the bridge's MQTT link.
 
-devices/homeassistant.py builds the payloads (pure); this keeps what was sent: one retained
+devices/homeassistant/ builds the payloads (pure); this keeps what was sent: one retained
 config per entity, published when a device's state first shows it and again only when it
 changes; an entity whose key went away gets an empty retained config (Home Assistant removes
 it). Home Assistant loses non-retained state on restart and announces itself with ``online``

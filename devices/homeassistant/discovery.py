@@ -82,21 +82,28 @@ def entities_of(
     elif device.kind == "bthome":
         entities, found = bthome_entities(state_keys)
     else:
-        entities = []
-        schema = device.schema
-        if TARGET_TEMP in state_keys or (schema is not None and TARGET_TEMP in schema.keys):
-            entities.append(climate_entity(state_keys, schema, set_topic, state_topic))
-        for key, value in state_keys.items():
-            if key in SKIP_KEYS:
-                continue
-            entity = (
-                rssi_entity((key,), key) if key == "rssi" else generic_entity((key,), key, value)
-            )
-            if entity is not None:
-                entities.append(entity)
+        entities = _plain_entities(device, state_keys, set_topic, state_topic)
     if device.schema is not None and device.policy.persistent:
         entities.append(_pending(prefix, device))
     return entities, found
+
+
+def _plain_entities(
+    device: Device, state: Mapping[str, object], set_topic: str, state_topic: str
+) -> list[Entity]:
+    """A device of no family with a module of its own (eQ-3 and other thermostats, GATT and
+    sleepy sensors): a climate entity when it has a setpoint, and its readings."""
+    entities: list[Entity] = []
+    schema = device.schema
+    if TARGET_TEMP in state or (schema is not None and TARGET_TEMP in schema.keys):
+        entities.append(climate_entity(state, schema, set_topic, state_topic))
+    for key, value in state.items():
+        if key in SKIP_KEYS:
+            continue
+        entity = rssi_entity((key,), key) if key == "rssi" else generic_entity((key,), key, value)
+        if entity is not None:
+            entities.append(entity)
+    return entities
 
 
 def discovery_configs(
