@@ -29,6 +29,12 @@ Events go to ``<prefix>/<id>/event`` (not retained) rather than the retained sta
 Assistant fires an event for every message it receives, and a retained message is received
 again on every (re)subscription -- each Home Assistant restart would replay the last button
 press. `event_message` builds that message.
+
+The modules: `discovery` builds the messages from the entities that `bthome`, `shelly`,
+`wled` and `climate` (thermostats) describe per device family, or `readings` for any other
+key; `registry` makes the device-registry block; `entity` holds the records and topic names,
+`templates` the Jinja expressions every payload is written in. This package re-exports what
+the rest of the gateway uses.
 """
 
 from __future__ import annotations
