@@ -26,6 +26,7 @@ from gateway.mqtt.packets import (
     NO_PROPERTIES,
     PROTOCOL_V5,
     PROTOCOL_V31,
+    PROTOCOL_VERSIONS,
     Auth,
     ConnAck,
     Connect,
@@ -62,7 +63,19 @@ from gateway.mqtt.properties import (
     write_bin,
     write_str,
 )
-from gateway.mqtt.reason_codes import ReasonCode, connack_code_for_v311
+from gateway.mqtt.reason_codes import (
+    AUTH_REASONS,
+    CONNACK_REASONS,
+    DISCONNECT_REASONS,
+    PUBACK_REASONS,
+    PUBREL_REASONS,
+    SUBACK_REASONS,
+    SUBACK_V311_REASONS,
+    UNSUBACK_REASONS,
+    ReasonCode,
+    connack_code_for_v311,
+)
+from gateway.mqtt.topics import is_valid_topic_filter, is_valid_topic_name
 
 __all__ = [
     "MAX_PACKET_SIZE",
@@ -77,60 +90,6 @@ __all__ = [
 
 # Largest packet the protocol can express: 1 type byte + 4 length bytes + 268,435,455.
 MAX_PACKET_SIZE: Final = 268_435_460
-
-_VERSIONS: Final = frozenset({3, 4, 5})
-
-# ------------------------------------------------------------------ reason code sets (5.0)
-# 5.0 §3.2.2.2, §3.4.2.1, §3.5.2.1, §3.6.2.1, §3.7.2.1, §3.9.3, §3.11.3, §3.14.2.1, §3.15.2.1.
-_CONNACK_RC: Final = frozenset(
-    {0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C}
-    | {0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F}
-)
-_PUBACK_RC: Final = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
-_PUBREL_RC: Final = frozenset({0x00, 0x92})
-_SUBACK_RC: Final = frozenset(
-    {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2}
-)
-_UNSUBACK_RC: Final = frozenset({0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91})
-_DISCONNECT_RC: Final = frozenset(
-    {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90}
-    | set(range(0x93, 0xA3))
-)
-_AUTH_RC: Final = frozenset({0x00, 0x18, 0x19})
-# 3.1.1 §3.9.3: granted QoS or failure.
-_SUBACK_V311_RC: Final = frozenset({0x00, 0x01, 0x02, 0x80})
-
-# ------------------------------------------------------------------ topic validation
-
-
-def is_valid_topic_name(topic: str) -> bool:
-    """A non-empty topic name without wildcards or U+0000 (5.0 §4.7, 3.1.1 §4.7)."""
-    return bool(topic) and "+" not in topic and "#" not in topic and "\x00" not in topic
-
-
-def _filter_levels_ok(topic_filter: str) -> bool:
-    if not topic_filter or "\x00" in topic_filter:
-        return False
-    if "+" not in topic_filter and "#" not in topic_filter:
-        return True
-    levels = topic_filter.split("/")
-    last = len(levels) - 1
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != last):
-            return False
-        if "+" in level and level != "+":
-            return False
-    return True
-
-
-def is_valid_topic_filter(topic_filter: str) -> bool:
-    """Wildcards well placed (5.0 §4.7.1); ``$share/{name}/{filter}`` well formed (§4.8.2)."""
-    if topic_filter.startswith("$share/"):
-        name, sep, rest = topic_filter[7:].partition("/")
-        if not name or not sep or "+" in name or "#" in name:
-            return False
-        return _filter_levels_ok(rest)
-    return _filter_levels_ok(topic_filter)
 
 
 def _check_topic_name(topic: str) -> None:
@@ -247,7 +206,7 @@ def _d_connack(b0: int, buf: bytes, pos: int, end: int, v: int) -> ConnAck:
         # fall back, instead of a decoding error.
         return ConnAck(False, rc)
     if v == PROTOCOL_V5:
-        if rc not in _CONNACK_RC:
+        if rc not in CONNACK_REASONS:
             raise ProtocolError(f"invalid CONNACK reason code 0x{rc:02x}")
         props, pos = decode_properties(buf, pos + 2, end, PacketType.CONNACK)
         if pos != end:
@@ -374,10 +333,10 @@ def _d_suback(b0: int, buf: bytes, pos: int, end: int, v: int) -> SubAck:
     # 3.1.1 §3.9, 5.0 §3.9.
     pid, pos = _packet_id(buf, pos, end)
     props = NO_PROPERTIES
-    valid = _SUBACK_V311_RC
+    valid = SUBACK_V311_REASONS
     if v == PROTOCOL_V5:
         props, pos = decode_properties(buf, pos, end, PacketType.SUBACK)
-        valid = _SUBACK_RC
+        valid = SUBACK_REASONS
     codes = tuple(buf[pos:end])
     if not codes:
         raise ProtocolError("SUBACK without reason codes")
@@ -418,7 +377,7 @@ def _d_unsuback(b0: int, buf: bytes, pos: int, end: int, v: int) -> UnsubAck:
     if not codes:
         raise ProtocolError("UNSUBACK without reason codes")
     for rc in codes:
-        if rc not in _UNSUBACK_RC:
+        if rc not in UNSUBACK_REASONS:
             raise ProtocolError(f"invalid UNSUBACK reason code 0x{rc:02x}")
     return UnsubAck(pid, codes, props)
 
@@ -462,12 +421,12 @@ def _d_disconnect(b0: int, buf: bytes, pos: int, end: int, v: int) -> Disconnect
         if pos != end:
             raise _extra("DISCONNECT")  # 3.1.1 §3.14
         return Disconnect()
-    rc, props = _reason_and_props(buf, pos, end, PacketType.DISCONNECT, _DISCONNECT_RC)
+    rc, props = _reason_and_props(buf, pos, end, PacketType.DISCONNECT, DISCONNECT_REASONS)
     return Disconnect(rc, props)
 
 
 def _d_auth(b0: int, buf: bytes, pos: int, end: int, v: int) -> Auth:
-    rc, props = _reason_and_props(buf, pos, end, PacketType.AUTH, _AUTH_RC)
+    rc, props = _reason_and_props(buf, pos, end, PacketType.AUTH, AUTH_REASONS)
     return Auth(rc, props)
 
 
@@ -484,10 +443,10 @@ def _table(v: int | None, connect: _Decoder) -> tuple[_Decoder | None, ...]:
         return tuple(table)
     fixed: dict[int, _Decoder] = {
         0x20: _d_connack,
-        0x40: _ack_decoder(PubAck, PacketType.PUBACK, _PUBACK_RC),
-        0x50: _ack_decoder(PubRec, PacketType.PUBREC, _PUBACK_RC),
-        0x62: _ack_decoder(PubRel, PacketType.PUBREL, _PUBREL_RC),
-        0x70: _ack_decoder(PubComp, PacketType.PUBCOMP, _PUBREL_RC),
+        0x40: _ack_decoder(PubAck, PacketType.PUBACK, PUBACK_REASONS),
+        0x50: _ack_decoder(PubRec, PacketType.PUBREC, PUBACK_REASONS),
+        0x62: _ack_decoder(PubRel, PacketType.PUBREL, PUBREL_REASONS),
+        0x70: _ack_decoder(PubComp, PacketType.PUBCOMP, PUBREL_REASONS),
         0x82: _d_subscribe,
         0x90: _d_suback,
         0xA2: _d_unsubscribe,
@@ -557,7 +516,7 @@ def decode_packet(data: bytes, protocol_version: int) -> tuple[Packet, int] | No
 
     A CONNECT is decoded in the layout of the level it carries, whatever ``protocol_version``.
     """
-    if protocol_version not in _VERSIONS:
+    if protocol_version not in PROTOCOL_VERSIONS:
         raise ValueError(f"unknown protocol version {protocol_version}")
     buf = bytes(data)
     n = len(buf)
@@ -597,7 +556,7 @@ class StreamDecoder:
     def __init__(
         self, max_packet_size: int = MAX_PACKET_SIZE, protocol_version: int | None = None
     ) -> None:
-        if protocol_version is not None and protocol_version not in _VERSIONS:
+        if protocol_version is not None and protocol_version not in PROTOCOL_VERSIONS:
             raise ValueError(f"unknown protocol version {protocol_version}")
         if max_packet_size < 2:
             raise ValueError("max_packet_size below the smallest packet")
@@ -714,7 +673,7 @@ def _check_pid(pid: int | None) -> int:
 
 
 def _check_version(v: int) -> None:
-    if v not in _VERSIONS:
+    if v not in PROTOCOL_VERSIONS:
         raise ValueError(f"unknown protocol version {v}")
 
 
@@ -819,7 +778,7 @@ def _e_connect(p: Connect, v: int) -> bytes:
 def _e_connack(p: ConnAck, v: int) -> bytes:
     rc = p.reason_code
     if v == PROTOCOL_V5:
-        if rc not in _CONNACK_RC:
+        if rc not in CONNACK_REASONS:
             raise ValueError(f"invalid CONNACK reason code 0x{rc:02x}")
         props = encode_properties(p.properties, PacketType.CONNACK)
     else:
@@ -890,7 +849,7 @@ def _e_suback(p: SubAck, v: int) -> bytes:
         raise ValueError("SUBACK needs at least one reason code")
     if v == PROTOCOL_V5:
         for rc in p.reason_codes:
-            if rc not in _SUBACK_RC:
+            if rc not in SUBACK_REASONS:
                 raise ValueError(f"invalid SUBACK reason code 0x{rc:02x}")
         codes = bytes(p.reason_codes)
         props = encode_properties(p.properties, PacketType.SUBACK)
@@ -929,7 +888,7 @@ def _e_unsuback(p: UnsubAck, v: int) -> bytes:
     if not p.reason_codes:
         raise ValueError("a 5.0 UNSUBACK needs one reason code per topic filter")
     for rc in p.reason_codes:
-        if rc not in _UNSUBACK_RC:
+        if rc not in UNSUBACK_REASONS:
             raise ValueError(f"invalid UNSUBACK reason code 0x{rc:02x}")
     props = encode_properties(p.properties, PacketType.UNSUBACK)
     return _fixed(0xB0, u16(pid) + props + bytes(p.reason_codes))
@@ -947,7 +906,7 @@ def _e_disconnect(p: Disconnect, v: int) -> bytes:
     if v != PROTOCOL_V5:
         return b"\xe0\x00"
     rc = p.reason_code
-    if rc not in _DISCONNECT_RC:
+    if rc not in DISCONNECT_REASONS:
         raise ValueError(f"invalid DISCONNECT reason code 0x{rc:02x}")
     props = encode_properties(p.properties, PacketType.DISCONNECT)
     if props == b"\x00":
@@ -959,7 +918,7 @@ def _e_auth(p: Auth, v: int) -> bytes:
     if v != PROTOCOL_V5:
         raise ValueError("AUTH exists only in MQTT 5.0")
     rc = p.reason_code
-    if rc not in _AUTH_RC:
+    if rc not in AUTH_REASONS:
         raise ValueError(f"invalid AUTH reason code 0x{rc:02x}")
     props = encode_properties(p.properties, PacketType.AUTH)
     if rc == 0 and props == b"\x00":
@@ -971,10 +930,10 @@ _ENCODERS: Final[dict[type, Callable[[Any, int], bytes]]] = {
     Connect: _e_connect,
     ConnAck: _e_connack,
     Publish: encode_publish,
-    PubAck: _ack_encoder(0x40, PacketType.PUBACK, _PUBACK_RC),
-    PubRec: _ack_encoder(0x50, PacketType.PUBREC, _PUBACK_RC),
-    PubRel: _ack_encoder(0x62, PacketType.PUBREL, _PUBREL_RC),
-    PubComp: _ack_encoder(0x70, PacketType.PUBCOMP, _PUBREL_RC),
+    PubAck: _ack_encoder(0x40, PacketType.PUBACK, PUBACK_REASONS),
+    PubRec: _ack_encoder(0x50, PacketType.PUBREC, PUBACK_REASONS),
+    PubRel: _ack_encoder(0x62, PacketType.PUBREL, PUBREL_REASONS),
+    PubComp: _ack_encoder(0x70, PacketType.PUBCOMP, PUBREL_REASONS),
     Subscribe: _e_subscribe,
     SubAck: _e_suback,
     Unsubscribe: _e_unsubscribe,
