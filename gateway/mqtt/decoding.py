@@ -77,13 +77,12 @@ def _packet_id(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     return pid, pos
 
 
-def _d_connect(b0: int, buf: bytes, pos: int, end: int, v: int) -> Connect:
-    # 3.1.1 §3.1, 5.0 §3.1. The level in the packet decides the layout, not ``v``.
+def _protocol_name_and_level(buf: bytes, pos: int, end: int) -> tuple[str, int, int]:
+    # 3.1.1 §3.1.2.1-2, 5.0 §3.1.2.1-2: the pairs this codec speaks, MQIsdp only at level 3.
     name, pos = read_str(buf, pos, end)
     if pos >= end:
         raise MalformedPacket("truncated CONNECT")
     level = buf[pos]
-    pos += 1
     if name == "MQTT":
         supported = level in (4, 5)
     elif name == "MQIsdp":
@@ -95,16 +94,15 @@ def _d_connect(b0: int, buf: bytes, pos: int, end: int, v: int) -> Connect:
         err = UnsupportedProtocolVersion(f"unsupported protocol level {level} for {name!r}")
         err.protocol_level = level
         raise err
-    if pos + 3 > end:
-        raise MalformedPacket("truncated CONNECT")
-    flags = buf[pos]
-    keep_alive = (buf[pos + 1] << 8) | buf[pos + 2]
-    pos += 3
+    return name, level, pos + 1
+
+
+def _check_connect_flags(flags: int, level: int) -> None:
     if flags & 0x01:
         raise MalformedPacket("reserved CONNECT flag set")  # 3.1.1 §3.1.2.3, 5.0 §3.1.2.3
     will_flag = flags & 0x04
     will_qos = (flags >> 3) & 3
-    will_retain = bool(flags & 0x20)
+    will_retain = flags & 0x20
     if will_qos == 3:
         raise MalformedPacket("will QoS 3")  # 5.0 §3.1.2.6
     if not will_flag and (will_qos or will_retain):
@@ -113,21 +111,42 @@ def _d_connect(b0: int, buf: bytes, pos: int, end: int, v: int) -> Connect:
     has_username = flags & 0x80
     if has_password and not has_username and level != 5:
         raise MalformedPacket("password without user name")  # 3.1.1 §3.1.2.9
+
+
+def _d_will(buf: bytes, pos: int, end: int, flags: int, level: int) -> tuple[Will, int]:
+    # 3.1.1 §3.1.3.2-3, 5.0 §3.1.3.2-4: will properties (5.0 only), topic, payload.
+    will_props = NO_PROPERTIES
+    if level == 5:
+        will_props, pos = decode_properties(buf, pos, end, WILL)
+    will_topic, pos = read_str(buf, pos, end)
+    if not will_topic:
+        raise ProtocolError("empty will topic", ReasonCode.TOPIC_NAME_INVALID)
+    _check_topic_name(will_topic)
+    will_payload, pos = read_bin(buf, pos, end)
+    will_qos = (flags >> 3) & 3
+    will_retain = bool(flags & 0x20)
+    return Will(will_topic, will_payload, will_qos, will_retain, will_props), pos
+
+
+def _d_connect(b0: int, buf: bytes, pos: int, end: int, v: int) -> Connect:
+    # 3.1.1 §3.1, 5.0 §3.1. The level in the packet decides the layout, not ``v``.
+    name, level, pos = _protocol_name_and_level(buf, pos, end)
+    if pos + 3 > end:
+        raise MalformedPacket("truncated CONNECT")
+    flags = buf[pos]
+    keep_alive = (buf[pos + 1] << 8) | buf[pos + 2]
+    pos += 3
+    _check_connect_flags(flags, level)
+    will_flag = flags & 0x04
+    has_password = flags & 0x40
+    has_username = flags & 0x80
     props = NO_PROPERTIES
     if level == 5:
         props, pos = decode_properties(buf, pos, end, PacketType.CONNECT)
     client_id, pos = read_str(buf, pos, end)
     will = None
     if will_flag:
-        will_props = NO_PROPERTIES
-        if level == 5:
-            will_props, pos = decode_properties(buf, pos, end, WILL)
-        will_topic, pos = read_str(buf, pos, end)
-        if not will_topic:
-            raise ProtocolError("empty will topic", ReasonCode.TOPIC_NAME_INVALID)
-        _check_topic_name(will_topic)
-        will_payload, pos = read_bin(buf, pos, end)
-        will = Will(will_topic, will_payload, will_qos, will_retain, will_props)
+        will, pos = _d_will(buf, pos, end, flags, level)
     username = None
     if has_username:
         username, pos = read_str(buf, pos, end)
