@@ -15,6 +15,7 @@ from enum import IntEnum
 PROTOCOL_V311 = 4
 PROTOCOL_V5 = 5
 PROTOCOL_V31 = 3  # MQIsdp; accepted on decode so that it can be refused with a CONNACK.
+PROTOCOL_VERSIONS = frozenset({PROTOCOL_V31, PROTOCOL_V311, PROTOCOL_V5})
 
 
 class PacketType(IntEnum):

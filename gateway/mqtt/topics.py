@@ -1,4 +1,4 @@
-"""Topic names and filters (MQTT 5.0 §4.7): matching, pure functions on split levels."""
+"""Topic names and filters (MQTT 5.0 §4.7): validity checks, and matching on split levels."""
 
 from __future__ import annotations
 
@@ -82,3 +82,33 @@ def filter_intersection(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...] |
 def filters_overlap(a: str, b: str) -> bool:
     """Can one topic match both filters ``a`` and ``b``?"""
     return filter_intersection(a.split("/"), b.split("/")) is not None
+
+
+def is_valid_topic_name(topic: str) -> bool:
+    """A non-empty topic name without wildcards or U+0000 (5.0 §4.7, 3.1.1 §4.7)."""
+    return bool(topic) and "+" not in topic and "#" not in topic and "\x00" not in topic
+
+
+def _filter_levels_ok(topic_filter: str) -> bool:
+    if not topic_filter or "\x00" in topic_filter:
+        return False
+    if "+" not in topic_filter and "#" not in topic_filter:
+        return True
+    levels = topic_filter.split("/")
+    last = len(levels) - 1
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != last):
+            return False
+        if "+" in level and level != "+":
+            return False
+    return True
+
+
+def is_valid_topic_filter(topic_filter: str) -> bool:
+    """Wildcards well placed (5.0 §4.7.1); ``$share/{name}/{filter}`` well formed (§4.8.2)."""
+    if topic_filter.startswith("$share/"):
+        name, sep, rest = topic_filter[7:].partition("/")
+        if not name or not sep or "+" in name or "#" in name:
+            return False
+        return _filter_levels_ok(rest)
+    return _filter_levels_ok(topic_filter)
