@@ -28,7 +28,15 @@ THERMOSTAT_SCHEMA: dict[str, object] = {
 
 
 def sample_devices(count: int = 4, now: float = NOW) -> list[dict[str, object]]:
-    base: list[dict[str, object]] = [
+    """The demo devices (one of each kind the screens show), then numbered BTHome sensors
+    up to `count`."""
+    base = [*_demo_plug_and_sensor(now), *_demo_thermostats(now)]
+    base.extend(_numbered_sensor(n, now) for n in range(len(base), count))
+    return base[:count]
+
+
+def _demo_plug_and_sensor(now: float) -> list[dict[str, object]]:
+    return [
         {
             "id": "demo-plug",
             "kind": "shelly",
@@ -54,6 +62,12 @@ def sample_devices(count: int = 4, now: float = NOW) -> list[dict[str, object]]:
             "wake_observed": 5.0,
             "pending": 0,
         },
+    ]
+
+
+def _demo_thermostats(now: float) -> list[dict[str, object]]:
+    """Two eq3 valves that take commands: one asleep with commands waiting, one never heard."""
+    return [
         {
             "id": "demo-thermostat",
             "kind": "eq3",
@@ -92,22 +106,21 @@ def sample_devices(count: int = 4, now: float = NOW) -> list[dict[str, object]]:
             "schema": THERMOSTAT_SCHEMA,
         },
     ]
-    for n in range(len(base), count):
-        base.append(
-            {
-                "id": f"sensor-{n:04d}",
-                "kind": "bthome",
-                "name": f"Sensor {n}",
-                "policy": {"session": "clean"},
-                "link": "online" if n % 7 else "offline",
-                "last_seen": now - n % 300,
-                "address": f"A4:C1:38:{n >> 16 & 255:02X}:{n >> 8 & 255:02X}:{n & 255:02X}",
-                "rssi": -40 - n % 50,
-                "wake_interval": 300,
-                "pending": 0,
-            }
-        )
-    return base[:count]
+
+
+def _numbered_sensor(n: int, now: float) -> dict[str, object]:
+    return {
+        "id": f"sensor-{n:04d}",
+        "kind": "bthome",
+        "name": f"Sensor {n}",
+        "policy": {"session": "clean"},
+        "link": "online" if n % 7 else "offline",
+        "last_seen": now - n % 300,
+        "address": f"A4:C1:38:{n >> 16 & 255:02X}:{n >> 8 & 255:02X}:{n & 255:02X}",
+        "rssi": -40 - n % 50,
+        "wake_interval": 300,
+        "pending": 0,
+    }
 
 
 def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]:
