@@ -124,36 +124,54 @@ def _numbered_sensor(n: int, now: float) -> dict[str, object]:
 
 
 def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]:
-    def session(client_id: str, **extra: object) -> dict[str, object]:
-        record: dict[str, object] = {
-            "client_id": client_id,
-            "username": None,
-            "protocol": 5,
-            "persistent": False,
-            "connected": True,
-            "offline_since": None,
-            "session_expiry": 0,
-            "expires_at": None,
-            "subscriptions": [],
-            "queued": 0,
-            "queued_bytes": 0,
-            "inflight": 0,
-            "inflight_bytes": 0,
-            "listener": "tcp:127.0.0.1:1883",
-            "address": "127.0.0.1:50000",
-            "device": None,
-        }
-        record.update(extra)
-        return record
+    """The demo sessions (the TUI, two device sessions, two LAN clients), then numbered
+    clients up to `count`."""
+    base = _demo_sessions(now)
+    for n in range(len(base), count):
+        base.append(
+            _session(
+                f"client-{n:05d}",
+                protocol=4 if n % 3 else 5,
+                subscriptions=[f"room/{n % 20}/#"],
+                address=f"10.0.{n >> 8 & 255}.{n & 255}:1883",
+            )
+        )
+    return base[:count]
 
-    base = [
-        session(
+
+def _session(client_id: str, **extra: object) -> dict[str, object]:
+    """A clean MQTT 5 client online over TCP with nothing queued, but for `extra`."""
+    record: dict[str, object] = {
+        "client_id": client_id,
+        "username": None,
+        "protocol": 5,
+        "persistent": False,
+        "connected": True,
+        "offline_since": None,
+        "session_expiry": 0,
+        "expires_at": None,
+        "subscriptions": [],
+        "queued": 0,
+        "queued_bytes": 0,
+        "inflight": 0,
+        "inflight_bytes": 0,
+        "listener": "tcp:127.0.0.1:1883",
+        "address": "127.0.0.1:50000",
+        "device": None,
+    }
+    record.update(extra)
+    return record
+
+
+def _demo_sessions(now: float) -> list[dict[str, object]]:
+    return [
+        _session(
             "edge-gateway-tui",
             listener="unix:edge-gateway.sock",
             address="unix",
             subscriptions=["gw/bridge/updates/+", "gw/bridge/events"],
         ),
-        session(
+        _session(
             "gw-device-demo-plug",
             persistent=True,
             session_expiry=86400,
@@ -162,7 +180,7 @@ def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]
             listener="in-process",
             address="in-process",
         ),
-        session(
+        _session(
             "gw-device-demo-thermostat",
             persistent=True,
             connected=False,
@@ -176,7 +194,7 @@ def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]
             listener="in-process",
             address="in-process",
         ),
-        session(
+        _session(
             "home-assistant",
             username="ha",
             protocol=4,
@@ -185,7 +203,7 @@ def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]
             subscriptions=["gw/#", "homeassistant/status"],
             address="192.168.1.20:43122",
         ),
-        session(
+        _session(
             "logger",
             username="logger",
             protocol=5,
@@ -200,16 +218,6 @@ def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]
             address="192.168.1.30:51515",
         ),
     ]
-    for n in range(len(base), count):
-        base.append(
-            session(
-                f"client-{n:05d}",
-                protocol=4 if n % 3 else 5,
-                subscriptions=[f"room/{n % 20}/#"],
-                address=f"10.0.{n >> 8 & 255}.{n & 255}:1883",
-            )
-        )
-    return base[:count]
 
 
 def sample_pending(now: float = NOW) -> dict[str, list[dict[str, object]]]:
