@@ -28,7 +28,15 @@ THERMOSTAT_SCHEMA: dict[str, object] = {
 
 
 def sample_devices(count: int = 4, now: float = NOW) -> list[dict[str, object]]:
-    base: list[dict[str, object]] = [
+    """The demo devices (one of each kind the screens show), then numbered BTHome sensors
+    up to `count`."""
+    base = [*_demo_plug_and_sensor(now), *_demo_thermostats(now)]
+    base.extend(_numbered_sensor(n, now) for n in range(len(base), count))
+    return base[:count]
+
+
+def _demo_plug_and_sensor(now: float) -> list[dict[str, object]]:
+    return [
         {
             "id": "demo-plug",
             "kind": "shelly",
@@ -54,6 +62,12 @@ def sample_devices(count: int = 4, now: float = NOW) -> list[dict[str, object]]:
             "wake_observed": 5.0,
             "pending": 0,
         },
+    ]
+
+
+def _demo_thermostats(now: float) -> list[dict[str, object]]:
+    """Two eq3 valves that take commands: one asleep with commands waiting, one never heard."""
+    return [
         {
             "id": "demo-thermostat",
             "kind": "eq3",
@@ -92,55 +106,72 @@ def sample_devices(count: int = 4, now: float = NOW) -> list[dict[str, object]]:
             "schema": THERMOSTAT_SCHEMA,
         },
     ]
+
+
+def _numbered_sensor(n: int, now: float) -> dict[str, object]:
+    return {
+        "id": f"sensor-{n:04d}",
+        "kind": "bthome",
+        "name": f"Sensor {n}",
+        "policy": {"session": "clean"},
+        "link": "online" if n % 7 else "offline",
+        "last_seen": now - n % 300,
+        "address": f"A4:C1:38:{n >> 16 & 255:02X}:{n >> 8 & 255:02X}:{n & 255:02X}",
+        "rssi": -40 - n % 50,
+        "wake_interval": 300,
+        "pending": 0,
+    }
+
+
+def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]:
+    """The demo sessions (the TUI, two device sessions, two LAN clients), then numbered
+    clients up to `count`."""
+    base = _demo_sessions(now)
     for n in range(len(base), count):
         base.append(
-            {
-                "id": f"sensor-{n:04d}",
-                "kind": "bthome",
-                "name": f"Sensor {n}",
-                "policy": {"session": "clean"},
-                "link": "online" if n % 7 else "offline",
-                "last_seen": now - n % 300,
-                "address": f"A4:C1:38:{n >> 16 & 255:02X}:{n >> 8 & 255:02X}:{n & 255:02X}",
-                "rssi": -40 - n % 50,
-                "wake_interval": 300,
-                "pending": 0,
-            }
+            _session(
+                f"client-{n:05d}",
+                protocol=4 if n % 3 else 5,
+                subscriptions=[f"room/{n % 20}/#"],
+                address=f"10.0.{n >> 8 & 255}.{n & 255}:1883",
+            )
         )
     return base[:count]
 
 
-def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]:
-    def session(client_id: str, **extra: object) -> dict[str, object]:
-        record: dict[str, object] = {
-            "client_id": client_id,
-            "username": None,
-            "protocol": 5,
-            "persistent": False,
-            "connected": True,
-            "offline_since": None,
-            "session_expiry": 0,
-            "expires_at": None,
-            "subscriptions": [],
-            "queued": 0,
-            "queued_bytes": 0,
-            "inflight": 0,
-            "inflight_bytes": 0,
-            "listener": "tcp:127.0.0.1:1883",
-            "address": "127.0.0.1:50000",
-            "device": None,
-        }
-        record.update(extra)
-        return record
+def _session(client_id: str, **extra: object) -> dict[str, object]:
+    """A clean MQTT 5 client online over TCP with nothing queued, but for `extra`."""
+    record: dict[str, object] = {
+        "client_id": client_id,
+        "username": None,
+        "protocol": 5,
+        "persistent": False,
+        "connected": True,
+        "offline_since": None,
+        "session_expiry": 0,
+        "expires_at": None,
+        "subscriptions": [],
+        "queued": 0,
+        "queued_bytes": 0,
+        "inflight": 0,
+        "inflight_bytes": 0,
+        "listener": "tcp:127.0.0.1:1883",
+        "address": "127.0.0.1:50000",
+        "device": None,
+    }
+    record.update(extra)
+    return record
 
-    base = [
-        session(
+
+def _demo_sessions(now: float) -> list[dict[str, object]]:
+    return [
+        _session(
             "edge-gateway-tui",
             listener="unix:edge-gateway.sock",
             address="unix",
             subscriptions=["gw/bridge/updates/+", "gw/bridge/events"],
         ),
-        session(
+        _session(
             "gw-device-demo-plug",
             persistent=True,
             session_expiry=86400,
@@ -149,7 +180,7 @@ def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]
             listener="in-process",
             address="in-process",
         ),
-        session(
+        _session(
             "gw-device-demo-thermostat",
             persistent=True,
             connected=False,
@@ -163,7 +194,7 @@ def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]
             listener="in-process",
             address="in-process",
         ),
-        session(
+        _session(
             "home-assistant",
             username="ha",
             protocol=4,
@@ -172,7 +203,7 @@ def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]
             subscriptions=["gw/#", "homeassistant/status"],
             address="192.168.1.20:43122",
         ),
-        session(
+        _session(
             "logger",
             username="logger",
             protocol=5,
@@ -187,16 +218,6 @@ def sample_sessions(count: int = 5, now: float = NOW) -> list[dict[str, object]]
             address="192.168.1.30:51515",
         ),
     ]
-    for n in range(len(base), count):
-        base.append(
-            session(
-                f"client-{n:05d}",
-                protocol=4 if n % 3 else 5,
-                subscriptions=[f"room/{n % 20}/#"],
-                address=f"10.0.{n >> 8 & 255}.{n & 255}:1883",
-            )
-        )
-    return base[:count]
 
 
 def sample_pending(now: float = NOW) -> dict[str, list[dict[str, object]]]:
