@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
 import ssl
 import time
 from dataclasses import replace
@@ -34,8 +33,8 @@ from gateway.config import (
 from gateway.persistence import MemoryStore, SqliteStore, Store, StoreError
 from gateway.reload import plan_reload
 from gateway.server.server import ListenerSpec, Server
+from gateway.service_loop import serve_service
 from gateway.startup import StartupError, cannot_listen
-from gateway.systemd import Notifier
 from gateway.upstream.local import LocalBroker, SessionFigures
 from gateway.upstream.service import UpstreamService
 from gateway.upstream.settings import LOCAL_CLIENT_ID_PREFIX as UPSTREAM_CLIENT_ID_PREFIX
@@ -484,6 +483,11 @@ class Gateway:
         self.server.send_stall_timeout = limits.send_stall_timeout
         self.password_checks.configure(check_limits(config))
 
+    @property
+    def outside_connections(self) -> int:
+        """Network clients connected now (the gateway's own in-process clients not counted)."""
+        return self.server.outside_connections
+
     async def stop(self) -> None:
         await self._stop_services()
         await self.server.stop()
@@ -512,34 +516,6 @@ class Gateway:
                 log.exception("stopping the upstream bridges failed")
 
 
-def _serving_status(gateway: Gateway) -> str:
-    clients = gateway.server.outside_connections
-    return f"serving {clients} client{'' if clients == 1 else 's'}"
-
-
-async def _reload_for_signal(gateway: Gateway, notifier: Notifier) -> None:
-    notifier.reloading()
-    try:
-        await gateway.reload()
-    except ConfigError as exc:  # already logged by reload()
-        notifier.ready(f"reload failed, previous configuration in force: {exc}")
-    except Exception:
-        log.exception("reload failed, the previous configuration stays in force")
-        notifier.ready("reload failed, previous configuration in force (see the log)")
-    else:
-        notifier.ready(_serving_status(gateway))
-
-
-async def _report_status(gateway: Gateway, notifier: Notifier, every: float = 5.0) -> None:
-    shown = ""
-    while True:
-        await asyncio.sleep(every)
-        status = _serving_status(gateway)
-        if status != shown:
-            notifier.status(status)
-            shown = status
-
-
 def _build(config: GatewayConfig, config_path: Path | None) -> Gateway:
     """The gateway, or StartupError for a file the config names that changed since it was
     checked (certificates and the password file are read again here)."""
@@ -555,63 +531,7 @@ def _build(config: GatewayConfig, config_path: Path | None) -> Gateway:
 
 
 async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
-    notifier = Notifier()
-    notifier.status("starting")
-    # Pinging already: systemd counts the watchdog from start-up, and restoring a large store
-    # keeps the loop running (TimeoutStartSec covers a start-up that never finishes).
-    notifier.start_watchdog()
-    try:
-        await _serve(config, config_path, notifier)
-    except StartupError as exc:
-        notifier.status(f"failed to start: {exc}")  # what `systemctl status` shows
-        raise
-    finally:
-        await notifier.stop_watchdog()
-        notifier.close()
-
-
-async def _serve(config: GatewayConfig, config_path: Path | None, notifier: Notifier) -> None:
-    gateway = _build(config, config_path)
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[None]] = set()
-    started = False
-    early_reload = False
-
-    def on_sighup() -> None:
-        nonlocal early_reload
-        if not started:  # reloading a half-started gateway: do it once it is up instead
-            early_reload = True
-            return
-        task = loop.create_task(_reload_for_signal(gateway, notifier))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    # Installed before start-up: the listeners accept (and systemd or a user may send
-    # SIGTERM) before start() returns, and the default actions would kill the process
-    # without closing the store. A stop asked for during start-up is honoured once it is up.
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await gateway.start()
-    started = True
-    notifier.ready(_serving_status(gateway))
-    if early_reload:
-        on_sighup()
-    status = None
-    if notifier.enabled:
-        every = min(5.0, notifier.watchdog_interval or 5.0)
-        status = loop.create_task(_report_status(gateway, notifier, every))
-    await stop.wait()
-    log.info("stopping")
-    notifier.stopping()
-    loop.remove_signal_handler(signal.SIGHUP)
-    if status is not None:
-        status.cancel()
-    for task in list(reloads):
-        await task  # a reload half-way through finishes before the server goes away
-    await gateway.stop()
-    log.info("stopped")
+    await serve_service(lambda: _build(config, config_path))
 
 
 def run(config: GatewayConfig, *, config_path: Path) -> int:
