@@ -254,6 +254,24 @@ class Gateway:
             raise StartupError(cannot_listen(listener, index, exc, self._config_file)) from exc
 
     async def _start(self) -> None:
+        await self._restore()
+        await self._prime_upstream()
+        # Devices are clients of the broker, so they start once it serves.
+        supervisor = await self._start_devices()
+        await self.server.serve()
+        if supervisor.idle():
+            log.info(
+                "no device source is active yet: running as a durable MQTT broker only "
+                "(see devices: in the config)"
+            )
+        await self._start_upstream()
+        if self.config.admin_api:
+            await self._start_admin()
+        else:
+            log.info("admin API off (admin_api: false): no requests answered, no live updates")
+
+    async def _restore(self) -> None:
+        """The broker's state out of the store, and the listeners bound (not yet serving)."""
         started = time.monotonic()
         snapshot = await self._open_store()
         self.broker.restore(snapshot, time.time())
@@ -273,8 +291,10 @@ class Gateway:
             len(snapshot.queue),
             len(snapshot.retained),
         )
-        await self._prime_upstream()
-        # Devices are clients of the broker, so they start once it serves.
+
+    async def _start_devices(self) -> Supervisor:
+        """The device bridge (and the demo's devices in demo mode). The listeners start
+        serving once its sessions exist, or after SERVE_WITHIN if it is slow to come up."""
         devices = self.config.devices
         radio: Radio | None = None
         link: Link | None = None
@@ -318,17 +338,7 @@ class Gateway:
             except Exception:
                 log.exception("stopping the device bridge failed")
             await self._stop_demo()
-        await self.server.serve()
-        if supervisor.idle():
-            log.info(
-                "no device source is active yet: running as a durable MQTT broker only "
-                "(see devices: in the config)"
-            )
-        await self._start_upstream()
-        if self.config.admin_api:
-            await self._start_admin()
-        else:
-            log.info("admin API off (admin_api: false): no requests answered, no live updates")
+        return supervisor
 
     def _upstream_local(self) -> LocalBroker:
         """What the upstream bridges need from the broker besides their MQTT connections."""
