@@ -25,7 +25,6 @@ from gateway.config import (
     DevicesConfig,
     GatewayConfig,
     KnownDeviceConfig,
-    ListenerConfig,
     load_config,
     websocket_origins,
     with_demo,
@@ -38,7 +37,14 @@ from gateway.startup import StartupError, cannot_listen
 from gateway.upstream.local import LocalBroker, SessionFigures
 from gateway.upstream.service import UpstreamService
 from gateway.upstream.settings import LOCAL_CLIENT_ID_PREFIX as UPSTREAM_CLIENT_ID_PREFIX
-from gateway.wiring import broker_settings, build_authenticator, build_authorizer, check_limits
+from gateway.upstream.status import upstream_sys_figures
+from gateway.wiring import (
+    broker_settings,
+    build_authenticator,
+    build_authorizer,
+    check_limits,
+    listener_tls_context,
+)
 
 log = logging.getLogger("gateway")
 
@@ -46,20 +52,10 @@ log = logging.getLogger("gateway")
 SERVE_WITHIN = 10.0
 
 
-def _ssl_context(listener: ListenerConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    assert listener.certfile is not None and listener.keyfile is not None
-    ctx.load_cert_chain(str(listener.certfile), str(listener.keyfile))
-    if listener.cafile is not None:
-        ctx.load_verify_locations(str(listener.cafile))
-    if listener.require_client_cert:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 def listener_specs(config: GatewayConfig) -> list[ListenerSpec]:
     specs = []
     for listener in config.listeners:
+        tls = listener.type in ("tls", "wss")
         specs.append(
             ListenerSpec(
                 name=listener.name,
@@ -70,7 +66,7 @@ def listener_specs(config: GatewayConfig) -> list[ListenerSpec]:
                 url_path=listener.url_path or "/mqtt",
                 origins=websocket_origins(listener),
                 allow_anonymous=listener.allow_anonymous,
-                ssl_context=_ssl_context(listener) if listener.type in ("tls", "wss") else None,
+                ssl_context=listener_tls_context(listener) if tls else None,
             )
         )
     return specs
@@ -180,6 +176,7 @@ class Gateway:
     def _sys_figures(self) -> list[tuple[str, str]]:
         """Counters of the connection layer and the store, for $SYS/broker/..."""
         server, store = self.server.stats, self.store.stats
+        upstreams = self.upstream.upstream_statuses() if self.upstream is not None else []
         return [
             ("connections/refused", str(server.connections_refused)),
             ("connections/connect_timeouts", str(server.connect_timeouts)),
@@ -194,25 +191,8 @@ class Gateway:
             *self.server.guard_figures(),
             *self.password_checks.figures(),
             ("store/full", "1" if self.broker.store_full else "0"),
-            *self._upstream_figures(),
+            *upstream_sys_figures(upstreams),
         ]
-
-    def _upstream_figures(self) -> list[tuple[str, str]]:
-        """$SYS/broker/upstream/<name>/...: where a Mosquitto user looks for a bridge's state."""
-        if self.upstream is None:
-            return []
-        out: list[tuple[str, str]] = []
-        for st in self.upstream.upstream_statuses():
-            p = f"upstream/{st.name}/"
-            out += [
-                (p + "state", st.state),
-                (p + "queued", str(st.queued)),
-                (p + "forwarded", str(st.forwarded)),
-                (p + "received", str(st.received)),
-                (p + "dropped", str(st.dropped)),
-                (p + "duplicates", str(st.duplicates)),
-            ]
-        return out
 
     @property
     def _config_file(self) -> str:
