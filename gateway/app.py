@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
 import ssl
 import time
 from dataclasses import replace
@@ -26,7 +25,6 @@ from gateway.config import (
     DevicesConfig,
     GatewayConfig,
     KnownDeviceConfig,
-    ListenerConfig,
     load_config,
     websocket_origins,
     with_demo,
@@ -34,12 +32,19 @@ from gateway.config import (
 from gateway.persistence import MemoryStore, SqliteStore, Store, StoreError
 from gateway.reload import plan_reload
 from gateway.server.server import ListenerSpec, Server
+from gateway.service_loop import serve_service
 from gateway.startup import StartupError, cannot_listen
-from gateway.systemd import Notifier
 from gateway.upstream.local import LocalBroker, SessionFigures
 from gateway.upstream.service import UpstreamService
 from gateway.upstream.settings import LOCAL_CLIENT_ID_PREFIX as UPSTREAM_CLIENT_ID_PREFIX
-from gateway.wiring import broker_settings, build_authenticator, build_authorizer, check_limits
+from gateway.upstream.status import upstream_sys_figures
+from gateway.wiring import (
+    broker_settings,
+    build_authenticator,
+    build_authorizer,
+    check_limits,
+    listener_tls_context,
+)
 
 log = logging.getLogger("gateway")
 
@@ -47,20 +52,10 @@ log = logging.getLogger("gateway")
 SERVE_WITHIN = 10.0
 
 
-def _ssl_context(listener: ListenerConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    assert listener.certfile is not None and listener.keyfile is not None
-    ctx.load_cert_chain(str(listener.certfile), str(listener.keyfile))
-    if listener.cafile is not None:
-        ctx.load_verify_locations(str(listener.cafile))
-    if listener.require_client_cert:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 def listener_specs(config: GatewayConfig) -> list[ListenerSpec]:
     specs = []
     for listener in config.listeners:
+        tls = listener.type in ("tls", "wss")
         specs.append(
             ListenerSpec(
                 name=listener.name,
@@ -71,7 +66,7 @@ def listener_specs(config: GatewayConfig) -> list[ListenerSpec]:
                 url_path=listener.url_path or "/mqtt",
                 origins=websocket_origins(listener),
                 allow_anonymous=listener.allow_anonymous,
-                ssl_context=_ssl_context(listener) if listener.type in ("tls", "wss") else None,
+                ssl_context=listener_tls_context(listener) if tls else None,
             )
         )
     return specs
@@ -181,6 +176,7 @@ class Gateway:
     def _sys_figures(self) -> list[tuple[str, str]]:
         """Counters of the connection layer and the store, for $SYS/broker/..."""
         server, store = self.server.stats, self.store.stats
+        upstreams = self.upstream.upstream_statuses() if self.upstream is not None else []
         return [
             ("connections/refused", str(server.connections_refused)),
             ("connections/connect_timeouts", str(server.connect_timeouts)),
@@ -195,25 +191,8 @@ class Gateway:
             *self.server.guard_figures(),
             *self.password_checks.figures(),
             ("store/full", "1" if self.broker.store_full else "0"),
-            *self._upstream_figures(),
+            *upstream_sys_figures(upstreams),
         ]
-
-    def _upstream_figures(self) -> list[tuple[str, str]]:
-        """$SYS/broker/upstream/<name>/...: where a Mosquitto user looks for a bridge's state."""
-        if self.upstream is None:
-            return []
-        out: list[tuple[str, str]] = []
-        for st in self.upstream.upstream_statuses():
-            p = f"upstream/{st.name}/"
-            out += [
-                (p + "state", st.state),
-                (p + "queued", str(st.queued)),
-                (p + "forwarded", str(st.forwarded)),
-                (p + "received", str(st.received)),
-                (p + "dropped", str(st.dropped)),
-                (p + "duplicates", str(st.duplicates)),
-            ]
-        return out
 
     @property
     def _config_file(self) -> str:
@@ -255,6 +234,24 @@ class Gateway:
             raise StartupError(cannot_listen(listener, index, exc, self._config_file)) from exc
 
     async def _start(self) -> None:
+        await self._restore()
+        await self._prime_upstream()
+        # Devices are clients of the broker, so they start once it serves.
+        supervisor = await self._start_devices()
+        await self.server.serve()
+        if supervisor.idle():
+            log.info(
+                "no device source is active yet: running as a durable MQTT broker only "
+                "(see devices: in the config)"
+            )
+        await self._start_upstream()
+        if self.config.admin_api:
+            await self._start_admin()
+        else:
+            log.info("admin API off (admin_api: false): no requests answered, no live updates")
+
+    async def _restore(self) -> None:
+        """The broker's state out of the store, and the listeners bound (not yet serving)."""
         started = time.monotonic()
         snapshot = await self._open_store()
         self.broker.restore(snapshot, time.time())
@@ -274,8 +271,10 @@ class Gateway:
             len(snapshot.queue),
             len(snapshot.retained),
         )
-        await self._prime_upstream()
-        # Devices are clients of the broker, so they start once it serves.
+
+    async def _start_devices(self) -> Supervisor:
+        """The device bridge (and the demo's devices in demo mode). The listeners start
+        serving once its sessions exist, or after SERVE_WITHIN if it is slow to come up."""
         devices = self.config.devices
         radio: Radio | None = None
         link: Link | None = None
@@ -319,17 +318,7 @@ class Gateway:
             except Exception:
                 log.exception("stopping the device bridge failed")
             await self._stop_demo()
-        await self.server.serve()
-        if supervisor.idle():
-            log.info(
-                "no device source is active yet: running as a durable MQTT broker only "
-                "(see devices: in the config)"
-            )
-        await self._start_upstream()
-        if self.config.admin_api:
-            await self._start_admin()
-        else:
-            log.info("admin API off (admin_api: false): no requests answered, no live updates")
+        return supervisor
 
     def _upstream_local(self) -> LocalBroker:
         """What the upstream bridges need from the broker besides their MQTT connections."""
@@ -484,6 +473,11 @@ class Gateway:
         self.server.send_stall_timeout = limits.send_stall_timeout
         self.password_checks.configure(check_limits(config))
 
+    @property
+    def outside_connections(self) -> int:
+        """Network clients connected now (the gateway's own in-process clients not counted)."""
+        return self.server.outside_connections
+
     async def stop(self) -> None:
         await self._stop_services()
         await self.server.stop()
@@ -512,34 +506,6 @@ class Gateway:
                 log.exception("stopping the upstream bridges failed")
 
 
-def _serving_status(gateway: Gateway) -> str:
-    clients = gateway.server.outside_connections
-    return f"serving {clients} client{'' if clients == 1 else 's'}"
-
-
-async def _reload_for_signal(gateway: Gateway, notifier: Notifier) -> None:
-    notifier.reloading()
-    try:
-        await gateway.reload()
-    except ConfigError as exc:  # already logged by reload()
-        notifier.ready(f"reload failed, previous configuration in force: {exc}")
-    except Exception:
-        log.exception("reload failed, the previous configuration stays in force")
-        notifier.ready("reload failed, previous configuration in force (see the log)")
-    else:
-        notifier.ready(_serving_status(gateway))
-
-
-async def _report_status(gateway: Gateway, notifier: Notifier, every: float = 5.0) -> None:
-    shown = ""
-    while True:
-        await asyncio.sleep(every)
-        status = _serving_status(gateway)
-        if status != shown:
-            notifier.status(status)
-            shown = status
-
-
 def _build(config: GatewayConfig, config_path: Path | None) -> Gateway:
     """The gateway, or StartupError for a file the config names that changed since it was
     checked (certificates and the password file are read again here)."""
@@ -555,63 +521,7 @@ def _build(config: GatewayConfig, config_path: Path | None) -> Gateway:
 
 
 async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
-    notifier = Notifier()
-    notifier.status("starting")
-    # Pinging already: systemd counts the watchdog from start-up, and restoring a large store
-    # keeps the loop running (TimeoutStartSec covers a start-up that never finishes).
-    notifier.start_watchdog()
-    try:
-        await _serve(config, config_path, notifier)
-    except StartupError as exc:
-        notifier.status(f"failed to start: {exc}")  # what `systemctl status` shows
-        raise
-    finally:
-        await notifier.stop_watchdog()
-        notifier.close()
-
-
-async def _serve(config: GatewayConfig, config_path: Path | None, notifier: Notifier) -> None:
-    gateway = _build(config, config_path)
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[None]] = set()
-    started = False
-    early_reload = False
-
-    def on_sighup() -> None:
-        nonlocal early_reload
-        if not started:  # reloading a half-started gateway: do it once it is up instead
-            early_reload = True
-            return
-        task = loop.create_task(_reload_for_signal(gateway, notifier))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    # Installed before start-up: the listeners accept (and systemd or a user may send
-    # SIGTERM) before start() returns, and the default actions would kill the process
-    # without closing the store. A stop asked for during start-up is honoured once it is up.
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await gateway.start()
-    started = True
-    notifier.ready(_serving_status(gateway))
-    if early_reload:
-        on_sighup()
-    status = None
-    if notifier.enabled:
-        every = min(5.0, notifier.watchdog_interval or 5.0)
-        status = loop.create_task(_report_status(gateway, notifier, every))
-    await stop.wait()
-    log.info("stopping")
-    notifier.stopping()
-    loop.remove_signal_handler(signal.SIGHUP)
-    if status is not None:
-        status.cancel()
-    for task in list(reloads):
-        await task  # a reload half-way through finishes before the server goes away
-    await gateway.stop()
-    log.info("stopped")
+    await serve_service(lambda: _build(config, config_path))
 
 
 def run(config: GatewayConfig, *, config_path: Path) -> int:

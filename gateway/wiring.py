@@ -7,12 +7,14 @@ and again on a reload.
 
 from __future__ import annotations
 
+import ssl
+
 from gateway.auth.acl import gateway_authorizer
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.checks import CheckLimits, PasswordChecks
 from gateway.broker.access import Authorizer
 from gateway.broker.settings import BrokerSettings
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, ListenerConfig
 
 
 def broker_settings(config: GatewayConfig) -> BrokerSettings:
@@ -61,3 +63,16 @@ def check_limits(config: GatewayConfig) -> CheckLimits:
         max_waiting=limits.password_checks_waiting,
         backoff_max=limits.login_backoff_max,
     )
+
+
+def listener_tls_context(listener: ListenerConfig) -> ssl.SSLContext:
+    """The server side of a tls/wss listener. The files were checked when the config was read;
+    this reads them again (ssl.SSLError or OSError if they changed since)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    assert listener.certfile is not None and listener.keyfile is not None
+    ctx.load_cert_chain(str(listener.certfile), str(listener.keyfile))
+    if listener.cafile is not None:
+        ctx.load_verify_locations(str(listener.cafile))
+    if listener.require_client_cert:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx

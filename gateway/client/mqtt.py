@@ -141,14 +141,7 @@ class MQTTClient:
         """Open the link and send CONNECT; raises ConnectRefused or ConnectionClosed."""
         if self._writer is not None:
             raise MQTTClientError("this client was already connected once; make a new one")
-        loop = asyncio.get_running_loop()
-        try:
-            self._reader, self._writer = await self._connector()
-        except OSError as exc:
-            self._finish(ConnectionClosed(f"cannot reach the broker: {exc}"))
-            raise ConnectionClosed(f"cannot reach the broker: {exc}") from exc
-        self._connack = loop.create_future()
-        self._tasks.append(loop.create_task(self._read_loop()))
+        connack = await self._open_link()
         props = Properties(
             session_expiry_interval=session_expiry or None,
             receive_maximum=receive_maximum,
@@ -166,8 +159,26 @@ class MQTTClient:
                 properties=props,
             )
         )
+        ack = await self._accepted(connack)
+        self._run_session(ack, keep_alive)
+        return ack
+
+    async def _open_link(self) -> asyncio.Future[ConnAck]:
+        """The streams, and the read loop that will see the CONNACK (the future returned)."""
+        loop = asyncio.get_running_loop()
         try:
-            ack = await asyncio.wait_for(self._connack, self._connect_timeout)
+            self._reader, self._writer = await self._connector()
+        except OSError as exc:
+            self._finish(ConnectionClosed(f"cannot reach the broker: {exc}"))
+            raise ConnectionClosed(f"cannot reach the broker: {exc}") from exc
+        self._connack = connack = loop.create_future()
+        self._tasks.append(loop.create_task(self._read_loop()))
+        return connack
+
+    async def _accepted(self, connack: asyncio.Future[ConnAck]) -> ConnAck:
+        """The server's CONNACK accepting us; anything else closes the link and raises."""
+        try:
+            ack = await asyncio.wait_for(connack, self._connect_timeout)
         except TimeoutError:
             await self._abandon(ConnectionClosed("no CONNACK in time"))
             raise ConnectionClosed("no CONNACK in time") from None
@@ -177,6 +188,11 @@ class MQTTClient:
         if ack.reason_code >= 0x80:
             await self._abandon(ConnectRefused(ack.reason_code))
             raise ConnectRefused(ack.reason_code)
+        return ack
+
+    def _run_session(self, ack: ConnAck, keep_alive: int) -> None:
+        """Connected: the server's limits in force, messages handled, pings sent."""
+        loop = asyncio.get_running_loop()
         self.connack = ack
         self._connected = True
         server_max = ack.properties.receive_maximum or 65535
@@ -186,7 +202,6 @@ class MQTTClient:
         self._tasks.append(loop.create_task(self._dispatch_loop()))
         if self._keep_alive:
             self._tasks.append(loop.create_task(self._ping_loop()))
-        return ack
 
     async def disconnect(self, reason_code: int = 0) -> None:
         """Send DISCONNECT and close. Reason 0 discards the will; 0x04 asks for it."""

@@ -28,6 +28,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.commands.nodes import TYPES, Node, is_number, kind_of, show
 
@@ -94,6 +95,10 @@ def _members(path: str, raw: object, kind: type) -> list[object] | dict[object, 
     return raw
 
 
+# A schema object as json.loads made it (what isinstance(raw, dict) narrows an object to).
+_Raw = dict[Any, Any]
+
+
 def _compile(raw: object, path: str, depth: int) -> Node:
     if depth > _MAX_DEPTH:
         raise SchemaError(f"{_where(path)}: nested deeper than {_MAX_DEPTH} levels")
@@ -104,6 +109,17 @@ def _compile(raw: object, path: str, depth: int) -> Node:
         raise SchemaError(f"{_where(path)}: unknown keyword {unknown[0]!r}")
     node = Node()
     at = f"{path}." if path else ""
+    # One family of keywords after the other, in this order: the first problem found is the
+    # one reported.
+    _compile_values(node, raw, at)
+    _compile_object(node, raw, at, depth)
+    _compile_array(node, raw, at, depth)
+    _compile_combined(node, raw, at, depth)
+    return node
+
+
+def _compile_values(node: Node, raw: _Raw, at: str) -> None:
+    """type, enum, and the number keywords."""
     if "type" in raw:
         types = raw["type"] if isinstance(raw["type"], list) else [raw["type"]]
         if not types or any(t not in TYPES for t in types):
@@ -125,6 +141,9 @@ def _compile(raw: object, path: str, depth: int) -> Node:
         node.step = _number(f"{at}multipleOf", raw["multipleOf"])
         if node.step <= 0:
             raise SchemaError(f"{at}multipleOf: expected a number > 0, got {show(node.step)}")
+
+
+def _compile_object(node: Node, raw: _Raw, at: str, depth: int) -> None:
     if "properties" in raw:
         props = _members(f"{at}properties", raw["properties"], dict)
         assert isinstance(props, dict)
@@ -149,12 +168,19 @@ def _compile(raw: object, path: str, depth: int) -> Node:
         node.additional = raw["additionalProperties"]
     if "minProperties" in raw:
         node.min_properties = _count(f"{at}minProperties", raw["minProperties"])
+
+
+def _compile_array(node: Node, raw: _Raw, at: str, depth: int) -> None:
     if "items" in raw:
         node.items = _compile(raw["items"], f"{at}items", depth + 1)
     if "minItems" in raw:
         node.min_items = _count(f"{at}minItems", raw["minItems"])
     if "maxItems" in raw:
         node.max_items = _count(f"{at}maxItems", raw["maxItems"])
+
+
+def _compile_combined(node: Node, raw: _Raw, at: str, depth: int) -> None:
+    """anyOf, and our `exclusive` key groups."""
     if "anyOf" in raw:
         alternatives = _members(f"{at}anyOf", raw["anyOf"], list)
         if not alternatives:
@@ -168,7 +194,6 @@ def _compile(raw: object, path: str, depth: int) -> Node:
             if not isinstance(group, list) or not all(isinstance(k, str) for k in group):
                 raise SchemaError(f"{at}exclusive: expected lists of key names")
         node.exclusive = tuple(tuple(group) for group in groups)  # type: ignore[arg-type]
-    return node
 
 
 class CommandSchema:

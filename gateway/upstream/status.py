@@ -3,6 +3,7 @@ message, the admin API's ``upstreams`` list and the TUI's Upstreams tab share th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -29,3 +30,19 @@ class UpstreamStatus:
 
     def as_json(self) -> dict[str, object]:
         return asdict(self)
+
+
+def upstream_sys_figures(statuses: Iterable[UpstreamStatus]) -> list[tuple[str, str]]:
+    """$SYS/broker/upstream/<name>/...: where a Mosquitto user looks for a bridge's state."""
+    out: list[tuple[str, str]] = []
+    for st in statuses:
+        p = f"upstream/{st.name}/"
+        out += [
+            (p + "state", st.state),
+            (p + "queued", str(st.queued)),
+            (p + "forwarded", str(st.forwarded)),
+            (p + "received", str(st.received)),
+            (p + "dropped", str(st.dropped)),
+            (p + "duplicates", str(st.duplicates)),
+        ]
+    return out
