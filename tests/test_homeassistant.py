@@ -1,4 +1,4 @@
-"""Home Assistant MQTT discovery payloads (devices/homeassistant.py).
+"""Home Assistant MQTT discovery payloads (devices/homeassistant/).
 
 Facts checked here come from the Home Assistant MQTT documentation (integrations/mqtt and the
 sensor/binary_sensor/switch/light/cover/event.mqtt pages): the config topic layout and the
