@@ -421,31 +421,8 @@ class Pipe:
             return
         topic, rule_qos = route
         local_qos = min(qos, rule_qos)
-        props = p.properties
-        if props is not NO_PROPERTIES and (
-            props.subscription_identifiers or props.topic_alias is not None
-        ):
-            props = replace(props, subscription_identifiers=(), topic_alias=None)
-        down = new_publish(
-            topic,
-            p.payload,
-            local_qos,
-            p.retain,
-            p.dup and local_qos > 0,
-            pid if local_qos else None,
-            props,
-        )
-        limit = self._local_max_packet
-        if limit and publish_size(down, PROTOCOL_V5) > limit:
-            self.counters.refused_in += 1
-            self._warn.warning(
-                "too-large-in",
-                "upstream %s: message on %r is larger than the local maximum packet size "
-                "(%d bytes); acknowledged and dropped",
-                self.name,
-                p.topic,
-                limit,
-            )
+        down = _local_copy(p, topic, local_qos)
+        if self._too_large_for_local(down, p.topic):
             self._finish_remote(pid, qos)
             return
         if not local_qos:
@@ -470,6 +447,21 @@ class Pipe:
             return
         self._in[pid] = state
         self._down(down)
+
+    def _too_large_for_local(self, down: Publish, remote_topic: str) -> bool:
+        limit = self._local_max_packet
+        if not limit or publish_size(down, PROTOCOL_V5) <= limit:
+            return False
+        self.counters.refused_in += 1
+        self._warn.warning(
+            "too-large-in",
+            "upstream %s: message on %r is larger than the local maximum packet size "
+            "(%d bytes); acknowledged and dropped",
+            self.name,
+            remote_topic,
+            limit,
+        )
+        return True
 
     def _release_in_held(self) -> None:
         held = self._in_held
@@ -567,3 +559,16 @@ class Pipe:
             self._up(PubComp(pid))
             if self._in_held:
                 self._release_in_held()
+
+
+def _local_copy(p: Publish, topic: str, qos: int) -> Publish:
+    """An upstream PUBLISH as it goes down: the local topic and QoS; subscription
+    identifiers and topic aliases belong to the upstream connection and are dropped."""
+    props = p.properties
+    if props is not NO_PROPERTIES and (
+        props.subscription_identifiers or props.topic_alias is not None
+    ):
+        props = replace(props, subscription_identifiers=(), topic_alias=None)
+    return new_publish(
+        topic, p.payload, qos, p.retain, p.dup and qos > 0, p.packet_id if qos else None, props
+    )
