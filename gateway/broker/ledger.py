@@ -47,8 +47,9 @@ class Ledger:
         self.full = False  # set by the shell from the store's measurements
 
     def take(self) -> list[StoreOp]:
-        ops = self.ops[:]
-        self.ops.clear()
+        # Handed over, not copied: nothing but the ledger holds on to its list.
+        ops = self.ops
+        self.ops = []
         return ops
 
     def new_msg_id(self) -> int:
