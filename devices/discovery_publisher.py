@@ -108,7 +108,7 @@ class DiscoveryPublisher:
             return
         previous = self._facts.get(device.id)
         self._facts[device.id] = facts
-        await self._publish(device, self._keys.get(device.id, {}), previous)
+        await self._publish(device, lambda known: known or {}, previous)
 
     async def announce(self, device: Device, state: dict[str, object], *, merge: bool) -> None:
         """Publish the configs that `state` adds or changes, remove those it drops.
@@ -116,18 +116,27 @@ class DiscoveryPublisher:
         `merge`: the state is partial (a BTHome packet carries some readings, the next one
         others), so keys seen before stay; a LAN device reports its whole state every time.
         """
-        previous = self._keys.get(device.id)
-        keys = {**previous, **state} if merge and previous is not None else dict(state)
-        await self._publish(device, keys, self._facts.get(device.id))
+
+        def keys_of(known: dict[str, object] | None) -> dict[str, object]:
+            return {**known, **state} if merge and known is not None else dict(state)
+
+        await self._publish(device, keys_of, self._facts.get(device.id))
 
     async def _publish(
-        self, device: Device, keys: dict[str, object], previous_facts: ha.DeviceFacts | None
+        self,
+        device: Device,
+        keys_of: Callable[[dict[str, object] | None], dict[str, object]],
+        previous_facts: ha.DeviceFacts | None,
     ) -> None:
+        """``keys_of`` makes the keys from those known when the lock is ours: a call that
+        waited for it must not publish from keys another call has replaced meanwhile (a
+        removed reading's config would come back)."""
         async with self._lock:
             bridge = self._connected()
             if bridge is None:
                 return
             previous = self._keys.get(device.id)
+            keys = keys_of(previous)
             facts = self._facts.get(device.id)
             # The configs depend on the keys and the kinds of their values, not on the numbers:
             # most readings change none of them, and rebuilding every config to find that out
