@@ -91,6 +91,28 @@ def test_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert read_password(None) is None
 
 
+def spawn_tui_in_pty(sock: Path, columns: int) -> tuple[int, subprocess.Popen[bytes]]:
+    """`edge-gateway tui` on a pseudo-terminal of ``columns`` x 30; (its leader fd, the process)."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": str(columns), "LINES": "30"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "tui", "--socket", str(sock)],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(follower)
+    return leader, proc
+
+
+def plain_text(screen: bytes) -> bytes:
+    """Terminal output without its CSI sequences (cursor moves, colours)."""
+    return re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", screen)
+
+
 def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
     out = b""
     deadline = time.monotonic() + timeout
@@ -104,8 +126,7 @@ def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
             if not chunk:
                 break
             out += chunk
-            plain = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", out)
-            if needle in plain:
+            if needle in plain_text(out):
                 break
     return out
 
@@ -121,22 +142,11 @@ async def test_the_command_runs_in_a_terminal_and_quits_on_q(tmp_path: Path) -> 
     }
     gw = Gateway(parse_config(json.dumps(config), "pty.yaml"))
     await gw.start()
-    leader, follower = pty.openpty()
-    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100", "LINES": "30"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "tui", "--socket", str(sock)],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-    )
-    os.close(follower)
+    leader, proc = spawn_tui_in_pty(sock, columns=100)
     try:
         # The header says so once it is in and the gateway's status has arrived.
         seen = await asyncio.to_thread(_read_until, leader, b"[connected]", 20.0)
-        assert b"[connected]" in re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", seen)
+        assert b"[connected]" in plain_text(seen)
         os.write(leader, b"q")
         assert await asyncio.to_thread(proc.wait, 10) == 0
     finally:

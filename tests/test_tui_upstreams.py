@@ -8,10 +8,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import pty
-import re
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -337,7 +333,7 @@ async def test_a_hostile_client_id_and_upstream_error_in_a_real_terminal(tmp_pat
     with an escape sequence as its client id, and an upstream broker's error carries one:
     the terminal receives them as text."""
     from paho_helpers import V311, Client
-    from test_tui_cli import REPO, _read_until
+    from test_tui_cli import _read_until, plain_text, spawn_tui_in_pty
 
     sock = tmp_path / "gw.sock"
     port = free_port()
@@ -359,25 +355,14 @@ async def test_a_hostile_client_id_and_upstream_error_in_a_real_terminal(tmp_pat
     )
     await service.start()
     hostile = await asyncio.to_thread(Client, port, "\x1b]0;pwned\x07", version=V311)
-    leader, follower = pty.openpty()
-    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120", "LINES": "30"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "tui", "--socket", str(sock)],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-    )
-    os.close(follower)
+    leader, proc = spawn_tui_in_pty(sock, columns=120)
     try:
         seen = await asyncio.to_thread(_read_until, leader, b"[connected]", 20.0)
         os.write(leader, b"2")
         seen += await asyncio.to_thread(_read_until, leader, b"\\x1b]0;pwned\\x07", 10.0)
         os.write(leader, b"5")
         seen += await asyncio.to_thread(_read_until, leader, b"bad\\x1b]0;owned\\x07", 10.0)
-        plain = re.sub(rb"\x1b\[[0-9;?]*[a-zA-Z]", b"", seen)
+        plain = plain_text(seen)
         assert b"\\x1b]0;pwned\\x07" in plain and b"bad\\x1b]0;owned\\x07" in plain
         assert b"\x1b]0;pwned" not in seen and b"\x1b]0;owned" not in seen
         os.write(leader, b"q")
