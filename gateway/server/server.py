@@ -2,7 +2,12 @@
 
 The one rule this module enforces is DESIGN §4: the store operations a broker step produced
 are committed before any packet that step produced is written, because those packets may
-acknowledge (PUBACK/PUBREC) or deliver what the operations make durable.
+acknowledge (PUBACK/PUBREC) or deliver what the operations make durable. One exception
+(``early_deliveries``): a QoS 0/1 PUBLISH to another client goes out at once. It promises
+nothing to the publisher, whose PUBACK/PUBREC still waits; if the gateway dies before the
+commit, the publisher sends the message again and the subscriber may get it twice, which
+QoS 1 allows. Waiting for the fsync added its latency to every persistent delivery, and an
+acknowledgement that arrives before the commit lets the commit skip the message entirely.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Protocol
 
 from gateway.broker.access import Authorizer
 from gateway.broker.core import Broker
-from gateway.broker.effects import Effects, Send, SetKeepAlive
+from gateway.broker.effects import Action, Effects, Send, SetKeepAlive
 from gateway.broker.records import (
     DeleteMessage,
     DeleteQueueEntry,
@@ -29,6 +34,7 @@ from gateway.broker.records import (
     StoreOp,
 )
 from gateway.broker.session_info import SessionInfo
+from gateway.mqtt.packets import Publish
 from gateway.mqtt.reason_codes import ReasonCode
 from gateway.server.connection import SLOW_CONSUMER_BYTES, Authenticates, MQTTConnection
 from gateway.server.inprocess import open_in_process
@@ -65,6 +71,26 @@ def needs_barrier(ops: Sequence[StoreOp]) -> bool:
             continue
         return True
     return False
+
+
+def early_deliveries(actions: list[Action], origin_id: int) -> tuple[list[Action], list[Action]]:
+    """(what may be written before the step's commit, what must wait for it): QoS 0/1
+    PUBLISHes to connections other than the one whose packet made the step. A QoS 2
+    delivery waits (its packet id must be durable first), and so does everything sent to
+    the origin, which may be its acknowledgement."""
+    early: list[Action] = []
+    held: list[Action] = []
+    for action in actions:
+        if (
+            action.__class__ is Send
+            and action.conn_id != origin_id
+            and action.packet.__class__ is Publish
+            and action.packet.qos < 2
+        ):
+            early.append(action)
+        else:
+            held.append(action)
+    return early, held
 
 
 def _log_background_failure(future: asyncio.Future[None]) -> None:
@@ -484,6 +510,9 @@ class Server:
             self._perform(effects)
             return
         if origin is not None:
+            early, effects.actions = early_deliveries(effects.actions, origin.conn_id)
+            if early:
+                self._perform_actions(early)
             origin.mark_busy()
         task = asyncio.get_running_loop().create_task(
             self._perform_when_durable(durable, effects, origin)
@@ -523,9 +552,12 @@ class Server:
             return False
 
     def _perform(self, effects: Effects) -> None:
+        self._perform_actions(effects.actions)
+
+    def _perform_actions(self, actions: list[Action]) -> None:
         connections = self.connections
         dirty = self._dirty
-        for action in effects.actions:
+        for action in actions:
             conn = connections.get(action.conn_id)
             if conn is None:
                 continue
