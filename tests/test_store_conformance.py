@@ -59,6 +59,11 @@ def entry(cid: str, seq: int, msg_id: int, state: EntryState = EntryState.QUEUED
     return PutQueueEntry(QueueEntry(cid, seq, msg_id, 1, state=state))
 
 
+def new_entry(cid: str, seq: int, msg_id: int) -> PutQueueEntry:
+    """A queue entry the ledger has never stored (its seq is new)."""
+    return PutQueueEntry(QueueEntry(cid, seq, msg_id, 1), new=True)
+
+
 def retain(topic: str, msg_id: int, payload: bytes) -> PutRetained:
     return PutRetained(Message(msg_id, topic, payload, 1, True))
 
@@ -237,6 +242,35 @@ CASES: dict[str, tuple[list[Round], Outcome]] = {
         [[[session("a"), sub("a", "x"), sub("a", "y")]], [[DeleteSubscription("a", "x")]]],
         outcome(sessions={"a": 60}, subscriptions={("a", "y"): 1}),
     ),
+    "a new entry and its message acknowledged in the same group leave nothing": (
+        [[[put_msg(1), new_entry("a", 1, 1)], [DeleteQueueEntry("a", 1), DeleteMessage(1)]]],
+        outcome(),
+    ),
+    "a new entry deleted in the next group is gone": (
+        [[[put_msg(1), new_entry("a", 1, 1)]], [[DeleteQueueEntry("a", 1), DeleteMessage(1)]]],
+        outcome(),
+    ),
+    "a stored message deleted, put again and deleted in one group is gone": (
+        [[[put_msg(1, b"old")]], [[DeleteMessage(1)], [put_msg(1, b"new")], [DeleteMessage(1)]]],
+        outcome(),
+    ),
+    "a new entry after its session's delete, then acknowledged, leaves the rest": (
+        [
+            [[session("a"), put_msg(1), new_entry("a", 1, 1), new_entry("a", 2, 1)]],
+            [[DeleteSession("a"), session("a"), new_entry("a", 3, 1)], [DeleteQueueEntry("a", 3)]],
+        ],
+        outcome(sessions={"a": 60}, messages={1: b"m"}),
+    ),
+    "acknowledged runs of entries and messages are deleted, and only they": (
+        [
+            [[put_msg(i) for i in range(1, 8)] + [new_entry("a", i, i) for i in range(1, 8)]],
+            [
+                [DeleteQueueEntry("a", i) for i in (1, 2, 3, 5, 7)]
+                + [DeleteMessage(i) for i in (2, 3, 4, 6)]
+            ],
+        ],
+        outcome(messages={1: b"m", 5: b"m", 7: b"m"}, queue=[("a", 4, 4, Q), ("a", 6, 6, Q)]),
+    ),
     "an inbound QoS 2 id deleted then put again is there": (
         [[[PutInboundQos2("a", 1)], [DeleteInboundQos2("a", 1)], [PutInboundQos2("a", 1)]]],
         outcome(inbound={("a", 1)}),
@@ -295,3 +329,30 @@ async def test_a_call_with_a_bad_op_stores_nothing_of_it(tmp_path: Path, kind: s
     snap = await again.open()
     await again.close()
     assert observed(snap) == outcome(sessions={"a": 60}, subscriptions={("a", "x"): 1})
+
+
+def test_a_delta_keeps_nothing_of_a_new_message_acknowledged_within_it() -> None:
+    from gateway.persistence.tables import Tables, apply
+
+    delta = Tables.delta()
+    apply(delta, [put_msg(1), new_entry("a", 1, 1), entry("a", 9, 2)])  # 9 and 2: stored below
+    apply(delta, [DeleteQueueEntry("a", 1), DeleteMessage(1)])
+    apply(delta, [DeleteQueueEntry("a", 9), DeleteMessage(2)])
+    assert delta.messages == {2: None}
+    assert delta.queue == {"a": {9: None}}
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ([5], [(5, 5)]),
+        ([3, 1, 2], [(1, 3)]),
+        ([1, 2, 4, 7, 8, 9, 11], [(1, 2), (4, 4), (7, 9), (11, 11)]),
+    ],
+)
+def test_deleted_keys_go_as_runs_of_consecutive_integers(
+    keys: list[int], expected: list[tuple[int, int]]
+) -> None:
+    from gateway.persistence.sqlite_writes import runs
+
+    assert runs(keys) == expected

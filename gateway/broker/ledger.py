@@ -96,7 +96,7 @@ class Ledger:
             ops.append(PutSubscription(rec))
         for e in sorted(chain(s.inflight.values(), s.queue), key=lambda e: e.seq):
             self._ref(e.message)
-            ops.append(PutQueueEntry(e.record(client_id)))
+            ops.append(PutQueueEntry(e.record(client_id), True))
         for pid in s.inbound_qos2:
             ops.append(PutInboundQos2(client_id, pid))
         s.stored = True
@@ -115,7 +115,7 @@ class Ledger:
         """A new entry of ``s`` (queued or straight into flight)."""
         if s.stored:
             self._ref(e.message)
-            self.ops.append(PutQueueEntry(e.record(s.client_id)))
+            self.ops.append(PutQueueEntry(e.record(s.client_id), True))
 
     def put_entry(self, s: Session, e: QEntry) -> None:
         """An entry already stored changed (state, packet id)."""

@@ -153,9 +153,11 @@ class DeleteMessage:
 
 @dataclass(frozen=True, slots=True)
 class PutQueueEntry:
-    """Insert or replace (client_id, seq)."""
+    """Insert or replace (client_id, seq). ``new``: the entry has never been stored before
+    (a new seq), so a delete that follows it in the same group cancels both (tables.py)."""
 
     entry: QueueEntry
+    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 
 Runs in the store's database thread. The delta already holds the final state of each key the
 group touched, so every table gets at most one executemany for its deletes and one for its
-upserts: a key put then deleted in the same group costs one DELETE, and the per-op Python work
-was a dict assignment. Sessions dropped in the group lose their stored rows first; the rows
-the group put after dropping them are in the delta and are written after.
+upserts: a key put then deleted in the same group costs one DELETE (or nothing, for a key the
+group created: tables.py), and the per-op Python work was a dict assignment. Deletes by integer
+key go as runs (``BETWEEN``): a drain acknowledges consecutive seqs of consecutive messages,
+and one range statement per run costs SQLite a fraction of a lookup per row. Sessions dropped
+in the group lose their stored rows first; the rows the group put after dropping them are in
+the delta and are written after.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
+from gateway.broker.records import Message, QueueEntry
 from gateway.persistence import codec
 from gateway.persistence.tables import Tables
 
@@ -45,8 +49,8 @@ _PUT_RETAINED = (
 )
 _DELETE_SESSION = "DELETE FROM sessions WHERE client_id = ?"
 _DELETE_SUBSCRIPTION = "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?"
-_DELETE_MESSAGE = "DELETE FROM messages WHERE msg_id = ?"
-_DELETE_QUEUE_ENTRY = "DELETE FROM queue WHERE client_id = ? AND seq = ?"
+_DELETE_MESSAGES = "DELETE FROM messages WHERE msg_id BETWEEN ? AND ?"
+_DELETE_QUEUE_ENTRIES = "DELETE FROM queue WHERE client_id = ? AND seq BETWEEN ? AND ?"
 _DELETE_INBOUND = "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?"
 _DELETE_RETAINED = "DELETE FROM retained WHERE topic = ?"
 _DROP_SESSION_ROWS = (
@@ -101,9 +105,9 @@ def _write_rows(db: sqlite3.Connection, d: Tables) -> None:
             db, d.subscriptions, _DELETE_SUBSCRIPTION, _PUT_SUBSCRIPTION, codec.subscription_row
         )
     if d.messages:
-        _write(db, d.messages, _DELETE_MESSAGE, _PUT_MESSAGE, codec.message_row)
+        _write_messages(db, d.messages)
     if d.queue:
-        _write_owned(db, d.queue, _DELETE_QUEUE_ENTRY, _PUT_QUEUE_ENTRY, codec.queue_row)
+        _write_queue(db, d.queue)
     if d.inbound_qos2:
         _write_inbound(db, d.inbound_qos2)
     if d.retained:
@@ -151,6 +155,54 @@ def _write_owned(
         db.executemany(delete, deletes)
     if puts:
         db.executemany(put, puts)
+
+
+def _write_messages(db: sqlite3.Connection, rows: dict[int, Message | None]) -> None:
+    puts: list[Row] = []
+    deleted: list[int] = []
+    message_row = codec.message_row
+    for msg_id, m in rows.items():
+        if m is None:
+            deleted.append(msg_id)
+        else:
+            puts.append(message_row(m))
+    if deleted:
+        db.executemany(_DELETE_MESSAGES, runs(deleted))
+    if puts:
+        db.executemany(_PUT_MESSAGE, puts)
+
+
+def _write_queue(db: sqlite3.Connection, table: dict[str, dict[int, QueueEntry | None]]) -> None:
+    puts: list[Row] = []
+    deletes: list[tuple[str, int, int]] = []
+    queue_row = codec.queue_row
+    for cid, rows in table.items():
+        deleted: list[int] = []
+        for seq, e in rows.items():
+            if e is None:
+                deleted.append(seq)
+            else:
+                puts.append(queue_row(e))
+        if deleted:
+            deletes.extend((cid, first, last) for first, last in runs(deleted))
+    if deletes:
+        db.executemany(_DELETE_QUEUE_ENTRIES, deletes)
+    if puts:
+        db.executemany(_PUT_QUEUE_ENTRY, puts)
+
+
+def runs(keys: list[int]) -> list[tuple[int, int]]:
+    """``keys`` (distinct) as (first, last) runs of consecutive integers, ascending."""
+    keys.sort()
+    out: list[tuple[int, int]] = []
+    first = last = keys[0]
+    for k in keys[1:]:
+        if k != last + 1:
+            out.append((first, last))
+            first = k
+        last = k
+    out.append((first, last))
+    return out
 
 
 def _write_inbound(

@@ -12,6 +12,11 @@ ones still apply). With nothing underneath a delete just removes. Both reduce a 
 to the final state of each key, which is what applying them one by one in order leaves:
 keys are independent, a put replaces the whole row, and a DeleteSession is replayed before
 the rows that follow it.
+
+A delta also knows which of its keys are new: a message is put only when no stored entry
+uses it (ledger.py), a ``PutQueueEntry(new=True)`` is a seq never stored. Deleting such a key
+in the same delta leaves nothing to write at all, rather than a DELETE of a row that is not
+there: a message acknowledged before its group was written costs the disk nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class Tables:
 
     __slots__ = (
         "dropped",
+        "fresh_messages",
+        "fresh_queue",
         "inbound_qos2",
         "is_delta",
         "messages",
@@ -75,6 +82,9 @@ class Tables:
         self.retained: dict[str, Message | None] = {}
         # Client ids whose DeleteSession must also remove rows stored before (a delta only).
         self.dropped: set[str] = set()
+        # Keys this delta put that nothing below it holds (a delta only; see above).
+        self.fresh_messages: set[int] = set()
+        self.fresh_queue: set[tuple[str, int]] = set()
         # About the bytes of the messages held here: the memory store's size (not a delta's).
         self.size_bytes = 0
 
@@ -119,25 +129,37 @@ def apply(tables: Tables, ops: Iterable[StoreOp]) -> None:
     delta = tables.is_delta
     messages = tables.messages
     queue = tables.queue
+    fresh_messages = tables.fresh_messages
+    fresh_queue = tables.fresh_queue
     for op in ops:
         kind = type(op)
         if kind is PutMessage:
             m = cast(PutMessage, op).message
             if not delta:
                 _resize(tables, messages.get(m.msg_id), m)
+            elif m.msg_id not in messages:  # a delete earlier in this delta: stored below
+                fresh_messages.add(m.msg_id)
             messages[m.msg_id] = m
         elif kind is PutQueueEntry:
-            e = cast(PutQueueEntry, op).entry
+            pq = cast(PutQueueEntry, op)
+            e = pq.entry
             rows = queue.get(e.client_id)
             if rows is None:
                 queue[e.client_id] = {e.seq: e}
             else:
                 rows[e.seq] = e
+            if delta and pq.new:
+                fresh_queue.add((e.client_id, e.seq))
         elif kind is DeleteQueueEntry:
             dq = cast(DeleteQueueEntry, op)
             if delta:  # _delete_owned, inlined for the most frequent delete
+                key = (dq.client_id, dq.seq)
                 rows = queue.get(dq.client_id)
-                if rows is None:
+                if key in fresh_queue:
+                    fresh_queue.discard(key)
+                    if rows is not None:  # else a DeleteSession in this delta took it
+                        rows.pop(dq.seq, None)
+                elif rows is None:
                     queue[dq.client_id] = {dq.seq: None}
                 else:
                     rows[dq.seq] = None
@@ -145,10 +167,13 @@ def apply(tables: Tables, ops: Iterable[StoreOp]) -> None:
                 _delete_owned(queue, dq.client_id, dq.seq, delta)
         elif kind is DeleteMessage:
             msg_id = cast(DeleteMessage, op).msg_id
-            if delta:
-                messages[msg_id] = None
-            else:
+            if not delta:
                 _resize(tables, messages.pop(msg_id, None), None)
+            elif msg_id in fresh_messages:
+                fresh_messages.discard(msg_id)
+                messages.pop(msg_id, None)
+            else:
+                messages[msg_id] = None
         else:
             _apply_rare(tables, op, delta)
 
