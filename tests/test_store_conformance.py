@@ -59,6 +59,11 @@ def entry(cid: str, seq: int, msg_id: int, state: EntryState = EntryState.QUEUED
     return PutQueueEntry(QueueEntry(cid, seq, msg_id, 1, state=state))
 
 
+def new_msg(msg_id: int, payload: bytes = b"m") -> PutMessage:
+    """A message no stored entry uses (the ledger puts only those)."""
+    return PutMessage(msg(msg_id, payload), new=True)
+
+
 def new_entry(cid: str, seq: int, msg_id: int) -> PutQueueEntry:
     """A queue entry the ledger has never stored (its seq is new)."""
     return PutQueueEntry(QueueEntry(cid, seq, msg_id, 1), new=True)
@@ -243,15 +248,15 @@ CASES: dict[str, tuple[list[Round], Outcome]] = {
         outcome(sessions={"a": 60}, subscriptions={("a", "y"): 1}),
     ),
     "a new entry and its message acknowledged in the same group leave nothing": (
-        [[[put_msg(1), new_entry("a", 1, 1)], [DeleteQueueEntry("a", 1), DeleteMessage(1)]]],
+        [[[new_msg(1), new_entry("a", 1, 1)], [DeleteQueueEntry("a", 1), DeleteMessage(1)]]],
         outcome(),
     ),
     "a new entry deleted in the next group is gone": (
-        [[[put_msg(1), new_entry("a", 1, 1)]], [[DeleteQueueEntry("a", 1), DeleteMessage(1)]]],
+        [[[new_msg(1), new_entry("a", 1, 1)]], [[DeleteQueueEntry("a", 1), DeleteMessage(1)]]],
         outcome(),
     ),
     "a stored message deleted, put again and deleted in one group is gone": (
-        [[[put_msg(1, b"old")]], [[DeleteMessage(1)], [put_msg(1, b"new")], [DeleteMessage(1)]]],
+        [[[new_msg(1, b"old")]], [[DeleteMessage(1)], [new_msg(1, b"new")], [DeleteMessage(1)]]],
         outcome(),
     ),
     "a new entry after its session's delete, then acknowledged, leaves the rest": (
@@ -263,7 +268,7 @@ CASES: dict[str, tuple[list[Round], Outcome]] = {
     ),
     "acknowledged runs of entries and messages are deleted, and only they": (
         [
-            [[put_msg(i) for i in range(1, 8)] + [new_entry("a", i, i) for i in range(1, 8)]],
+            [[new_msg(i) for i in range(1, 8)] + [new_entry("a", i, i) for i in range(1, 8)]],
             [
                 [DeleteQueueEntry("a", i) for i in (1, 2, 3, 5, 7)]
                 + [DeleteMessage(i) for i in (2, 3, 4, 6)]
@@ -335,7 +340,7 @@ def test_a_delta_keeps_nothing_of_a_new_message_acknowledged_within_it() -> None
     from gateway.persistence.tables import Tables, apply
 
     delta = Tables.delta()
-    apply(delta, [put_msg(1), new_entry("a", 1, 1), entry("a", 9, 2)])  # 9 and 2: stored below
+    apply(delta, [new_msg(1), new_entry("a", 1, 1), entry("a", 9, 2)])  # 9 and 2: stored below
     apply(delta, [DeleteQueueEntry("a", 1), DeleteMessage(1)])
     apply(delta, [DeleteQueueEntry("a", 9), DeleteMessage(2)])
     assert delta.messages == {2: None}

@@ -168,7 +168,7 @@ class Ledger:
         n = refs.get(msg.msg_id)
         if n is None:
             refs[msg.msg_id] = 1
-            self.ops.append(PutMessage(msg))
+            self.ops.append(PutMessage(msg, True))
         else:
             refs[msg.msg_id] = n + 1
 

@@ -13,8 +13,9 @@ to the final state of each key, which is what applying them one by one in order 
 keys are independent, a put replaces the whole row, and a DeleteSession is replayed before
 the rows that follow it.
 
-A delta also knows which of its keys are new: a message is put only when no stored entry
-uses it (ledger.py), a ``PutQueueEntry(new=True)`` is a seq never stored. Deleting such a key
+A delta also knows which of its keys are new, as the ledger marks them: a
+``PutMessage(new=True)`` is a message no stored entry uses (so not stored), a
+``PutQueueEntry(new=True)`` a seq never stored. Deleting such a key
 in the same delta leaves nothing to write at all, rather than a DELETE of a row that is not
 there: a message acknowledged before its group was written costs the disk nothing.
 """
@@ -134,10 +135,11 @@ def apply(tables: Tables, ops: Iterable[StoreOp]) -> None:
     for op in ops:
         kind = type(op)
         if kind is PutMessage:
-            m = cast(PutMessage, op).message
+            pm = cast(PutMessage, op)
+            m = pm.message
             if not delta:
                 _resize(tables, messages.get(m.msg_id), m)
-            elif m.msg_id not in messages:  # a delete earlier in this delta: stored below
+            elif pm.new and m.msg_id not in messages:  # deleted earlier here: stored below
                 fresh_messages.add(m.msg_id)
             messages[m.msg_id] = m
         elif kind is PutQueueEntry:
