@@ -19,6 +19,8 @@ from gateway.broker.records import StoreOp
 from gateway.mqtt.packets import (
     ConnAck,
     Connect,
+    PingReq,
+    PingResp,
     PubAck,
     Publish,
     PubRec,
@@ -26,6 +28,7 @@ from gateway.mqtt.packets import (
     Subscribe,
     Subscription,
 )
+from gateway.persistence import StoreError
 from gateway.server.server import early_deliveries
 
 GatewayFactory = Callable[..., tuple[ThreadGateway, int]]
@@ -146,3 +149,38 @@ def test_the_split_keeps_what_the_origin_is_sent_and_non_deliveries() -> None:
     early, held = early_deliveries(list(actions), origin_id=1)
     assert early == [to_other_q1, to_other_q0]
     assert held == [ack, to_other_q2, to_origin, other_ack, close, keep]
+
+
+class FailingStore(GatedStore):
+    """Every commit that must be durable fails (as a full or broken disk would)."""
+
+    def submit(self, ops: Sequence[StoreOp], *, urgent: bool = True) -> asyncio.Future[None]:
+        done = self._inner.submit(ops, urgent=urgent)
+        if not urgent:
+            return done  # type: ignore[no-any-return]
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(StoreError("disk on fire"))
+        return failed
+
+
+def test_a_failed_commit_acknowledges_nothing_and_cuts_the_publisher_off(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw, port = gateway_factory()
+    sub = _subscriber(port, 1)
+    pub = _client(port, "early-pub3", clean=True)
+    other = _client(port, "early-bystander", clean=True)
+    server = gw.gateway.server
+    failing = FailingStore(server.store)
+    gw.call(lambda: setattr(server, "store", failing))
+    try:
+        pub.send(Publish("early/t", b"lost?", qos=1, packet_id=3))
+        assert pub.closed_by_peer(), "the publisher must be cut off, never acknowledged"
+        got = sub.recv()  # already written before the commit: at-least-once allows it
+        assert isinstance(got, Publish) and got.payload == b"lost?"
+        other.send(PingReq())
+        assert isinstance(other.recv(), PingResp)  # nobody else is disturbed
+    finally:
+        gw.call(lambda: setattr(server, "store", failing._inner))
+        for c in (pub, sub, other):
+            c.close()

@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -178,7 +179,7 @@ class Server:
         self._servers: list[asyncio.Server] = []
         self._next_conn_id = 0
         self._housekeeping: asyncio.Task[None] | None = None
-        self._commits: set[asyncio.Task[None]] = set()
+        self._commits: set[asyncio.Future[None]] = set()
         self._dirty: dict[int, MQTTConnection] = {}
         self._flush_scheduled = False
         self.started_at = time.time()  # wall clock; set again when the listeners start
@@ -514,11 +515,21 @@ class Server:
             if early:
                 self._perform_actions(early)
             origin.mark_busy()
-        task = asyncio.get_running_loop().create_task(
-            self._perform_when_durable(durable, effects, origin)
-        )
-        self._commits.add(task)
-        task.add_done_callback(self._commits.discard)
+        # A callback, not a task awaiting the future: a task per commit cost its creation
+        # and one more turn of the loop before the PUBACKs went out.
+        self._commits.add(durable)
+        durable.add_done_callback(partial(self._after_commit, effects, origin))
+
+    def _after_commit(
+        self, effects: Effects, origin: MQTTConnection | None, durable: asyncio.Future[None]
+    ) -> None:
+        self._commits.discard(durable)
+        if durable.cancelled() or durable.exception() is not None:
+            self._commit_failed(durable, effects, origin)
+        else:
+            self._perform(effects)
+        if origin is not None:
+            origin.continue_after_wait()
 
     async def apply_effects(self, effects: Effects, origin: MQTTConnection | None = None) -> None:
         if effects.store:
@@ -527,14 +538,6 @@ class Server:
                 return
         self._perform(effects)
 
-    async def _perform_when_durable(
-        self, durable: asyncio.Future[None], effects: Effects, origin: MQTTConnection | None
-    ) -> None:
-        if await self._durable(durable, effects, origin):
-            self._perform(effects)
-        if origin is not None:
-            origin.continue_after_wait()
-
     async def _durable(
         self, durable: asyncio.Future[None], effects: Effects, origin: MQTTConnection | None
     ) -> bool:
@@ -542,14 +545,24 @@ class Server:
             await durable
             return True
         except Exception:
-            # Nothing that depended on this commit may be acknowledged. The originating client
-            # is cut off so that it retransmits what it was not told is safe; deliveries to
-            # others still go out (at-least-once allows the duplicate this may cause).
-            log.exception("store commit failed; dropping the acknowledgements of this batch")
-            if origin is not None:
-                origin.abort()  # closed connections drop what is queued for them
-            self._perform(effects)
+            self._commit_failed(durable, effects, origin)
             return False
+
+    def _commit_failed(
+        self, durable: asyncio.Future[None], effects: Effects, origin: MQTTConnection | None
+    ) -> None:
+        # Nothing that depended on this commit may be acknowledged. The originating client
+        # is cut off so that it retransmits what it was not told is safe; deliveries to
+        # others still go out (at-least-once allows the duplicate this may cause).
+        cause = None if durable.cancelled() else durable.exception()
+        log.error(
+            "store commit failed; dropping the acknowledgements of this batch: %s",
+            cause or "cancelled",
+            exc_info=cause,
+        )
+        if origin is not None:
+            origin.abort()  # closed connections drop what is queued for them
+        self._perform(effects)
 
     def _perform(self, effects: Effects) -> None:
         self._perform_actions(effects.actions)
