@@ -403,6 +403,11 @@ class MQTTConnection(asyncio.Protocol):
                     asyncio.get_running_loop().call_soon(self._end_yield)
                 return
         self.server.flush_effects(origin=self)
+        # What this client's own packets produced for it (acks, and the next messages of its
+        # queue after its PUBACKs) is written now rather than at the turn's end with the
+        # others: a subscriber's in-flight window is refilled once per round trip, and with
+        # ten busy publishers the rest of the turn doubled that round trip.
+        self.flush()
 
     def _end_yield(self) -> None:
         self._yielding = False
