@@ -113,12 +113,14 @@ async def census(args: argparse.Namespace) -> None:
         n = args.connections
         print(f"{n} idle connections held; RSS +{(rss_held - rss_before) / n:.2f} KB/conn")
         if snap_before is not None and snap_held is not None:
-            diff = snap_held.compare_to(snap_before, "lineno")
+            key = "traceback" if args.frames > 1 else "lineno"
+            diff = snap_held.compare_to(snap_before, key)
             traced = sum(d.size_diff for d in diff)
             print(f"traced Python allocations: +{traced / n:.0f} B/conn, top sites:")
             for d in diff[: args.top]:
-                frame = d.traceback[0]
-                where = f"{os.path.relpath(frame.filename)}:{frame.lineno}"
+                where = " <- ".join(
+                    f"{os.path.relpath(f.filename)}:{f.lineno}" for f in d.traceback[: args.frames]
+                )
                 print(f"  {d.size_diff / n:8.0f} B  {d.count_diff / n:6.2f} blocks  {where}")
         print("live objects gained per connection, by type:")
         gained = types_held - types_before
@@ -135,6 +137,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--connections", type=int, default=2000)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--frames", type=int, default=1, help="call sites shown per allocation")
     p.add_argument("--no-trace", action="store_true", help="RSS and object counts only")
     args = p.parse_args()
     import resource
@@ -142,7 +145,7 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not args.no_trace:
-        tracemalloc.start(1)
+        tracemalloc.start(args.frames)
     started = time.monotonic()
     asyncio.run(census(args))
     print(f"({time.monotonic() - started:.1f} s)")

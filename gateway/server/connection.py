@@ -124,6 +124,8 @@ class ConnectionHost(Protocol):
 
     def connect_timed_out(self, conn: MQTTConnection) -> None: ...
 
+    def write_stalled(self, conn: MQTTConnection, stalled: bool) -> None: ...
+
     def tls_failed(self, conn: MQTTConnection, error: BaseException | None) -> None: ...
 
     def websocket_refused(self, conn: MQTTConnection, status: int, reason: str) -> None: ...
@@ -169,6 +171,7 @@ class MQTTConnection(asyncio.Protocol):
         "server",
         "source",
         "stalled_since",
+        "timer_slot",
         "transport",
         "waiting",
     )
@@ -198,6 +201,7 @@ class MQTTConnection(asyncio.Protocol):
         self.waiting = False  # ... or waiting, unread, for a turn of its address to be so
         self.authenticating = False  # CONNECT received, its credentials being checked
         self.stalled_since: float | None = None  # send buffer full and not draining since
+        self.timer_slot: int | None = None  # the server's timer wheel (timer_wheel.py)
         self._tls = tls
         self._handshaking = False
         # Containers are made when there is something to hold and dropped when empty: an
@@ -348,6 +352,7 @@ class MQTTConnection(asyncio.Protocol):
         self.stalled_since = time.monotonic()
         self._unacked = unacknowledged(self.transport)
         self.server.stats.write_pauses += 1
+        self.server.write_stalled(self, True)
         self._pause()
 
     def resume_writing(self) -> None:
@@ -356,6 +361,7 @@ class MQTTConnection(asyncio.Protocol):
         # Whatever the client sent while we did not read is still in the socket; it must not
         # count as silence towards its keep-alive.
         self.last_rx = time.monotonic()
+        self.server.write_stalled(self, False)
         self._continue()
 
     def check_progress(self, now: float) -> None:
