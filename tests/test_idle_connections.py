@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import ThreadGateway, wait_for
+from conftest import REPO, ThreadGateway, wait_for
 from fuzz_helpers import RawConn, disconnect_reason
 from paho_helpers import V5, Client
 
 from gateway.mqtt.codec import encode
 from gateway.mqtt.packets import PROTOCOL_V5, PROTOCOL_V311, PingResp, Publish, Will
 from gateway.mqtt.reason_codes import ReasonCode as RC
+from gateway.server.sockets import OPEN_FILES_CEILING
 
 GatewayFactory = Callable[..., tuple[ThreadGateway, int]]
 
@@ -143,3 +146,22 @@ def test_among_many_idle_connections_a_silent_one_expires_at_one_and_a_half_keep
         for conn in conns:
             conn.close()
         watcher.disconnect()
+
+
+def test_the_open_files_soft_limit_is_raised_to_the_hard_one() -> None:
+    """systemd gives services a soft limit of 1024 open files: that many clients at most,
+    unless the gateway raises it (it does, at start: Server.start)."""
+    script = (
+        "import resource\n"
+        "from gateway.server.sockets import raise_open_files_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "before, after = raise_open_files_limit()\n"
+        "print(before, after, resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.split()
+    before, after, now, hard = (int(x) for x in out)
+    assert before == 256
+    assert after == now == min(hard, OPEN_FILES_CEILING) > 256

@@ -34,7 +34,7 @@ from gateway.server.connection import SLOW_CONSUMER_BYTES, Authenticates, MQTTCo
 from gateway.server.inprocess import open_in_process
 from gateway.server.pending import PendingConnections, Verdict
 from gateway.server.ratelog import RateLimitedLog
-from gateway.server.sockets import bound_unix_socket
+from gateway.server.sockets import bound_unix_socket, raise_open_files_limit
 from gateway.server.timer_wheel import TimerWheel
 from gateway.server.websocket import WebSocketLink
 
@@ -169,6 +169,9 @@ class Server:
         or, with ``serve=False``, from `serve()` on: the gateway's own device sessions
         (in-process) can get ready first."""
         loop = asyncio.get_running_loop()
+        before, after = raise_open_files_limit()
+        if after != before:
+            log.info("open-files limit raised from %d to %d (one per connection)", before, after)
         for spec in self.listener_specs:
             name, anon = spec.name, spec.allow_anonymous
             # TLS is started by the connection once the server admitted it (connection.py):
