@@ -34,11 +34,24 @@ from gateway.server.connection import SLOW_CONSUMER_BYTES, Authenticates, MQTTCo
 from gateway.server.inprocess import open_in_process
 from gateway.server.pending import PendingConnections, Verdict
 from gateway.server.ratelog import RateLimitedLog
+from gateway.server.socket_transport import listen_tcp
 from gateway.server.sockets import bound_unix_socket, raise_open_files_limit
 from gateway.server.timer_wheel import TimerWheel
 from gateway.server.websocket import WebSocketLink
 
 log = logging.getLogger(__name__)
+
+
+class Listening(Protocol):
+    """What the server does with a listener: asyncio.Server, or socket_transport's."""
+
+    def is_serving(self) -> bool: ...
+
+    async def start_serving(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class Committer(Protocol):
@@ -154,7 +167,7 @@ class Server:
         self._log_slow = RateLimitedLog(log, logging.WARNING)
         self._log_websocket = RateLimitedLog(log, logging.INFO)
         self.bound: list[tuple[ListenerSpec, str]] = []  # (spec, actual address)
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[Listening] = []
         self._next_conn_id = 0
         self._housekeeping: asyncio.Task[None] | None = None
         self._commits: set[asyncio.Task[None]] = set()
@@ -195,12 +208,22 @@ class Server:
             protocol_factory: Callable[[], asyncio.Protocol] = (
                 ws_factory if spec.kind in ("ws", "wss") else factory
             )
+            srv: Listening
             if spec.kind == "unix":
                 path = Path(spec.path)
                 srv = await loop.create_unix_server(
                     factory, sock=bound_unix_socket(path), start_serving=serve
                 )
                 self.bound.append((spec, str(path)))
+            elif spec.kind == "tcp":
+                # Plain MQTT: a transport with a fraction of asyncio's state per connection
+                # (socket_transport.py), for the thousands of idle clients a gateway holds.
+                tcp = await listen_tcp(
+                    spec.host, spec.port, factory, backlog=1024, start_serving=serve
+                )
+                sock = tcp.sockets[0].getsockname()
+                self.bound.append((spec, f"{sock[0]}:{sock[1]}"))
+                srv = tcp
             else:
                 srv = await loop.create_server(
                     protocol_factory,
