@@ -215,11 +215,11 @@ class Server:
                     factory, sock=bound_unix_socket(path), start_serving=serve
                 )
                 self.bound.append((spec, str(path)))
-            elif spec.kind == "tcp":
-                # Plain MQTT: a transport with a fraction of asyncio's state per connection
+            elif spec.kind in ("tcp", "ws"):
+                # Without TLS: a transport with a fraction of asyncio's state per connection
                 # (socket_transport.py), for the thousands of idle clients a gateway holds.
                 tcp = await listen_tcp(
-                    spec.host, spec.port, factory, backlog=1024, start_serving=serve
+                    spec.host, spec.port, protocol_factory, backlog=1024, start_serving=serve
                 )
                 sock = tcp.sockets[0].getsockname()
                 self.bound.append((spec, f"{sock[0]}:{sock[1]}"))

@@ -11,8 +11,9 @@ exists only while the kernel's send queue is full.
 It implements exactly what MQTTConnection and WebSocketLink use of asyncio.Transport, with
 asyncio's semantics: write buffer limits with pause_writing/resume_writing, pause/resume of
 reading, write_eof (a half close, reading goes on), close after the buffer drained, abort,
-connection_lost once, after the last callback, from the event loop. TLS listeners keep
-asyncio's transports: start_tls() needs them, and the TLS layer's own buffers dwarf these.
+connection_lost once, after the last callback, from the event loop. The tcp and ws listeners
+use it; tls and wss keep asyncio's transports (start_tls() needs them, and the TLS layer's own
+buffers dwarf these), and so does the Unix socket listener.
 """
 
 from __future__ import annotations
