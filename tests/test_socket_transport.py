@@ -4,6 +4,8 @@ real loopback sockets: asyncio's transport semantics that the connection code re
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import socket
 from collections.abc import AsyncIterator
 
@@ -213,3 +215,41 @@ def _nonblocking() -> socket.socket:
     sock = socket.socket()
     sock.setblocking(False)
     return sock
+
+
+async def test_out_of_file_descriptors_pauses_accepting_and_it_resumes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """EMFILE on accept: the listening socket would report ready in a busy loop, so the
+    listener stops for a second, says so, and accepts the waiting client afterwards."""
+    made: list[Recorder] = []
+
+    def factory() -> Recorder:
+        made.append(Recorder())
+        return made[-1]
+
+    listener = await listen_tcp("127.0.0.1", 0, factory, backlog=16, start_serving=False)
+    address = listener.sockets[0].getsockname()
+    loop = asyncio.get_running_loop()
+    clients = [_nonblocking(), _nonblocking()]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        # Room for one more descriptor: the first accept gets it, the second fails. (The
+        # limit caps descriptor numbers: the lowest free one is the only one left below it.)
+        lowest_free = os.dup(0)
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 1, hard))
+        await listener.start_serving()
+        for client in clients:
+            await loop.sock_connect(client, address)  # complete in the kernel's backlog
+        await _until(lambda: len(made) == 1)
+        await _until(lambda: not listener.is_serving())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert "not accepting clients for 1 s" in caplog.text
+        await _until(lambda: len(made) == 2, timeout=5)
+        assert listener.is_serving()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for client in clients:
+            client.close()
+        listener.close()
