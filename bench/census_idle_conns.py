@@ -7,6 +7,7 @@ line that made them, and the growth in live objects by type. bench_broker.py idl
 measures the same thing from outside (RSS only); this says what to cut.
 
 Run: python bench/census_idle_conns.py [--connections 2000] [--top 25] [--no-trace]
+         [--idle-seconds 10]  (the gateway's CPU while it holds them, per second)
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ async def census(args: argparse.Namespace) -> None:
                     f"{os.path.relpath(f.filename)}:{f.lineno}" for f in d.traceback[: args.frames]
                 )
                 print(f"  {d.size_diff / n:8.0f} B  {d.count_diff / n:6.2f} blocks  {where}")
+        if args.idle_seconds:
+            # What holding them costs the CPU: keep-alive bookkeeping, the housekeeping tick.
+            cpu_before = time.process_time()
+            await asyncio.sleep(args.idle_seconds)
+            cpu = time.process_time() - cpu_before
+            print(f"CPU while idle: {1000 * cpu / args.idle_seconds:.1f} ms per second")
         print("live objects gained per connection, by type:")
         gained = types_held - types_before
         for name, count in gained.most_common(args.top):
@@ -138,6 +145,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=2000)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--frames", type=int, default=1, help="call sites shown per allocation")
+    p.add_argument("--idle-seconds", type=float, default=0.0, help="then measure idle CPU")
     p.add_argument("--no-trace", action="store_true", help="RSS and object counts only")
     args = p.parse_args()
     import resource
