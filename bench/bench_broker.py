@@ -143,6 +143,9 @@ class BrokerProcess:
                 "limits": {
                     "max_inflight_messages": args.inflight,
                     "queue": {"max_messages": 0},  # the default 1000 would drop the offline run
+                    # The default 10,000 sessions includes the gateway's own: idle-conns at
+                    # --connections 10000 would see its last CONNECT refused.
+                    "max_sessions": max(10_000, args.connections + 100),
                 },
                 "sys_interval": 0,
                 "logging": {"level": "warning"},

@@ -226,6 +226,7 @@ def _bare_connection() -> tuple[MQTTConnection, FakeTransport]:
         stats=SimpleNamespace(write_pauses=0),
         broker=CountingBroker(),
         flush_effects=lambda origin=None: None,
+        write_stalled=lambda conn, stalled: None,
     )
     conn = MQTTConnection(server, "tcp", True)
     transport = FakeTransport()

@@ -124,6 +124,8 @@ class ConnectionHost(Protocol):
 
     def connect_timed_out(self, conn: MQTTConnection) -> None: ...
 
+    def write_stalled(self, conn: MQTTConnection, stalled: bool) -> None: ...
+
     def tls_failed(self, conn: MQTTConnection, error: BaseException | None) -> None: ...
 
     def websocket_refused(self, conn: MQTTConnection, status: int, reason: str) -> None: ...
@@ -169,6 +171,7 @@ class MQTTConnection(asyncio.Protocol):
         "server",
         "source",
         "stalled_since",
+        "timer_slot",
         "transport",
         "waiting",
     )
@@ -198,11 +201,16 @@ class MQTTConnection(asyncio.Protocol):
         self.waiting = False  # ... or waiting, unread, for a turn of its address to be so
         self.authenticating = False  # CONNECT received, its credentials being checked
         self.stalled_since: float | None = None  # send buffer full and not draining since
+        self.timer_slot: int | None = None  # the server's timer wheel (timer_wheel.py)
         self._tls = tls
         self._handshaking = False
-        self._early: list[bytes] = []  # decrypted before start_tls() returned its transport
+        # Containers are made when there is something to hold and dropped when empty: an
+        # idle connection holds none (an empty deque alone costs 600 bytes).
+        self._early: list[bytes] | None = None  # decrypted before start_tls() returned
+        # The TLS handshake or the CONNECT's check, forgotten once done: a finished task
+        # still holds its coroutine and context (about a kilobyte).
         self._connect_task: asyncio.Task[None] | None = None
-        self._pending: collections.deque[Packet] = collections.deque()
+        self._pending: collections.deque[Packet] | None = None  # decoded, not yet handled
         self._busy = False  # an awaited step (auth, commit) is under way
         self._write_paused = False  # the transport's buffer is above its high-water mark
         self._yielding = False  # a long run of packets lets other connections go first
@@ -210,7 +218,7 @@ class MQTTConnection(asyncio.Protocol):
         self._auth_input = 0  # bytes read while authenticating
         self._drained = 0  # bytes that had left the transport at the last progress check
         self._unacked = 0  # bytes in the kernel's queue the peer had not acknowledged then
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None  # encoded, not yet handed to the transport
         self._out_bytes = 0
         # What the client's CONNECT asked of our packets (5.0): Maximum Packet Size (0 =
         # none) and Request Problem Information (reason strings, user properties).
@@ -279,6 +287,7 @@ class MQTTConnection(asyncio.Protocol):
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             error = exc
         self._handshaking = False
+        self._connect_task = None
         if tls is None or self.closed:
             # The TLS layer does not report a connection lost during its handshake.
             if self.closed:
@@ -294,14 +303,16 @@ class MQTTConnection(asyncio.Protocol):
             return
         self.transport = cast(asyncio.Transport, tls)
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        early, self._early = self._early, []
-        for data in early:
+        early, self._early = self._early, None
+        for data in early or ():
             self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return  # lingering after our DISCONNECT: read and ignore
         if self._handshaking:  # the TLS layer delivers before start_tls() has returned
+            if self._early is None:
+                self._early = []
             self._early.append(data)
             return
         self.last_rx = time.monotonic()
@@ -315,7 +326,11 @@ class MQTTConnection(asyncio.Protocol):
         except MQTTError as exc:
             self._refuse_bad_input(exc)
             return
-        self._pending.extend(packets)
+        if packets:
+            if self._pending is None:
+                self._pending = collections.deque(packets)
+            else:
+                self._pending.extend(packets)
         if not self._busy and not self._write_paused and not self._yielding:
             self._drain()
 
@@ -337,6 +352,7 @@ class MQTTConnection(asyncio.Protocol):
         self.stalled_since = time.monotonic()
         self._unacked = unacknowledged(self.transport)
         self.server.stats.write_pauses += 1
+        self.server.write_stalled(self, True)
         self._pause()
 
     def resume_writing(self) -> None:
@@ -345,6 +361,7 @@ class MQTTConnection(asyncio.Protocol):
         # Whatever the client sent while we did not read is still in the socket; it must not
         # count as silence towards its keep-alive.
         self.last_rx = time.monotonic()
+        self.server.write_stalled(self, False)
         self._continue()
 
     def check_progress(self, now: float) -> None:
@@ -371,8 +388,18 @@ class MQTTConnection(asyncio.Protocol):
         whose handling held up everyone else for a quarter of a second. Written in batches,
         a full send buffer stops the loop (pause_writing) after one batch.
         """
-        broker = self.server.broker
         pending = self._pending
+        if pending is None:
+            self.server.flush_effects(origin=self)
+            return
+        try:
+            self._drain_from(pending)
+        finally:
+            if not pending and self._pending is pending:
+                self._pending = None
+
+    def _drain_from(self, pending: collections.deque[Packet]) -> None:
+        broker = self.server.broker
         handled = 0
         while pending and not self.closed and not self._write_paused:
             packet = pending.popleft()
@@ -449,6 +476,7 @@ class MQTTConnection(asyncio.Protocol):
             return
         finally:
             self.authenticating = False
+            self._connect_task = None
         if self.closed:
             return
         self.connected = True
@@ -545,14 +573,17 @@ class MQTTConnection(asyncio.Protocol):
             data = fitted
         else:
             data = encode(packet, self.protocol_version)
-        self._out.append(data)
+        if self._out is None:
+            self._out = [data]
+        else:
+            self._out.append(data)
         self._out_bytes += len(data)
 
     def flush(self) -> None:
-        if not self._out:
+        if self._out is None:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out = []
+        self._out = None
         self._out_bytes = 0
         self._write_now(data)
 
@@ -594,7 +625,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
-        self._out = []
+        self._out = None
         self._out_bytes = 0
         if self.transport is not None:
             self.transport.abort()

@@ -41,10 +41,24 @@ from gateway.server.connection import SLOW_CONSUMER_BYTES, Authenticates, MQTTCo
 from gateway.server.inprocess import open_in_process
 from gateway.server.pending import PendingConnections, Verdict
 from gateway.server.ratelog import RateLimitedLog
-from gateway.server.sockets import bound_unix_socket
+from gateway.server.socket_transport import listen_tcp
+from gateway.server.sockets import bound_unix_socket, raise_open_files_limit
+from gateway.server.timer_wheel import TimerWheel
 from gateway.server.websocket import WebSocketLink
 
 log = logging.getLogger(__name__)
+
+
+class Listening(Protocol):
+    """What the server does with a listener: asyncio.Server, or socket_transport's."""
+
+    def is_serving(self) -> bool: ...
+
+    async def start_serving(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class Committer(Protocol):
@@ -168,6 +182,10 @@ class Server:
         self.tick_interval = tick_interval
         self.stats = ServerStats()
         self.connections: dict[int, MQTTConnection] = {}
+        # Connect and keep-alive deadlines; a tick takes out only those come due.
+        self._timers: TimerWheel[MQTTConnection] = TimerWheel(granularity=tick_interval)
+        # Connections not reading because their send buffer is full: few, checked every tick.
+        self._stalled: set[MQTTConnection] = set()
         self.outside_connections = 0  # connections counted against max_connections
         self._log_refused = RateLimitedLog(log, logging.WARNING)
         self._log_timeout = RateLimitedLog(log, logging.INFO)
@@ -176,7 +194,7 @@ class Server:
         self._log_slow = RateLimitedLog(log, logging.WARNING)
         self._log_websocket = RateLimitedLog(log, logging.INFO)
         self.bound: list[tuple[ListenerSpec, str]] = []  # (spec, actual address)
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[Listening] = []
         self._next_conn_id = 0
         self._housekeeping: asyncio.Task[None] | None = None
         self._commits: set[asyncio.Future[None]] = set()
@@ -191,6 +209,9 @@ class Server:
         or, with ``serve=False``, from `serve()` on: the gateway's own device sessions
         (in-process) can get ready first."""
         loop = asyncio.get_running_loop()
+        before, after = raise_open_files_limit()
+        if after != before:
+            log.info("open-files limit raised from %d to %d (one per connection)", before, after)
         for spec in self.listener_specs:
             name, anon = spec.name, spec.allow_anonymous
             # TLS is started by the connection once the server admitted it (connection.py):
@@ -214,12 +235,22 @@ class Server:
             protocol_factory: Callable[[], asyncio.Protocol] = (
                 ws_factory if spec.kind in ("ws", "wss") else factory
             )
+            srv: Listening
             if spec.kind == "unix":
                 path = Path(spec.path)
                 srv = await loop.create_unix_server(
                     factory, sock=bound_unix_socket(path), start_serving=serve
                 )
                 self.bound.append((spec, str(path)))
+            elif spec.kind in ("tcp", "ws"):
+                # Without TLS: a transport with a fraction of asyncio's state per connection
+                # (socket_transport.py), for the thousands of idle clients a gateway holds.
+                tcp = await listen_tcp(
+                    spec.host, spec.port, protocol_factory, backlog=1024, start_serving=serve
+                )
+                sock = tcp.sockets[0].getsockname()
+                self.bound.append((spec, f"{sock[0]}:{sock[1]}"))
+                srv = tcp
             else:
                 srv = await loop.create_server(
                     protocol_factory,
@@ -397,6 +428,7 @@ class Server:
                 self.stats.pending_waits += 1
         self.connections[conn.conn_id] = conn
         self.outside_connections += 1
+        self._timers.schedule(conn, conn.opened_at + self.connect_timeout)
         return True
 
     def register_trusted(self, conn: MQTTConnection) -> None:
@@ -404,6 +436,7 @@ class Server:
         max_connections, which protects the gateway from outside clients (refusing its own
         devices would silently stop command delivery)."""
         self.connections[conn.conn_id] = conn
+        self._timers.schedule(conn, conn.opened_at + self.connect_timeout)
 
     def connect_received(self, conn: MQTTConnection) -> None:
         """The connection sent its CONNECT (or went away): it no longer counts as pending
@@ -427,6 +460,8 @@ class Server:
     def unregister(self, conn: MQTTConnection) -> bool:
         if self.connections.pop(conn.conn_id, None) is None:
             return False
+        self._timers.cancel(conn)
+        self._stalled.discard(conn)
         self.connect_received(conn)
         if conn.info is None or not conn.info.trusted:
             self.outside_connections -= 1
@@ -449,6 +484,20 @@ class Server:
             conn.info.peer if conn.info is not None else "?",
             conn.listener_name,
         )
+
+    def write_stalled(self, conn: MQTTConnection, stalled: bool) -> None:
+        """The connection stopped reading for a full send buffer, or it drained: while it
+        is stalled the send-stall clock, not the keep-alive, decides (housekeep_once)."""
+        if stalled:
+            self._stalled.add(conn)
+        elif conn in self._stalled:
+            self._stalled.discard(conn)
+            self._schedule_keep_alive(conn)
+
+    def _schedule_keep_alive(self, conn: MQTTConnection) -> None:
+        if conn.keep_alive and not conn.closed:
+            # MQTT 3.1.1 §3.1.2.10, 5.0 §3.1.2.10: one and a half keep-alive periods.
+            self._timers.schedule(conn, conn.last_rx + 1.5 * conn.keep_alive)
 
     def tls_failed(self, conn: MQTTConnection, error: BaseException | None) -> None:
         self.stats.tls_failures += 1
@@ -579,6 +628,7 @@ class Server:
                 dirty[action.conn_id] = conn
             elif isinstance(action, SetKeepAlive):
                 conn.set_keep_alive(action.seconds)
+                self._schedule_keep_alive(conn)
             else:  # Close
                 conn.close()
         if dirty and not self._flush_scheduled:
@@ -605,36 +655,53 @@ class Server:
     def housekeep_once(self) -> None:
         now_mono = time.monotonic()
         now = time.time()
-        for conn in list(self.connections.values()):
-            if conn.closed:
-                continue
-            if not conn.connected:
-                waited = now_mono - conn.opened_at
-                if conn.authenticating and waited <= self.connect_timeout + AUTH_GRACE:
-                    continue  # the authenticator answers by the connect timeout itself
-                if waited > self.connect_timeout:
-                    self.connect_timed_out(conn)
-                    conn.abort()
-            elif conn.stalled_since is not None:
-                # Not reading while its send buffer is full: the keep-alive cannot tell (we
-                # are not reading it), the stall clock can. The gateway's own device sessions
-                # are never dropped for it: that would silently stop command delivery.
-                conn.check_progress(now_mono)
-                trusted = conn.info is not None and conn.info.trusted
-                if now_mono - conn.stalled_since > self.send_stall_timeout and not trusted:
-                    self.stats.send_stalls += 1
-                    self._log_stall(
-                        "dropping %s (%s): it has read nothing of what it was sent for %g s",
-                        conn.info.peer if conn.info is not None else "?",
-                        conn.listener_name,
-                        self.send_stall_timeout,
-                    )
-                    conn.abort()
-            elif conn.keep_alive and now_mono - conn.last_rx > 1.5 * conn.keep_alive:
-                self.stats.keepalive_timeouts += 1
-                self.broker.protocol_violation(conn.conn_id, ReasonCode.KEEP_ALIVE_TIMEOUT, now)
+        for conn in list(self._stalled):
+            self._check_stall(conn, now_mono)
+        for conn in self._timers.expire(now_mono):
+            if not conn.closed:
+                self._check_deadline(conn, now_mono, now)
         self.broker.tick(now)
         self.flush_effects()
+
+    def _check_deadline(self, conn: MQTTConnection, now_mono: float, now: float) -> None:
+        """A connection's slot in the timer wheel came due: act if its deadline has passed,
+        else put it back for its true deadline (a keep-alive that packets refreshed)."""
+        if not conn.connected:
+            waited = now_mono - conn.opened_at
+            if conn.authenticating and waited <= self.connect_timeout + AUTH_GRACE:
+                # The authenticator answers by the connect timeout itself.
+                self._timers.schedule(conn, conn.opened_at + self.connect_timeout + AUTH_GRACE)
+            elif waited > self.connect_timeout:
+                self.connect_timed_out(conn)
+                conn.abort()
+            else:
+                self._timers.schedule(conn, conn.opened_at + self.connect_timeout)
+        elif conn in self._stalled:
+            pass  # write_stalled() schedules the keep-alive again when it drains
+        elif conn.keep_alive:
+            if now_mono - conn.last_rx > 1.5 * conn.keep_alive:
+                self.stats.keepalive_timeouts += 1
+                self.broker.protocol_violation(conn.conn_id, ReasonCode.KEEP_ALIVE_TIMEOUT, now)
+            else:
+                self._schedule_keep_alive(conn)
+
+    def _check_stall(self, conn: MQTTConnection, now_mono: float) -> None:
+        """Not reading while its send buffer is full: the keep-alive cannot tell (we are not
+        reading it), the stall clock can. The gateway's own device sessions are never dropped
+        for it: that would silently stop command delivery."""
+        if conn.closed or not conn.connected or conn.stalled_since is None:
+            return
+        conn.check_progress(now_mono)
+        trusted = conn.info is not None and conn.info.trusted
+        if now_mono - conn.stalled_since > self.send_stall_timeout and not trusted:
+            self.stats.send_stalls += 1
+            self._log_stall(
+                "dropping %s (%s): it has read nothing of what it was sent for %g s",
+                conn.info.peer if conn.info is not None else "?",
+                conn.listener_name,
+                self.send_stall_timeout,
+            )
+            conn.abort()
 
 
 def _shown(spec: ListenerSpec, address: str) -> str:

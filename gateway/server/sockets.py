@@ -8,6 +8,7 @@ import asyncio
 import errno
 import fcntl
 import os
+import resource
 import socket
 import struct
 import termios
@@ -29,6 +30,28 @@ def unacknowledged(transport: asyncio.BaseTransport | None) -> int:
     except OSError:
         return 0
     return int(struct.unpack("i", answer)[0])
+
+
+# Beyond this the soft limit is not raised even if the hard one allows (some systems set the
+# hard limit to "unlimited", which setrlimit refuses for open files).
+OPEN_FILES_CEILING = 1 << 20
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise this process's soft limit on open files to its hard limit; returns (before,
+    after). Every connection is a file descriptor, and the usual soft limit of 1024 (systemd's
+    default for services, kept low for programs that use select()) would refuse clients long
+    before memory runs out; asyncio waits with epoll, which has no such limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_CEILING if hard == resource.RLIM_INFINITY else hard
+    wanted = min(wanted, OPEN_FILES_CEILING)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):
+            return soft, soft
+        return soft, wanted
+    return soft, soft
 
 
 def end_linger(transport: asyncio.Transport) -> None:
