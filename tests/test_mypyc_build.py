@@ -8,6 +8,7 @@ and topic tree tests against it.
 from __future__ import annotations
 
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -176,3 +177,11 @@ def test_compiled_build_passes_the_codec_and_topic_tree_tests(tmp_path: Path) ->
     assert f"(mypyc-compiled codec and topic tree ({len(MYPYC_MODULES)} modules))" in version
     out = _run([sys.executable, "-c", RUN_TESTS_COMPILED, *COMPILED_MODULE_TESTS], tmp_path, 900)
     assert " passed" in out and "failed" not in out
+
+    # The end-to-end bench can start the gateway from the compiled tree, and says so.
+    bench = [sys.executable, str(REPO / "bench" / "bench_broker.py"), "--quick", "--no-mosquitto"]
+    bench += ["--workloads", "qos1-clean", "--gateway-tree", str(tmp_path)]
+    out = _run(bench, REPO, 120)
+    assert "gateway build: mypyc-compiled codec and topic tree" in out
+    assert "load generator codec: pure Python" in out
+    assert re.search(r"^gateway\s+qos1-clean\s+[\d,.]+ msgs/s\s+1000/1000", out, re.M), out
