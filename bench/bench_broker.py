@@ -51,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen  # noqa: E402
 
+from gateway.compiled import describe as describe_build  # noqa: E402
+
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
@@ -114,6 +116,26 @@ def _apply_override(config: dict[str, Any], override: str) -> None:
     node[leaf] = value
 
 
+def gateway_env(tree: Path) -> dict[str, str]:
+    # The caller's PYTHONPATH is kept after the tree (e.g. a sitecustomize for experiments).
+    path = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path)
+
+
+def gateway_build(tree: Path) -> str:
+    """What the gateway started from ``tree`` runs: pure Python or the mypyc-compiled modules."""
+    code = "from gateway.compiled import describe; print(describe())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=gateway_env(tree),
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else f"unknown ({proc.stderr.strip()})"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -131,6 +153,7 @@ class BrokerProcess:
         self.port = free_port()
         self.log_path = workdir / f"{kind}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.gateway_tree: Path = args.gateway_tree
         if kind == "gateway":
             # JSON is YAML: no need for a YAML writer here.
             config: dict[str, Any] = {
@@ -176,9 +199,7 @@ class BrokerProcess:
         return self.proc.pid
 
     def start(self, timeout: float = 30.0) -> BrokerProcess:
-        # The caller's PYTHONPATH is kept after the repo (e.g. a sitecustomize for experiments).
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        env = dict(os.environ, PYTHONPATH=path)
+        env = gateway_env(self.gateway_tree)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -870,6 +891,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, help="py-spy record the gateway into this directory")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    p.add_argument(
+        "--gateway-tree",
+        type=Path,
+        default=REPO,
+        metavar="DIR",
+        help="run the gateway from this source tree (e.g. a mypyc build made by "
+        "bench/compare_mypyc.py); the load generator stays this repository's",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.messages = min(args.messages, 2000)
@@ -906,6 +935,8 @@ def main(argv: list[str] | None = None) -> int:
         f"window {args.window}, payload {args.payload} B, broker in-flight {args.inflight}"
         + (f"; gateway overrides: {' '.join(args.set)}" if args.set else "")
     )
+    print(f"gateway build: {gateway_build(args.gateway_tree)} ({args.gateway_tree})")
+    print(f"load generator codec: {describe_build()}")
     rows: list[Row] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-broker-"))
     try:

@@ -18,6 +18,7 @@ from devices.ble.eq3 import COMMAND_SCHEMA
 from gateway.broker.core import Broker
 from gateway.broker.effects import ConnectionInfo, Identity
 from gateway.broker.settings import BrokerSettings, QueueLimits
+from gateway.compiled import describe as describe_build
 from gateway.mqtt.packets import (
     Connect,
     Properties,
@@ -184,6 +185,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     args = parser.parse_args()
     n = args.messages
+    print(f"# gateway build: {describe_build()}")
     bench_qos0_fan_in(n, 4)
     bench_qos0_fan_in(n, 5)
     bench_qos1_fan_in(n // 2, persistent=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.compiled import describe as describe_build
 from gateway.mqtt.codec import StreamDecoder, decode_packet, encode, encode_publish
 from gateway.mqtt.packets import (
     PROTOCOL_V5,
@@ -34,6 +35,7 @@ def _rate(label: str, fn: Callable[[], int], seconds: float) -> None:
 
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+    print(f"# gateway build: {describe_build()}")
     batch = 1000
     for version, name in ((PROTOCOL_V311, "3.1.1"), (PROTOCOL_V5, "5.0")):
         for qos in (0, 1):

@@ -21,6 +21,7 @@ from gateway.auth.passwords import (
     validate_username,
 )
 from gateway.broker.core import VERSION
+from gateway.compiled import describe as describe_build
 from gateway.config import (
     ConfigError,
     GatewayConfig,
@@ -51,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="A home gateway in one process: durable MQTT broker, device bridge, TUI.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {VERSION}")
+    # Whether the opt-in mypyc build is in use (gateway/compiled.py), so a user can tell.
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {VERSION} ({describe_build()})"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = commands.add_parser("run", help="run the gateway")

@@ -170,3 +170,18 @@ def test_bench_ws_prints_both_transports() -> None:
     for qos in (0, 1):
         assert re.search(rf"^  qos{qos}: tcp\s+[\d,]+\s+ws\s+[\d,]+\s+msgs/s", proc.stdout, re.M)
     assert "Mosquitto websockets listener:" in proc.stdout
+
+
+def test_bench_topic_tree_prints_its_build_and_figures() -> None:
+    script = str(REPO / "bench" / "bench_topic_tree.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--subscriptions", "200", "--topics", "500"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("# gateway build: ")
+    for name in ("add 200", "match, cache miss", "match, cache hit", "remove 200"):
+        assert re.search(rf"^{name}.*\(\s*[\d.]+ µs/op\)$", proc.stdout, re.M), proc.stdout

@@ -25,6 +25,7 @@ from paho_helpers import Client
 
 from gateway.auth.passwords import hash_password, write_password_file
 from gateway.broker.core import VERSION
+from gateway.compiled import describe as describe_build
 
 EXIT_FAILURE = 1  # the environment (a port, the store): systemd may retry
 EXIT_CONFIG = 2  # the config or a file it names: not retried (RestartPreventExitStatus=2)
@@ -281,7 +282,8 @@ def test_empty_config_file_is_refused_at_start(tmp_path: Path) -> None:
 def test_version(tmp_path: Path) -> None:
     result = gateway_cmd("--version", cwd=tmp_path)
     assert result.returncode == 0
-    assert result.stdout == f"edge-gateway {VERSION}\n"
+    # The build (pure Python or mypyc-compiled) follows: tests/test_mypyc_build.py checks it.
+    assert result.stdout == f"edge-gateway {VERSION} ({describe_build()})\n"
 
 
 def test_check_config_into_a_closed_pipe(tmp_path: Path) -> None:
