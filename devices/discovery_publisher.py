@@ -14,7 +14,6 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from importlib import metadata
 
 from devices import homeassistant as ha
 from devices.model import Device
@@ -30,6 +29,8 @@ DISTRIBUTION = "edge-gateway"
 def origin() -> ha.Origin:
     """The gateway's version, and its home page if the package declares one (Project-URL
     ``Homepage``), from the installed package's metadata."""
+    from importlib import metadata  # with email and zipfile: ~1 MB, only once announcing
+
     try:
         meta = metadata.metadata(DISTRIBUTION)
     except metadata.PackageNotFoundError:

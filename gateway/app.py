@@ -9,10 +9,10 @@ import ssl
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devices.ble.radio import Link, Radio
 from devices.demo import DemoTimings
-from devices.demo.demo import Demo, start_demo
 from devices.session import CLIENT_ID_PREFIX as DEVICE_CLIENT_ID_PREFIX
 from devices.supervisor import BRIDGE_CLIENT_ID, Supervisor
 from gateway.admin.service import AdminService
@@ -45,6 +45,9 @@ from gateway.wiring import (
     check_limits,
     listener_tls_context,
 )
+
+if TYPE_CHECKING:
+    from devices.demo.demo import Demo  # imported in demo mode only: its plug serves aiohttp
 
 log = logging.getLogger("gateway")
 
@@ -279,6 +282,8 @@ class Gateway:
         radio: Radio | None = None
         link: Link | None = None
         if self.config.demo:
+            from devices.demo.demo import start_demo
+
             try:
                 self.demo = demo = await start_demo(self.demo_timings)
             except OSError as exc:
