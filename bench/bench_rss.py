@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from bench_broker import HOST, BrokerProcess
+from bench_broker import CLK_TCK, HOST, BrokerProcess
 
 from gateway.mqtt.codec import encode
 from gateway.mqtt.packets import PubAck, Publish
@@ -115,8 +115,8 @@ def status(pid: int) -> dict[str, int]:
 
 def smaps_split(pid: int) -> dict[str, int]:
     """RSS (KB) by kind of mapping: libpython and the other shared objects, other files,
-    the brk heap, thread stacks (8 MB-class anonymous mappings with a guard page), and the
-    rest of anonymous memory (pymalloc arenas, malloc's mmaps and arenas)."""
+    the brk heap, the main thread's stack, and the rest of anonymous memory (pymalloc
+    arenas, malloc's mmaps and arenas, other threads' stacks)."""
     split: Counter[str] = Counter()
     name = ""
     size = 0
@@ -134,8 +134,8 @@ def smaps_split(pid: int) -> dict[str, int]:
 def _kind(name: str, size_kb: int) -> str:
     if name == "[heap]":
         return "heap"
-    if name == "[stack]" or (not name and size_kb in (8188, 8192)):
-        return "stacks"
+    if name == "[stack]":
+        return "stack"
     if not name:
         return "anon"
     if name.startswith("["):
@@ -145,16 +145,26 @@ def _kind(name: str, size_kb: int) -> str:
     return "files"
 
 
-def settle(pid: int, timeout: float = 10.0) -> dict[str, int]:
-    """The status once RSS stopped moving for a second (bounded by `timeout`)."""
+def cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def settle(pid: int, timeout: float = 180.0) -> dict[str, int]:
+    """The status once the gateway is idle: under 5 % of a core and RSS within 64 KB over
+    a second (bounded by `timeout`). The listeners take clients before every declared
+    device's session is ready (after app.SERVE_WITHIN at the latest): waiting for the
+    port alone would sample a gateway still creating sessions."""
     deadline = time.monotonic() + timeout
-    last = status(pid)
+    last, cpu = status(pid), cpu_seconds(pid)
     while time.monotonic() < deadline:
         time.sleep(1.0)
-        now = status(pid)
-        if abs(now["VmRSS"] - last["VmRSS"]) < 64:
+        now, now_cpu = status(pid), cpu_seconds(pid)
+        if abs(now["VmRSS"] - last["VmRSS"]) < 64 and now_cpu - cpu < 0.05:
             return now
-        last = now
+        last, cpu = now, now_cpu
+    print(f"  (not idle after {timeout:g} s: sampled anyway)")
     return last
 
 
@@ -314,7 +324,7 @@ class Report:
         print("  ".join(parts), flush=True)
 
 
-SPLIT_KEYS = ("python-so", "libs", "files", "heap", "anon", "stacks")
+SPLIT_KEYS = ("python-so", "libs", "files", "heap", "anon", "stack")
 
 
 def print_summary(report: Report, args: argparse.Namespace) -> None:
@@ -322,7 +332,7 @@ def print_summary(report: Report, args: argparse.Namespace) -> None:
     print()
     print("RSS split (MB): python-so = libpython and its extension modules, libs = other shared")
     print("objects, heap = brk heap (malloc's main arena), anon = pymalloc arenas, malloc's")
-    print("mmaps and thread arenas, stacks = thread stacks (touched pages only)")
+    print("mmaps, thread arenas and thread stacks, stack = the main thread's")
     base, sessions = rows.get("start-up"), rows.get("sessions")
     if base and sessions and args.devices:
         per = (sessions["VmRSS"] - base["VmRSS"]) / args.devices
