@@ -34,8 +34,6 @@ from gateway.reload import plan_reload
 from gateway.server.server import ListenerSpec, Server
 from gateway.service_loop import serve_service
 from gateway.startup import StartupError, cannot_listen
-from gateway.upstream.local import LocalBroker, SessionFigures
-from gateway.upstream.service import UpstreamService
 from gateway.upstream.settings import LOCAL_CLIENT_ID_PREFIX as UPSTREAM_CLIENT_ID_PREFIX
 from gateway.upstream.status import upstream_sys_figures
 from gateway.wiring import (
@@ -46,8 +44,12 @@ from gateway.wiring import (
     listener_tls_context,
 )
 
+# Imported where they are used: the demo (its plug serves HTTP with aiohttp) in demo mode
+# only, the upstream bridges (~0.8 MB of modules) when an upstream is configured.
 if TYPE_CHECKING:
-    from devices.demo.demo import Demo  # imported in demo mode only: its plug serves aiohttp
+    from devices.demo.demo import Demo
+    from gateway.upstream.local import LocalBroker
+    from gateway.upstream.service import UpstreamService
 
 log = logging.getLogger("gateway")
 
@@ -327,6 +329,8 @@ class Gateway:
 
     def _upstream_local(self) -> LocalBroker:
         """What the upstream bridges need from the broker besides their MQTT connections."""
+        from gateway.upstream.local import LocalBroker, SessionFigures
+
         broker = self.broker
         settings = broker.settings
 
@@ -350,6 +354,8 @@ class Gateway:
         published from then on is queued for the upstream even if it is never reachable."""
         if not self.config.upstream:
             return
+        from gateway.upstream.service import UpstreamService
+
         upstream = UpstreamService(
             self.config.upstream, self._upstream_local(), self.config.topic_prefix
         )

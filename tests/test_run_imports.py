@@ -2,7 +2,7 @@
 Raspberry-Pi-class gateway (issue 13), so the run path loads one only when its part is
 configured: textual never (the TUI is a separate command), bleak only with BLE on, zeroconf
 only with mDNS interfaces, aiohttp only for a LAN device or the demo, cryptography only for
-an encrypted BTHome sensor.
+an encrypted BTHome sensor, the upstream bridge only with an upstream.
 
 The check is on a real `python -m gateway run` subprocess: a sitecustomize on its path
 writes `sys.modules` at exit, after it served a client, so an eager import added anywhere on
@@ -82,6 +82,8 @@ def test_run_with_ble_off_loads_no_optional_package(tmp_path: Path) -> None:
     assert "gateway.server.server" in modules  # the file is the gateway's, not an empty one
     for package in ("textual", "bleak", "dbus_fast", "zeroconf", "aiohttp", "cryptography"):
         assert not _loaded(modules, package), f"{package} imported: {_loaded(modules, package)}"
+    assert "gateway.upstream.service" not in modules  # no upstream configured
+    assert "devices.demo.demo" not in modules
 
 
 def test_run_with_ble_on_never_loads_the_tui(tmp_path: Path) -> None:
