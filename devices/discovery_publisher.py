@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 from collections.abc import Callable
-from importlib import metadata
 
 from devices import homeassistant as ha
 from devices.model import Device
@@ -30,6 +30,8 @@ DISTRIBUTION = "edge-gateway"
 def origin() -> ha.Origin:
     """The gateway's version, and its home page if the package declares one (Project-URL
     ``Homepage``), from the installed package's metadata."""
+    from importlib import metadata  # with email and zipfile: ~1 MB, only once announcing
+
     try:
         meta = metadata.metadata(DISTRIBUTION)
     except metadata.PackageNotFoundError:
@@ -40,6 +42,10 @@ def origin() -> ha.Origin:
         if label.strip().lower() in ("homepage", "home-page", "home") and value.strip():
             url = value.strip()
     return ha.Origin(sw_version=meta["Version"], support_url=url)
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
 
 
 def shape(value: object) -> object:
@@ -67,7 +73,9 @@ class DiscoveryPublisher:
         self.prefix = prefix
         self.discovery_prefix = discovery_prefix
         # Per device: the keys its entities were built from, and what they were built from
-        # (shape); per config topic: the last payload sent (only a change is sent again).
+        # (shape); per config topic: a digest of the last payload sent (only a change is sent
+        # again). Not the payload: the broker keeps it retained already, and a thermostat's
+        # configs are ~2 KB, the largest share of a device's memory here.
         self._keys: dict[str, dict[str, object]] = {}
         self._shapes: dict[str, tuple[Device, object, ha.DeviceFacts | None]] = {}
         self._sent: dict[str, bytes] = {}
@@ -94,10 +102,24 @@ class DiscoveryPublisher:
             if bridge is None:
                 return
             try:
-                for topic, payload in [*self.bridge_messages(), *self._sent.items()]:
+                for topic, payload in [*self.bridge_messages(), *self._sent_messages()]:
                     await bridge.publish(topic, payload, qos=1, retain=True)
             except MQTTClientError as exc:
                 log.warning("Home Assistant discovery not re-sent: %s", exc)
+
+    def _sent_messages(self) -> list[ha.Message]:
+        """The configs last sent, built again from what they were built from (the same
+        functions give the same bytes: only those whose digest matches are sent)."""
+        prefixes = {"prefix": self.prefix, "discovery_prefix": self.discovery_prefix}
+        messages: list[ha.Message] = []
+        for device_id, (device, _, facts) in self._shapes.items():
+            keys = self._keys.get(device_id, {})
+            for topic, payload in ha.discovery_messages(
+                device, keys, facts=facts, origin=origin(), **prefixes
+            ):
+                if payload and self._sent.get(topic) == _digest(payload):
+                    messages.append((topic, payload))
+        return messages
 
     def facts_of(self, device_id: str) -> ha.DeviceFacts | None:
         return self._facts.get(device_id)
@@ -153,11 +175,12 @@ class DiscoveryPublisher:
                 )
             try:
                 for topic, payload in messages:
-                    if self._sent.get(topic, b"") == payload:
+                    digest = _digest(payload) if payload else b""
+                    if self._sent.get(topic, b"") == digest:
                         continue  # unchanged, or a removal of what was never sent
                     await bridge.publish(topic, payload, qos=1, retain=True)
                     if payload:
-                        self._sent[topic] = payload
+                        self._sent[topic] = digest
                     else:
                         self._sent.pop(topic, None)
             except MQTTClientError as exc:

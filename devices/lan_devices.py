@@ -11,22 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices.discovery_publisher import DiscoveryPublisher
 from devices.homeassistant import DeviceFacts
-from devices.lan.discovery import LanDeviceInfo
-from devices.lan.http import LanDeviceError
-from devices.lan.managed import DriverAdapter, LanDevice, StateSource
-from devices.lan.poller import StatePoller
-from devices.lan.shelly import ShellyGen2
-from devices.lan.static import make_driver
-from devices.lan.wled import Wled
 from devices.model import Device, DevicePolicy
 from devices.registry import SessionRegistry
 from devices.session import DeviceSession
 from devices.views import LanView
 from gateway.client.mqtt import Connector, MQTTClientError
+
+# The drivers bring in aiohttp (several MB of RSS): imported once a LAN device is added.
+if TYPE_CHECKING:
+    from devices.lan.discovery import LanDeviceInfo
+    from devices.lan.managed import LanDevice
+    from devices.lan.shelly import ShellyGen2
+    from devices.lan.wled import Wled
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,10 @@ class LanDevices:
         *,
         known: bool = False,
     ) -> None:
+        from devices.lan.managed import DriverAdapter, LanDevice, StateSource
+        from devices.lan.poller import StatePoller
+        from devices.lan.static import make_driver
+
         await self._ensure_bridge()
         driver = make_driver(kind, host, port, timeout=self.config.timeout)
         adapter = DriverAdapter(driver)
@@ -201,6 +205,8 @@ class LanDevices:
     async def _facts(driver: ShellyGen2 | Wled) -> DeviceFacts | None:
         """Model, firmware and MAC as the device reports them (Shelly.GetDeviceInfo, WLED
         /json/info); None when it did not answer: asked again with its next new state."""
+        from devices.lan.http import LanDeviceError
+
         try:
             details = await driver.get_info()
         except LanDeviceError as exc:

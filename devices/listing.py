@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -68,8 +69,17 @@ def admin_entry(
         "pending": pending,
         # What a command may be (gateway/commands/schema.py): the TUI checks with it before
         # sending; None for a device that takes no commands.
-        "schema": device.schema.data if device.schema is not None else None,
+        "schema": _schema_data(device.schema.text) if device.schema is not None else None,
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_data(text: str) -> dict[str, object]:
+    """One parsed copy per schema, shared by every device that has it: the admin API keeps
+    its latest listing, and a copy per thermostat was ~3 KB each. Nobody may change it."""
+    data = json.loads(text)
+    assert isinstance(data, dict)
+    return data
 
 
 class Publishes(Protocol):

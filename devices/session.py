@@ -68,6 +68,37 @@ def _json(value: object) -> bytes:
 
 
 class DeviceSession:
+    # Slots: one of each per declared device, and a thousand instance dicts add up.
+    __slots__ = (
+        "_activity",
+        "_attempts",
+        "_busy",
+        "_client",
+        "_heard_at",
+        "_lock",
+        "_reports",
+        "_status",
+        "adapter",
+        "availability_topic",
+        "client_id",
+        "clock",
+        "connector",
+        "delivered",
+        "device",
+        "failed_attempts",
+        "keep_alive",
+        "last_error",
+        "last_seen",
+        "missed_wakes",
+        "observed_interval",
+        "offline",
+        "pending_topic",
+        "prefix",
+        "result_topic",
+        "set_topic",
+        "state_topic",
+    )
+
     def __init__(
         self,
         device: Device,
@@ -107,7 +138,9 @@ class DeviceSession:
         self._lock = asyncio.Lock()
         self._reports: set[asyncio.Task[None]] = set()
         self._busy = False
-        self._activity = asyncio.Event()
+        # Made by the first wait_quiet: most sessions never run a command, and an Event
+        # costs a deque (~600 B) from the start.
+        self._activity: asyncio.Event | None = None
         # Failed attempts per command (payload, correlation data). Held in memory only: the
         # broker does not count deliveries, so after a gateway restart a command gets up to
         # max_attempts more tries; it is never dropped early.
@@ -304,13 +337,16 @@ class DeviceSession:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if self._activity is None:
+            self._activity = asyncio.Event()
+        activity = self._activity
         while True:
-            self._activity.clear()
+            activity.clear()
             left = deadline - loop.time()
             if left <= 0:
                 return False
             try:
-                await asyncio.wait_for(self._activity.wait(), min(quiet, left))
+                await asyncio.wait_for(activity.wait(), min(quiet, left))
             except TimeoutError:
                 if not self._busy and not self._reports:
                     return True
@@ -359,7 +395,8 @@ class DeviceSession:
     # --- commands -----------------------------------------------------------------------------
 
     def _poke(self) -> None:
-        self._activity.set()
+        if self._activity is not None:  # else nobody waits: wait_quiet clears it first anyway
+            self._activity.set()
 
     async def _on_command(self, message: Publish) -> bool:
         """Execute one command; True (acknowledge) only once the device confirmed it."""

@@ -18,18 +18,14 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from devices.ble.bthome import BTHomeReading
 from devices.ble.eq3 import Eq3Profile
 from devices.ble.fleet import SleepyFleet
 from devices.ble.gatt_ops import GattProfile
-from devices.ble.link import BleakLink
 from devices.ble.radio import Advertisement, Link, Radio
-from devices.ble.scanner import BleakRadio, BTHomeDecoder, ScanningMode
 from devices.ble.sleepy import StateCallback, WakeSettings
 from devices.discovery_publisher import DiscoveryPublisher
-from devices.lan.discovery import LanDiscovery
-from devices.lan.static import LAN_SCHEMAS
 from devices.lan_devices import LanDevices
 from devices.listing import ListingPublisher, admin_entry, bridge_listing
 from devices.model import Device, DevicePolicy
@@ -41,6 +37,12 @@ from devices.views import DevicesView, KnownDeviceView
 from gateway.client.mqtt import Connector, MQTTClient, MQTTClientError
 from gateway.commands.schema import CommandSchema
 from gateway.mqtt.packets import Publish, Will
+
+# bleak, zeroconf and aiohttp (with cryptography for BTHome) cost the gateway's RSS several
+# MB each: they are imported where a transport that needs them is started, not here.
+if TYPE_CHECKING:
+    from devices.ble.bthome import BTHomeReading
+    from devices.lan.discovery import LanDiscovery
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,8 @@ class Supervisor:
                     known=True,
                 )  # fmt: skip
         if lan.interfaces:
+            from devices.lan.discovery import LanDiscovery
+
             discovery = LanDiscovery(
                 interfaces=list(lan.interfaces),
                 on_found=self.lan.found,
@@ -221,6 +225,8 @@ class Supervisor:
 
     async def _listen(self, radio: Radio) -> None:
         """Advertisements to BTHome readings, and to the wake-ups of sleepy devices."""
+        from devices.ble.scanner import BTHomeDecoder
+
         keys = {a: d.bind_key for a, d in self._ble_ids.items() if d.bind_key}
         decoder = BTHomeDecoder(self._on_reading, bind_keys=keys)
         fleet = self.fleet
@@ -240,6 +246,8 @@ class Supervisor:
     def _make_radio(self) -> None:
         if self.radio is not None:
             return
+        from devices.ble.scanner import BleakRadio, ScanningMode
+
         ble = self.config.ble
         mode: ScanningMode = "auto"
         if ble.scanning_mode in ("active", "passive"):
@@ -254,6 +262,9 @@ class Supervisor:
             return
         link = self.link
         if link is None:
+            from devices.ble.link import BleakLink
+            from devices.ble.scanner import BleakRadio
+
             # Connects to the BLEDevice the scanner has just seen: no second discovery.
             radio = self.radio if isinstance(self.radio, BleakRadio) else None
             link = BleakLink(radio, adapter=self.config.ble.adapter)
@@ -278,7 +289,11 @@ class Supervisor:
         """The commands a declared device takes, before it has a session."""
         if known.kind in SLEEPY_KINDS and known.address:
             return self._gatt_profile(known).schema
-        return LAN_SCHEMAS.get(known.kind) if known.host else None
+        if not known.host:
+            return None
+        from devices.lan.static import LAN_SCHEMAS
+
+        return LAN_SCHEMAS.get(known.kind)
 
     def _gatt_profile(self, known: KnownDeviceView) -> GattProfile:
         if known.kind == "eq3":

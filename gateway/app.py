@@ -9,10 +9,10 @@ import ssl
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devices.ble.radio import Link, Radio
 from devices.demo import DemoTimings
-from devices.demo.demo import Demo, start_demo
 from devices.session import CLIENT_ID_PREFIX as DEVICE_CLIENT_ID_PREFIX
 from devices.supervisor import BRIDGE_CLIENT_ID, Supervisor
 from gateway.admin.service import AdminService
@@ -34,8 +34,6 @@ from gateway.reload import plan_reload
 from gateway.server.server import ListenerSpec, Server
 from gateway.service_loop import serve_service
 from gateway.startup import StartupError, cannot_listen
-from gateway.upstream.local import LocalBroker, SessionFigures
-from gateway.upstream.service import UpstreamService
 from gateway.upstream.settings import LOCAL_CLIENT_ID_PREFIX as UPSTREAM_CLIENT_ID_PREFIX
 from gateway.upstream.status import upstream_sys_figures
 from gateway.wiring import (
@@ -45,6 +43,13 @@ from gateway.wiring import (
     check_limits,
     listener_tls_context,
 )
+
+# Imported where they are used: the demo (its plug serves HTTP with aiohttp) in demo mode
+# only, the upstream bridges (~0.8 MB of modules) when an upstream is configured.
+if TYPE_CHECKING:
+    from devices.demo.demo import Demo
+    from gateway.upstream.local import LocalBroker
+    from gateway.upstream.service import UpstreamService
 
 log = logging.getLogger("gateway")
 
@@ -279,6 +284,8 @@ class Gateway:
         radio: Radio | None = None
         link: Link | None = None
         if self.config.demo:
+            from devices.demo.demo import start_demo
+
             try:
                 self.demo = demo = await start_demo(self.demo_timings)
             except OSError as exc:
@@ -322,6 +329,8 @@ class Gateway:
 
     def _upstream_local(self) -> LocalBroker:
         """What the upstream bridges need from the broker besides their MQTT connections."""
+        from gateway.upstream.local import LocalBroker, SessionFigures
+
         broker = self.broker
         settings = broker.settings
 
@@ -345,6 +354,8 @@ class Gateway:
         published from then on is queued for the upstream even if it is never reachable."""
         if not self.config.upstream:
             return
+        from gateway.upstream.service import UpstreamService
+
         upstream = UpstreamService(
             self.config.upstream, self._upstream_local(), self.config.topic_prefix
         )
@@ -506,12 +517,34 @@ class Gateway:
                 log.exception("stopping the upstream bridges failed")
 
 
+# The broker allocates many short-lived objects per message but creates few cycles:
+# CPython's default generation-0 threshold (700) made collections a large share of CPU under
+# load (bench/), so `run` collects less often.
+GC_THRESHOLD = (50_000, 20, 20)
+_STARTING_GC_THRESHOLD = (700, 10, 10)  # CPython's default
+
+
+class _ProcessGateway(Gateway):
+    """The gateway of `edge-gateway run`, which owns its process and so its collector."""
+
+    async def _start_devices(self) -> Supervisor:
+        # Except while the device sessions start: each leaves cyclic garbage (tasks, futures,
+        # streams of its first connection), and a thousand of them collected only every
+        # 50,000 allocations kept ~5 MB more of RSS for good (bench/bench_rss.py).
+        gc.set_threshold(*_STARTING_GC_THRESHOLD)
+        try:
+            return await super()._start_devices()
+        finally:
+            gc.collect()
+            gc.set_threshold(*GC_THRESHOLD)
+
+
 def _build(config: GatewayConfig, config_path: Path | None) -> Gateway:
     """The gateway, or StartupError for a file the config names that changed since it was
     checked (certificates and the password file are read again here)."""
     where = str(config_path) if config_path is not None else "the configuration"
     try:
-        return Gateway(config, config_path=config_path)
+        return _ProcessGateway(config, config_path=config_path)
     except PasswordFileError as exc:
         raise StartupError(f"{exc} (auth.password_file in {where})") from exc
     except (OSError, ssl.SSLError) as exc:
@@ -527,10 +560,7 @@ async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
 def run(config: GatewayConfig, *, config_path: Path) -> int:
     """Run until SIGTERM/SIGINT; 0 once stopped. Raises StartupError if the gateway cannot
     start (its traceback is logged at debug level only)."""
-    # The broker allocates many short-lived objects per message but creates few cycles:
-    # CPython's default generation-0 threshold (700) made collections a large share of
-    # CPU under load (bench/), so collect less often.
-    gc.set_threshold(50_000, 20, 20)
+    gc.set_threshold(*GC_THRESHOLD)
     logging.basicConfig(
         level=config.logging.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -9,9 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+from typing import TYPE_CHECKING
 
 from devices.ble.bthome_objects import (
     BUTTON_EVENTS,
@@ -23,6 +21,11 @@ from devices.ble.bthome_objects import (
     Kind,
     ObjectSpec,
 )
+
+# cryptography (its Rust bindings and libcrypto: ~6 MB of RSS) is imported at the first
+# encrypted advertisement: most sensors send in clear, and a gateway without any pays nothing.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 SERVICE_UUID = 0xFCD2
 _UUID_LE = SERVICE_UUID.to_bytes(2, "little")
@@ -161,6 +164,8 @@ def parse_bthome(
         mic = body[-_MIC_LEN:]
         nonce_mac = _mac_bytes(address) if address is not None else _mac_bytes(mac)
         nonce = nonce_mac + _UUID_LE + bytes((info,)) + counter_bytes
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = _cipher(bytes(bind_key)).decrypt(nonce, ciphertext + mic, None)
         except InvalidTag:
@@ -317,4 +322,6 @@ def _cipher(bind_key: bytes) -> AESCCM:
     if len(bind_key) != 16:
         # A configuration error, not bad radio data: deliberately not a BTHomeError.
         raise ValueError(f"a BTHome bind key has 16 bytes, got {len(bind_key)}")
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
     return AESCCM(bind_key, tag_length=_MIC_LEN)

@@ -69,6 +69,25 @@ class WakeSettings:
 class GattAdapter:
     """Runs commands over the GATT connection of the current wake window."""
 
+    # Slots, as in DeviceSession: one per declared device.
+    __slots__ = (
+        "_gatt",
+        "_news",
+        "_publishing",
+        "_pumps",
+        "_received",
+        "_stack",
+        "address",
+        "clock",
+        "connect_timeout",
+        "last_error",
+        "link",
+        "on_state",
+        "profile",
+        "state_at",
+        "writes",
+    )
+
     def __init__(
         self,
         profile: GattProfile,
@@ -90,7 +109,9 @@ class GattAdapter:
         self._stack: contextlib.AsyncExitStack | None = None
         self._gatt: GattSession | None = None
         self._received: dict[str, list[bytes]] = {}
-        self._news = asyncio.Event()
+        # Made by the first confirmation that waits (a notification sets it, and a wait
+        # clears it first): an Event costs a deque (~600 B) per declared device from the start.
+        self._news: asyncio.Event | None = None
         self._pumps: list[asyncio.Task[None]] = []
         self._publishing: set[asyncio.Task[None]] = set()
 
@@ -158,7 +179,8 @@ class GattAdapter:
         while True:
             data = await queue.get()
             self._received[char].append(data)
-            self._news.set()
+            if self._news is not None:
+                self._news.set()
             values = self.profile.state(data)
             if values:
                 self.state_at = self.clock()
@@ -197,6 +219,8 @@ class GattAdapter:
                 kind: LinkErrorKind = "timeout" if gatt.connected else "disconnected"
                 raise LinkError(kind, f"no confirmation on {confirm.notify} within "
                                 f"{confirm.timeout:g} s")  # fmt: skip
+            if self._news is None:
+                self._news = asyncio.Event()
             self._news.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._news.wait(), min(left, 0.5))
@@ -212,6 +236,22 @@ class GattAdapter:
 
 class SleepyDevice:
     """Opens wake windows for one sleepy device when it advertises and has commands waiting."""
+
+    # Slots, as in DeviceSession: one per declared device.
+    __slots__ = (
+        "_heard",
+        "_not_before",
+        "_task",
+        "adapter",
+        "can_refresh",
+        "clock",
+        "failures",
+        "last_window",
+        "pending",
+        "session",
+        "settings",
+        "windows",
+    )
 
     def __init__(
         self,
