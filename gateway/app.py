@@ -20,6 +20,7 @@ from gateway.auth.checks import PasswordChecks
 from gateway.auth.passwords import PasswordFileError
 from gateway.broker.core import VERSION, Broker
 from gateway.broker.records import Snapshot
+from gateway.compiled import describe as describe_build
 from gateway.config import (
     ConfigError,
     DevicesConfig,
@@ -239,6 +240,7 @@ class Gateway:
             raise StartupError(cannot_listen(listener, index, exc, self._config_file)) from exc
 
     async def _start(self) -> None:
+        log.info("edge-gateway %s, %s", VERSION, describe_build())
         await self._restore()
         await self._prime_upstream()
         # Devices are clients of the broker, so they start once it serves.

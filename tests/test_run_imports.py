@@ -2,7 +2,8 @@
 Raspberry-Pi-class gateway (issue 13), so the run path loads one only when its part is
 configured: textual never (the TUI is a separate command), bleak only with BLE on, zeroconf
 only with mDNS interfaces, aiohttp only for a LAN device or the demo, cryptography only for
-an encrypted BTHome sensor, the upstream bridge only with an upstream.
+an encrypted BTHome sensor, the upstream bridge only with an upstream, websockets only with
+a ws/wss listener.
 
 The check is on a real `python -m gateway run` subprocess: a sitecustomize on its path
 writes `sys.modules` at exit, after it served a client, so an eager import added anywhere on
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from conftest import REPO, free_port, wait_for, write_config
 
 # Written next to the config: the modules at interpreter exit, one per line.
@@ -43,10 +45,19 @@ def _connack(port: int) -> bool:
         return False
 
 
-def run_modules(tmp_path: Path, overrides: dict[str, Any], *args: str) -> set[str]:
+def run_modules(
+    tmp_path: Path,
+    overrides: dict[str, Any],
+    *args: str,
+    extra_listener: dict[str, Any] | None = None,
+) -> set[str]:
     """The modules a `gateway run` with this config had loaded by the time it exited."""
     port = free_port()
     config = write_config(tmp_path, port, overrides)
+    if extra_listener is not None:
+        cfg = yaml.safe_load(config.read_text())
+        cfg["listeners"].append(extra_listener)
+        config.write_text(yaml.safe_dump(cfg))
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -80,7 +91,16 @@ def _loaded(modules: set[str], package: str) -> list[str]:
 def test_run_with_ble_off_loads_no_optional_package(tmp_path: Path) -> None:
     modules = run_modules(tmp_path, {"devices": {"ble": {"enabled": False}}})
     assert "gateway.server.server" in modules  # the file is the gateway's, not an empty one
-    for package in ("textual", "bleak", "dbus_fast", "zeroconf", "aiohttp", "cryptography"):
+    optional = (
+        "textual",
+        "bleak",
+        "dbus_fast",
+        "zeroconf",
+        "aiohttp",
+        "cryptography",
+        "websockets",
+    )
+    for package in optional:
         assert not _loaded(modules, package), f"{package} imported: {_loaded(modules, package)}"
     assert "gateway.upstream.service" not in modules  # no upstream configured
     assert "devices.demo.demo" not in modules
@@ -99,3 +119,9 @@ def test_demo_mode_loads_what_its_devices_need(tmp_path: Path) -> None:
     modules = run_modules(tmp_path, {"devices": {"ble": {"enabled": False}}}, "--demo")
     assert _loaded(modules, "aiohttp")
     assert not _loaded(modules, "textual")
+
+
+def test_a_ws_listener_loads_websockets(tmp_path: Path) -> None:
+    ws = {"type": "ws", "name": "ws", "host": "127.0.0.1", "port": free_port()}
+    modules = run_modules(tmp_path, {"devices": {"ble": {"enabled": False}}}, extra_listener=ws)
+    assert _loaded(modules, "websockets")

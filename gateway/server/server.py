@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.broker.access import Authorizer
 from gateway.broker.core import Broker
@@ -44,7 +44,9 @@ from gateway.server.ratelog import RateLimitedLog
 from gateway.server.socket_transport import listen_tcp
 from gateway.server.sockets import bound_unix_socket, raise_open_files_limit
 from gateway.server.timer_wheel import TimerWheel
-from gateway.server.websocket import WebSocketLink
+
+if TYPE_CHECKING:
+    from gateway.server.websocket import WebSocketLink
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,8 @@ class Server:
         or, with ``serve=False``, from `serve()` on: the gateway's own device sessions
         (in-process) can get ready first."""
         loop = asyncio.get_running_loop()
+        websockets = any(spec.kind in ("ws", "wss") for spec in self.listener_specs)
+        link_type = _websocket_link() if websockets else None
         before, after = raise_open_files_limit()
         if after != before:
             log.info("open-files limit raised from %d to %d (one per connection)", before, after)
@@ -230,7 +234,8 @@ class Server:
                 url_path: str = spec.url_path,
                 origins: tuple[str, ...] = spec.origins,
             ) -> WebSocketLink:
-                return WebSocketLink(self, name, anon, url_path, tls, origins)
+                assert link_type is not None  # made only for ws/wss listeners
+                return link_type(self, name, anon, url_path, tls, origins)
 
             protocol_factory: Callable[[], asyncio.Protocol] = (
                 ws_factory if spec.kind in ("ws", "wss") else factory
@@ -702,6 +707,14 @@ class Server:
                 self.send_stall_timeout,
             )
             conn.abort()
+
+
+def _websocket_link() -> type[WebSocketLink]:
+    # Imported only for a ws/wss listener: the websockets package and what it pulls in cost
+    # 2.3 MB of RSS that a gateway without one need not pay.
+    from gateway.server.websocket import WebSocketLink
+
+    return WebSocketLink
 
 
 def _shown(spec: ListenerSpec, address: str) -> str:
