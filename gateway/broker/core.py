@@ -36,7 +36,7 @@ from gateway.broker.ledger import Ledger
 from gateway.broker.outbox import Outbox
 from gateway.broker.parts import Parts, event
 from gateway.broker.queue_policy import pending_list
-from gateway.broker.records import Message, Snapshot
+from gateway.broker.records import Message, Snapshot, StoreOp
 from gateway.broker.restore import restore
 from gateway.broker.router import Publication, Router
 from gateway.broker.routing import accept, inbound_properties
@@ -139,6 +139,10 @@ class Broker:
                 s.dropped += n
 
     # --- the step's output --------------------------------------------------------------
+
+    def pending_store_ops(self) -> list[StoreOp]:
+        """The store operations of the step so far (not taken yet); not to be changed."""
+        return self._p.ledger.ops
 
     def take_effects(self) -> Effects:
         p = self._p

@@ -38,6 +38,7 @@ from gateway.mqtt.packets import (
     ConnAck,
     Connect,
     Packet,
+    PubAck,
     Publish,
 )
 from gateway.mqtt.reason_codes import ConnAckV311, ReasonCode
@@ -59,6 +60,10 @@ TLS_SHUTDOWN_SECONDS = 5.0
 # Packets handed to the broker before their answers are performed (see _drain). Larger than a
 # read of any well-behaved client, so that group commits of a publisher are not split.
 DRAIN_BATCH = 1024
+# A subscriber draining its queue sends a read's worth of PUBACKs; the messages they make room
+# for are written every this many, not after the whole read, so that it starts on them
+# while the rest are handled (both sides busy, rather than taking turns).
+ACK_PIPELINE = 32
 # While its password is checked a client is still read from (a paused socket would not notice
 # that the client left, and its check must then be dropped), up to this many bytes.
 AUTH_INPUT_LIMIT = 64 * 1024
@@ -115,6 +120,8 @@ class ConnectionHost(Protocol):
     def connect_received(self, conn: MQTTConnection) -> None: ...
 
     def flush_effects(self, origin: MQTTConnection | None = None) -> None: ...
+
+    def flush_if_relaxed(self, origin: MQTTConnection) -> bool: ...
 
     async def apply_effects(
         self, effects: Effects, origin: MQTTConnection | None = None
@@ -400,7 +407,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def _drain_from(self, pending: collections.deque[Packet]) -> None:
         broker = self.server.broker
-        handled = 0
+        handled = acks = 0
         while pending and not self.closed and not self._write_paused:
             packet = pending.popleft()
             if not self.connected:
@@ -419,6 +426,10 @@ class MQTTConnection(asyncio.Protocol):
                     return
             broker.handle(self.conn_id, packet, time.time())
             handled += 1
+            if packet.__class__ is PubAck:
+                acks += 1
+                if acks % ACK_PIPELINE == 0 and pending and self.server.flush_if_relaxed(self):
+                    self.flush()
             if handled == DRAIN_BATCH and pending:
                 self.server.flush_effects(origin=self)
                 if self._busy:  # a commit to wait for: continue_after_wait() goes on

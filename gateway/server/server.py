@@ -549,6 +549,15 @@ class Server:
 
     # --- effects ----------------------------------------------------------------------------
 
+    def flush_if_relaxed(self, origin: MQTTConnection) -> bool:
+        """Perform what the broker asked for so far if none of it must wait for the disk
+        (False, and nothing done, if some of it must: a publisher's batch is committed
+        whole)."""
+        if needs_barrier(self.broker.pending_store_ops()):
+            return False
+        self.flush_effects(origin)
+        return True
+
     def flush_effects(self, origin: MQTTConnection | None = None) -> None:
         """Perform what the broker asked for; wait for the store first if it must."""
         effects = self.broker.take_effects()
