@@ -464,6 +464,33 @@ async def test_close_flushes_pending_commits(tmp_path: Path) -> None:
     assert len((await reopen(path)).messages) == 10
 
 
+async def test_a_free_writer_starts_at_once_and_what_came_meanwhile_follows(
+    tmp_path: Path,
+) -> None:
+    """group_window 0 (the gateway's default): commit when the writer is free. A call on an
+    idle store is handed to the database thread before the loop turns; calls made while it
+    is written form the next group, which starts as soon as the first is done; a call that
+    is not urgent still waits for company."""
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, group_window=0.0, relaxed_window=0.5)
+    await store.open()
+    await asyncio.sleep(0.01)  # the writer is idle
+    first = store.submit([PutMessage(message(1))])
+    assert store.stats.pending_calls == 0  # taken already, in this turn of the loop
+    later = [store.submit([PutMessage(message(i))]) for i in range(2, 6)]
+    assert store.stats.pending_calls == 4
+    await asyncio.gather(first, *later)
+    assert store.stats.commits == 2 and store.stats.calls == 5
+    await asyncio.sleep(0.01)
+    relaxed = store.submit([DeleteMessage(1)], urgent=False)
+    await asyncio.sleep(0.1)
+    assert not relaxed.done() and store.stats.commits == 2  # waits for company
+    await store.submit([PutMessage(message(9))])
+    assert relaxed.done() and store.stats.commits == 3
+    await store.close()
+    assert sorted(m.msg_id for m in (await reopen(path)).messages) == [2, 3, 4, 5, 9]
+
+
 async def test_cancelled_caller_still_commits(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     store = SqliteStore(path, group_window=0.05)

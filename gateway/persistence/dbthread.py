@@ -50,11 +50,16 @@ class DbThread:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` in the thread, after everything sent before it."""
+        return await self.call(fn)
+
+    def call(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """``fn(connection)`` handed to the thread now (not when a coroutine first runs):
+        its result's future."""
         if self._stopped:
             raise sqlite3.ProgrammingError("the database thread is stopped")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._calls.put((fn, future))
-        return await future
+        return future
 
     async def close(self) -> None:
         """Close the connection (after everything sent before) and end the thread."""

@@ -150,6 +150,17 @@ class SqliteStore:
         self._window_waiter: asyncio.Future[None] | None = None
         self._enough = 2
         self._writer: asyncio.Task[None] | None = None
+        self._idle = False  # the writer waits for work (nothing queued, nothing written)
+        # The group the database thread is writing: (calls, its job, start time, ops).
+        self._running: (
+            tuple[
+                list[tuple[Sequence[StoreOp], asyncio.Future[None]]],
+                asyncio.Future[int | None],
+                float,
+                int,
+            ]
+            | None
+        ) = None
         self._closing = False
         self._opened = False
         # counters behind .stats
@@ -278,6 +289,13 @@ class SqliteStore:
             self._queued_bytes += growth(ops)
             self._limit.update(self._size + self._writing_bytes + self._queued_bytes)
         waiter = self._window_waiter
+        if urgent and self._idle and not self._window and self._running is None:
+            # Commit when the writer is free, from here rather than a loop turn later in
+            # the writer task: the thread writes this while the loop handles the other
+            # clients' packets that came in the same turn (they make the next group).
+            self._first_urgent = loop.time()
+            self._begin_group()
+            return future
         if urgent and self._first_urgent is None:
             self._first_urgent = loop.time()
             if waiter is not None and not waiter.done():
@@ -296,63 +314,79 @@ class SqliteStore:
         wake = self._wake
         loop = asyncio.get_running_loop()
         while True:
+            if self._running is not None:
+                await self._finish_group(*self._running)
+                continue
             if not self._queue:
                 if self._closing:
                     return
                 wake.clear()
-                await wake.wait()
+                self._idle = True
+                try:
+                    await wake.wait()
+                finally:
+                    self._idle = False
                 continue
             urgent_at = self._first_urgent
             if urgent_at is None:
                 delay = self._first_arrival + self._relaxed - loop.time()
                 if delay > 0 and not self._closing:
                     await self._wait_window(loop, delay)
-                    if self._first_urgent is not None:
-                        continue  # an urgent call came: its own window applies
+                    continue  # an urgent call may have come, or started a group itself
             else:
                 delay = urgent_at + self._window - loop.time()
                 if delay > 0 and not self._closing and len(self._queue) < self._enough:
                     await self._wait_window(loop, delay)
-            group, self._queue = self._queue, []
-            self._writing_bytes, self._queued_bytes = self._queued_bytes, 0
-            self._first_urgent = None
-            # The window is cut short once a group as large as this one has gathered: when
-            # as many callers as last time are already back (e.g. all publishers waiting on
-            # their acks), waiting longer only leaves the disk idle. A lone call still waits
-            # for company, which is what saves fsyncs at moderate load.
-            self._enough = max(2, len(group))
-            await self._commit_group(group)
+                    continue
+            self._begin_group()
 
-    async def _wait_window(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._window_waiter = waiter
-        timer = loop.call_later(delay, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._window_waiter = None
-
-    async def _commit_group(
-        self, group: list[tuple[Sequence[StoreOp], asyncio.Future[None]]]
-    ) -> None:
+    def _begin_group(self) -> None:
+        """Hand everything queued to the database thread as one transaction, now: while
+        the thread writes it, the event loop goes on with what the next group gathers (the
+        writer task only waits for the outcome: _finish_group)."""
         conn = self._conn
-        assert conn is not None
+        assert conn is not None and self._wake is not None
+        group, self._queue = self._queue, []
+        self._writing_bytes, self._queued_bytes = self._queued_bytes, 0
+        self._first_urgent = None
+        # The window is cut short once a group as large as this one has gathered: when
+        # as many callers as last time are already back (e.g. all publishers waiting on
+        # their acks), waiting longer only leaves the disk idle. A lone call still waits
+        # for company, which is what saves fsyncs at moderate load.
+        self._enough = max(2, len(group))
+        started = time.perf_counter()
         plan = Tables.delta()
         n_ops = 0
-        started = time.perf_counter()
         wal = None
         if self._limit is not None:
             wal = (f"{self.path}-wal", self._limit.wal_budget, not self._commits)
+        job: asyncio.Future[int | None]
         try:
             for ops, _ in group:
                 apply(plan, ops)
                 n_ops += len(ops)
-            size = await conn.run(lambda db: commit_delta(db, plan, wal))
+            job = conn.call(lambda db: commit_delta(db, plan, wal))
+        except Exception as exc:  # a bad op (apply's TypeError): nothing of it is written
+            job = asyncio.get_running_loop().create_future()
+            job.set_exception(exc)
+        self._running = (group, job, started, n_ops)
+        self._wake.set()
+
+    async def _finish_group(
+        self,
+        group: list[tuple[Sequence[StoreOp], asyncio.Future[None]]],
+        job: asyncio.Future[int | None],
+        started: float,
+        n_ops: int,
+    ) -> None:
+        try:
+            size = await job
         except asyncio.CancelledError:
+            self._running = None
             self._fail(group, StoreError("store writer cancelled; outcome unknown"))
             raise
         except Exception as exc:
+            self._running = None
             self._failures += 1
             self._failed_calls += len(group)
             self._measured(None)  # rolled back: the store did not grow
@@ -365,6 +399,7 @@ class SqliteStore:
             )
             self._fail(group, exc)
             return
+        self._running = None
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         self._commits += 1
         self._calls += len(group)
@@ -377,6 +412,18 @@ class SqliteStore:
         for _, future in group:
             if not future.done():
                 future.set_result(None)
+        if self._queue and self._first_urgent is not None and not self._window:
+            self._begin_group()  # what came meanwhile goes now, not a loop turn later
+
+    async def _wait_window(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._window_waiter = waiter
+        timer = loop.call_later(delay, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._window_waiter = None
 
     @staticmethod
     def _fail(
