@@ -377,6 +377,18 @@ def _broker_args(args: argparse.Namespace, devices: int) -> argparse.Namespace:
     return argparse.Namespace(synchronous="full", inflight=20, set=overrides, mosquitto="")
 
 
+def _sample_with_clients(
+    report: Report, stage: str, proc: BrokerProcess, ids: list[str], count: int
+) -> None:
+    """The gateway's memory with ``count`` subscribed clients connected."""
+    clients = Clients(proc.port, ids, count)
+    clients.start()
+    try:
+        report.sample(stage, proc)
+    finally:
+        clients.close()
+
+
 def run(args: argparse.Namespace, workdir: Path) -> Report:
     report = Report(args, workdir)
     ids = list(known_devices(args.devices))
@@ -394,21 +406,11 @@ def run(args: argparse.Namespace, workdir: Path) -> Report:
         report.sample("sessions", full)
         asyncio.run(queue_commands(full.port, ids[: args.queued]))
         report.sample("queued", full)
-        clients = Clients(full.port, ids, args.clients)
-        clients.start()
-        try:
-            report.sample("clients", full)
-        finally:
-            clients.close()
+        _sample_with_clients(report, "clients", full, ids, args.clients)
         if args.restart:
             full.stop()
             full.start(timeout=120)
-            clients = Clients(full.port, ids, args.clients)
-            clients.start()
-            try:
-                report.sample("restarted", full)
-            finally:
-                clients.close()
+            _sample_with_clients(report, "restarted", full, ids, args.clients)
     finally:
         full.stop()
     return report
