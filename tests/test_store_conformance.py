@@ -361,3 +361,21 @@ def test_deleted_keys_go_as_runs_of_consecutive_integers(
     from gateway.persistence.sqlite_writes import runs
 
     assert runs(keys) == expected
+
+
+@pytest.mark.parametrize(("rows", "limit"), [(1, 32766), (1000 + 3, 32766), (37, 20)])
+def test_puts_go_as_multi_row_inserts_of_every_row(rows: int, limit: int) -> None:
+    """_insert_rows: chunks of 256, 128, ... rows (fewer under a low parameter limit), and
+    every row is written whatever the count."""
+    import sqlite3
+
+    from gateway.persistence import schema
+    from gateway.persistence.codec import message_row
+    from gateway.persistence.sqlite_writes import _PUT_MESSAGE, _insert_rows
+
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    schema.migrate(db)
+    db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    _insert_rows(db, _PUT_MESSAGE, [message_row(msg(i, b"p%d" % i)) for i in range(1, rows + 1)])
+    got = db.execute("SELECT msg_id, payload FROM messages ORDER BY msg_id").fetchall()
+    assert got == [(i, b"p%d" % i) for i in range(1, rows + 1)]

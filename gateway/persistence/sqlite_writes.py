@@ -12,6 +12,7 @@ the delta and are written after.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -169,7 +170,7 @@ def _write_messages(db: sqlite3.Connection, rows: dict[int, Message | None]) -> 
     if deleted:
         db.executemany(_DELETE_MESSAGES, runs(deleted))
     if puts:
-        db.executemany(_PUT_MESSAGE, puts)
+        _insert_rows(db, _PUT_MESSAGE, puts)
 
 
 def _write_queue(db: sqlite3.Connection, table: dict[str, dict[int, QueueEntry | None]]) -> None:
@@ -188,7 +189,43 @@ def _write_queue(db: sqlite3.Connection, table: dict[str, dict[int, QueueEntry |
     if deletes:
         db.executemany(_DELETE_QUEUE_ENTRIES, deletes)
     if puts:
-        db.executemany(_PUT_QUEUE_ENTRY, puts)
+        _insert_rows(db, _PUT_QUEUE_ENTRY, puts)
+
+
+# Rows per INSERT statement, at most: VALUES (...), (...), ... with 256 rows of 9 columns is
+# 2,304 parameters, within SQLite's limit (32,766 since 3.32; 999 before: see _chunk_rows).
+_MAX_CHUNK = 256
+
+
+def _insert_rows(db: sqlite3.Connection, put: str, rows: list[Row]) -> None:
+    """``executemany(put, rows)`` as multi-row INSERTs. executemany binds and steps one row
+    at a time, releasing the GIL around every step: with the event loop busy, each row then
+    waited for the GIL again, and the group's commit with it. Chunks are powers of two, so
+    that the statement cache holds a handful of statements per table."""
+    width = len(rows[0])
+    chunk = _chunk_rows(db, width)
+    i, n = 0, len(rows)
+    while i < n:
+        size = chunk
+        while size > n - i:
+            size //= 2
+        db.execute(_multi_row_sql(put, width, size), [v for row in rows[i : i + size] for v in row])
+        i += size
+
+
+@functools.cache
+def _multi_row_sql(put: str, width: int, rows: int) -> str:
+    head, _, _ = put.rpartition(" VALUES ")
+    one = "(" + ", ".join("?" * width) + ")"
+    return f"{head} VALUES " + ", ".join([one] * rows)
+
+
+def _chunk_rows(db: sqlite3.Connection, width: int) -> int:
+    limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    chunk = _MAX_CHUNK
+    while chunk > 1 and chunk * width > limit:
+        chunk //= 2
+    return chunk
 
 
 def runs(keys: list[int]) -> list[tuple[int, int]]:
