@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from bench_broker import CLK_TCK, HOST, BrokerProcess
+from bench_broker import CLK_TCK, HOST, REPO, BrokerProcess
 
 from gateway.mqtt.codec import encode
 from gateway.mqtt.packets import PubAck, Publish
@@ -374,7 +374,14 @@ def _broker_args(args: argparse.Namespace, devices: int) -> argparse.Namespace:
     overrides = list(args.set)
     if devices:
         overrides.append(f"devices.known={json.dumps(known_devices(devices))}")
-    return argparse.Namespace(synchronous="full", inflight=20, set=overrides, mosquitto="")
+    return argparse.Namespace(
+        synchronous="full",
+        inflight=20,
+        set=overrides,
+        mosquitto="",
+        gateway_tree=REPO,
+        connections=0,
+    )
 
 
 def _sample_with_clients(

@@ -185,3 +185,28 @@ def test_bench_topic_tree_prints_its_build_and_figures() -> None:
     assert proc.stdout.startswith("# gateway build: ")
     for name in ("add 200", "match, cache miss", "match, cache hit", "remove 200"):
         assert re.search(rf"^{name}.*\(\s*[\d.]+ µs/op\)$", proc.stdout, re.M), proc.stdout
+
+
+def test_bench_rss_small_run_prints_every_stage() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "bench_rss.py"),
+            "--devices",
+            "20",
+            "--queued",
+            "5",
+            "--clients",
+            "5",
+            "--no-restart",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for stage in ("start-up", "sessions", "queued", "clients"):
+        assert re.search(rf"^\s*{stage}\b.*\d+(\.\d+)? MB", proc.stdout, re.MULTILINE), (
+            f"no {stage} line:\n{proc.stdout}"
+        )
