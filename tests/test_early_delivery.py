@@ -70,9 +70,10 @@ def _client(port: int, client_id: str, clean: bool) -> RawClient:
     return c
 
 
-def _gate(gw: ThreadGateway) -> GatedStore:
+def _gate(gw: ThreadGateway, kind: type[GatedStore] | None = None) -> GatedStore:
+    """Put a GatedStore (or ``kind``) in front of the gateway's store."""
     server = gw.gateway.server
-    gated = GatedStore(server.store)
+    gated = (kind or GatedStore)(server.store)
     gw.call(lambda: setattr(server, "store", gated))
     return gated
 
@@ -171,8 +172,7 @@ def test_a_failed_commit_acknowledges_nothing_and_cuts_the_publisher_off(
     pub = _client(port, "early-pub3", clean=True)
     other = _client(port, "early-bystander", clean=True)
     server = gw.gateway.server
-    failing = FailingStore(server.store)
-    gw.call(lambda: setattr(server, "store", failing))
+    failing = _gate(gw, FailingStore)
     try:
         pub.send(Publish("early/t", b"lost?", qos=1, packet_id=3))
         assert pub.closed_by_peer(), "the publisher must be cut off, never acknowledged"
