@@ -23,7 +23,7 @@ from gateway.broker.records import (
     StoreOp,
     SubscriptionRecord,
 )
-from gateway.server.server import needs_barrier
+from gateway.server.barrier import needs_barrier
 
 MSG = Message(1, "t", b"x", 1, False)
 

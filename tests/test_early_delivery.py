@@ -29,7 +29,7 @@ from gateway.mqtt.packets import (
     Subscription,
 )
 from gateway.persistence import StoreError
-from gateway.server.server import early_deliveries
+from gateway.server.barrier import early_deliveries
 
 GatewayFactory = Callable[..., tuple[ThreadGateway, int]]
 
