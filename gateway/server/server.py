@@ -33,7 +33,7 @@ from gateway.server.connection import SLOW_CONSUMER_BYTES, Authenticates, MQTTCo
 from gateway.server.inprocess import open_in_process
 from gateway.server.pending import PendingConnections, Verdict
 from gateway.server.ratelog import RateLimitedLog
-from gateway.server.socket_transport import listen_tcp
+from gateway.server.socket_transport import SocketListener, listen_tcp
 from gateway.server.sockets import bound_unix_socket, raise_open_files_limit
 from gateway.server.timer_wheel import TimerWheel
 
@@ -189,33 +189,8 @@ class Server:
             protocol_factory: Callable[[], asyncio.Protocol] = (
                 ws_factory if spec.kind in ("ws", "wss") else factory
             )
-            srv: Listening
-            if spec.kind == "unix":
-                path = Path(spec.path)
-                srv = await loop.create_unix_server(
-                    factory, sock=bound_unix_socket(path), start_serving=serve
-                )
-                self.bound.append((spec, str(path)))
-            elif spec.kind in ("tcp", "ws"):
-                # Without TLS: a transport with a fraction of asyncio's state per connection
-                # (socket_transport.py), for the thousands of idle clients a gateway holds.
-                tcp = await listen_tcp(
-                    spec.host, spec.port, protocol_factory, backlog=1024, start_serving=serve
-                )
-                sock = tcp.sockets[0].getsockname()
-                self.bound.append((spec, f"{sock[0]}:{sock[1]}"))
-                srv = tcp
-            else:
-                srv = await loop.create_server(
-                    protocol_factory,
-                    spec.host,
-                    spec.port,
-                    reuse_address=True,
-                    backlog=1024,
-                    start_serving=serve,
-                )
-                sock = srv.sockets[0].getsockname()
-                self.bound.append((spec, f"{sock[0]}:{sock[1]}"))
+            srv, address = await _listen(spec, protocol_factory, serve)
+            self.bound.append((spec, address))
             self._servers.append(srv)
             if serve:
                 log.info("listening on %s (%s)", _shown(*self.bound[-1]), spec.name)
@@ -665,6 +640,30 @@ class Server:
                 self.send_stall_timeout,
             )
             conn.abort()
+
+
+async def _listen(
+    spec: ListenerSpec, factory: Callable[[], asyncio.Protocol], serve: bool
+) -> tuple[Listening, str]:
+    """The bound listener of ``spec`` and the address it got."""
+    if spec.kind == "unix":
+        path = Path(spec.path)
+        loop = asyncio.get_running_loop()
+        unix = await loop.create_unix_server(
+            factory, sock=bound_unix_socket(path), start_serving=serve
+        )
+        return unix, str(path)
+    srv: asyncio.Server | SocketListener
+    if spec.kind in ("tcp", "ws"):
+        # Without TLS: a transport with a fraction of asyncio's state per connection
+        # (socket_transport.py), for the thousands of idle clients a gateway holds.
+        srv = await listen_tcp(spec.host, spec.port, factory, backlog=1024, start_serving=serve)
+    else:
+        srv = await asyncio.get_running_loop().create_server(
+            factory, spec.host, spec.port, reuse_address=True, backlog=1024, start_serving=serve
+        )
+    sock = srv.sockets[0].getsockname()
+    return srv, f"{sock[0]}:{sock[1]}"
 
 
 def _websocket_link() -> type[WebSocketLink]:
