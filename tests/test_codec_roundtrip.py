@@ -490,3 +490,18 @@ def test_mutated_packets_only_raise_mqtt_errors(
     decoder = _decoder_for(v)
     for out in _decode_all(decoder, bytes(wire)):
         _reencodes(out, v)
+
+
+def test_the_fast_constructors_build_what_the_dataclasses_build() -> None:
+    from gateway.mqtt.packets import new_puback, new_pubcomp, new_publish, new_pubrec, new_pubrel
+
+    props = Properties(reason_string="why")
+    for cls, build in ((PubAck, new_puback), (PubRec, new_pubrec), (PubRel, new_pubrel)):
+        for args in ((7, 0, NO_PROPERTIES), (65535, 0x80, props)):
+            made = build(*args)
+            assert made == cls(*args) and type(made) is cls and hash(made) == hash(cls(*args))
+    assert new_pubcomp(1, 0x92, NO_PROPERTIES) == PubComp(1, 0x92)
+    assert new_pubcomp(1, 0, NO_PROPERTIES).type is PubComp(1).type
+    assert new_publish("t", b"x", 1, True, False, 3, props) == Publish(
+        "t", b"x", 1, True, False, 3, props
+    )

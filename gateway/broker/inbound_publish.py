@@ -18,7 +18,16 @@ from gateway.broker.session import Connection, Session
 from gateway.broker.store_limit import refuse_for_store
 from gateway.broker.topic_tree import is_sys_topic
 from gateway.broker.wills import may_ask_for_answers_on
-from gateway.mqtt.packets import NO_PROPERTIES, Properties, PubAck, PubComp, Publish, PubRec
+from gateway.mqtt.packets import (
+    NO_PROPERTIES,
+    Properties,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    new_puback,
+    new_pubrec,
+)
 from gateway.mqtt.reason_codes import ReasonCode
 
 _NO_MATCHING = ReasonCode.NO_MATCHING_SUBSCRIBERS.value
@@ -144,12 +153,12 @@ def _acknowledge(p: Parts, conn: Connection, s: Session, pid: int, qos: int, fla
             rc = _NO_MATCHING
     p.refusal = None
     if qos == 1:
-        p.actions.append(new_action(Send, (conn.conn_id, PubAck(pid, rc, ack_props))))
+        p.actions.append(new_action(Send, (conn.conn_id, new_puback(pid, rc, ack_props))))
     else:
         if rc < 0x80:
             s.inbound_qos2.add(pid)
             p.ledger.put_inbound_qos2(s, pid)
-        p.actions.append(new_action(Send, (conn.conn_id, PubRec(pid, rc, ack_props))))
+        p.actions.append(new_action(Send, (conn.conn_id, new_pubrec(pid, rc, ack_props))))
 
 
 def _refusal_properties(p: Parts) -> Properties:

@@ -36,7 +36,11 @@ from gateway.mqtt.packets import (
     UnsubAck,
     Unsubscribe,
     Will,
+    new_puback,
+    new_pubcomp,
     new_publish,
+    new_pubrec,
+    new_pubrel,
 )
 from gateway.mqtt.properties import WILL, decode_properties, read_bin, read_str, read_u16
 from gateway.mqtt.reason_codes import (
@@ -239,11 +243,12 @@ def _d_publish(b0: int, buf: bytes, pos: int, end: int, v: int) -> Publish:
     return new_publish(topic, buf[pos:end], qos, bool(b0 & 1), bool(b0 & 8), pid, props)
 
 
-_AckClass = type[PubAck] | type[PubRec] | type[PubRel] | type[PubComp]
+_AckBuilder = Callable[[int, int, Properties], PubAck | PubRec | PubRel | PubComp]
 
 
-def _ack_decoder(cls: _AckClass, ptype: PacketType, valid: frozenset[int]) -> _Decoder:
-    # 3.1.1 §3.4-§3.7, 5.0 §3.4-§3.7 (same layout for the four).
+def _ack_decoder(build: _AckBuilder, ptype: PacketType, valid: frozenset[int]) -> _Decoder:
+    # 3.1.1 §3.4-§3.7, 5.0 §3.4-§3.7 (same layout for the four). ``build``: packets.py's
+    # new_puback and the like, the constructors without the dataclass __init__.
     def decode(b0: int, buf: bytes, pos: int, end: int, v: int) -> Packet:
         size = end - pos
         if size == 2 or (size > 2 and v == PROTOCOL_V5):
@@ -251,16 +256,16 @@ def _ack_decoder(cls: _AckClass, ptype: PacketType, valid: frozenset[int]) -> _D
             if not pid:
                 raise ProtocolError("packet identifier 0")
             if size == 2:
-                return cls(pid)  # 5.0 §3.4.2.1: no reason code means 0x00
+                return build(pid, 0, NO_PROPERTIES)  # 5.0 §3.4.2.1: no reason code means 0x00
             rc = buf[pos + 2]
             if rc not in valid:
                 raise ProtocolError(f"invalid {ptype.name} reason code 0x{rc:02x}")
             if size == 3:
-                return cls(pid, rc)
+                return build(pid, rc, NO_PROPERTIES)
             props, pos = decode_properties(buf, pos + 3, end, ptype)
             if pos != end:
                 raise _extra(ptype.name)
-            return cls(pid, rc, props)
+            return build(pid, rc, props)
         if size < 2:
             raise MalformedPacket(f"truncated {ptype.name}")
         raise _extra(ptype.name)
@@ -423,10 +428,10 @@ def _table(v: int | None, connect: _Decoder) -> tuple[_Decoder | None, ...]:
         return tuple(table)
     fixed: dict[int, _Decoder] = {
         0x20: _d_connack,
-        0x40: _ack_decoder(PubAck, PacketType.PUBACK, PUBACK_REASONS),
-        0x50: _ack_decoder(PubRec, PacketType.PUBREC, PUBACK_REASONS),
-        0x62: _ack_decoder(PubRel, PacketType.PUBREL, PUBREL_REASONS),
-        0x70: _ack_decoder(PubComp, PacketType.PUBCOMP, PUBREL_REASONS),
+        0x40: _ack_decoder(new_puback, PacketType.PUBACK, PUBACK_REASONS),
+        0x50: _ack_decoder(new_pubrec, PacketType.PUBREC, PUBACK_REASONS),
+        0x62: _ack_decoder(new_pubrel, PacketType.PUBREL, PUBREL_REASONS),
+        0x70: _ack_decoder(new_pubcomp, PacketType.PUBCOMP, PUBREL_REASONS),
         0x82: _d_subscribe,
         0x90: _d_suback,
         0xA2: _d_unsubscribe,
