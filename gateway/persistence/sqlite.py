@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SYNCHRONOUS = ("full", "normal", "off")
+
+# The commit() calls of a group: their ops and the futures of those waiting for them.
+_Calls = list[tuple[Sequence[StoreOp], asyncio.Future[None]]]
+# The group the database thread is writing: its calls, its job, its start time, its ops.
+_Running = tuple[_Calls, "asyncio.Future[int | None]", float, int]
 # KiB of SQLite page cache. The store is read in full once, at start-up, and then written
 # (appends, deletes by key): the B-tree's inner pages and the pages being changed fit easily,
 # and the default 2 MiB stayed in the gateway's RSS holding pages read once at start-up.
@@ -143,7 +148,7 @@ class SqliteStore:
         self._queued_bytes = 0
         self._writing_bytes = 0
         self._conn: DbThread | None = None
-        self._queue: list[tuple[Sequence[StoreOp], asyncio.Future[None]]] = []
+        self._queue: _Calls = []
         self._first_arrival = 0.0
         self._wake: asyncio.Event | None = None
         # While the writer waits out the window: resolved early once this many calls queued.
@@ -152,15 +157,7 @@ class SqliteStore:
         self._writer: asyncio.Task[None] | None = None
         self._idle = False  # the writer waits for work (nothing queued, nothing written)
         # The group the database thread is writing: (calls, its job, start time, ops).
-        self._running: (
-            tuple[
-                list[tuple[Sequence[StoreOp], asyncio.Future[None]]],
-                asyncio.Future[int | None],
-                float,
-                int,
-            ]
-            | None
-        ) = None
+        self._running: _Running | None = None
         self._closing = False
         self._opened = False
         # counters behind .stats
@@ -374,7 +371,7 @@ class SqliteStore:
 
     async def _finish_group(
         self,
-        group: list[tuple[Sequence[StoreOp], asyncio.Future[None]]],
+        group: _Calls,
         job: asyncio.Future[int | None],
         started: float,
         n_ops: int,
@@ -426,9 +423,7 @@ class SqliteStore:
             self._window_waiter = None
 
     @staticmethod
-    def _fail(
-        group: list[tuple[Sequence[StoreOp], asyncio.Future[None]]], cause: BaseException
-    ) -> None:
+    def _fail(group: _Calls, cause: BaseException) -> None:
         message = f"commit failed: {cause}"
         for _, future in group:
             if not future.done():

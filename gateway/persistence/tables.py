@@ -155,9 +155,10 @@ def apply(tables: Tables, ops: Iterable[StoreOp]) -> None:
         elif kind is DeleteQueueEntry:
             dq = cast(DeleteQueueEntry, op)
             if delta:  # _delete_owned, inlined for the most frequent delete
-                key = (dq.client_id, dq.seq)
                 rows = queue.get(dq.client_id)
-                if key in fresh_queue:
+                # The key is built only when there is something fresh to find: a drain's
+                # deletes never have.
+                if fresh_queue and (key := (dq.client_id, dq.seq)) in fresh_queue:
                     fresh_queue.discard(key)
                     if rows is not None:  # else a DeleteSession in this delta took it
                         rows.pop(dq.seq, None)
