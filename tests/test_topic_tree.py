@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.broker.records import SubscriptionRecord
+from gateway.broker.shared_empty import NO_ITEMS
 from gateway.broker.topic_tree import (
     NO_MATCH,
     SubscriptionTree,
@@ -179,3 +180,21 @@ def test_tree_agrees_with_brute_force(filters: list[str], topics: list[str]) -> 
     for i, f in enumerate(filters):
         tree.remove(f"c{i}", f)
     assert len(tree) == 0 and tree._root.children == {}
+    assert NO_ITEMS == {}  # the empty dict the nodes share was never written
+
+
+def test_nodes_share_one_empty_dict_and_never_write_it() -> None:
+    tree = SubscriptionTree()
+    tree.add(rec("a", "home/+/set"))
+    tree.add(rec("b", "$share/g/home/+/set"))
+    tree.add(rec("c", "home/#"))
+    leaf = tree._root.children["home"].children["+"].children["set"]
+    assert leaf.children is NO_ITEMS  # a leaf holds no children dict of its own
+    assert set(leaf.subs) == {"a"} and set(leaf.shared) == {"g"}
+    assert tree._root.subs is NO_ITEMS and tree._root.shared is NO_ITEMS
+    assert {t.client_id for t in tree.match("home/x/set").targets} == {"a", "c"}
+    assert not tree.remove("z", "home/+/set") and not tree.remove("z", "$share/q/home/#")
+    for cid, f in (("a", "home/+/set"), ("b", "$share/g/home/+/set"), ("c", "home/#")):
+        assert tree.remove(cid, f)
+    assert NO_ITEMS == {}
+    assert tree.match("home/x/set") is NO_MATCH

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.broker.records import SubscriptionRecord
+from gateway.broker.shared_empty import NO_ITEMS
 
 SHARE_PREFIX = "$share/"
 
@@ -119,12 +120,13 @@ NO_MATCH = Match((), ())
 
 
 class _Node:
+    # Most nodes use one or two of their three dicts: the others are the shared NO_ITEMS.
     __slots__ = ("children", "shared", "subs")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.subs: dict[str, SubscriptionRecord] = {}
-        self.shared: dict[str, SharedGroup] = {}
+        self.children: dict[str, _Node] = NO_ITEMS
+        self.subs: dict[str, SubscriptionRecord] = NO_ITEMS
+        self.shared: dict[str, SharedGroup] = NO_ITEMS
 
     def empty(self) -> bool:
         return not self.children and not self.subs and not self.shared
@@ -152,15 +154,21 @@ class SubscriptionTree:
         for level in topic_filter.split("/"):
             child = node.children.get(level)
             if child is None:
+                if node.children is NO_ITEMS:
+                    node.children = {}
                 child = node.children[level] = _Node()
             node = child
         self._cache.clear()
         if group_name is None:
             new = record.client_id not in node.subs
+            if node.subs is NO_ITEMS:
+                node.subs = {}
             node.subs[record.client_id] = record
         else:
             group = node.shared.get(group_name)
             if group is None:
+                if node.shared is NO_ITEMS:
+                    node.shared = {}
                 group = node.shared[group_name] = SharedGroup(group_name, topic_filter)
             new = record.client_id not in group.members
             group.members[record.client_id] = record
