@@ -14,7 +14,7 @@ from gateway.broker.routing import (
     inbound_properties,
     route,
 )
-from gateway.broker.session import Connection, Session
+from gateway.broker.session import NO_PACKET_IDS, Connection, PacketIds, Session
 from gateway.broker.store_limit import refuse_for_store
 from gateway.broker.topic_tree import is_sys_topic
 from gateway.broker.wills import may_ask_for_answers_on
@@ -156,6 +156,8 @@ def _acknowledge(p: Parts, conn: Connection, s: Session, pid: int, qos: int, fla
         p.actions.append(new_action(Send, (conn.conn_id, new_puback(pid, rc, ack_props))))
     else:
         if rc < 0x80:
+            if s.inbound_qos2 is NO_PACKET_IDS:
+                s.inbound_qos2 = PacketIds()
             s.inbound_qos2.add(pid)
             p.ledger.put_inbound_qos2(s, pid)
         p.actions.append(new_action(Send, (conn.conn_id, new_pubrec(pid, rc, ack_props))))

@@ -16,8 +16,18 @@ from gateway.broker.journal import Journal
 from gateway.broker.ledger import Ledger
 from gateway.broker.queue_policy import json_keys, notice
 from gateway.broker.records import Message
-from gateway.broker.session import QUEUED, RELEASED, SENT, Connection, QEntry, Session
+from gateway.broker.session import (
+    NO_ENTRIES,
+    QUEUED,
+    RELEASED,
+    SENT,
+    Connection,
+    EntryQueue,
+    QEntry,
+    Session,
+)
 from gateway.broker.settings import Overflow, QueueLimits
+from gateway.broker.shared_empty import NO_ITEMS
 from gateway.broker.stats import BrokerStats
 from gateway.broker.timers import Timers
 from gateway.mqtt.packets import Properties, PubRec, PubRel, new_publish
@@ -125,6 +135,8 @@ class Outbox:
             return
         e.packet_id = pid
         e.state = SENT
+        if s.inflight is NO_ITEMS:
+            s.inflight = {}
         s.inflight[pid] = e
         self._journal.queues_version += 1
         if s.pending_topic is not None:
@@ -191,6 +203,8 @@ class Outbox:
             )
         seq = self._ledger.new_seq()
         e = QEntry(seq, msg, qos, retain, sub_ids)
+        if queue is NO_ENTRIES:
+            queue = s.queue = EntryQueue()
         queue.append(e)
         self._journal.queues_version += 1
         if s.pending_topic is not None:
@@ -228,10 +242,10 @@ class Outbox:
     def pump(self, conn: Connection, s: Session, now: float) -> None:
         """Move queued entries into flight while the window allows."""
         queue = s.queue
-        inflight = s.inflight
         window = conn.window
         stored = s.stored
-        while queue.count and len(inflight) < window:
+        # s.inflight read each time: the first _transmit replaces NO_ITEMS with a dict.
+        while queue.count and len(s.inflight) < window:
             e = queue.popleft()
             if e is None:
                 break
@@ -363,6 +377,8 @@ class Outbox:
             del s.inflight[e.packet_id]  # type: ignore[arg-type]
             e.state = QUEUED
             e.packet_id = None
+            if s.queue is NO_ENTRIES:
+                s.queue = EntryQueue()
             s.queue.appendleft(e)
             self._ledger.put_entry(s, e)
 

@@ -12,7 +12,17 @@ from gateway.broker.records import (
     SessionRecord,
     Snapshot,
 )
-from gateway.broker.session import QUEUED, SENT, QEntry, Session
+from gateway.broker.session import (
+    NO_ENTRIES,
+    NO_PACKET_IDS,
+    QUEUED,
+    SENT,
+    EntryQueue,
+    PacketIds,
+    QEntry,
+    Session,
+)
+from gateway.broker.shared_empty import NO_ITEMS
 from gateway.broker.topic_tree import split_shared
 from gateway.broker.wills import will_delay
 
@@ -32,6 +42,8 @@ def restore(p: Parts, snapshot: Snapshot, now: float) -> None:
             log.warning("restore: dropping subscription %r of %r", sub.topic_filter, sub.client_id)
             ledger.discard(DeleteSubscription(sub.client_id, sub.topic_filter))
             continue
+        if owner.subscriptions is NO_ITEMS:
+            owner.subscriptions = {}
         owner.subscriptions[sub.topic_filter] = sub
         p.router.tree.add(sub)
     max_seq = _restore_queues(p, snapshot)
@@ -43,6 +55,8 @@ def restore(p: Parts, snapshot: Snapshot, now: float) -> None:
     for client_id, pid in snapshot.inbound_qos2:
         owner = sessions.get(client_id)
         if owner is not None:
+            if owner.inbound_qos2 is NO_PACKET_IDS:
+                owner.inbound_qos2 = PacketIds()
             owner.inbound_qos2.add(pid)
     for m in snapshot.retained:
         max_msg_id = max(max_msg_id, m.msg_id)
@@ -103,6 +117,8 @@ def _restore_queues(p: Parts, snapshot: Snapshot) -> int:
         if q.state is QUEUED or pid is None or pid in owner.inflight or unconfirmed:
             e.state = QUEUED
             e.packet_id = None
+            if owner.queue is NO_ENTRIES:
+                owner.queue = EntryQueue()
             owner.queue.append(e)
             if unconfirmed:
                 # As when a coalescing session's link drops (Outbox.requeue_unconfirmed):
@@ -113,6 +129,8 @@ def _restore_queues(p: Parts, snapshot: Snapshot) -> int:
             if msg.expires_at is not None:
                 p.timers.entry_expires(msg.expires_at, owner, e)
         else:
+            if owner.inflight is NO_ITEMS:
+                owner.inflight = {}
             owner.inflight[pid] = e
             owner.next_packet_id = pid % 65535 + 1
         ledger.count_ref(msg.msg_id)

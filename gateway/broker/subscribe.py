@@ -7,6 +7,7 @@ from gateway.broker.disconnect import violation
 from gateway.broker.parts import Parts, send
 from gateway.broker.records import SubscriptionRecord
 from gateway.broker.session import Connection, Session
+from gateway.broker.shared_empty import NO_ITEMS
 from gateway.broker.topic_tree import has_wildcard, split_shared
 from gateway.mqtt.codec import is_valid_topic_filter
 from gateway.mqtt.packets import SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe
@@ -47,6 +48,8 @@ def on_subscribe(p: Parts, conn: Connection, s: Session, packet: Subscribe, now:
             sub_id,
         )
         new = p.router.tree.add(rec)
+        if s.subscriptions is NO_ITEMS:
+            s.subscriptions = {}
         s.subscriptions[f] = rec
         p.ledger.put_subscription(s, rec)
         codes.append(granted)
