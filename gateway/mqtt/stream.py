@@ -114,7 +114,9 @@ class StreamDecoder:
             PRE_CONNECT_TABLE if protocol_version is None else FIXED_TABLES[protocol_version]
         )
         self._rest = b""  # unparsed bytes when the next packet's size is still unknown
-        self._chunks: list[bytes] = []  # pieces of a packet whose size is known
+        # Pieces of a packet whose size is known (None between such packets: 56 B kept per
+        # connection otherwise, and most connections never split a packet across reads).
+        self._chunks: list[bytes] | None = None
         self._have = 0
         self._need = 0  # total size of that packet, 0 when none is pending
         self._error: MQTTError | None = None
@@ -130,12 +132,14 @@ class StreamDecoder:
             raise self._error
         if self._need:
             # A big packet arriving in pieces: join once when it is complete, not per piece.
-            self._chunks.append(bytes(data))
+            chunks = self._chunks
+            assert chunks is not None  # made with _need
+            chunks.append(bytes(data))
             self._have += len(data)
             if self._have < self._need:
                 return []
-            buf = b"".join(self._chunks)
-            self._chunks = []
+            buf = b"".join(chunks)
+            self._chunks = None
             self._have = self._need = 0
         elif self._rest:
             buf = self._rest + data
@@ -146,7 +150,7 @@ class StreamDecoder:
         except MQTTError as exc:
             self._error = exc
             self._rest = b""
-            self._chunks = []
+            self._chunks = None
             self._have = self._need = 0
             raise
 
