@@ -79,7 +79,6 @@ class DeviceSession:
         "_reports",
         "_status",
         "adapter",
-        "availability_topic",
         "client_id",
         "clock",
         "connector",
@@ -92,11 +91,7 @@ class DeviceSession:
         "missed_wakes",
         "observed_interval",
         "offline",
-        "pending_topic",
         "prefix",
-        "result_topic",
-        "set_topic",
-        "state_topic",
     )
 
     def __init__(
@@ -118,12 +113,6 @@ class DeviceSession:
         self.missed_wakes = missed_wakes
         self.clock = clock
         self.client_id = CLIENT_ID_PREFIX + device.id
-        base = f"{prefix}/{device.id}"
-        self.state_topic = f"{base}/state"
-        self.availability_topic = f"{base}/availability"
-        self.set_topic = f"{base}/set"
-        self.result_topic = f"{base}/result"
-        self.pending_topic = f"{base}/pending"
         self.last_seen = clock()  # wall-clock time the device was last heard from
         # Seconds between the last two times it was heard after a silence (a report, a wake
         # window): what the device really does, where its policy only says what to expect.
@@ -136,7 +125,8 @@ class DeviceSession:
         self._client: MQTTClient | None = None
         self._status: MQTTClient | None = None  # publishes while the device session sleeps
         self._lock = asyncio.Lock()
-        self._reports: set[asyncio.Task[None]] = set()
+        # Result reports still being published; made by the first (an empty set is 216 B).
+        self._reports: set[asyncio.Task[None]] | None = None
         self._busy = False
         # Made by the first wait_quiet: most sessions never run a command, and an Event
         # costs a deque (~600 B) from the start.
@@ -145,6 +135,28 @@ class DeviceSession:
         # broker does not count deliveries, so after a gateway restart a command gets up to
         # max_attempts more tries; it is never dropped early.
         self._attempts: dict[tuple[bytes, bytes | None], int] = {}
+
+    # The device's topics (DESIGN §2), made when used rather than kept: five strings per
+    # declared device, most of which sleep for hours between uses.
+    @property
+    def state_topic(self) -> str:
+        return f"{self.prefix}/{self.device.id}/state"
+
+    @property
+    def availability_topic(self) -> str:
+        return f"{self.prefix}/{self.device.id}/availability"
+
+    @property
+    def set_topic(self) -> str:
+        return f"{self.prefix}/{self.device.id}/set"
+
+    @property
+    def result_topic(self) -> str:
+        return f"{self.prefix}/{self.device.id}/result"
+
+    @property
+    def pending_topic(self) -> str:
+        return f"{self.prefix}/{self.device.id}/pending"
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -508,6 +520,8 @@ class DeviceSession:
             return
         outcome["ts"] = round(self.clock(), 3)
         task = asyncio.get_running_loop().create_task(self._send_report(client, message, outcome))
+        if self._reports is None:
+            self._reports = set()
         self._reports.add(task)
         task.add_done_callback(self._reports.discard)
 

@@ -160,6 +160,23 @@ async def test_five_setpoints_while_asleep_one_write_on_wake(harness: Harness) -
     assert not fake.connected and not sleepy.session.awake  # back to sleep
 
 
+async def test_a_sleeping_device_holds_no_window_containers(harness: Harness) -> None:
+    # One of each per declared device: empty sets and lists were 560 B a device that sleeps.
+    sleepy, fake, session = await make(harness)
+    adapter = sleepy.adapter
+    idle = (adapter._received, adapter._pumps, adapter._publishing, session._reports)
+    assert idle == (None, None, None, None)
+    results = await harness.observer("gw/trv/result")
+    await harness.send_commands("gw/trv/set", json.dumps({"target_temp": 20}).encode())
+    await window(sleepy)
+    await until(lambda: len(payloads(results, "gw/trv/result")) == 1)
+    assert fake.writes == [bytes([0x41, 40])]
+    assert payloads(results, "gw/trv/result")[0]["result"] == "delivered"
+    # The window's notification pumps and state publications end with it.
+    assert (adapter._received, adapter._pumps, adapter._publishing) == (None, None, None)
+    assert not fake.connected
+
+
 async def test_no_connection_when_nothing_is_pending(harness: Harness) -> None:
     sleepy, fake, _ = await make(harness)
     await window(sleepy)  # pending unknown at first: one window finds the queue empty

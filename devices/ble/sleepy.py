@@ -108,12 +108,14 @@ class GattAdapter:
         self.state_at: float | None = None  # clock() when the device last reported its state
         self._stack: contextlib.AsyncExitStack | None = None
         self._gatt: GattSession | None = None
-        self._received: dict[str, list[bytes]] = {}
         # Made by the first confirmation that waits (a notification sets it, and a wait
         # clears it first): an Event costs a deque (~600 B) per declared device from the start.
         self._news: asyncio.Event | None = None
-        self._pumps: list[asyncio.Task[None]] = []
-        self._publishing: set[asyncio.Task[None]] = set()
+        # These three exist only while a wake window has use for them: empty, they cost
+        # 340 B per declared device that sleeps almost all the time.
+        self._received: dict[str, list[bytes]] | None = None  # notifications, per char
+        self._pumps: list[asyncio.Task[None]] | None = None
+        self._publishing: set[asyncio.Task[None]] | None = None
 
     @property
     def connected(self) -> bool:
@@ -132,7 +134,7 @@ class GattAdapter:
     async def _run(self, gatt: GattSession, steps: list[GattStep]) -> None:
         for step in steps:
             notify = step.confirm.notify if step.confirm is not None else None
-            seen = len(self._received.get(notify, ())) if notify is not None else 0
+            seen = len(self._notifications(notify)) if notify is not None else 0
             try:
                 await gatt.write(step.char, step.data, response=step.response)
                 self.writes += 1
@@ -155,7 +157,11 @@ class GattAdapter:
             )
             for char in self.profile.notify_chars:
                 queue = await gatt.subscribe(char)
+                if self._received is None:
+                    self._received = {}
                 self._received[char] = []
+                if self._pumps is None:
+                    self._pumps = []
                 self._pumps.append(asyncio.create_task(self._pump(char, queue)))
         except LinkError as exc:
             self.last_error = exc.kind
@@ -169,16 +175,22 @@ class GattAdapter:
         return gatt
 
     async def _unwind(self, stack: contextlib.AsyncExitStack) -> None:
-        for pump in self._pumps:
+        pumps, self._pumps = self._pumps, None
+        for pump in pumps or ():
             pump.cancel()
-        self._pumps.clear()
         with contextlib.suppress(Exception):
             await stack.aclose()
+
+    def _notifications(self, char: str) -> list[bytes]:
+        """What ``char`` notified in this window (a list kept, and made if need be)."""
+        if self._received is None:
+            self._received = {}
+        return self._received.setdefault(char, [])
 
     async def _pump(self, char: str, queue: asyncio.Queue[bytes]) -> None:
         while True:
             data = await queue.get()
-            self._received[char].append(data)
+            self._notifications(char).append(data)
             if self._news is not None:
                 self._news.set()
             values = self.profile.state(data)
@@ -188,6 +200,8 @@ class GattAdapter:
                     # Its own task: the confirmation this notification brings may end the
                     # window (and this pump) before the state is published.
                     task = asyncio.get_running_loop().create_task(self._publish(values))
+                    if self._publishing is None:
+                        self._publishing = set()
                     self._publishing.add(task)
                     task.add_done_callback(self._publishing.discard)
 
@@ -205,7 +219,7 @@ class GattAdapter:
                 raise LinkError("gatt", f"read-back of {confirm.read} is {value.hex()}")
             return
         assert confirm.notify is not None
-        received = self._received.setdefault(confirm.notify, [])
+        received = self._notifications(confirm.notify)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + confirm.timeout
         while True:
@@ -230,8 +244,10 @@ class GattAdapter:
         stack, self._stack, self._gatt = self._stack, None, None
         if stack is not None:
             await self._unwind(stack)
-        if self._publishing:
-            await asyncio.wait(set(self._publishing), timeout=10)
+            self._received = None  # the next window subscribes afresh
+        publishing, self._publishing = self._publishing, None
+        if publishing:
+            await asyncio.wait(set(publishing), timeout=10)
 
 
 class SleepyDevice:
