@@ -167,40 +167,13 @@ class Outbox:
         limits = s.limits
         if limits.coalesce or limits.default_expiry:
             msg = self._apply_policy(s, msg, limits, now)
-        size = len(msg.payload)
         queue = s.queue
-        max_messages = limits.max_messages
-        max_bytes = limits.max_bytes
-        if (max_messages and queue.count >= max_messages) or (
-            max_bytes and queue.bytes + size > max_bytes
-        ):
-            if limits.overflow is Overflow.REJECT_NEW or (max_bytes and size > max_bytes):
-                self._stats.dropped(
-                    "queue_full",
-                    1,
-                    f"queue of {s.client_id!r} full, new message on {msg.topic} refused",
-                    s.client_id,
-                )
-                self.notify(s, "dropped", msg, now, reason="queue_full")
-                return False
-            dropped = 0
-            while queue.count and (
-                (max_messages and queue.count >= max_messages)
-                or (max_bytes and queue.bytes + size > max_bytes)
-            ):
-                oldest = queue.popleft()
-                if oldest is None:
-                    break
-                oldest.dead = True  # out of the queue: its expiry must not drop it again
-                self.finish(s, oldest)
-                self.notify(s, "dropped", oldest.message, now, reason="queue_full")
-                dropped += 1
-            self._stats.dropped(
-                "queue_full",
-                dropped,
-                f"queue of {s.client_id!r} full, oldest message(s) dropped",
-                s.client_id,
-            )
+        max_messages, max_bytes = limits.max_messages, limits.max_bytes
+        full = (max_messages and queue.count >= max_messages) or (
+            max_bytes and queue.bytes + len(msg.payload) > max_bytes
+        )
+        if full and not self._make_room(s, msg, limits, now):
+            return False
         seq = self._ledger.new_seq()
         e = QEntry(seq, msg, qos, retain, sub_ids)
         if queue is NO_ENTRIES:
@@ -213,6 +186,40 @@ class Outbox:
             self._ledger.add_entry(s, e)
         if msg.expires_at is not None:
             self._timers.entry_expires(msg.expires_at, s, e)
+        return True
+
+    def _make_room(self, s: Session, msg: Message, limits: QueueLimits, now: float) -> bool:
+        """The queue is full: drop its oldest entries until ``msg`` fits (True), or refuse
+        ``msg`` (False) under REJECT_NEW or when it alone is over the byte limit."""
+        queue, size = s.queue, len(msg.payload)
+        max_messages, max_bytes = limits.max_messages, limits.max_bytes
+        if limits.overflow is Overflow.REJECT_NEW or (max_bytes and size > max_bytes):
+            self._stats.dropped(
+                "queue_full",
+                1,
+                f"queue of {s.client_id!r} full, new message on {msg.topic} refused",
+                s.client_id,
+            )
+            self.notify(s, "dropped", msg, now, reason="queue_full")
+            return False
+        dropped = 0
+        while queue.count and (
+            (max_messages and queue.count >= max_messages)
+            or (max_bytes and queue.bytes + size > max_bytes)
+        ):
+            oldest = queue.popleft()
+            if oldest is None:
+                break
+            oldest.dead = True  # out of the queue: its expiry must not drop it again
+            self.finish(s, oldest)
+            self.notify(s, "dropped", oldest.message, now, reason="queue_full")
+            dropped += 1
+        self._stats.dropped(
+            "queue_full",
+            dropped,
+            f"queue of {s.client_id!r} full, oldest message(s) dropped",
+            s.client_id,
+        )
         return True
 
     def _apply_policy(self, s: Session, msg: Message, limits: QueueLimits, now: float) -> Message:
