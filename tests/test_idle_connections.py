@@ -22,7 +22,7 @@ from paho_helpers import V5, Client
 from gateway.mqtt.codec import encode
 from gateway.mqtt.packets import PROTOCOL_V5, PROTOCOL_V311, PingResp, Publish, Will
 from gateway.mqtt.reason_codes import ReasonCode as RC
-from gateway.server.sockets import OPEN_FILES_CEILING, peer_address
+from gateway.server.sockets import OPEN_FILES_CEILING
 
 GatewayFactory = Callable[..., tuple[ThreadGateway, int]]
 
@@ -165,12 +165,3 @@ def test_the_open_files_soft_limit_is_raised_to_the_hard_one() -> None:
     before, after, now, hard = (int(x) for x in out)
     assert before == 256
     assert after == now == min(hard, OPEN_FILES_CEILING) > 256
-
-
-def test_one_host_is_one_address_string() -> None:
-    # Built at run time, as the peername tuples are: equal strings, distinct objects.
-    a, b = "".join(["10.0.0.", "7"]), "".join(["::ffff:", "10.0.0.7"])
-    assert a is not b[len("::ffff:") :]
-    assert peer_address(a) == peer_address(b) == "10.0.0.7"
-    assert peer_address(a) is peer_address(b)  # kept once, however many connections
-    assert peer_address("::1") == "::1" and peer_address("fe80::1") == "fe80::1"

@@ -11,7 +11,6 @@ import os
 import resource
 import socket
 import struct
-import sys
 import termios
 from pathlib import Path
 
@@ -65,12 +64,10 @@ def end_linger(transport: asyncio.Transport) -> None:
 
 def peer_address(host: str) -> str:
     """The peer's address as the per-address limits count it: IPv4-mapped IPv6 folded onto
-    IPv4, so that a dual-stack listener does not give one host two budgets. Interned: the
-    connections of one host share one string (each connection keeps it, and a fresh copy
-    per connection is 58 B), and it is freed with the last of them."""
+    IPv4, so that a dual-stack listener does not give one host two budgets."""
     if host.startswith("::ffff:") and "." in host:
-        host = host[len("::ffff:") :]
-    return sys.intern(host)
+        return host[len("::ffff:") :]
+    return host
 
 
 def bound_unix_socket(path: Path) -> socket.socket:
