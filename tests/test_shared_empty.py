@@ -1,5 +1,6 @@
-"""NO_ITEMS, the empty dict idle sessions and topic-tree nodes share: it refuses every write,
-and a broker full of clients that subscribe, receive and leave never writes it."""
+"""The empty containers idle sessions and topic-tree nodes share (NO_ITEMS, NO_ENTRIES,
+NO_PACKET_IDS): they refuse every addition, and a broker whose clients subscribe, receive,
+go away and come back from the store never writes them."""
 
 from __future__ import annotations
 

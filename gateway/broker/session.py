@@ -130,7 +130,7 @@ class EntryQueue:
 def _refuse_if(shared: bool) -> None:
     # Checked only where an empty holder makes its container, so it costs nothing per item.
     if shared:
-        raise TypeError("this empty queue is shared: give the session one of its own first")
+        raise TypeError("this empty container is shared: give the session its own first")
 
 
 class PacketIds:
